@@ -1,0 +1,256 @@
+//! spendguard's configuration: parse the TOML file, validate every key and cross-reference, and
+//! build the [`spendguard_core::Model`] the engine evaluates against.
+//!
+//! The format is shared/spec/spendguard.example.toml; see this crate's README for the rules
+//! the spec leaves open. Errors name the file, the line and the key:
+//!
+//! ```text
+//! spendguard.toml:74: policy[2].per_tx_usd: money must be a quoted decimal string, not a TOML float: write "200.5" (in quotes)
+//! ```
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod locate;
+mod raw;
+mod validate;
+
+pub use error::{ConfigError, ConfigIssue, ConfigResult};
+pub use raw::AlertKind;
+
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+use locate::{KeyPath, Locator};
+use rust_decimal::Decimal;
+use spendguard_core::model::ChainKind;
+use spendguard_core::Model;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Events an `[[alert]]` channel can subscribe to.
+pub const ALERT_EVENTS: &[&str] = &[
+    "unexplained_outflow",
+    "kill_switch",
+    "approval_requested",
+    "limit_80_percent",
+    "notify_tier",
+    "watcher_stalled",
+    "balance_low",
+];
+
+/// Formats a `[[report]]` can be written in.
+pub const REPORT_FORMATS: &[&str] = &["json", "csv", "md", "html"];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[server]`, with paths resolved against the file's directory.
+    pub server: ServerConfig,
+    /// Everything the policy engine needs.
+    pub model: Model,
+    /// Connection settings of each chain.
+    pub chains: Vec<ChainSettings>,
+    /// Where each wallet's key material is.
+    pub wallet_keys: Vec<WalletKeys>,
+    /// Alert channels.
+    pub alerts: Vec<AlertConfig>,
+    /// Scheduled reports.
+    pub reports: Vec<ReportConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// SQLite file.
+    pub database: PathBuf,
+    /// Daemon listen address.
+    pub listen: SocketAddr,
+    /// Default timezone.
+    pub timezone: Tz,
+    /// Where scheduled reports are written.
+    pub reports_dir: PathBuf,
+}
+
+/// Solana commitment level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commitment {
+    /// Voted on by a supermajority.
+    Confirmed,
+    /// Rooted.
+    Finalized,
+}
+
+/// How to reach and watch one chain.
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    /// Chain id in the config.
+    pub id: String,
+    /// Family.
+    pub kind: ChainKind,
+    /// EVM chain id.
+    pub chain_id: Option<u64>,
+    /// RPC URLs in failover order.
+    pub rpc: Vec<String>,
+    /// Blocks behind head considered final (EVM).
+    pub confirmations: u64,
+    /// Watcher poll interval.
+    pub poll_interval: TimeDelta,
+    /// First block indexed (EVM).
+    pub start_block: u64,
+    /// Fee cap in gwei (EVM).
+    pub max_fee_per_gas_gwei: Option<Decimal>,
+    /// Commitment (Solana).
+    pub commitment: Commitment,
+}
+
+/// Key material of one wallet (paths resolved against the config's directory).
+#[derive(Debug, Clone)]
+pub struct WalletKeys {
+    /// Wallet id.
+    pub wallet: String,
+    /// Web3 Secret Storage file (EVM).
+    pub keystore: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Solana keypair file.
+    pub keypair: Option<PathBuf>,
+}
+
+/// One `[[alert]]` channel.
+#[derive(Debug, Clone)]
+pub struct AlertConfig {
+    /// Identifier.
+    pub id: String,
+    /// Payload format.
+    pub kind: AlertKind,
+    /// Environment variable holding the URL (a secret).
+    pub url_env: String,
+    /// Subscribed events.
+    pub events: Vec<String>,
+}
+
+/// One `[[report]]`.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    /// Identifier.
+    pub id: String,
+    /// Cron schedule.
+    pub schedule: cron::Schedule,
+    /// Output formats.
+    pub formats: Vec<String>,
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> ConfigResult<Config> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    parse(&text, path)
+}
+
+/// Validates configuration text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> ConfigResult<Config> {
+    let locator = Locator::new(text);
+    let invalid = |issues: Vec<ConfigIssue>| ConfigError::Invalid { path: path.to_path_buf(), issues };
+    let raw: raw::RawConfig = match serde_path_to_error::deserialize(toml::Deserializer::new(text)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let key = KeyPath::from_serde(e.path());
+            let inner = e.inner();
+            // A missing top-level table has no line of its own; the span would be the whole file.
+            let at_root = key.to_string().is_empty() && inner.message().starts_with("missing field");
+            let line = if at_root {
+                None
+            } else {
+                inner.span().map(|s| locator.line_at(s.start)).or_else(|| locator.line_of(&key))
+            };
+            return Err(invalid(vec![ConfigIssue { line, key: key.to_string(), message: inner.message().to_string() }]));
+        }
+    };
+    validate::build(raw, path).map_err(|issues| {
+        let mut issues: Vec<ConfigIssue> = issues
+            .into_iter()
+            .map(|(key, message)| ConfigIssue { line: locator.line_of(&key), key: key.to_string(), message })
+            .collect();
+        issues.sort_by_key(|i| i.line.unwrap_or(0));
+        invalid(issues)
+    })
+}
+
+impl Config {
+    /// A short human summary for `spendguard check`.
+    pub fn summary(&self) -> String {
+        let m = &self.model;
+        let mut out = format!(
+            "{}: valid\norg {} ({} departments), database {}\n",
+            self.path.display(),
+            m.org_id,
+            m.departments.len(),
+            self.server.database.display()
+        );
+        out.push_str(&format!("chains ({}):\n", m.chains.len()));
+        for c in &self.chains {
+            let assets: Vec<String> = m.assets_on(&c.id).map(|a| a.symbol.clone()).collect();
+            out.push_str(&format!("  {} [{}] assets {}\n", c.id, c.kind, assets.join(", ")));
+        }
+        out.push_str(&format!("wallets ({}):\n", m.wallets.len()));
+        for w in &m.wallets {
+            let users: Vec<&str> = m.agents_of_wallet(&w.id).map(|a| a.id.as_str()).collect();
+            out.push_str(&format!("  {} on {} {} used by {}\n", w.id, w.chain, w.address, list_or_none(&users)));
+        }
+        out.push_str(&format!("agents ({}):\n", m.agents.len()));
+        for a in &m.agents {
+            let dept = a.department.as_deref().unwrap_or("no department");
+            out.push_str(&format!("  {} ({dept}) wallets {}\n", a.id, list_or_none(&a.wallets.iter().map(String::as_str).collect::<Vec<_>>())));
+        }
+        out.push_str(&format!("policies ({}):\n", m.policies.len()));
+        for p in &m.policies {
+            let mut parts = vec![];
+            if let Some(cap) = p.per_tx_usd {
+                parts.push(format!("per-tx {cap} USD"));
+            }
+            if !p.limits.is_empty() {
+                parts.push(format!("{} limits", p.limits.len()));
+            }
+            if p.schedule.is_some() {
+                parts.push("schedule".into());
+            }
+            if p.tiers.is_some() {
+                parts.push("tiers".into());
+            }
+            if let Some(r) = &p.recipients {
+                parts.push(format!("{} recipient rules", r.rules.len()));
+            }
+            if !p.operations.is_empty() {
+                parts.push(format!("{} operations", p.operations.len()));
+            }
+            out.push_str(&format!("  {} on {}: {}\n", p.id, p.scope, list_or_none(&parts.iter().map(String::as_str).collect::<Vec<_>>())));
+        }
+        out.push_str(&format!(
+            "merchants {}, operators {}, alert channels {}, reports {}\n",
+            m.merchants.len(),
+            m.operators.len(),
+            self.alerts.len(),
+            self.reports.len()
+        ));
+        out
+    }
+
+    /// Key material of a wallet.
+    pub fn wallet_keys(&self, wallet: &str) -> Option<&WalletKeys> {
+        self.wallet_keys.iter().find(|k| k.wallet == wallet)
+    }
+
+    /// Connection settings of a chain.
+    pub fn chain_settings(&self, chain: &str) -> Option<&ChainSettings> {
+        self.chains.iter().find(|c| c.id == chain)
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,99 @@
+//! Configuration tests against the files in fixtures/config.
+
+use spendguard_config::{load, parse, ConfigError};
+use spendguard_core::model::{Measure, RecipientAction, Scope};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config")
+}
+
+#[test]
+fn the_spec_example_loads_with_every_key_understood() {
+    let config = load(&fixtures().join("example.toml")).expect("example must be valid");
+    let m = &config.model;
+    assert_eq!(m.org_id, "acme-corp");
+    assert_eq!((m.chains.len(), m.assets.len(), m.wallets.len(), m.agents.len()), (2, 4, 2, 2));
+    assert_eq!(m.merchants.len(), 2);
+    assert_eq!(m.policies.len(), 5);
+    let procurement = m.policies.iter().find(|p| p.id == "procurement").unwrap();
+    assert_eq!(procurement.scope, Scope::Agent("procurement-bot".into()));
+    assert_eq!(procurement.limits.len(), 3);
+    assert!(matches!(procurement.limits[1].measure, Measure::Count(5)));
+    assert_eq!(procurement.limits[2].asset.as_deref(), Some("eth-local:ETH"));
+    assert_eq!(procurement.timezone.name(), "America/New_York", "calendar windows follow the schedule's timezone");
+    let recipients = procurement.recipients.as_ref().unwrap();
+    assert_eq!(recipients.default_action, RecipientAction::Block);
+    assert_eq!(recipients.rules.len(), 3);
+    let refunds = m.policies.iter().find(|p| p.id == "refunds").unwrap();
+    assert_eq!(refunds.operations.len(), 2);
+    let fraction = &m.policies.iter().find(|p| p.id == "trading-hot-wallet").unwrap().limits[0];
+    assert!(matches!(fraction.measure, Measure::BalanceFraction(_)));
+    // EVM addresses are canonicalised; the merchant registry is keyed by chain and address.
+    assert!(m.merchant_at("eth-local", "0x70997970c51812dc3a010c7d01b50e0d17dc79c8").is_some());
+    assert_eq!(config.server.database, fixtures().join("spendguard.db"));
+    assert_eq!(config.chains[0].confirmations, 2);
+    assert_eq!(config.reports[0].formats, ["json", "csv", "html"]);
+    assert_eq!(config.alerts[0].events.len(), 7);
+    assert!(config.summary().contains("procurement on agent:procurement-bot"));
+}
+
+#[test]
+fn the_minimal_fixture_loads() {
+    load(&fixtures().join("minimal.toml")).expect("minimal must be valid");
+}
+
+/// Each file in fixtures/config/broken must fail with exactly the text of its `.err` file.
+/// `SPENDGUARD_BLESS=1` rewrites the `.err` files (review the diff before committing).
+#[test]
+fn each_broken_config_fails_with_its_exact_error() {
+    let dir = fixtures().join("broken");
+    let bless = std::env::var_os("SPENDGUARD_BLESS").is_some();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "expected the broken fixtures, found {}", files.len());
+    let mut failures = vec![];
+    for file in files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let err = match parse(&text, Path::new(&name)) {
+            Ok(_) => {
+                failures.push(format!("{name}: loaded without error"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        assert!(matches!(err, ConfigError::Invalid { .. }));
+        let got = format!("{err}\n");
+        let expected_path = file.with_extension("err");
+        if bless {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        if got != expected {
+            failures.push(format!("{name}:\n  expected: {expected}  got:      {got}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn an_unreadable_file_names_the_path() {
+    let err = load(Path::new("/nonexistent/spendguard.toml")).unwrap_err();
+    assert!(err.to_string().starts_with("/nonexistent/spendguard.toml: cannot read the configuration"), "{err}");
+}
+
+#[test]
+fn every_issue_is_reported_not_just_the_first() {
+    let text = std::fs::read_to_string(fixtures().join("minimal.toml"))
+        .unwrap()
+        .replace("wallets = [\"hot\"]", "wallets = [\"cold\"]")
+        .replace("scope = \"agent:bot\"", "scope = \"agent:robot\"");
+    let err = parse(&text, Path::new("two.toml")).unwrap_err().to_string();
+    assert_eq!(err.lines().count(), 2, "{err}");
+}

@@ -1,0 +1,249 @@
+//! The outcome of evaluating a spend: decision, tier, reasons with stable codes, headroom.
+
+use crate::model::ChainKind;
+use chrono::TimeDelta;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What happens to a spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Execute at once.
+    Allow,
+    /// Execute at once and notify.
+    Notify,
+    /// Execute after a delay, cancellable meanwhile.
+    Delay,
+    /// Execute once an approver approves.
+    RequireApproval,
+    /// Never execute.
+    Deny,
+}
+
+impl Decision {
+    /// The decision as written in JSON and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Notify => "notify",
+            Decision::Delay => "delay",
+            Decision::RequireApproval => "require_approval",
+            Decision::Deny => "deny",
+        }
+    }
+
+    /// Parses [`Decision::as_str`].
+    pub fn parse(text: &str) -> Option<Decision> {
+        [Decision::Allow, Decision::Notify, Decision::Delay, Decision::RequireApproval, Decision::Deny]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+}
+
+/// How much scrutiny an allowed spend gets; ordered from least to most strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Tier {
+    /// Execute at once.
+    Instant,
+    /// Execute at once, and notify.
+    Notify,
+    /// Execute after a delay.
+    Delay,
+    /// Execute after approval.
+    Approval,
+}
+
+impl Tier {
+    /// The tier as written in JSON and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Instant => "INSTANT",
+            Tier::Notify => "NOTIFY",
+            Tier::Delay => "DELAY",
+            Tier::Approval => "APPROVAL",
+        }
+    }
+
+    /// Parses [`Tier::as_str`].
+    pub fn parse(text: &str) -> Option<Tier> {
+        [Tier::Instant, Tier::Notify, Tier::Delay, Tier::Approval].into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// The decision an allowed spend of this tier gets.
+    pub fn decision(self) -> Decision {
+        match self {
+            Tier::Instant => Decision::Allow,
+            Tier::Notify => Decision::Notify,
+            Tier::Delay => Decision::Delay,
+            Tier::Approval => Decision::RequireApproval,
+        }
+    }
+}
+
+/// Stable reason codes of the MCP contract (shared/spec/MCP_TOOLS.md), plus `INVALID_RECIPIENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum ReasonCode {
+    PerTxLimit,
+    WindowLimit,
+    VelocityLimit,
+    BalanceFractionLimit,
+    RecipientBlocked,
+    RecipientNotAllowed,
+    AssetNotAllowed,
+    ChainNotAllowed,
+    OutsideSchedule,
+    OperationNotAllowed,
+    KillSwitch,
+    UnknownWallet,
+    WalletNotAssigned,
+    InsufficientBalance,
+    InvalidAmount,
+    /// Extension: the recipient is not a valid address on the wallet's chain.
+    InvalidRecipient,
+    IdempotencyConflict,
+    ApprovalRequired,
+    Delayed,
+}
+
+impl ReasonCode {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::PerTxLimit => "PER_TX_LIMIT",
+            ReasonCode::WindowLimit => "WINDOW_LIMIT",
+            ReasonCode::VelocityLimit => "VELOCITY_LIMIT",
+            ReasonCode::BalanceFractionLimit => "BALANCE_FRACTION_LIMIT",
+            ReasonCode::RecipientBlocked => "RECIPIENT_BLOCKED",
+            ReasonCode::RecipientNotAllowed => "RECIPIENT_NOT_ALLOWED",
+            ReasonCode::AssetNotAllowed => "ASSET_NOT_ALLOWED",
+            ReasonCode::ChainNotAllowed => "CHAIN_NOT_ALLOWED",
+            ReasonCode::OutsideSchedule => "OUTSIDE_SCHEDULE",
+            ReasonCode::OperationNotAllowed => "OPERATION_NOT_ALLOWED",
+            ReasonCode::KillSwitch => "KILL_SWITCH",
+            ReasonCode::UnknownWallet => "UNKNOWN_WALLET",
+            ReasonCode::WalletNotAssigned => "WALLET_NOT_ASSIGNED",
+            ReasonCode::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            ReasonCode::InvalidAmount => "INVALID_AMOUNT",
+            ReasonCode::InvalidRecipient => "INVALID_RECIPIENT",
+            ReasonCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
+            ReasonCode::ApprovalRequired => "APPROVAL_REQUIRED",
+            ReasonCode::Delayed => "DELAYED",
+        }
+    }
+
+    /// True for codes that deny (as opposed to explaining a tier).
+    pub fn denies(self) -> bool {
+        !matches!(self, ReasonCode::ApprovalRequired | ReasonCode::Delayed)
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable code.
+    pub code: ReasonCode,
+    /// Policy that gave the reason; `None` for checks that precede policies.
+    pub policy_id: Option<String>,
+    /// Which rule of the policy, e.g. `limits[0]`, `recipients.rules[1]`.
+    pub rule: String,
+    /// The numbers, in words a model can read.
+    pub detail: String,
+}
+
+/// Remaining room under one limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Headroom {
+    /// Policy of the limit.
+    pub policy_id: String,
+    /// Rule within the policy.
+    pub rule: String,
+    /// Whose spend the limit sums, e.g. `agent:procurement-bot`.
+    pub scope: String,
+    /// Window, e.g. `24h`, `day`.
+    pub window: String,
+    /// `USD`, `count` or an asset (`chain:SYMBOL`).
+    pub unit: String,
+    /// The limit.
+    pub limit: String,
+    /// Executed spend in the window.
+    pub used: String,
+    /// Open reservations in the window.
+    pub reserved: String,
+    /// This request.
+    pub requested: String,
+    /// `limit - used - reserved` before this request, never below zero.
+    pub remaining: String,
+}
+
+/// Everything the engine worked out about a spend besides the verdict: what will be signed and
+/// how it is valued. Present whenever the wallet, asset, amount and recipient were understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedSpend {
+    /// Chain of the wallet.
+    pub chain: String,
+    /// Chain family.
+    pub chain_kind: ChainKind,
+    /// Asset, `chain:SYMBOL`.
+    pub asset: String,
+    /// Asset decimals.
+    pub decimals: u32,
+    /// Token contract or mint; `None` for native.
+    pub token: Option<String>,
+    /// Canonical recipient address.
+    pub recipient: String,
+    /// Merchant derived from the recipient address.
+    pub merchant: Option<String>,
+    /// Merchant category.
+    pub category: Option<String>,
+    /// Agent's department.
+    pub department: Option<String>,
+    /// USD value of the amount.
+    pub usd: Decimal,
+    /// USD price used.
+    pub price_usd: Decimal,
+    /// Delay to wait for a DELAY spend (the longest any policy asks).
+    pub delay: Option<TimeDelta>,
+    /// Time an APPROVAL request stays open (the shortest any policy allows).
+    pub approval_ttl: Option<TimeDelta>,
+    /// Role that may approve (of the first policy requiring approval).
+    pub approver_role: Option<String>,
+}
+
+/// The result of [`crate::evaluate`]; serialises as the `evaluate` tool's result object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evaluation {
+    /// The verdict.
+    pub decision: Decision,
+    /// The tier the spend takes (for a denial: would have taken).
+    pub tier: Tier,
+    /// Every reason, denials first.
+    pub reasons: Vec<Reason>,
+    /// Room left under each applicable limit.
+    pub headroom: Vec<Headroom>,
+    /// What the spend resolved to.
+    #[serde(skip)]
+    pub spend: Option<ResolvedSpend>,
+}
+
+impl Evaluation {
+    /// True when the spend may go ahead (at once, later or after approval).
+    pub fn is_allowed(&self) -> bool {
+        self.decision != Decision::Deny
+    }
+
+    /// The code of the first denying reason.
+    pub fn first_denial(&self) -> Option<ReasonCode> {
+        self.reasons.iter().map(|r| r.code).find(|c| c.denies())
+    }
+}

@@ -1,0 +1,543 @@
+//! The policy engine: one request in, one [`Evaluation`] out, no side effects.
+//!
+//! Order of checks: the wallet and the agent's right to it, then the kill switch (a frozen scope
+//! stops everything else), then what is being sent (asset, amount, recipient), then every
+//! applicable policy. All policies are checked even after a denial, so the agent learns every
+//! reason at once; the strictest tier wins.
+
+use crate::decision::{Decision, Evaluation, Headroom, Reason, ReasonCode, ResolvedSpend, Tier};
+use crate::freeze::Freeze;
+use crate::model::{
+    asset_key, Agent, Asset, Limit, Measure, Model, Policy, RecipientAction, RecipientMatch, Scope, Wallet,
+};
+use crate::money::{decimal_places, fmt_units, fmt_usd};
+use crate::time::{fmt_duration, Window};
+use crate::usage::{UsageQuery, UsageSource};
+use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+
+/// A spend an agent asks for. The agent comes from authentication, never from the request body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpendRequest {
+    /// Authenticated agent.
+    pub agent: String,
+    /// Wallet to spend from.
+    pub wallet: String,
+    /// Recipient address.
+    pub to: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// `SYMBOL` or `chain:SYMBOL`; default: the wallet chain's native asset.
+    pub asset: Option<String>,
+    /// Operation, for policies with operation budgets.
+    pub operation: Option<String>,
+    /// When the request is evaluated.
+    pub at: DateTime<Utc>,
+}
+
+/// Live wallet balances by asset (`chain:SYMBOL`); an absent asset means "not known".
+pub type Balances = HashMap<String, Decimal>;
+
+/// What the engine reads besides the model and the request.
+pub struct Context<'a> {
+    /// Spend already made or reserved.
+    pub usage: &'a dyn UsageSource,
+    /// Frozen scopes.
+    pub freezes: &'a [Freeze],
+    /// Balances of the request's wallet.
+    pub balances: &'a Balances,
+}
+
+/// Evaluates one spend request against the organisation's model.
+pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluation {
+    let Some(wallet) = model.wallet(&req.wallet) else {
+        return rejected(ReasonCode::UnknownWallet, "wallet", format!("no wallet {:?} is configured", req.wallet));
+    };
+    let Some(agent) = model.agent(&req.agent).filter(|a| a.wallets.contains(&wallet.id)) else {
+        return rejected(
+            ReasonCode::WalletNotAssigned,
+            "wallet",
+            format!("wallet {} is not assigned to agent {}", wallet.id, req.agent),
+        );
+    };
+    let frozen: Vec<Reason> = covering_scopes(agent, wallet)
+        .iter()
+        .flat_map(|scope| ctx.freezes.iter().filter(move |f| &f.scope == scope))
+        .map(|f| Reason { code: ReasonCode::KillSwitch, policy_id: None, rule: "kill_switch".into(), detail: f.describe() })
+        .collect();
+    if !frozen.is_empty() {
+        return Evaluation { decision: Decision::Deny, tier: Tier::Instant, reasons: frozen, headroom: vec![], spend: None };
+    }
+    let spend = match resolve(model, req, agent, wallet) {
+        Ok(spend) => spend,
+        Err(reason) => {
+            return Evaluation { decision: Decision::Deny, tier: Tier::Instant, reasons: vec![reason], headroom: vec![], spend: None }
+        }
+    };
+
+    let mut run = Run { req, spend: &spend, ctx, wallet, out: Outcome::default() };
+    if let Some(&balance) = ctx.balances.get(&spend.asset) {
+        if req.amount > balance {
+            run.out.deny(
+                ReasonCode::InsufficientBalance,
+                None,
+                "balance",
+                format!("wallet {} holds {} {}, less than {}", wallet.id, fmt_units(balance), spend.asset, fmt_units(req.amount)),
+            );
+        }
+    }
+    let scopes = covering_scopes(agent, wallet);
+    for policy in model.policies.iter().filter(|p| scopes.contains(&p.scope)) {
+        run.check_policy(policy);
+    }
+    run.finish()
+}
+
+fn rejected(code: ReasonCode, rule: &str, detail: String) -> Evaluation {
+    Evaluation {
+        decision: Decision::Deny,
+        tier: Tier::Instant,
+        reasons: vec![Reason { code, policy_id: None, rule: rule.into(), detail }],
+        headroom: vec![],
+        spend: None,
+    }
+}
+
+/// The scopes whose policies and freezes cover a spend by `agent` from `wallet`.
+pub fn covering_scopes(agent: &Agent, wallet: &Wallet) -> Vec<Scope> {
+    let mut scopes = vec![Scope::Org];
+    if let Some(d) = &agent.department {
+        scopes.push(Scope::Department(d.clone()));
+    }
+    scopes.push(Scope::Agent(agent.id.clone()));
+    scopes.push(Scope::Wallet(wallet.id.clone()));
+    scopes
+}
+
+/// Works out asset, amount, recipient and value, or the reason the request is malformed.
+fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) -> Result<ResolvedSpend, Reason> {
+    let bad = |code, rule: &str, detail: String| Reason { code, policy_id: None, rule: rule.into(), detail };
+    let chain = model
+        .chain(&wallet.chain)
+        .ok_or_else(|| bad(ReasonCode::ChainNotAllowed, "chain", format!("chain {} is not configured", wallet.chain)))?;
+    let asset: &Asset = match req.asset.as_deref() {
+        None => model.native_asset(&chain.id).ok_or_else(|| {
+            bad(ReasonCode::AssetNotAllowed, "asset", format!("chain {} has no native asset configured", chain.id))
+        })?,
+        Some(name) => {
+            let (asset_chain, symbol) = name.split_once(':').unwrap_or((chain.id.as_str(), name));
+            if asset_chain != chain.id {
+                return Err(bad(
+                    ReasonCode::AssetNotAllowed,
+                    "asset",
+                    format!("asset {name} is on chain {asset_chain}, but wallet {} is on chain {}", wallet.id, chain.id),
+                ));
+            }
+            model.asset(asset_chain, symbol).ok_or_else(|| {
+                bad(ReasonCode::AssetNotAllowed, "asset", format!("no asset {symbol} is configured on chain {}", chain.id))
+            })?
+        }
+    };
+    let key = asset.key();
+    if req.amount <= Decimal::ZERO {
+        return Err(bad(ReasonCode::InvalidAmount, "amount", format!("amount {} must be greater than zero", fmt_units(req.amount))));
+    }
+    let places = decimal_places(req.amount);
+    if places > asset.decimals {
+        return Err(bad(
+            ReasonCode::InvalidAmount,
+            "amount",
+            format!("amount {} has {places} decimals; {key} allows {}", req.amount.normalize(), asset.decimals),
+        ));
+    }
+    let usd = req.amount.checked_mul(asset.price_usd).ok_or_else(|| {
+        bad(ReasonCode::InvalidAmount, "amount", format!("amount {} is too large to value", fmt_units(req.amount)))
+    })?;
+    let recipient = chain
+        .kind
+        .normalize_address(&req.to)
+        .map_err(|e| bad(ReasonCode::InvalidRecipient, "to", format!("{e} on chain {}", chain.id)))?;
+    let merchant = model.merchant_at(&chain.id, &recipient);
+    Ok(ResolvedSpend {
+        chain: chain.id.clone(),
+        chain_kind: chain.kind,
+        asset: key,
+        decimals: asset.decimals,
+        token: asset.token.clone(),
+        merchant: merchant.map(|m| m.id.clone()),
+        category: merchant.and_then(|m| m.category.clone()),
+        recipient,
+        department: agent.department.clone(),
+        usd,
+        price_usd: asset.price_usd,
+        delay: None,
+        approval_ttl: None,
+        approver_role: None,
+    })
+}
+
+#[derive(Default)]
+struct Outcome {
+    denials: Vec<Reason>,
+    tier: Option<(Tier, Vec<Reason>)>,
+    headroom: Vec<Headroom>,
+    delay: Option<TimeDelta>,
+    approval_ttl: Option<TimeDelta>,
+    approver_role: Option<String>,
+}
+
+impl Outcome {
+    fn deny(&mut self, code: ReasonCode, policy: Option<&Policy>, rule: &str, detail: String) {
+        self.denials.push(Reason { code, policy_id: policy.map(|p| p.id.clone()), rule: rule.into(), detail });
+    }
+
+    /// Records a tier a policy asks for; keeps the strictest, and the reasons of every policy
+    /// asking for it.
+    fn raise_tier(&mut self, tier: Tier, reason: Option<Reason>) {
+        match &mut self.tier {
+            Some((current, reasons)) if *current == tier => reasons.extend(reason),
+            Some((current, _)) if *current > tier => {}
+            _ => self.tier = Some((tier, reason.into_iter().collect())),
+        }
+    }
+}
+
+struct Run<'a> {
+    req: &'a SpendRequest,
+    spend: &'a ResolvedSpend,
+    ctx: &'a Context<'a>,
+    wallet: &'a Wallet,
+    out: Outcome,
+}
+
+impl Run<'_> {
+    fn check_policy(&mut self, policy: &Policy) {
+        let spend = self.spend;
+        if let Some(chains) = &policy.chains {
+            if !chains.contains(&spend.chain) {
+                self.out.deny(
+                    ReasonCode::ChainNotAllowed,
+                    Some(policy),
+                    "chains",
+                    format!("chain {} is not among the allowed chains {}", spend.chain, chains.join(", ")),
+                );
+            }
+        }
+        if let Some(assets) = &policy.assets {
+            if !assets.contains(&spend.asset) {
+                self.out.deny(
+                    ReasonCode::AssetNotAllowed,
+                    Some(policy),
+                    "assets",
+                    format!("asset {} is not among the allowed assets {}", spend.asset, assets.join(", ")),
+                );
+            }
+        }
+        if let Some(schedule) = &policy.schedule {
+            if !schedule.allows(self.req.at) {
+                let local = self.req.at.with_timezone(&schedule.timezone);
+                self.out.deny(
+                    ReasonCode::OutsideSchedule,
+                    Some(policy),
+                    "schedule",
+                    format!("{} is outside the schedule {}", local.format("%a %Y-%m-%d %H:%M %Z"), schedule.describe()),
+                );
+            }
+        }
+
+        // An operation's own per-tx cap and limits take the place of the policy's for its spends.
+        let mut per_tx = policy.per_tx_usd.map(|cap| (cap, "per_tx_usd".to_string()));
+        let mut limits: Vec<(String, &Limit, Option<&str>)> =
+            policy.limits.iter().enumerate().map(|(i, l)| (format!("limits[{i}]"), l, None)).collect();
+        if !policy.operations.is_empty() {
+            let names = || policy.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
+            match self.req.operation.as_deref() {
+                None => self.out.deny(
+                    ReasonCode::OperationNotAllowed,
+                    Some(policy),
+                    "operation",
+                    format!("policy {} requires an operation: one of {}", policy.id, names()),
+                ),
+                Some(name) => match policy.operations.iter().find(|o| o.name == name) {
+                    None => self.out.deny(
+                        ReasonCode::OperationNotAllowed,
+                        Some(policy),
+                        "operation",
+                        format!("operation {name:?} is not one of {}", names()),
+                    ),
+                    Some(op) => {
+                        if let Some(cap) = op.per_tx_usd {
+                            per_tx = Some((cap, format!("operation[{name}].per_tx_usd")));
+                        }
+                        if !op.limits.is_empty() {
+                            limits = op
+                                .limits
+                                .iter()
+                                .enumerate()
+                                .map(|(i, l)| (format!("operation[{name}].limits[{i}]"), l, Some(op.name.as_str())))
+                                .collect();
+                        }
+                    }
+                },
+            }
+        }
+        if let Some((cap, rule)) = per_tx {
+            if spend.usd > cap {
+                self.out.deny(
+                    ReasonCode::PerTxLimit,
+                    Some(policy),
+                    &rule,
+                    format!("{} USD exceeds the per-transaction cap of {} USD", fmt_usd(spend.usd), fmt_usd(cap)),
+                );
+            }
+        }
+        for (rule, limit, operation) in limits {
+            self.check_limit(policy, &rule, limit, operation);
+        }
+        self.check_recipient(policy);
+        self.apply_tiers(policy);
+    }
+
+    fn check_limit(&mut self, policy: &Policy, rule: &str, limit: &Limit, operation: Option<&str>) {
+        let spend = self.spend;
+        if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
+            return;
+        }
+        let since = limit.window.start(self.req.at, policy.timezone);
+        let exclusive_start = matches!(limit.window, Window::Rolling(_));
+        // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
+        let wallet_scope = Scope::Wallet(self.wallet.id.clone());
+        let (scope, asset) = match limit.measure {
+            Measure::BalanceFraction(_) => (&wallet_scope, Some(spend.asset.as_str())),
+            _ => (&policy.scope, limit.asset.as_deref()),
+        };
+        let usage = self.ctx.usage.usage(&UsageQuery { scope, since, exclusive_start, asset, operation });
+        let amount = self.req.amount;
+        let (code, unit, max, used, reserved, requested) = match limit.measure {
+            Measure::Usd(max) => (ReasonCode::WindowLimit, "USD".to_string(), max, usage.spent_usd, usage.reserved_usd, spend.usd),
+            Measure::Amount(max) => {
+                (ReasonCode::WindowLimit, spend.asset.clone(), max, usage.spent_amount, usage.reserved_amount, amount)
+            }
+            Measure::Count(max) => (
+                ReasonCode::VelocityLimit,
+                "count".to_string(),
+                Decimal::from(max),
+                Decimal::from(usage.spent_count),
+                Decimal::from(usage.reserved_count),
+                Decimal::ONE,
+            ),
+            Measure::BalanceFraction(fraction) => {
+                let Some(&balance) = self.ctx.balances.get(&spend.asset) else {
+                    self.out.deny(
+                        ReasonCode::BalanceFractionLimit,
+                        Some(policy),
+                        rule,
+                        format!("the balance of {} in wallet {} is unknown, so {} of it cannot be checked", spend.asset, self.wallet.id, fraction.normalize()),
+                    );
+                    return;
+                };
+                let max = fraction.saturating_mul(balance);
+                (ReasonCode::BalanceFractionLimit, spend.asset.clone(), max, usage.spent_amount, usage.reserved_amount, amount)
+            }
+        };
+        let is_usd = unit == "USD";
+        let fmt = |d: Decimal| if is_usd { fmt_usd(d) } else { fmt_units(d) };
+        let total = used.saturating_add(reserved).saturating_add(requested);
+        let label = limit_subject(scope, operation);
+        if total > max {
+            let unit_word = if unit == "count" { "spends" } else { unit.as_str() };
+            let max_text = match limit.measure {
+                Measure::BalanceFraction(f) => format!(
+                    "{} × balance {} = {} {unit_word}",
+                    f.normalize(),
+                    fmt_units(self.ctx.balances.get(&spend.asset).copied().unwrap_or_default()),
+                    fmt(max)
+                ),
+                _ => format!("{} {unit_word}", fmt(max)),
+            };
+            self.out.deny(
+                code,
+                Some(policy),
+                rule,
+                format!(
+                    "{label} {} spend {} + reserved {} + {} = {} {unit_word} exceeds {max_text}",
+                    limit.window,
+                    fmt(used),
+                    fmt(reserved),
+                    fmt(requested),
+                    fmt(total),
+                ),
+            );
+        }
+        let remaining = (max - used - reserved).max(Decimal::ZERO);
+        self.out.headroom.push(Headroom {
+            policy_id: policy.id.clone(),
+            rule: rule.to_string(),
+            scope: scope.to_string(),
+            window: limit.window.to_string(),
+            unit,
+            limit: fmt(max),
+            used: fmt(used),
+            reserved: fmt(reserved),
+            requested: fmt(requested),
+            remaining: fmt(remaining),
+        });
+    }
+
+    fn check_recipient(&mut self, policy: &Policy) {
+        let Some(rules) = &policy.recipients else { return };
+        let spend = self.spend;
+        let matched = rules.rules.iter().enumerate().find(|(_, r)| match &r.matcher {
+            RecipientMatch::Category(c) => spend.category.as_ref() == Some(c),
+            RecipientMatch::Merchant(m) => spend.merchant.as_ref() == Some(m),
+            RecipientMatch::Address { chain, address } => *chain == spend.chain && *address == spend.recipient,
+        });
+        let who = match (&spend.merchant, &spend.category) {
+            (Some(m), Some(c)) => format!("recipient {} (merchant {m}, category {c})", spend.recipient),
+            (Some(m), None) => format!("recipient {} (merchant {m})", spend.recipient),
+            _ => format!("recipient {} (no known merchant)", spend.recipient),
+        };
+        match matched {
+            Some((i, rule)) => {
+                let name = format!("recipients.rules[{i}]");
+                match rule.action {
+                    RecipientAction::Block => {
+                        self.out.deny(ReasonCode::RecipientBlocked, Some(policy), &name, format!("{who} is blocked"));
+                    }
+                    RecipientAction::RequireApproval => self.require_approval_for_recipient(policy, &name, &who),
+                    RecipientAction::Allow => {}
+                }
+                if let Some(cap) = rule.per_tx_cap_usd {
+                    if spend.usd > cap {
+                        self.out.deny(
+                            ReasonCode::PerTxLimit,
+                            Some(policy),
+                            &format!("{name}.per_tx_cap_usd"),
+                            format!("{} USD to {who} exceeds its per-transaction cap of {} USD", fmt_usd(spend.usd), fmt_usd(cap)),
+                        );
+                    }
+                }
+            }
+            None => match rules.default_action {
+                RecipientAction::Allow => {}
+                RecipientAction::Block => self.out.deny(
+                    ReasonCode::RecipientNotAllowed,
+                    Some(policy),
+                    "recipients.default_action",
+                    format!("{who} matches no allow rule, and the default action is block"),
+                ),
+                RecipientAction::RequireApproval => {
+                    self.require_approval_for_recipient(policy, "recipients.default_action", &who)
+                }
+            },
+        }
+    }
+
+    fn require_approval_for_recipient(&mut self, policy: &Policy, rule: &str, who: &str) {
+        self.note_approval(policy);
+        self.out.raise_tier(
+            Tier::Approval,
+            Some(Reason {
+                code: ReasonCode::ApprovalRequired,
+                policy_id: Some(policy.id.clone()),
+                rule: rule.into(),
+                detail: format!("paying {who} requires approval{}", approver_text(policy)),
+            }),
+        );
+    }
+
+    fn note_approval(&mut self, policy: &Policy) {
+        if let Some(tiers) = &policy.tiers {
+            self.out.approval_ttl = Some(self.out.approval_ttl.map_or(tiers.approval_ttl, |t| t.min(tiers.approval_ttl)));
+            if self.out.approver_role.is_none() {
+                self.out.approver_role = tiers.approver_role.clone();
+            }
+        }
+    }
+
+    fn apply_tiers(&mut self, policy: &Policy) {
+        let Some(tiers) = &policy.tiers else {
+            self.out.raise_tier(Tier::Instant, None);
+            return;
+        };
+        let usd = self.spend.usd;
+        let steps = [
+            (Tier::Instant, tiers.instant_max_usd, "instant_max_usd"),
+            (Tier::Notify, tiers.notify_max_usd, "notify_max_usd"),
+            (Tier::Delay, tiers.delay_max_usd, "delay_max_usd"),
+        ];
+        let chosen = steps.iter().find(|(_, max, _)| max.is_some_and(|m| usd <= m)).map(|(t, _, _)| *t);
+        let above = steps
+            .iter()
+            .filter(|(t, max, _)| max.is_some() && chosen.is_none_or(|c| *t < c))
+            .next_back()
+            .map(|(_, max, name)| format!("{} USD is above tiers.{name} {} USD", fmt_usd(usd), fmt_usd(max.unwrap_or_default())));
+        match chosen.unwrap_or(Tier::Approval) {
+            Tier::Delay => {
+                self.out.delay = Some(self.out.delay.map_or(tiers.delay, |d| d.max(tiers.delay)));
+                let detail = format!("{}; executes after {} unless cancelled", above.unwrap_or_default(), fmt_duration(tiers.delay));
+                self.out.raise_tier(Tier::Delay, Some(tier_reason(ReasonCode::Delayed, policy, detail)));
+            }
+            Tier::Approval => {
+                self.note_approval(policy);
+                let detail = format!("{}; requires approval{}", above.unwrap_or_default(), approver_text(policy));
+                self.out.raise_tier(Tier::Approval, Some(tier_reason(ReasonCode::ApprovalRequired, policy, detail)));
+            }
+            other => self.out.raise_tier(other, None),
+        }
+    }
+
+    fn finish(self) -> Evaluation {
+        let Run { mut out, spend, .. } = self;
+        let (tier, tier_reasons) = out.tier.take().unwrap_or((Tier::Instant, vec![]));
+        let decision = if out.denials.is_empty() { tier.decision() } else { Decision::Deny };
+        let mut reasons = out.denials;
+        reasons.extend(tier_reasons);
+        let mut resolved = spend.clone();
+        resolved.delay = (tier == Tier::Delay).then_some(out.delay).flatten();
+        if tier == Tier::Approval {
+            resolved.approval_ttl = out.approval_ttl;
+            resolved.approver_role = out.approver_role;
+        }
+        Evaluation { decision, tier, reasons, headroom: out.headroom, spend: Some(resolved) }
+    }
+}
+
+fn tier_reason(code: ReasonCode, policy: &Policy, detail: String) -> Reason {
+    Reason { code, policy_id: Some(policy.id.clone()), rule: "tiers".into(), detail }
+}
+
+fn approver_text(policy: &Policy) -> String {
+    match policy.tiers.as_ref() {
+        Some(t) => {
+            let role = t.approver_role.as_deref().map(|r| format!(" by role {r}")).unwrap_or_default();
+            format!("{role} within {}", fmt_duration(t.approval_ttl))
+        }
+        None => String::new(),
+    }
+}
+
+/// `agent procurement-bot`, `org`, `wallet trading-hot operation refund`.
+fn limit_subject(scope: &Scope, operation: Option<&str>) -> String {
+    let base = match scope {
+        Scope::Org => "org".to_string(),
+        other => format!("{} {}", other.kind(), other.id()),
+    };
+    match operation {
+        Some(op) => format!("{base} operation {op}"),
+        None => base,
+    }
+}
+
+/// The asset key a request names, resolved against the wallet's chain (for callers that need it
+/// before evaluation, e.g. to fetch the right balance).
+pub fn requested_asset_key(model: &Model, wallet: &Wallet, asset: Option<&str>) -> Option<String> {
+    match asset {
+        None => model.native_asset(&wallet.chain).map(Asset::key),
+        Some(name) => {
+            let (chain, symbol) = name.split_once(':').unwrap_or((wallet.chain.as_str(), name));
+            model.asset(chain, symbol).map(|a| asset_key(&a.chain, &a.symbol))
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! spendguard's pure core: the policy engine and the rules it applies, with no I/O and no clock.
+//!
+//! # Layout
+//! - [`model`]: the organisation (chains, assets, wallets, agents, merchants, policies) as plain
+//!   values, built by `spendguard-config`.
+//! - [`time`]: durations, rolling and calendar windows in a timezone, weekly schedules.
+//! - [`usage`]: what was already spent or reserved; [`usage::UsageIndex`] is the in-memory index
+//!   the ledger keeps, [`usage::UsageSource`] what the engine reads.
+//! - [`engine`]: [`evaluate`] turns a [`SpendRequest`] into an [`Evaluation`] — decision, tier,
+//!   every reason with its stable code, and the headroom left under every limit.
+//! - [`freeze`]: kill-switch state, checked before any policy.
+//! - [`money`]: strict decimal parsing and display; money is never a float.
+//!
+//! Time is always a parameter: the caller says when a request happens.
+
+pub mod decision;
+pub mod engine;
+pub mod freeze;
+pub mod model;
+pub mod money;
+pub mod time;
+pub mod usage;
+
+pub use decision::{Decision, Evaluation, Headroom, Reason, ReasonCode, ResolvedSpend, Tier};
+pub use engine::{evaluate, Balances, Context, SpendRequest};
+pub use freeze::Freeze;
+pub use model::Model;

@@ -1,0 +1,533 @@
+//! The organisation as spendguard sees it: chains, assets, wallets, agents, merchants, policies.
+//!
+//! These are plain values built by `spendguard-config` after validation; lookups return
+//! `Option` so that a stale identifier (say, from an old ledger row) is never a panic.
+
+use crate::time::{Schedule, Window};
+use chrono::TimeDelta;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+/// The family of a chain, which decides address format and how money moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// Ethereum and EVM-compatible chains.
+    Evm,
+    /// Solana.
+    Solana,
+}
+
+impl ChainKind {
+    /// Checks an address's format and returns its canonical form (EVM: lower-case hex).
+    pub fn normalize_address(self, address: &str) -> Result<String, AddressError> {
+        match self {
+            ChainKind::Evm => {
+                let hex = address
+                    .strip_prefix("0x")
+                    .or_else(|| address.strip_prefix("0X"))
+                    .ok_or_else(|| AddressError::Evm(address.to_string()))?;
+                if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(AddressError::Evm(address.to_string()));
+                }
+                Ok(format!("0x{}", hex.to_ascii_lowercase()))
+            }
+            ChainKind::Solana => match base58_decoded_len(address) {
+                Some(32) => Ok(address.to_string()),
+                _ => Err(AddressError::Solana(address.to_string())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ChainKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChainKind::Evm => "evm",
+            ChainKind::Solana => "solana",
+        })
+    }
+}
+
+/// An address that does not fit its chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Not `0x` followed by 40 hex digits.
+    #[error("{0:?} is not an EVM address (0x followed by 40 hex digits)")]
+    Evm(String),
+    /// Not a base58 string encoding 32 bytes.
+    #[error("{0:?} is not a Solana address (base58 encoding of 32 bytes)")]
+    Solana(String),
+}
+
+/// Length in bytes of a base58 (Bitcoin alphabet) string's decoding, or `None` if it is not base58.
+fn base58_decoded_len(text: &str) -> Option<usize> {
+    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    if text.is_empty() || text.len() > 64 {
+        return None;
+    }
+    let mut bytes: Vec<u8> = Vec::with_capacity(48);
+    for c in text.bytes() {
+        let mut carry = ALPHABET.iter().position(|&a| a == c)? as u32;
+        for b in bytes.iter_mut().rev() {
+            carry += u32::from(*b) * 58;
+            *b = (carry & 0xff) as u8;
+            carry >>= 8;
+        }
+        while carry > 0 {
+            bytes.insert(0, (carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    let leading_zeros = text.bytes().take_while(|&c| c == b'1').count();
+    Some(leading_zeros + bytes.len())
+}
+
+/// A chain spendguard spends on and watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// Configured identifier, e.g. `eth-local`.
+    pub id: String,
+    /// Family of the chain.
+    pub kind: ChainKind,
+}
+
+/// An asset on one chain: the native coin (no token address) or a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    /// Chain the asset lives on.
+    pub chain: String,
+    /// Symbol, unique per chain.
+    pub symbol: String,
+    /// ERC-20 contract or SPL mint; `None` for the native asset.
+    pub token: Option<String>,
+    /// Decimals of the base unit.
+    pub decimals: u32,
+    /// Static USD price used for valuation.
+    pub price_usd: Decimal,
+}
+
+impl Asset {
+    /// The asset's global name, `chain:SYMBOL`.
+    pub fn key(&self) -> String {
+        asset_key(&self.chain, &self.symbol)
+    }
+}
+
+/// Builds the global name of an asset, `chain:SYMBOL`.
+pub fn asset_key(chain: &str, symbol: &str) -> String {
+    format!("{chain}:{symbol}")
+}
+
+/// A custodial wallet on one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    /// Configured identifier.
+    pub id: String,
+    /// Chain the wallet lives on.
+    pub chain: String,
+    /// Canonical address (see [`ChainKind::normalize_address`]).
+    pub address: String,
+}
+
+/// An LLM agent allowed to spend from some wallets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Configured identifier.
+    pub id: String,
+    /// Department the agent belongs to, if any.
+    pub department: Option<String>,
+    /// Wallets the agent may use.
+    pub wallets: Vec<String>,
+}
+
+/// A known counterparty, recognised by its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    /// Configured identifier, e.g. `mer_github`.
+    pub id: String,
+    /// Category, e.g. `saas` or `gambling`.
+    pub category: Option<String>,
+    /// `(chain, canonical address)` pairs.
+    pub addresses: Vec<(String, String)>,
+}
+
+/// What a policy attaches to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The whole organisation.
+    Org,
+    /// One department: all its agents.
+    Department(String),
+    /// One agent: all its wallets on all chains.
+    Agent(String),
+    /// One wallet: all agents using it.
+    Wallet(String),
+}
+
+impl Scope {
+    /// Parses `org`, `department:ID`, `agent:ID` or `wallet:ID`.
+    pub fn parse(text: &str) -> Option<Scope> {
+        if text == "org" {
+            return Some(Scope::Org);
+        }
+        let (kind, id) = text.split_once(':')?;
+        if id.is_empty() {
+            return None;
+        }
+        match kind {
+            "department" => Some(Scope::Department(id.to_string())),
+            "agent" => Some(Scope::Agent(id.to_string())),
+            "wallet" => Some(Scope::Wallet(id.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The scope's kind as a word: `org`, `department`, `agent` or `wallet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Org => "org",
+            Scope::Department(_) => "department",
+            Scope::Agent(_) => "agent",
+            Scope::Wallet(_) => "wallet",
+        }
+    }
+
+    /// The scope's identifier; the org's is empty.
+    pub fn id(&self) -> &str {
+        match self {
+            Scope::Org => "",
+            Scope::Department(id) | Scope::Agent(id) | Scope::Wallet(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Org => f.write_str("org"),
+            other => write!(f, "{}:{}", other.kind(), other.id()),
+        }
+    }
+}
+
+/// What a limit measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    /// USD value at the configured price.
+    Usd(Decimal),
+    /// Units of one asset.
+    Amount(Decimal),
+    /// Number of spends (velocity).
+    Count(u64),
+    /// Fraction of the wallet's current balance of the spent asset.
+    BalanceFraction(Decimal),
+}
+
+/// One limit: a measure over a window, optionally restricted to one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Window the measure sums over.
+    pub window: Window,
+    /// What is limited, and to how much.
+    pub measure: Measure,
+    /// Only spends of this asset (`chain:SYMBOL`) count, and only they are checked.
+    pub asset: Option<String>,
+}
+
+/// Tier thresholds of a policy. A spend takes the first tier whose maximum it does not exceed;
+/// above every configured maximum it needs approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tiers {
+    /// Largest USD value executed at once.
+    pub instant_max_usd: Option<Decimal>,
+    /// Largest USD value executed at once with a notification.
+    pub notify_max_usd: Option<Decimal>,
+    /// Largest USD value executed after [`Tiers::delay`].
+    pub delay_max_usd: Option<Decimal>,
+    /// How long a DELAY spend waits (cancellable meanwhile).
+    pub delay: TimeDelta,
+    /// Role an operator must hold to approve.
+    pub approver_role: Option<String>,
+    /// How long an approval request stays open.
+    pub approval_ttl: TimeDelta,
+}
+
+/// What a recipient rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientAction {
+    /// The recipient may be paid.
+    Allow,
+    /// The recipient may not be paid.
+    Block,
+    /// Paying the recipient needs an approval.
+    RequireApproval,
+}
+
+/// What a recipient rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientMatch {
+    /// Any recipient whose merchant has this category.
+    Category(String),
+    /// One merchant's addresses.
+    Merchant(String),
+    /// One address on one chain (canonical form).
+    Address {
+        /// Chain of the address.
+        chain: String,
+        /// Canonical address.
+        address: String,
+    },
+}
+
+/// One recipient rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRule {
+    /// What it matches.
+    pub matcher: RecipientMatch,
+    /// What it does on a match.
+    pub action: RecipientAction,
+    /// Largest USD value of one spend to a matching recipient.
+    pub per_tx_cap_usd: Option<Decimal>,
+}
+
+/// Recipient rules of a policy: the first matching rule wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientRules {
+    /// Action when no rule matches.
+    pub default_action: RecipientAction,
+    /// Rules in order.
+    pub rules: Vec<RecipientRule>,
+}
+
+/// A named operation with its own budget (e.g. `refund`, `payroll`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Name the agent gives.
+    pub name: String,
+    /// Largest USD value of one spend for this operation.
+    pub per_tx_usd: Option<Decimal>,
+    /// Limits summing only this operation's spends.
+    pub limits: Vec<Limit>,
+}
+
+/// Rules attached to a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Configured identifier.
+    pub id: String,
+    /// What the policy covers.
+    pub scope: Scope,
+    /// Timezone of calendar windows.
+    pub timezone: Tz,
+    /// Largest USD value of one spend.
+    pub per_tx_usd: Option<Decimal>,
+    /// Window limits.
+    pub limits: Vec<Limit>,
+    /// Allowed chains, if restricted.
+    pub chains: Option<Vec<String>>,
+    /// Allowed assets (`chain:SYMBOL`), if restricted.
+    pub assets: Option<Vec<String>>,
+    /// When spending is allowed, if restricted.
+    pub schedule: Option<Schedule>,
+    /// Tier thresholds; without them every allowed spend is INSTANT.
+    pub tiers: Option<Tiers>,
+    /// Recipient rules, if any.
+    pub recipients: Option<RecipientRules>,
+    /// Operation budgets; when present, a spend must name one of them.
+    pub operations: Vec<Operation>,
+}
+
+/// A person who operates spendguard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// Identifier, usually an e-mail address.
+    pub id: String,
+    /// Roles held, e.g. `admin`, `approver`.
+    pub roles: Vec<String>,
+}
+
+/// What the reconciler does on an unexplained or mismatched outflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutflowAction {
+    /// Freeze the wallet the money left.
+    FreezeWallet,
+    /// Freeze the wallet and every agent using it.
+    FreezeWalletAgents,
+    /// Freeze the whole organisation.
+    FreezeOrg,
+    /// Only alert.
+    AlertOnly,
+}
+
+/// The whole organisation: every definition the engine consults, with lookup indices.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Organisation identifier.
+    pub org_id: String,
+    /// Default timezone.
+    pub timezone: Tz,
+    /// Reaction to unexplained outflows.
+    pub on_unexplained_outflow: OutflowAction,
+    /// Chains.
+    pub chains: Vec<Chain>,
+    /// Assets.
+    pub assets: Vec<Asset>,
+    /// Department identifiers.
+    pub departments: Vec<String>,
+    /// Wallets.
+    pub wallets: Vec<Wallet>,
+    /// Agents.
+    pub agents: Vec<Agent>,
+    /// Merchants.
+    pub merchants: Vec<Merchant>,
+    /// Policies, in configuration order.
+    pub policies: Vec<Policy>,
+    /// Operators.
+    pub operators: Vec<Operator>,
+    merchant_by_address: HashMap<(String, String), usize>,
+}
+
+impl Model {
+    /// Assembles a model. Cross-references are expected to be valid (the config crate checks
+    /// them); lookups of anything missing simply return `None`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        org_id: String,
+        timezone: Tz,
+        on_unexplained_outflow: OutflowAction,
+        chains: Vec<Chain>,
+        assets: Vec<Asset>,
+        departments: Vec<String>,
+        wallets: Vec<Wallet>,
+        agents: Vec<Agent>,
+        merchants: Vec<Merchant>,
+        policies: Vec<Policy>,
+        operators: Vec<Operator>,
+    ) -> Model {
+        let mut merchant_by_address = HashMap::new();
+        for (i, m) in merchants.iter().enumerate() {
+            for (chain, address) in &m.addresses {
+                merchant_by_address.entry((chain.clone(), address.clone())).or_insert(i);
+            }
+        }
+        Model {
+            org_id,
+            timezone,
+            on_unexplained_outflow,
+            chains,
+            assets,
+            departments,
+            wallets,
+            agents,
+            merchants,
+            policies,
+            operators,
+            merchant_by_address,
+        }
+    }
+
+    /// The chain with this identifier.
+    pub fn chain(&self, id: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.id == id)
+    }
+
+    /// The wallet with this identifier.
+    pub fn wallet(&self, id: &str) -> Option<&Wallet> {
+        self.wallets.iter().find(|w| w.id == id)
+    }
+
+    /// The agent with this identifier.
+    pub fn agent(&self, id: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    /// The asset with this symbol on this chain.
+    pub fn asset(&self, chain: &str, symbol: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.chain == chain && a.symbol == symbol)
+    }
+
+    /// The native asset of a chain (the one without a token address).
+    pub fn native_asset(&self, chain: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.chain == chain && a.token.is_none())
+    }
+
+    /// Every asset configured on a chain.
+    pub fn assets_on<'a>(&'a self, chain: &'a str) -> impl Iterator<Item = &'a Asset> + 'a {
+        self.assets.iter().filter(move |a| a.chain == chain)
+    }
+
+    /// The merchant registered for a canonical address on a chain.
+    pub fn merchant_at(&self, chain: &str, address: &str) -> Option<&Merchant> {
+        self.merchant_by_address
+            .get(&(chain.to_string(), address.to_string()))
+            .map(|&i| &self.merchants[i])
+    }
+
+    /// The merchant with this identifier.
+    pub fn merchant(&self, id: &str) -> Option<&Merchant> {
+        self.merchants.iter().find(|m| m.id == id)
+    }
+
+    /// The agents assigned to a wallet.
+    pub fn agents_of_wallet<'a>(&'a self, wallet: &'a str) -> impl Iterator<Item = &'a Agent> + 'a {
+        self.agents.iter().filter(move |a| a.wallets.iter().any(|w| w == wallet))
+    }
+
+    /// The operator with this identifier.
+    pub fn operator(&self, id: &str) -> Option<&Operator> {
+        self.operators.iter().find(|o| o.id == id)
+    }
+
+    /// Does this scope name something that exists?
+    pub fn scope_exists(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Org => true,
+            Scope::Department(id) => self.departments.iter().any(|d| d == id),
+            Scope::Agent(id) => self.agent(id).is_some(),
+            Scope::Wallet(id) => self.wallet(id).is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evm_addresses_are_canonicalised() {
+        let a = ChainKind::Evm.normalize_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266").unwrap();
+        assert_eq!(a, "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
+        assert!(ChainKind::Evm.normalize_address("0x123").is_err());
+        assert!(ChainKind::Evm.normalize_address("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
+        assert!(ChainKind::Evm.normalize_address("0xg39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
+    }
+
+    #[test]
+    fn solana_addresses_must_be_32_bytes_of_base58() {
+        for ok in [
+            "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM",
+            "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+            "11111111111111111111111111111111",
+        ] {
+            assert!(ChainKind::Solana.normalize_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "0OIl", "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYt", "abc"] {
+            assert!(ChainKind::Solana.normalize_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_parse() {
+        assert_eq!(Scope::parse("org"), Some(Scope::Org));
+        assert_eq!(Scope::parse("agent:bot"), Some(Scope::Agent("bot".into())));
+        assert_eq!(Scope::parse("agent:"), None);
+        assert_eq!(Scope::parse("team:x"), None);
+        assert_eq!(Scope::Wallet("w".into()).to_string(), "wallet:w");
+    }
+}
