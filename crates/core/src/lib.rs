@@ -9,6 +9,7 @@
 //! - [`engine`]: [`evaluate`] turns a [`SpendRequest`] into an [`Evaluation`] — decision, tier,
 //!   every reason with its stable code, and the headroom left under every limit.
 //! - [`freeze`]: kill-switch state, checked before any policy.
+//! - [`lifecycle`]: decision statuses and their legal transitions.
 //! - [`money`]: strict decimal parsing and display; money is never a float.
 //!
 //! Time is always a parameter: the caller says when a request happens.
@@ -16,6 +17,7 @@
 pub mod decision;
 pub mod engine;
 pub mod freeze;
+pub mod lifecycle;
 pub mod model;
 pub mod money;
 pub mod time;
@@ -24,4 +26,5 @@ pub mod usage;
 pub use decision::{Decision, Evaluation, Headroom, Reason, ReasonCode, ResolvedSpend, Tier};
 pub use engine::{evaluate, Balances, Context, SpendRequest};
 pub use freeze::Freeze;
+pub use lifecycle::SpendStatus;
 pub use model::Model;

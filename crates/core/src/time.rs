@@ -25,7 +25,8 @@ pub fn parse_duration(text: &str) -> Option<TimeDelta> {
 /// Formats a duration the way it is written in the config (`"90s"` → `"90s"`, `"3600s"` → `"1h"`).
 pub fn fmt_duration(d: TimeDelta) -> String {
     let s = d.num_seconds();
-    if s % 86_400 == 0 {
+    // "24h" reads better than "1d" and is how the spec writes a rolling day.
+    if s % 86_400 == 0 && s > 86_400 {
         format!("{}d", s / 86_400)
     } else if s % 3600 == 0 {
         format!("{}h", s / 3600)
@@ -258,7 +259,8 @@ mod tests {
         for bad in ["", "h", "0h", "-1h", "1.5h", "1w", "1 h", "99999999999999d"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
-        assert_eq!(fmt_duration(TimeDelta::hours(24)), "1d");
+        assert_eq!(fmt_duration(TimeDelta::hours(24)), "24h");
+        assert_eq!(fmt_duration(TimeDelta::days(7)), "7d");
         assert_eq!(fmt_duration(TimeDelta::minutes(90)), "90m");
     }
 

@@ -1,0 +1,267 @@
+//! The ledger handle: a writer thread that owns the write connection and commits in groups,
+//! and a read connection for lookups.
+//!
+//! Every write goes through one queue. The writer takes whatever is waiting (up to
+//! `max_batch` jobs), opens one `BEGIN IMMEDIATE` transaction, brings its in-memory usage index
+//! up to date with anything another process committed, evaluates and records each job in turn
+//! (each sees the ones before it), and commits once: one fsync for the whole group. Callers
+//! get their answer only after that commit is durable.
+
+use crate::error::{StoreError, StoreResult};
+use crate::writer::Writer;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use spendguard_core::model::Scope;
+use spendguard_core::{Balances, Decision, Evaluation, Freeze, Headroom, Model, Reason, SpendRequest, SpendStatus, Tier};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Tuning of a ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// How long to wait for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// Most jobs committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions { busy_timeout: Duration::from_secs(30), max_batch: 512 }
+    }
+}
+
+/// A spend to evaluate and, if allowed, reserve.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// The request (agent from authentication).
+    pub request: SpendRequest,
+    /// Live balances of the wallet, where known.
+    pub balances: Balances,
+    /// Stripe-style idempotency key, scoped to the agent.
+    pub idempotency_key: Option<String>,
+    /// Free text from the agent, recorded with the decision.
+    pub memo: Option<String>,
+}
+
+/// What the ledger recorded for a spend; also the response replayed for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Decision identifier.
+    pub decision_id: String,
+    /// Status right after the decision.
+    pub status: SpendStatus,
+    /// Verdict.
+    pub decision: Decision,
+    /// Tier (for a denial: would have been).
+    pub tier: Tier,
+    /// Every reason.
+    pub reasons: Vec<Reason>,
+    /// Headroom under each applicable limit, before this spend.
+    pub headroom: Vec<Headroom>,
+    /// When a DELAY spend becomes due.
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Amount in asset units, as recorded.
+    pub amount: String,
+    /// Asset, `chain:SYMBOL`, when resolved.
+    pub asset: Option<String>,
+    /// USD value, when resolved.
+    pub usd: Option<String>,
+    /// Price used for the USD value.
+    pub price_usd: Option<String>,
+}
+
+/// The answer to [`Ledger::reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// A decision: new, or replayed for a repeated idempotency key with the same request.
+    Decided {
+        /// What was recorded.
+        receipt: Receipt,
+        /// True when this is the first response replayed.
+        replayed: bool,
+    },
+    /// The idempotency key was already used for a different request.
+    IdempotencyConflict {
+        /// The decision the key belongs to.
+        original_decision_id: String,
+    },
+}
+
+/// The answer to [`Ledger::freeze`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezeOutcome {
+    /// The scope is now frozen.
+    Frozen(Freeze),
+    /// It already was; the original freeze stands.
+    AlreadyFrozen(Freeze),
+}
+
+/// A decision as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Identifier.
+    pub id: String,
+    /// Ledger sequence number.
+    pub seq: i64,
+    /// When it was decided.
+    pub created_at: DateTime<Utc>,
+    /// Last status change.
+    pub updated_at: DateTime<Utc>,
+    /// Agent.
+    pub agent: String,
+    /// Wallet.
+    pub wallet: String,
+    /// Department of the agent.
+    pub department: Option<String>,
+    /// Chain.
+    pub chain: Option<String>,
+    /// Asset `chain:SYMBOL`.
+    pub asset: Option<String>,
+    /// Recipient (canonical when resolved).
+    pub recipient: String,
+    /// Amount in asset units.
+    pub amount: String,
+    /// USD value.
+    pub usd: Option<String>,
+    /// Price used.
+    pub price_usd: Option<String>,
+    /// Operation.
+    pub operation: Option<String>,
+    /// Memo.
+    pub memo: Option<String>,
+    /// Merchant derived from the recipient.
+    pub merchant: Option<String>,
+    /// Category of that merchant.
+    pub category: Option<String>,
+    /// Verdict.
+    pub decision: Decision,
+    /// Tier.
+    pub tier: Tier,
+    /// Current status.
+    pub status: SpendStatus,
+    /// Reasons.
+    pub reasons: Vec<Reason>,
+    /// Headroom at decision time.
+    pub headroom: Vec<Headroom>,
+    /// When a DELAY spend becomes due.
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Role that may approve.
+    pub approver_role: Option<String>,
+    /// Idempotency key given.
+    pub idempotency_key: Option<String>,
+}
+
+pub(crate) type Reply<T> = mpsc::SyncSender<StoreResult<T>>;
+
+pub(crate) enum Job {
+    Reserve(Box<ReserveRequest>, Reply<ReserveOutcome>),
+    Evaluate(Box<(SpendRequest, Balances)>, Reply<Evaluation>),
+    Freeze { freeze: Freeze, reply: Reply<FreezeOutcome> },
+    Unfreeze { scope: Scope, by: String, ack: String, at: DateTime<Utc>, reply: Reply<bool> },
+    SetStatus { id: String, status: SpendStatus, at: DateTime<Utc>, reply: Reply<DecisionRecord> },
+}
+
+/// The ledger: one per process and database file.
+pub struct Ledger {
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<rusqlite::Connection>,
+    model: Arc<Model>,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (creating and migrating if needed) the database at `path` for `model`. `now`
+    /// decides how far back the usage index is loaded.
+    pub fn open(path: &Path, model: Arc<Model>, now: DateTime<Utc>, options: LedgerOptions) -> StoreResult<Ledger> {
+        let writer = Writer::open(path, Arc::clone(&model), now, &options)?;
+        let reader = crate::writer::connect(path, &options)?;
+        let (tx, rx) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("spendguard-ledger".into())
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the ledger writer: {e}")))?;
+        Ok(Ledger { jobs: Some(tx), writer: Some(handle), reader: Mutex::new(reader), model, path: path.to_path_buf() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model decisions are made against.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.jobs.as_ref().ok_or(StoreError::WriterStopped)?.send(make(reply)).map_err(|_| StoreError::WriterStopped)?;
+        answer.recv().map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Evaluates a spend and records the decision; an allowed spend's amount is reserved against
+    /// every limit until it is released. Durable when this returns.
+    pub fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome> {
+        self.call(|reply| Job::Reserve(Box::new(request), reply))
+    }
+
+    /// Evaluates a spend against the current ledger without recording anything.
+    pub fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
+        self.call(|reply| Job::Evaluate(Box::new((request, balances)), reply))
+    }
+
+    /// Freezes a scope: every spend it covers is denied with `KILL_SWITCH` from now on.
+    pub fn freeze(&self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
+        self.call(|reply| Job::Freeze { freeze, reply })
+    }
+
+    /// Lifts a freeze; `ack` must say why it is safe. Returns false when it was not frozen.
+    pub fn unfreeze(&self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        self.call(|reply| Job::Unfreeze { scope, by: by.to_string(), ack: ack.to_string(), at, reply })
+    }
+
+    /// Moves a decision along its lifecycle; reservations are released or turned into spend.
+    pub fn set_status(&self, decision_id: &str, status: SpendStatus, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
+        self.call(|reply| Job::SetStatus { id: decision_id.to_string(), status, at, reply })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn)
+    }
+
+    /// The frozen scopes, oldest first.
+    pub fn freezes(&self) -> StoreResult<Vec<Freeze>> {
+        self.read(crate::writer::load_freezes)
+    }
+
+    /// One decision.
+    pub fn decision(&self, id: &str) -> StoreResult<Option<DecisionRecord>> {
+        self.read(|c| crate::writer::load_decision(c, id))
+    }
+
+    /// Decisions in sequence order, optionally of one agent.
+    pub fn decisions(&self, agent: Option<&str>) -> StoreResult<Vec<DecisionRecord>> {
+        self.read(|c| crate::writer::load_decisions(c, agent))
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what it holds and stop.
+        self.jobs.take();
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}

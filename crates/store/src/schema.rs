@@ -1,0 +1,100 @@
+//! Schema and migrations. `PRAGMA user_version` is the schema version; each migration runs in
+//! the same `BEGIN IMMEDIATE` transaction as the version bump, so two processes opening a new
+//! file at once cannot both migrate it.
+
+use crate::error::{StoreError, StoreResult};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: decisions, idempotency, kill switch.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO meta (key, value) VALUES ('change_seq', 0);
+
+    -- One row per decision; every status change bumps change_seq so other processes can
+    -- refresh their in-memory usage index incrementally.
+    CREATE TABLE decisions (
+        seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        id                  TEXT NOT NULL UNIQUE,
+        created_at_us       INTEGER NOT NULL,
+        updated_at_us       INTEGER NOT NULL,
+        agent               TEXT NOT NULL,
+        wallet              TEXT NOT NULL,
+        department          TEXT,
+        chain               TEXT,
+        asset               TEXT,
+        recipient           TEXT NOT NULL,
+        amount              TEXT NOT NULL,
+        usd                 TEXT,
+        price_usd           TEXT,
+        operation           TEXT,
+        memo                TEXT,
+        merchant            TEXT,
+        category            TEXT,
+        decision            TEXT NOT NULL,
+        tier                TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        reasons             TEXT NOT NULL,
+        headroom            TEXT NOT NULL,
+        execute_after_us    INTEGER,
+        approval_expires_us INTEGER,
+        approver_role       TEXT,
+        request_hash        TEXT NOT NULL,
+        idempotency_key     TEXT,
+        change_seq          INTEGER NOT NULL
+    );
+    CREATE INDEX decisions_by_change ON decisions (change_seq);
+    CREATE INDEX decisions_by_time ON decisions (created_at_us);
+    CREATE INDEX decisions_by_agent ON decisions (agent, created_at_us);
+
+    -- Stripe-style idempotency: the first response is kept and replayed.
+    CREATE TABLE idempotency (
+        agent         TEXT NOT NULL,
+        key           TEXT NOT NULL,
+        request_hash  TEXT NOT NULL,
+        decision_id   TEXT NOT NULL,
+        response      TEXT NOT NULL,
+        created_at_us INTEGER NOT NULL,
+        PRIMARY KEY (agent, key)
+    );
+    CREATE INDEX idempotency_by_age ON idempotency (created_at_us);
+
+    CREATE TABLE freezes (
+        scope        TEXT PRIMARY KEY,
+        frozen_by    TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        frozen_at_us INTEGER NOT NULL,
+        evidence     TEXT
+    );
+
+    CREATE TABLE freeze_log (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope  TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('freeze', 'unfreeze')),
+        actor  TEXT NOT NULL,
+        text   TEXT NOT NULL,
+        at_us  INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > VERSION {
+        return Err(StoreError::SchemaTooNew { found, supported: VERSION });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

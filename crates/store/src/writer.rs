@@ -1,0 +1,691 @@
+//! The writer thread's state: the write connection, the in-memory usage index and freezes, and
+//! the group-commit loop.
+
+use crate::error::{StoreError, StoreResult};
+use crate::ledger::{DecisionRecord, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest};
+use crate::schema;
+use chrono::{DateTime, TimeDelta, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+use spendguard_core::model::Scope;
+use spendguard_core::money::{decimal_from_store, fmt_units};
+use spendguard_core::usage::{LedgerEntry, UsageIndex};
+use spendguard_core::{evaluate, Context, Decision, Evaluation, Freeze, Model, SpendStatus, Tier};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Idempotency keys are kept at least 24 hours (the contract); we keep them 48.
+const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(48);
+/// Every this many batches the index and idempotency table are pruned.
+const PRUNE_EVERY: u64 = 1024;
+
+pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<Connection> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!("{} cannot use WAL journaling (got {mode})", path.display())));
+    }
+    // FULL: a committed decision survives power loss. This is money.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+    Ok(conn)
+}
+
+pub(crate) fn to_us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_us(us: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt(format!("timestamp {us} out of range")))
+}
+
+fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    model: Arc<Model>,
+    index: UsageIndex,
+    freezes: Vec<Freeze>,
+    /// Highest change_seq applied to the index.
+    last_change_seq: i64,
+    /// `PRAGMA data_version` after our last look: it changes only when another connection commits.
+    data_version: i64,
+    /// The index holds every counting decision made at or after this instant.
+    loaded_from: DateTime<Utc>,
+    /// The longest span any window reaches back.
+    horizon: TimeDelta,
+    latest_request: DateTime<Utc>,
+    /// The index may not match the database (a commit failed); reload it fully.
+    dirty: bool,
+    /// Set when a job left the transaction in an unknown state: the batch must roll back.
+    abort: Option<String>,
+    batches: u64,
+}
+
+/// A finished job waiting for the commit before its caller hears about it.
+enum Done {
+    Reserve(mpsc::SyncSender<StoreResult<ReserveOutcome>>, StoreResult<ReserveOutcome>),
+    Evaluate(mpsc::SyncSender<StoreResult<Evaluation>>, StoreResult<Evaluation>),
+    Freeze(mpsc::SyncSender<StoreResult<FreezeOutcome>>, StoreResult<FreezeOutcome>),
+    Unfreeze(mpsc::SyncSender<StoreResult<bool>>, StoreResult<bool>),
+    SetStatus(mpsc::SyncSender<StoreResult<DecisionRecord>>, StoreResult<DecisionRecord>),
+}
+
+impl Done {
+    /// Delivers the result, or, when the commit failed, the commit's error instead of a
+    /// success that never became durable. A caller that gave up waiting is no concern of ours.
+    fn deliver(self, commit_error: Option<&str>) {
+        fn pick<T>(r: StoreResult<T>, e: Option<&str>) -> StoreResult<T> {
+            match (r, e) {
+                (Ok(_), Some(msg)) => Err(StoreError::NotCommitted(msg.to_string())),
+                (r, _) => r,
+            }
+        }
+        match self {
+            Done::Reserve(tx, r) => drop(tx.send(pick(r, commit_error))),
+            Done::Evaluate(tx, r) => drop(tx.send(r)),
+            Done::Freeze(tx, r) => drop(tx.send(pick(r, commit_error))),
+            Done::Unfreeze(tx, r) => drop(tx.send(pick(r, commit_error))),
+            Done::SetStatus(tx, r) => drop(tx.send(pick(r, commit_error))),
+        }
+    }
+}
+
+fn horizon_of(model: &Model) -> TimeDelta {
+    let longest = model
+        .policies
+        .iter()
+        .flat_map(|p| p.limits.iter().chain(p.operations.iter().flat_map(|o| o.limits.iter())))
+        .map(|l| l.window.max_span())
+        .max()
+        .unwrap_or(TimeDelta::zero());
+    longest + TimeDelta::days(1)
+}
+
+impl Writer {
+    pub(crate) fn open(path: &Path, model: Arc<Model>, now: DateTime<Utc>, options: &LedgerOptions) -> StoreResult<Writer> {
+        let mut conn = connect(path, options)?;
+        schema::migrate(&mut conn)?;
+        let horizon = horizon_of(&model);
+        let mut w = Writer {
+            conn,
+            model,
+            index: UsageIndex::new(),
+            freezes: vec![],
+            last_change_seq: 0,
+            data_version: 0,
+            loaded_from: now - horizon,
+            horizon,
+            latest_request: now,
+            dirty: true,
+            abort: None,
+            batches: 0,
+        };
+        w.conn.execute_batch("BEGIN")?;
+        let loaded = w.refresh();
+        w.conn.execute_batch(if loaded.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        loaded?;
+        Ok(w)
+    }
+
+    pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>, max_batch: usize) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Job>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in batch {
+                job_failed(job, &msg);
+            }
+            return;
+        }
+        let prepared = self.refresh().and_then(|()| self.bump_change_seq());
+        let change_seq = match prepared {
+            Ok(cs) => cs,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.dirty = true;
+                let msg = e.to_string();
+                for job in batch {
+                    job_failed(job, &msg);
+                }
+                return;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        for job in batch {
+            done.push(self.run_job(job, change_seq));
+        }
+        self.batches += 1;
+        if self.batches % PRUNE_EVERY == 0 {
+            // Pruning is housekeeping: a failure leaves extra rows, never wrong answers.
+            let _ = self.prune();
+        }
+        let committed = match self.abort.take() {
+            Some(msg) => Err(msg),
+            None => self.conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+        };
+        match committed {
+            Ok(()) => {
+                self.last_change_seq = change_seq;
+                for d in done {
+                    d.deliver(None);
+                }
+            }
+            Err(msg) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.dirty = true;
+                for d in done {
+                    d.deliver(Some(&msg));
+                }
+            }
+        }
+    }
+
+    /// Runs one job inside its own savepoint, so a failing job leaves the others intact.
+    fn run_job(&mut self, job: Job, change_seq: i64) -> Done {
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+            let msg = e.to_string();
+            return match job {
+                Job::Reserve(_, tx) => Done::Reserve(tx, Err(StoreError::NotCommitted(msg))),
+                Job::Evaluate(_, tx) => Done::Evaluate(tx, Err(StoreError::NotCommitted(msg))),
+                Job::Freeze { reply, .. } => Done::Freeze(reply, Err(StoreError::NotCommitted(msg))),
+                Job::Unfreeze { reply, .. } => Done::Unfreeze(reply, Err(StoreError::NotCommitted(msg))),
+                Job::SetStatus { reply, .. } => Done::SetStatus(reply, Err(StoreError::NotCommitted(msg))),
+            };
+        }
+        let (done, ok) = match job {
+            Job::Reserve(req, tx) => {
+                let r = self.reserve(*req, change_seq);
+                let ok = r.is_ok();
+                (Done::Reserve(tx, r), ok)
+            }
+            Job::Evaluate(req, tx) => {
+                let (request, balances) = *req;
+                let r = self.dry_run(request, balances);
+                let ok = r.is_ok();
+                (Done::Evaluate(tx, r), ok)
+            }
+            Job::Freeze { freeze, reply } => {
+                let r = self.freeze(freeze);
+                let ok = r.is_ok();
+                (Done::Freeze(reply, r), ok)
+            }
+            Job::Unfreeze { scope, by, ack, at, reply } => {
+                let r = self.unfreeze(scope, &by, &ack, at);
+                let ok = r.is_ok();
+                (Done::Unfreeze(reply, r), ok)
+            }
+            Job::SetStatus { id, status, at, reply } => {
+                let r = self.set_status(&id, status, at, change_seq);
+                let ok = r.is_ok();
+                (Done::SetStatus(reply, r), ok)
+            }
+        };
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(e) = self.conn.execute_batch(end) {
+            // The transaction is in an unknown state: roll the whole batch back.
+            self.abort = Some(e.to_string());
+        }
+        done
+    }
+
+    fn bump_change_seq(&mut self) -> StoreResult<i64> {
+        Ok(self.conn.query_row("UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value", [], |r| r.get(0))?)
+    }
+
+    /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
+    fn refresh(&mut self) -> StoreResult<()> {
+        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version == self.data_version && !self.dirty {
+            return Ok(());
+        }
+        if self.dirty {
+            self.index = UsageIndex::new();
+            let rows = load_entries(&self.conn, "created_at_us >= ?1", to_us(self.loaded_from))?;
+            for (entry, status) in rows {
+                if status.counts_as().is_some() {
+                    self.index.upsert(entry);
+                }
+            }
+        } else {
+            let rows = load_entries(&self.conn, "change_seq > ?1", self.last_change_seq)?;
+            for (entry, status) in rows {
+                if entry.at >= self.loaded_from && status.counts_as().is_some() {
+                    self.index.upsert(entry);
+                } else {
+                    self.index.remove(entry.seq);
+                }
+            }
+        }
+        self.freezes = load_freezes(&self.conn)?;
+        self.last_change_seq = self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0))?;
+        self.data_version = version;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Makes sure the index reaches back far enough for a request at `at`.
+    fn ensure_loaded(&mut self, at: DateTime<Utc>) -> StoreResult<()> {
+        if at > self.latest_request {
+            self.latest_request = at;
+        }
+        let needed = at - self.horizon;
+        if needed >= self.loaded_from {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM decisions WHERE created_at_us >= ?1 AND created_at_us < ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![to_us(needed), to_us(self.loaded_from)], entry_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        for row in rows {
+            let (entry, status) = row?;
+            if status.counts_as().is_some() {
+                self.index.upsert(entry);
+            }
+        }
+        self.loaded_from = needed;
+        Ok(())
+    }
+
+    fn prune(&mut self) -> StoreResult<()> {
+        let cutoff = self.latest_request - self.horizon;
+        if cutoff > self.loaded_from {
+            self.index.prune_before(cutoff);
+            self.loaded_from = cutoff;
+        }
+        self.conn.execute(
+            "DELETE FROM idempotency WHERE created_at_us < ?1",
+            params![to_us(self.latest_request - IDEMPOTENCY_RETENTION)],
+        )?;
+        Ok(())
+    }
+
+    fn dry_run(&mut self, mut request: spendguard_core::SpendRequest, balances: spendguard_core::Balances) -> StoreResult<Evaluation> {
+        request.at = truncate_to_micros(request.at);
+        self.ensure_loaded(request.at)?;
+        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances };
+        Ok(evaluate(&self.model, &request, &ctx))
+    }
+
+    fn reserve(&mut self, req: ReserveRequest, change_seq: i64) -> StoreResult<ReserveOutcome> {
+        let ReserveRequest { mut request, balances, idempotency_key, memo } = req;
+        request.at = truncate_to_micros(request.at);
+        self.ensure_loaded(request.at)?;
+        let hash = request_hash(&request, memo.as_deref());
+        if let Some(key) = &idempotency_key {
+            let prior: Option<(String, String, String)> = self
+                .conn
+                .prepare_cached("SELECT request_hash, decision_id, response FROM idempotency WHERE agent = ?1 AND key = ?2")?
+                .query_row(params![request.agent, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((prior_hash, decision_id, response)) = prior {
+                if prior_hash != hash {
+                    return Ok(ReserveOutcome::IdempotencyConflict { original_decision_id: decision_id });
+                }
+                let receipt: Receipt = serde_json::from_str(&response)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency response of {decision_id}: {e}")))?;
+                return Ok(ReserveOutcome::Decided { receipt, replayed: true });
+            }
+        }
+
+        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances };
+        let eval = evaluate(&self.model, &request, &ctx);
+        let status = match eval.decision {
+            Decision::Deny => SpendStatus::Denied,
+            Decision::Allow | Decision::Notify => SpendStatus::Reserved,
+            Decision::Delay => SpendStatus::Queued,
+            Decision::RequireApproval => SpendStatus::PendingApproval,
+        };
+        let spend = eval.spend.as_ref();
+        let execute_after = (status == SpendStatus::Queued).then(|| request.at + spend.and_then(|s| s.delay).unwrap_or_default());
+        let approval_expires_at = (status == SpendStatus::PendingApproval)
+            .then(|| request.at + spend.and_then(|s| s.approval_ttl).unwrap_or(TimeDelta::hours(24)));
+        let id = format!("dec_{}", uuid::Uuid::new_v4().simple());
+        let amount = fmt_units(request.amount);
+        let reasons = serde_json::to_string(&eval.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let headroom = serde_json::to_string(&eval.headroom).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let at_us = to_us(request.at);
+        let seq: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO decisions (id, created_at_us, updated_at_us, agent, wallet, department, chain, asset,
+                    recipient, amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status,
+                    reasons, headroom, execute_after_us, approval_expires_us, approver_role, request_hash,
+                    idempotency_key, change_seq)
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                    ?20, ?21, ?22, ?23, ?24, ?25, ?26)
+                 RETURNING seq",
+            )?
+            .query_row(
+                params![
+                    id,
+                    at_us,
+                    request.agent,
+                    request.wallet,
+                    self.model.agent(&request.agent).and_then(|a| a.department.clone()),
+                    spend.map(|s| s.chain.clone()),
+                    spend.map(|s| s.asset.clone()),
+                    spend.map_or_else(|| request.to.clone(), |s| s.recipient.clone()),
+                    amount,
+                    spend.map(|s| s.usd.normalize().to_string()),
+                    spend.map(|s| s.price_usd.normalize().to_string()),
+                    request.operation,
+                    memo,
+                    spend.and_then(|s| s.merchant.clone()),
+                    spend.and_then(|s| s.category.clone()),
+                    eval.decision.as_str(),
+                    eval.tier.as_str(),
+                    status.as_str(),
+                    reasons,
+                    headroom,
+                    execute_after.map(to_us),
+                    approval_expires_at.map(to_us),
+                    spend.and_then(|s| s.approver_role.clone()),
+                    hash,
+                    idempotency_key,
+                    change_seq,
+                ],
+                |r| r.get(0),
+            )?;
+        let receipt = Receipt {
+            decision_id: id.clone(),
+            status,
+            decision: eval.decision,
+            tier: eval.tier,
+            reasons: eval.reasons.clone(),
+            headroom: eval.headroom.clone(),
+            execute_after,
+            approval_expires_at,
+            amount: amount.clone(),
+            asset: spend.map(|s| s.asset.clone()),
+            usd: spend.map(|s| s.usd.normalize().to_string()),
+            price_usd: spend.map(|s| s.price_usd.normalize().to_string()),
+        };
+        if let Some(key) = &idempotency_key {
+            let response = serde_json::to_string(&receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO idempotency (agent, key, request_hash, decision_id, response, created_at_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![request.agent, key, hash, id, response, at_us])?;
+        }
+        if let (Some(state), Some(spend)) = (status.counts_as(), spend) {
+            self.index.upsert(LedgerEntry {
+                seq,
+                at: request.at,
+                agent: request.agent.clone(),
+                department: spend.department.clone(),
+                wallet: request.wallet.clone(),
+                asset: spend.asset.clone(),
+                operation: request.operation.clone(),
+                amount: request.amount,
+                usd: spend.usd,
+                state,
+            });
+        }
+        Ok(ReserveOutcome::Decided { receipt, replayed: false })
+    }
+
+    fn freeze(&mut self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
+        if !self.model.scope_exists(&freeze.scope) {
+            return Err(StoreError::UnknownScope { kind: freeze.scope.kind(), id: freeze.scope.id().to_string() });
+        }
+        if let Some(existing) = self.freezes.iter().find(|f| f.scope == freeze.scope) {
+            return Ok(FreezeOutcome::AlreadyFrozen(existing.clone()));
+        }
+        let scope = freeze.scope.to_string();
+        let at = to_us(freeze.frozen_at);
+        self.conn.execute(
+            "INSERT INTO freezes (scope, frozen_by, reason, frozen_at_us, evidence) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![scope, freeze.frozen_by, freeze.reason, at, freeze.evidence],
+        )?;
+        self.conn.execute(
+            "INSERT INTO freeze_log (scope, action, actor, text, at_us) VALUES (?1, 'freeze', ?2, ?3, ?4)",
+            params![scope, freeze.frozen_by, freeze.reason, at],
+        )?;
+        self.freezes.push(freeze.clone());
+        Ok(FreezeOutcome::Frozen(freeze))
+    }
+
+    fn unfreeze(&mut self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        if ack.trim().is_empty() {
+            return Err(StoreError::AckRequired);
+        }
+        if !self.model.scope_exists(&scope) {
+            return Err(StoreError::UnknownScope { kind: scope.kind(), id: scope.id().to_string() });
+        }
+        let key = scope.to_string();
+        let removed = self.conn.execute("DELETE FROM freezes WHERE scope = ?1", params![key])?;
+        if removed == 0 {
+            return Ok(false);
+        }
+        self.conn.execute(
+            "INSERT INTO freeze_log (scope, action, actor, text, at_us) VALUES (?1, 'unfreeze', ?2, ?3, ?4)",
+            params![key, by, ack, to_us(at)],
+        )?;
+        self.freezes.retain(|f| f.scope != scope);
+        Ok(true)
+    }
+
+    fn set_status(&mut self, id: &str, next: SpendStatus, at: DateTime<Utc>, change_seq: i64) -> StoreResult<DecisionRecord> {
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if !current.status.can_become(next) {
+            return Err(StoreError::IllegalTransition {
+                id: id.to_string(),
+                from: current.status.to_string(),
+                to: next.to_string(),
+            });
+        }
+        self.conn.execute(
+            "UPDATE decisions SET status = ?1, updated_at_us = ?2, change_seq = ?3 WHERE id = ?4",
+            params![next.as_str(), to_us(at), change_seq, id],
+        )?;
+        let (entry, _) = self
+            .conn
+            .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM decisions WHERE id = ?1"))?
+            .query_row(params![id], entry_from_row)??;
+        match next.counts_as() {
+            Some(_) if entry.at >= self.loaded_from => self.index.upsert(entry),
+            _ => self.index.remove(entry.seq),
+        }
+        load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
+    }
+}
+
+fn job_failed(job: Job, msg: &str) {
+    let err = || StoreError::NotCommitted(msg.to_string());
+    match job {
+        Job::Reserve(_, tx) => drop(tx.send(Err(err()))),
+        Job::Evaluate(_, tx) => drop(tx.send(Err(err()))),
+        Job::Freeze { reply, .. } => drop(reply.send(Err(err()))),
+        Job::Unfreeze { reply, .. } => drop(reply.send(Err(err()))),
+        Job::SetStatus { reply, .. } => drop(reply.send(Err(err()))),
+    }
+}
+
+/// Hash of everything that makes two requests "the same" for idempotency (not the time).
+fn request_hash(r: &spendguard_core::SpendRequest, memo: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        r.wallet.as_str(),
+        r.to.as_str(),
+        &fmt_units(r.amount),
+        r.asset.as_deref().unwrap_or(""),
+        r.operation.as_deref().unwrap_or(""),
+        memo.unwrap_or(""),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const ENTRY_COLUMNS: &str = "seq, created_at_us, agent, department, wallet, asset, operation, amount, usd, status";
+
+type EntryRow = StoreResult<(LedgerEntry, SpendStatus)>;
+
+fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<EntryRow> {
+    let seq: i64 = r.get(0)?;
+    let at: i64 = r.get(1)?;
+    let amount: String = r.get(7)?;
+    let usd: Option<String> = r.get(8)?;
+    let status: String = r.get(9)?;
+    let asset: Option<String> = r.get(5)?;
+    let build = || -> EntryRow {
+        let bad = |what: &str| StoreError::Corrupt(format!("decision #{seq}: {what}"));
+        let status = SpendStatus::parse(&status).ok_or_else(|| bad("unknown status"))?;
+        let entry = LedgerEntry {
+            seq,
+            at: from_us(at)?,
+            agent: r.get(2).map_err(StoreError::from)?,
+            department: r.get(3).map_err(StoreError::from)?,
+            wallet: r.get(4).map_err(StoreError::from)?,
+            asset: asset.clone().unwrap_or_default(),
+            operation: r.get(6).map_err(StoreError::from)?,
+            amount: decimal_from_store(&amount).ok_or_else(|| bad("amount"))?,
+            usd: match &usd {
+                Some(u) => decimal_from_store(u).ok_or_else(|| bad("usd"))?,
+                None if status.counts_as().is_some() => return Err(bad("counting decision without a USD value")),
+                None => Default::default(),
+            },
+            state: status.counts_as().unwrap_or(spendguard_core::usage::EntryState::Reserved),
+        };
+        Ok((entry, status))
+    };
+    Ok(build())
+}
+
+fn load_entries(conn: &Connection, filter: &str, arg: i64) -> StoreResult<Vec<(LedgerEntry, SpendStatus)>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM decisions WHERE {filter}"))?;
+    let rows = stmt.query_map(params![arg], entry_from_row)?;
+    let mut out = vec![];
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
+pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT scope, frozen_by, reason, frozen_at_us, evidence FROM freezes ORDER BY frozen_at_us, scope")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
+    })?;
+    let mut out = vec![];
+    for row in rows {
+        let (scope, frozen_by, reason, at, evidence) = row?;
+        let scope = Scope::parse(&scope).ok_or_else(|| StoreError::Corrupt(format!("frozen scope {scope:?}")))?;
+        out.push(Freeze { scope, frozen_by, reason, frozen_at: from_us(at)?, evidence });
+    }
+    Ok(out)
+}
+
+const DECISION_COLUMNS: &str = "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
+    amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
+    execute_after_us, approval_expires_us, approver_role, idempotency_key";
+
+fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<DecisionRecord>> {
+    let id: String = r.get(0)?;
+    let decision: String = r.get(17)?;
+    let tier: String = r.get(18)?;
+    let status: String = r.get(19)?;
+    let reasons: String = r.get(20)?;
+    let headroom: String = r.get(21)?;
+    let created: i64 = r.get(2)?;
+    let updated: i64 = r.get(3)?;
+    let execute_after: Option<i64> = r.get(22)?;
+    let expires: Option<i64> = r.get(23)?;
+    let fields = (
+        r.get(1)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+        r.get(14)?,
+        r.get(15)?,
+        r.get(16)?,
+        r.get(24)?,
+        r.get(25)?,
+    );
+    let build = move || -> StoreResult<DecisionRecord> {
+        let bad = |what: &str| StoreError::Corrupt(format!("decision {id}: {what}"));
+        let (seq, agent, wallet, department, chain, asset, recipient, amount, usd, price_usd, operation, memo, merchant, category, approver_role, idempotency_key) =
+            fields;
+        Ok(DecisionRecord {
+            seq,
+            created_at: from_us(created)?,
+            updated_at: from_us(updated)?,
+            agent,
+            wallet,
+            department,
+            chain,
+            asset,
+            recipient,
+            amount,
+            usd,
+            price_usd,
+            operation,
+            memo,
+            merchant,
+            category,
+            decision: Decision::parse(&decision).ok_or_else(|| bad("decision"))?,
+            tier: Tier::parse(&tier).ok_or_else(|| bad("tier"))?,
+            status: SpendStatus::parse(&status).ok_or_else(|| bad("status"))?,
+            reasons: serde_json::from_str(&reasons).map_err(|e| bad(&format!("reasons: {e}")))?,
+            headroom: serde_json::from_str(&headroom).map_err(|e| bad(&format!("headroom: {e}")))?,
+            execute_after: execute_after.map(from_us).transpose()?,
+            approval_expires_at: expires.map(from_us).transpose()?,
+            approver_role,
+            idempotency_key,
+            id,
+        })
+    };
+    Ok(build())
+}
+
+pub(crate) fn load_decision(conn: &Connection, id: &str) -> StoreResult<Option<DecisionRecord>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"))?;
+    stmt.query_row(params![id], decision_from_row).optional()?.transpose()
+}
+
+pub(crate) fn load_decisions(conn: &Connection, agent: Option<&str>) -> StoreResult<Vec<DecisionRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DECISION_COLUMNS} FROM decisions WHERE ?1 IS NULL OR agent = ?1 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map(params![agent], decision_from_row)?;
+    let mut out = vec![];
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}

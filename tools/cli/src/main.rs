@@ -1,0 +1,251 @@
+//! `spendguard`: the command line of treasury operators. Thin: it parses flags, loads the
+//! configuration and calls the libraries.
+
+use anyhow::{bail, Context as _, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Args, Parser, Subcommand};
+use spendguard_config::Config;
+use spendguard_core::engine::requested_asset_key;
+use spendguard_core::model::Scope;
+use spendguard_core::money::parse_decimal;
+use spendguard_core::{Balances, Evaluation, Freeze, SpendRequest};
+use spendguard_store::{FreezeOutcome, Ledger, LedgerOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Governs what LLM agents may spend from crypto wallets.
+#[derive(Parser)]
+#[command(name = "spendguard", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "SPENDGUARD_CONFIG", default_value = "spendguard.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and summarise agents, wallets and policies.
+    Check,
+    /// Dry-run a spend against the policies and the ledger; nothing is reserved.
+    Evaluate(EvaluateArgs),
+    /// Freeze a scope: every spend it covers is denied until unfrozen.
+    Freeze {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Why (recorded and shown to agents that are denied).
+        #[arg(long)]
+        reason: String,
+        /// Operator doing it (default: cli:$USER).
+        #[arg(long = "as")]
+        operator: Option<String>,
+    },
+    /// Lift a freeze. Needs --ack saying why it is safe to spend again.
+    Unfreeze {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Acknowledgment: why it is safe to resume spending.
+        #[arg(long)]
+        ack: Option<String>,
+        /// Operator doing it (default: cli:$USER).
+        #[arg(long = "as")]
+        operator: Option<String>,
+    },
+    /// List frozen scopes: by whom, why and since when.
+    Frozen,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Agent making the spend.
+    #[arg(long)]
+    agent: String,
+    /// Wallet to spend from.
+    #[arg(long)]
+    wallet: String,
+    /// Recipient address.
+    #[arg(long)]
+    to: String,
+    /// Amount in asset units, as a decimal (e.g. 12.50).
+    #[arg(long)]
+    amount: String,
+    /// Asset symbol (on the wallet's chain) or chain:SYMBOL; default the native asset.
+    #[arg(long)]
+    asset: Option<String>,
+    /// Operation, for policies with operation budgets.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Evaluate as of this instant (RFC 3339); default now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Wallet balance of the asset, for balance checks in a dry run without chain access.
+    #[arg(long)]
+    balance: Option<String>,
+    /// Print the evaluate tool's JSON result object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ScopeArgs {
+    /// An agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// A wallet.
+    #[arg(long)]
+    wallet: Option<String>,
+    /// A department.
+    #[arg(long)]
+    department: Option<String>,
+    /// The whole organisation.
+    #[arg(long)]
+    org: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        match (&self.agent, &self.wallet, &self.department) {
+            (Some(a), _, _) => Scope::Agent(a.clone()),
+            (_, Some(w), _) => Scope::Wallet(w.clone()),
+            (_, _, Some(d)) => Scope::Department(d.clone()),
+            _ => Scope::Org,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config> {
+    // The config error already names the file, line and key.
+    spendguard_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn open_ledger(config: &Config, now: DateTime<Utc>) -> Result<Ledger> {
+    Ledger::open(&config.server.database, Arc::new(config.model.clone()), now, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger {}", config.server.database.display()))
+}
+
+fn operator_name(given: Option<String>) -> String {
+    given.unwrap_or_else(|| format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load(&cli.config)?;
+    match cli.command {
+        Command::Check => {
+            print!("{}", config.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evaluate(args) => evaluate(&config, args),
+        Command::Freeze { scope, reason, operator } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why the scope is frozen");
+            }
+            let now = Utc::now();
+            let ledger = open_ledger(&config, now)?;
+            let freeze = Freeze { scope: scope.scope(), frozen_by: operator_name(operator), reason, frozen_at: now, evidence: None };
+            match ledger.freeze(freeze)? {
+                FreezeOutcome::Frozen(f) => println!("frozen: {}", f.describe()),
+                FreezeOutcome::AlreadyFrozen(f) => println!("already frozen: {}", f.describe()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unfreeze { scope, ack, operator } => {
+            let Some(ack) = ack.filter(|a| !a.trim().is_empty()) else {
+                eprintln!("error: refusing to unfreeze without --ack TEXT saying why it is safe to resume spending");
+                return Ok(ExitCode::from(2));
+            };
+            let now = Utc::now();
+            let ledger = open_ledger(&config, now)?;
+            let scope = scope.scope();
+            if ledger.unfreeze(scope.clone(), &operator_name(operator), &ack, now)? {
+                println!("unfrozen: {scope}");
+            } else {
+                println!("{scope} was not frozen");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Frozen => {
+            let ledger = open_ledger(&config, Utc::now())?;
+            let freezes = ledger.freezes()?;
+            if freezes.is_empty() {
+                println!("nothing is frozen");
+            }
+            for f in freezes {
+                println!(
+                    "{}\tby {}\tsince {}\t{}",
+                    f.scope,
+                    f.frozen_by,
+                    f.frozen_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    f.reason
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn evaluate(config: &Config, args: EvaluateArgs) -> Result<ExitCode> {
+    let amount = parse_decimal(&args.amount).with_context(|| "--amount")?;
+    let at = match &args.at {
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .with_context(|| format!("--at {text:?} is not an RFC 3339 time such as 2026-11-23T14:00:00Z"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let mut balances = Balances::new();
+    if let Some(text) = &args.balance {
+        let balance = parse_decimal(text).with_context(|| "--balance")?;
+        let wallet = config.model.wallet(&args.wallet);
+        if let Some(key) = wallet.and_then(|w| requested_asset_key(&config.model, w, args.asset.as_deref())) {
+            balances.insert(key, balance);
+        }
+    }
+    let ledger = open_ledger(config, at)?;
+    let request = SpendRequest {
+        agent: args.agent,
+        wallet: args.wallet,
+        to: args.to,
+        amount,
+        asset: args.asset,
+        operation: args.operation,
+        at,
+    };
+    let evaluation = ledger.evaluate(request, balances)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&evaluation)?);
+    } else {
+        print!("{}", render(&evaluation));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(e: &Evaluation) -> String {
+    let mut out = format!("decision: {} (tier {})\n", e.decision.as_str(), e.tier.as_str());
+    for r in &e.reasons {
+        let policy = r.policy_id.as_deref().map(|p| format!("{p} ")).unwrap_or_default();
+        out.push_str(&format!("  {} [{policy}{}] {}\n", r.code, r.rule, r.detail));
+    }
+    if !e.headroom.is_empty() {
+        out.push_str("headroom:\n");
+        for h in &e.headroom {
+            out.push_str(&format!(
+                "  {} {} {} {} {}: limit {}, used {}, reserved {}, remaining {}\n",
+                h.policy_id, h.rule, h.scope, h.window, h.unit, h.limit, h.used, h.reserved, h.remaining
+            ));
+        }
+    }
+    out
+}
