@@ -1,0 +1,130 @@
+//! 64 threads in this process and 16 in a second process reserve against one agent's budget on
+//! one database file. The total reserved never exceeds the limit, and every request has exactly
+//! one recorded decision.
+
+use crate::*;
+use rust_decimal::Decimal;
+use spendguard_core::SpendStatus;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Barrier;
+
+const REQUESTS_PER_THREAD: usize = 25;
+const PARENT_THREADS: usize = 64;
+const CHILD_THREADS: usize = 16;
+
+/// Amounts from 0.01 to 4.00 USDC, different per thread and request: about 500 of the 2,000
+/// requests fit the budget, so both processes race for it until the end.
+fn amount(thread: usize, i: usize, salt: usize) -> String {
+    let x = (thread * 7919 + i * 104_729 + salt * 1_299_709) % 400 + 1;
+    format!("{}.{:02}", x / 100, x % 100)
+}
+
+/// Runs `threads` threads against `ledger`; returns (decision id, status, amount) per request.
+fn hammer(path: &std::path::Path, threads: usize, salt: usize, go: impl Fn() + Sync) -> Vec<(String, SpendStatus, String)> {
+    let ledger = open(path);
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (ledger, barrier, go) = (&ledger, &barrier, &go);
+                s.spawn(move || {
+                    if barrier.wait().is_leader() {
+                        go();
+                    }
+                    (0..REQUESTS_PER_THREAD)
+                        .map(|i| {
+                            let amt = amount(t, i, salt);
+                            let r = decided(ledger.reserve(usdc("bot", &amt)).expect("reserve"));
+                            (r.decision_id, r.status, amt)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    })
+}
+
+#[test]
+fn concurrent_reservations_from_two_processes_never_exceed_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    drop(open(&db)); // create and migrate before both sides start
+    let go_file = dir.path().join("go");
+    let ready_file = dir.path().join("ready");
+    let child_out = dir.path().join("child.txt");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "concurrency::second_process", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("SPENDGUARD_CHILD_DB", &db)
+        .env("SPENDGUARD_CHILD_GO", &go_file)
+        .env("SPENDGUARD_CHILD_READY", &ready_file)
+        .env("SPENDGUARD_CHILD_OUT", &child_out)
+        .spawn()
+        .expect("spawn the second process");
+    // Both sides open their ledger and line up their threads; then both start at once.
+    let ours = hammer(&db, PARENT_THREADS, 1, || {
+        wait_for(&ready_file);
+        std::fs::write(&go_file, b"go").unwrap();
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success(), "second process failed: {status}");
+    let theirs: Vec<(String, SpendStatus, String)> = std::fs::read_to_string(&child_out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut p = l.split(' ');
+            let (id, st, amt) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+            (id.to_string(), SpendStatus::parse(st).unwrap(), amt.to_string())
+        })
+        .collect();
+    assert_eq!(ours.len(), PARENT_THREADS * REQUESTS_PER_THREAD);
+    assert_eq!(theirs.len(), CHILD_THREADS * REQUESTS_PER_THREAD);
+
+    let ledger = open(&db);
+    let rows = ledger.decisions(Some("bot")).unwrap();
+    assert_eq!(rows.len(), ours.len() + theirs.len(), "every request has exactly one decision row");
+    let by_id: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.id.clone(), r)).collect();
+    for (id, status, amt) in ours.iter().chain(&theirs) {
+        let row = by_id.get(id).unwrap_or_else(|| panic!("decision {id} was reported but not recorded"));
+        let dec = |t: &str| spendguard_core::money::parse_decimal(t).unwrap();
+        assert_eq!((row.status, dec(&row.amount)), (*status, dec(amt)), "{id}");
+    }
+    let reserved: Decimal = rows
+        .iter()
+        .filter(|r| r.status == SpendStatus::Reserved)
+        .map(|r| spendguard_core::money::parse_decimal(&r.amount).unwrap())
+        .sum();
+    assert!(reserved <= Decimal::from(1000), "overspent: {reserved}");
+    assert!(reserved > Decimal::from(996), "the budget should be nearly used up, got {reserved}");
+    let from_child = theirs.iter().filter(|(_, s, _)| *s == SpendStatus::Reserved).count();
+    let from_parent = ours.iter().filter(|(_, s, _)| *s == SpendStatus::Reserved).count();
+    eprintln!("reserved {reserved} USD: {from_parent} spends from this process, {from_child} from the other");
+    assert!(from_parent > 0 && from_child > 0, "both processes should have won some of the budget");
+}
+
+fn wait_for(file: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} never appeared", file.display());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The second process of the test above; it does nothing unless started by it.
+#[test]
+#[ignore = "run as a child process by concurrent_reservations_from_two_processes_never_exceed_the_budget"]
+fn second_process() {
+    let var = |name| std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| panic!("{name} is set by the concurrency test"));
+    let (db, go, ready, out) =
+        (var("SPENDGUARD_CHILD_DB"), var("SPENDGUARD_CHILD_GO"), var("SPENDGUARD_CHILD_READY"), var("SPENDGUARD_CHILD_OUT"));
+    let results = hammer(&db, CHILD_THREADS, 2, || {
+        std::fs::write(&ready, b"ready").unwrap();
+        wait_for(&go);
+    });
+    let mut file = std::fs::File::create(out).unwrap();
+    for (id, status, amt) in results {
+        writeln!(file, "{id} {status} {amt}").unwrap();
+    }
+}

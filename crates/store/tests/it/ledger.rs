@@ -1,0 +1,130 @@
+use crate::*;
+use spendguard_core::model::Scope;
+use spendguard_core::{Freeze, ReasonCode, SpendStatus};
+use spendguard_store::{FreezeOutcome, ReserveOutcome, StoreError};
+
+#[test]
+fn an_idempotency_key_replays_the_first_result_and_refuses_other_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    let mut req = usdc("bot", "10");
+    req.idempotency_key = Some("order-42".into());
+    let first = ledger.reserve(req.clone()).unwrap();
+    let ReserveOutcome::Decided { receipt: first, replayed: false } = first else { panic!("{first:?}") };
+    // A retry, even a moment later, gets the same answer and spends nothing more.
+    let mut retry = req.clone();
+    retry.request.at += chrono::TimeDelta::seconds(30);
+    let ReserveOutcome::Decided { receipt: again, replayed: true } = ledger.reserve(retry).unwrap() else { panic!() };
+    assert_eq!(again, first);
+    assert_eq!(ledger.decisions(Some("bot")).unwrap().len(), 1);
+    // The same key with another amount is a conflict naming the original decision.
+    let mut different = req.clone();
+    different.request.amount = spendguard_core::money::parse_decimal("11").unwrap();
+    assert_eq!(
+        ledger.reserve(different).unwrap(),
+        ReserveOutcome::IdempotencyConflict { original_decision_id: first.decision_id.clone() }
+    );
+    // Keys belong to an agent: another agent may use the same key.
+    let mut other = usdc("other", "10");
+    other.idempotency_key = Some("order-42".into());
+    assert!(matches!(ledger.reserve(other).unwrap(), ReserveOutcome::Decided { replayed: false, .. }));
+    // And the key survives a restart.
+    drop(ledger);
+    let ledger = open(&dir.path().join("l.db"));
+    assert!(matches!(ledger.reserve(req).unwrap(), ReserveOutcome::Decided { replayed: true, .. }));
+}
+
+#[test]
+fn reservations_survive_a_restart_and_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    {
+        let ledger = open(&path);
+        assert_eq!(decided(ledger.reserve(usdc("bot", "600")).unwrap()).status, SpendStatus::Reserved);
+    }
+    let ledger = open(&path);
+    let denied = decided(ledger.reserve(usdc("bot", "400.01")).unwrap());
+    assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit);
+    assert!(denied.reasons[0].detail.contains("reserved 600.00"), "{}", denied.reasons[0].detail);
+    assert_eq!(decided(ledger.reserve(usdc("bot", "400")).unwrap()).status, SpendStatus::Reserved);
+}
+
+#[test]
+fn a_second_handle_on_the_same_file_sees_the_firsts_reservations_and_freezes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let a = open(&path);
+    let b = open(&path);
+    decided(a.reserve(usdc("bot", "600")).unwrap());
+    let denied = decided(b.reserve(usdc("bot", "401")).unwrap());
+    assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit, "b must see a's reservation");
+    // A release through b frees budget for a.
+    let held = decided(b.reserve(usdc("bot", "400")).unwrap());
+    b.set_status(&held.decision_id, SpendStatus::Released, at(NOON)).unwrap();
+    assert_eq!(decided(a.reserve(usdc("bot", "400")).unwrap()).status, SpendStatus::Reserved);
+    // A freeze through a stops spends through b at once.
+    let freeze = Freeze {
+        scope: Scope::Wallet("hot".into()),
+        frozen_by: "ops".into(),
+        reason: "rogue transfer".into(),
+        frozen_at: at(NOON),
+        evidence: Some("tx 0xabc".into()),
+    };
+    assert!(matches!(a.freeze(freeze.clone()).unwrap(), FreezeOutcome::Frozen(_)));
+    assert!(matches!(a.freeze(freeze).unwrap(), FreezeOutcome::AlreadyFrozen(_)));
+    let frozen = decided(b.reserve(usdc("other", "1")).unwrap());
+    assert_eq!(frozen.reasons[0].code, ReasonCode::KillSwitch);
+    assert!(frozen.reasons[0].detail.contains("rogue transfer (evidence: tx 0xabc)"));
+    // Unfreezing needs an acknowledgment.
+    assert!(matches!(b.unfreeze(Scope::Wallet("hot".into()), "ops", " ", at(NOON)), Err(StoreError::AckRequired)));
+    assert!(b.unfreeze(Scope::Wallet("hot".into()), "ops", "key rotated", at(NOON)).unwrap());
+    assert_eq!(decided(a.reserve(usdc("other", "1")).unwrap()).status, SpendStatus::Reserved);
+    assert!(b.freezes().unwrap().is_empty());
+}
+
+#[test]
+fn illegal_transitions_and_unknown_things_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    let r = decided(ledger.reserve(usdc("bot", "1")).unwrap());
+    ledger.set_status(&r.decision_id, SpendStatus::Released, at(NOON)).unwrap();
+    let err = ledger.set_status(&r.decision_id, SpendStatus::Signed, at(NOON)).unwrap_err();
+    assert_eq!(err.to_string(), format!("decision {} is released; it cannot become signed", r.decision_id));
+    assert!(matches!(ledger.set_status("dec_nope", SpendStatus::Signed, at(NOON)), Err(StoreError::UnknownDecision(_))));
+    let ghost = Freeze { scope: Scope::Agent("ghost".into()), frozen_by: "ops".into(), reason: "x".into(), frozen_at: at(NOON), evidence: None };
+    assert_eq!(ledger.freeze(ghost).unwrap_err().to_string(), "no agent \"ghost\" is configured");
+    // A failed job does not disturb the ledger.
+    assert_eq!(decided(ledger.reserve(usdc("bot", "1")).unwrap()).status, SpendStatus::Reserved);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not.db");
+    std::fs::write(&path, b"this is not sqlite, just text long enough to have a header......").unwrap();
+    let err = Ledger::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
+    assert!(err.to_string().contains("not.db"), "{err}");
+}
+
+#[test]
+fn a_database_from_a_newer_spendguard_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    drop(open(&path));
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Ledger::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn a_dry_run_reads_the_ledger_but_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    decided(ledger.reserve(usdc("bot", "999")).unwrap());
+    let e = ledger.evaluate(usdc("bot", "2").request, Default::default()).unwrap();
+    assert_eq!(e.reasons[0].code, ReasonCode::WindowLimit);
+    assert_eq!(ledger.decisions(None).unwrap().len(), 1);
+}

@@ -1,0 +1,216 @@
+//! Shared harness of spendguard's end-to-end tests: an organisation built from TOML, an
+//! in-memory ledger for engine tests, and helpers for times and amounts.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use spendguard_core::usage::{EntryState, LedgerEntry, UsageIndex};
+use spendguard_core::{evaluate, Balances, Context, Evaluation, Freeze, Model, ReasonCode, SpendRequest};
+use std::path::{Path, PathBuf};
+
+/// The organisation every engine test starts from: two chains, four assets, three agents in two
+/// departments, three wallets, two merchants. Tests append their `[[policy]]` tables.
+pub const BASE_ORG: &str = r#"
+[server]
+database = "test.db"
+timezone = "UTC"
+
+[org]
+id = "acme"
+
+[[chain]]
+id = "eth"
+kind = "evm"
+chain_id = 31337
+rpc = ["http://127.0.0.1:8545"]
+
+[[chain]]
+id = "sol"
+kind = "solana"
+rpc = ["http://127.0.0.1:8899"]
+
+[[asset]]
+chain = "eth"
+symbol = "ETH"
+decimals = 18
+price_usd = "3000"
+
+[[asset]]
+chain = "eth"
+symbol = "USDC"
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+decimals = 6
+price_usd = "1"
+
+[[asset]]
+chain = "sol"
+symbol = "SOL"
+decimals = 9
+price_usd = "150"
+
+[[asset]]
+chain = "sol"
+symbol = "USDC"
+mint = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+decimals = 6
+price_usd = "1"
+
+[[department]]
+id = "eng"
+
+[[department]]
+id = "ops"
+
+[[wallet]]
+id = "eth-hot"
+chain = "eth"
+address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+
+[[wallet]]
+id = "eth-cold"
+chain = "eth"
+address = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
+
+[[wallet]]
+id = "sol-hot"
+chain = "sol"
+address = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM"
+
+[[agent]]
+id = "alice"
+department = "eng"
+wallets = ["eth-hot", "sol-hot"]
+
+[[agent]]
+id = "bob"
+department = "eng"
+wallets = ["eth-hot"]
+
+[[agent]]
+id = "carol"
+department = "ops"
+wallets = ["eth-cold"]
+
+[[merchant]]
+id = "github"
+category = "saas"
+addresses = ["eth:0x70997970C51812dc3A010C7d01b50e0d17dc79C8"]
+
+[[merchant]]
+id = "casino"
+category = "gambling"
+addresses = ["eth:0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"]
+
+[[operator]]
+id = "ops@acme.example"
+roles = ["approver"]
+"#;
+
+/// An EVM recipient that is no known merchant.
+pub const PLAIN_EVM: &str = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720";
+/// GitHub's address (merchant `github`, category `saas`).
+pub const GITHUB: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+/// The casino's address (merchant `casino`, category `gambling`).
+pub const CASINO: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+/// A Solana recipient that is no known merchant.
+pub const PLAIN_SOL: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
+
+/// Builds the model of [`BASE_ORG`] plus `extra` TOML; panics with the config error if invalid.
+pub fn model(extra: &str) -> Model {
+    config(extra).model
+}
+
+/// Builds the whole config of [`BASE_ORG`] plus `extra`.
+pub fn config(extra: &str) -> spendguard_config::Config {
+    let text = format!("{BASE_ORG}\n{extra}");
+    spendguard_config::parse(&text, Path::new("test.toml")).unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+}
+
+/// Writes [`BASE_ORG`] plus `extra` into `dir/spendguard.toml` and returns the path.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("spendguard.toml");
+    std::fs::write(&path, format!("{BASE_ORG}\n{extra}")).expect("write config");
+    path
+}
+
+/// Parses an RFC 3339 instant.
+pub fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("RFC 3339").with_timezone(&Utc)
+}
+
+/// Parses a decimal.
+pub fn dec(text: &str) -> Decimal {
+    spendguard_core::money::parse_decimal(text).expect("decimal")
+}
+
+/// A request builder with defaults: agent alice, wallet eth-hot, a plain recipient, USDC.
+pub fn request(agent: &str, wallet: &str, to: &str, amount: &str, asset: Option<&str>, when: &str) -> SpendRequest {
+    SpendRequest {
+        agent: agent.into(),
+        wallet: wallet.into(),
+        to: to.into(),
+        amount: dec(amount),
+        asset: asset.map(str::to_string),
+        operation: None,
+        at: at(when),
+    }
+}
+
+/// The engine over an in-memory ledger: what the store does, minus SQLite.
+pub struct Sandbox {
+    /// The organisation.
+    pub model: Model,
+    /// Spend so far.
+    pub index: UsageIndex,
+    /// Frozen scopes.
+    pub freezes: Vec<Freeze>,
+    /// Balances handed to the engine.
+    pub balances: Balances,
+    next_seq: i64,
+}
+
+impl Sandbox {
+    /// A sandbox over [`BASE_ORG`] plus `extra`.
+    pub fn new(extra: &str) -> Sandbox {
+        Sandbox { model: model(extra), index: UsageIndex::new(), freezes: vec![], balances: Balances::new(), next_seq: 1 }
+    }
+
+    /// Evaluates without recording.
+    pub fn evaluate(&self, req: &SpendRequest) -> Evaluation {
+        evaluate(&self.model, req, &Context { usage: &self.index, freezes: &self.freezes, balances: &self.balances })
+    }
+
+    /// Evaluates and, when allowed, records the spend as executed.
+    pub fn spend(&mut self, req: &SpendRequest) -> Evaluation {
+        self.record(req, EntryState::Spent)
+    }
+
+    /// Evaluates and, when allowed, records the spend as a reservation.
+    pub fn reserve(&mut self, req: &SpendRequest) -> Evaluation {
+        self.record(req, EntryState::Reserved)
+    }
+
+    fn record(&mut self, req: &SpendRequest, state: EntryState) -> Evaluation {
+        let e = self.evaluate(req);
+        if let (true, Some(spend)) = (e.is_allowed(), &e.spend) {
+            self.index.upsert(LedgerEntry {
+                seq: self.next_seq,
+                at: req.at,
+                agent: req.agent.clone(),
+                department: spend.department.clone(),
+                wallet: req.wallet.clone(),
+                asset: spend.asset.clone(),
+                operation: req.operation.clone(),
+                amount: req.amount,
+                usd: spend.usd,
+                state,
+            });
+            self.next_seq += 1;
+        }
+        e
+    }
+}
+
+/// The denial codes of an evaluation, in order.
+pub fn denials(e: &Evaluation) -> Vec<ReasonCode> {
+    e.reasons.iter().map(|r| r.code).filter(|c| c.denies()).collect()
+}
