@@ -386,7 +386,8 @@ limits = [ { window = "1h", max_usd = "5" } ]
     let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "20", Some("USDC"), MON));
     assert_eq!(denials(&e), [ReasonCode::AssetNotAllowed, ReasonCode::PerTxLimit, ReasonCode::WindowLimit]);
     assert_eq!(e.headroom.len(), 1);
-    assert_eq!((e.headroom[0].limit.as_str(), e.headroom[0].remaining.as_str()), ("5.00", "5.00"));
+    let h = &e.headroom[0];
+    assert_eq!((h.fmt(h.limit), h.fmt(h.remaining)), ("5.00".to_string(), "5.00".to_string()));
 }
 
 #[test]
@@ -400,10 +401,10 @@ limits = [ { window = "day", max_usd = "100" } ]
     sb.reserve(&request("alice", "eth-hot", PLAIN_EVM, "20", Some("USDC"), MON));
     let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "10", Some("USDC"), MON));
     let h = &e.headroom[0];
-    assert_eq!(
-        (h.scope.as_str(), h.window.as_str(), h.unit.as_str(), h.used.as_str(), h.reserved.as_str(), h.requested.as_str(), h.remaining.as_str()),
-        ("agent:alice", "day", "USD", "30.00", "20.00", "10.00", "50.00")
-    );
+    assert_eq!((h.labels.scope.as_str(), h.labels.window.as_str(), h.labels.unit.as_str()), ("agent:alice", "day", "USD"));
+    assert_eq!((h.used, h.reserved, h.requested, h.remaining), (dec("30"), dec("20"), dec("10"), dec("50")));
+    let json = serde_json::to_value(h).unwrap();
+    assert_eq!((&json["used"], &json["remaining"]), (&serde_json::json!("30.00"), &serde_json::json!("50.00")));
     let over = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "51", Some("USDC"), MON));
     assert_eq!(over.reasons[0].detail, "agent alice day spend 30.00 + reserved 20.00 + 51.00 = 101.00 USD exceeds 100.00 USD");
 }

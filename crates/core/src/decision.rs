@@ -1,10 +1,12 @@
 //! The outcome of evaluating a spend: decision, tier, reasons with stable codes, headroom.
 
 use crate::model::ChainKind;
+use crate::money::{fmt_units, fmt_usd};
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// What happens to a spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -161,9 +163,9 @@ pub struct Reason {
     pub detail: String,
 }
 
-/// Remaining room under one limit.
+/// What a [`Headroom`] is about; shared by every evaluation of the same limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Headroom {
+pub struct HeadroomLabels {
     /// Policy of the limit.
     pub policy_id: String,
     /// Rule within the policy.
@@ -174,16 +176,75 @@ pub struct Headroom {
     pub window: String,
     /// `USD`, `count` or an asset (`chain:SYMBOL`).
     pub unit: String,
+}
+
+/// Remaining room under one limit. Numbers are decimals, written as decimal strings in JSON
+/// (USD with at least two decimals); the labels are flattened beside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headroom {
+    /// Policy, rule, scope, window and unit.
+    pub labels: Arc<HeadroomLabels>,
     /// The limit.
-    pub limit: String,
+    pub limit: Decimal,
     /// Executed spend in the window.
-    pub used: String,
+    pub used: Decimal,
     /// Open reservations in the window.
-    pub reserved: String,
+    pub reserved: Decimal,
     /// This request.
-    pub requested: String,
+    pub requested: Decimal,
     /// `limit - used - reserved` before this request, never below zero.
-    pub remaining: String,
+    pub remaining: Decimal,
+}
+
+impl Headroom {
+    /// Formats one of the numbers in this limit's unit.
+    pub fn fmt(&self, value: Decimal) -> String {
+        if self.labels.unit == "USD" {
+            fmt_usd(value)
+        } else {
+            fmt_units(value)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadroomWire<L, N> {
+    #[serde(flatten)]
+    labels: L,
+    limit: N,
+    used: N,
+    reserved: N,
+    requested: N,
+    remaining: N,
+}
+
+// Formatting is deferred to serialisation: evaluation builds dozens of these per request.
+impl Serialize for Headroom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        HeadroomWire {
+            labels: &*self.labels,
+            limit: self.fmt(self.limit),
+            used: self.fmt(self.used),
+            reserved: self.fmt(self.reserved),
+            requested: self.fmt(self.requested),
+            remaining: self.fmt(self.remaining),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Headroom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = HeadroomWire::<HeadroomLabels, Decimal>::deserialize(d)?;
+        Ok(Headroom {
+            labels: Arc::new(w.labels),
+            limit: w.limit,
+            used: w.used,
+            reserved: w.reserved,
+            requested: w.requested,
+            remaining: w.remaining,
+        })
+    }
 }
 
 /// Everything the engine worked out about a spend besides the verdict: what will be signed and

@@ -5,13 +5,16 @@
 //! applicable policy. All policies are checked even after a denial, so the agent learns every
 //! reason at once; the strictest tier wins.
 
-use crate::decision::{Decision, Evaluation, Headroom, Reason, ReasonCode, ResolvedSpend, Tier};
+use crate::decision::{Decision, Evaluation, Headroom, HeadroomLabels, Reason, ReasonCode, ResolvedSpend, Tier};
 use crate::freeze::Freeze;
 use crate::model::{
-    asset_key, Agent, Asset, Limit, Measure, Model, Policy, RecipientAction, RecipientMatch, Scope, Wallet,
+    asset_key, Agent, Asset, Limit, Measure, Model, Policy, PolicyLabels, RecipientAction, RecipientMatch,
+    Scope, Wallet,
 };
 use crate::money::{decimal_places, fmt_units, fmt_usd};
 use crate::time::{fmt_duration, Window};
+use chrono_tz::Tz;
+use std::sync::Arc;
 use crate::usage::{UsageQuery, UsageSource};
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -61,7 +64,8 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             format!("wallet {} is not assigned to agent {}", wallet.id, req.agent),
         );
     };
-    let frozen: Vec<Reason> = covering_scopes(agent, wallet)
+    let scopes = covering_scopes(agent, wallet);
+    let frozen: Vec<Reason> = scopes
         .iter()
         .flat_map(|scope| ctx.freezes.iter().filter(move |f| &f.scope == scope))
         .map(|f| Reason { code: ReasonCode::KillSwitch, policy_id: None, rule: "kill_switch".into(), detail: f.describe() })
@@ -76,7 +80,16 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         }
     };
 
-    let mut run = Run { req, spend: &spend, ctx, wallet, out: Outcome::default() };
+    let wallet_scope = Scope::Wallet(wallet.id.clone());
+    let mut run = Run {
+        req,
+        spend: &spend,
+        ctx,
+        wallet,
+        wallet_scope,
+        calendar_starts: Vec::with_capacity(4),
+        out: Outcome::default(),
+    };
     if let Some(&balance) = ctx.balances.get(&spend.asset) {
         if req.amount > balance {
             run.out.deny(
@@ -87,9 +100,8 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             );
         }
     }
-    let scopes = covering_scopes(agent, wallet);
-    for policy in model.policies.iter().filter(|p| scopes.contains(&p.scope)) {
-        run.check_policy(policy);
+    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| scopes.contains(&p.scope)) {
+        run.check_policy(policy, labels);
     }
     run.finish()
 }
@@ -177,7 +189,6 @@ fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) ->
     })
 }
 
-#[derive(Default)]
 struct Outcome {
     denials: Vec<Reason>,
     tier: Option<(Tier, Vec<Reason>)>,
@@ -185,6 +196,19 @@ struct Outcome {
     delay: Option<TimeDelta>,
     approval_ttl: Option<TimeDelta>,
     approver_role: Option<String>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            denials: vec![],
+            tier: None,
+            headroom: Vec::with_capacity(32),
+            delay: None,
+            approval_ttl: None,
+            approver_role: None,
+        }
+    }
 }
 
 impl Outcome {
@@ -208,11 +232,13 @@ struct Run<'a> {
     spend: &'a ResolvedSpend,
     ctx: &'a Context<'a>,
     wallet: &'a Wallet,
+    wallet_scope: Scope,
+    calendar_starts: Vec<(Window, Tz, DateTime<Utc>)>,
     out: Outcome,
 }
 
 impl Run<'_> {
-    fn check_policy(&mut self, policy: &Policy) {
+    fn check_policy(&mut self, policy: &Policy, labels: &PolicyLabels) {
         let spend = self.spend;
         if let Some(chains) = &policy.chains {
             if !chains.contains(&spend.chain) {
@@ -247,9 +273,8 @@ impl Run<'_> {
         }
 
         // An operation's own per-tx cap and limits take the place of the policy's for its spends.
-        let mut per_tx = policy.per_tx_usd.map(|cap| (cap, "per_tx_usd".to_string()));
-        let mut limits: Vec<(String, &Limit, Option<&str>)> =
-            policy.limits.iter().enumerate().map(|(i, l)| (format!("limits[{i}]"), l, None)).collect();
+        let mut per_tx = policy.per_tx_usd.map(|cap| (cap, None));
+        let mut limits: (&[Limit], &[Arc<HeadroomLabels>], Option<&str>) = (&policy.limits, &labels.limits, None);
         if !policy.operations.is_empty() {
             let names = || policy.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
             match self.req.operation.as_deref() {
@@ -259,31 +284,28 @@ impl Run<'_> {
                     "operation",
                     format!("policy {} requires an operation: one of {}", policy.id, names()),
                 ),
-                Some(name) => match policy.operations.iter().find(|o| o.name == name) {
+                Some(name) => match policy.operations.iter().position(|o| o.name == name) {
                     None => self.out.deny(
                         ReasonCode::OperationNotAllowed,
                         Some(policy),
                         "operation",
                         format!("operation {name:?} is not one of {}", names()),
                     ),
-                    Some(op) => {
+                    Some(i) => {
+                        let op = &policy.operations[i];
                         if let Some(cap) = op.per_tx_usd {
-                            per_tx = Some((cap, format!("operation[{name}].per_tx_usd")));
+                            per_tx = Some((cap, Some(op.name.as_str())));
                         }
                         if !op.limits.is_empty() {
-                            limits = op
-                                .limits
-                                .iter()
-                                .enumerate()
-                                .map(|(i, l)| (format!("operation[{name}].limits[{i}]"), l, Some(op.name.as_str())))
-                                .collect();
+                            limits = (&op.limits, &labels.operations[i], Some(op.name.as_str()));
                         }
                     }
                 },
             }
         }
-        if let Some((cap, rule)) = per_tx {
+        if let Some((cap, operation)) = per_tx {
             if spend.usd > cap {
+                let rule = operation.map_or_else(|| "per_tx_usd".to_string(), |o| format!("operation[{o}].per_tx_usd"));
                 self.out.deny(
                     ReasonCode::PerTxLimit,
                     Some(policy),
@@ -292,36 +314,35 @@ impl Run<'_> {
                 );
             }
         }
-        for (rule, limit, operation) in limits {
-            self.check_limit(policy, &rule, limit, operation);
+        let (limits, limit_labels, operation) = limits;
+        for (limit, limit_label) in limits.iter().zip(limit_labels) {
+            self.check_limit(policy, limit_label, limit, operation);
         }
         self.check_recipient(policy);
         self.apply_tiers(policy);
     }
 
-    fn check_limit(&mut self, policy: &Policy, rule: &str, limit: &Limit, operation: Option<&str>) {
+    fn check_limit(&mut self, policy: &Policy, label: &Arc<HeadroomLabels>, limit: &Limit, operation: Option<&str>) {
         let spend = self.spend;
         if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
             return;
         }
-        let since = limit.window.start(self.req.at, policy.timezone);
-        let exclusive_start = matches!(limit.window, Window::Rolling(_));
+        let since = self.window_start(limit.window, policy.timezone);
         // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
-        let wallet_scope = Scope::Wallet(self.wallet.id.clone());
-        let (scope, asset) = match limit.measure {
-            Measure::BalanceFraction(_) => (&wallet_scope, Some(spend.asset.as_str())),
-            _ => (&policy.scope, limit.asset.as_deref()),
+        let balance_fraction = matches!(limit.measure, Measure::BalanceFraction(_));
+        let (scope, asset) = if balance_fraction {
+            (&self.wallet_scope, Some(spend.asset.as_str()))
+        } else {
+            (&policy.scope, limit.asset.as_deref())
         };
-        let usage = self.ctx.usage.usage(&UsageQuery { scope, since, exclusive_start, asset, operation });
+        let query = UsageQuery { scope, window: limit.window, timezone: policy.timezone, since, asset, operation };
+        let usage = self.ctx.usage.usage(&query);
         let amount = self.req.amount;
-        let (code, unit, max, used, reserved, requested) = match limit.measure {
-            Measure::Usd(max) => (ReasonCode::WindowLimit, "USD".to_string(), max, usage.spent_usd, usage.reserved_usd, spend.usd),
-            Measure::Amount(max) => {
-                (ReasonCode::WindowLimit, spend.asset.clone(), max, usage.spent_amount, usage.reserved_amount, amount)
-            }
+        let (code, max, used, reserved, requested) = match limit.measure {
+            Measure::Usd(max) => (ReasonCode::WindowLimit, max, usage.spent_usd, usage.reserved_usd, spend.usd),
+            Measure::Amount(max) => (ReasonCode::WindowLimit, max, usage.spent_amount, usage.reserved_amount, amount),
             Measure::Count(max) => (
                 ReasonCode::VelocityLimit,
-                "count".to_string(),
                 Decimal::from(max),
                 Decimal::from(usage.spent_count),
                 Decimal::from(usage.reserved_count),
@@ -332,21 +353,40 @@ impl Run<'_> {
                     self.out.deny(
                         ReasonCode::BalanceFractionLimit,
                         Some(policy),
-                        rule,
-                        format!("the balance of {} in wallet {} is unknown, so {} of it cannot be checked", spend.asset, self.wallet.id, fraction.normalize()),
+                        &label.rule,
+                        format!(
+                            "the balance of {} in wallet {} is unknown, so {} of it cannot be checked",
+                            spend.asset,
+                            self.wallet.id,
+                            fraction.normalize()
+                        ),
                     );
                     return;
                 };
-                let max = fraction.saturating_mul(balance);
-                (ReasonCode::BalanceFractionLimit, spend.asset.clone(), max, usage.spent_amount, usage.reserved_amount, amount)
+                (ReasonCode::BalanceFractionLimit, fraction.saturating_mul(balance), usage.spent_amount, usage.reserved_amount, amount)
             }
         };
-        let is_usd = unit == "USD";
-        let fmt = |d: Decimal| if is_usd { fmt_usd(d) } else { fmt_units(d) };
+        let labels = if balance_fraction {
+            Arc::new(HeadroomLabels {
+                scope: self.wallet_scope.to_string(),
+                unit: spend.asset.clone(),
+                ..HeadroomLabels::clone(label)
+            })
+        } else {
+            Arc::clone(label)
+        };
+        let headroom = Headroom {
+            labels,
+            limit: max,
+            used,
+            reserved,
+            requested,
+            remaining: (max - used - reserved).max(Decimal::ZERO),
+        };
         let total = used.saturating_add(reserved).saturating_add(requested);
-        let label = limit_subject(scope, operation);
         if total > max {
-            let unit_word = if unit == "count" { "spends" } else { unit.as_str() };
+            let fmt = |d| headroom.fmt(d);
+            let unit_word = if headroom.labels.unit == "count" { "spends" } else { headroom.labels.unit.as_str() };
             let max_text = match limit.measure {
                 Measure::BalanceFraction(f) => format!(
                     "{} × balance {} = {} {unit_word}",
@@ -356,33 +396,32 @@ impl Run<'_> {
                 ),
                 _ => format!("{} {unit_word}", fmt(max)),
             };
-            self.out.deny(
-                code,
-                Some(policy),
-                rule,
-                format!(
-                    "{label} {} spend {} + reserved {} + {} = {} {unit_word} exceeds {max_text}",
-                    limit.window,
-                    fmt(used),
-                    fmt(reserved),
-                    fmt(requested),
-                    fmt(total),
-                ),
+            let detail = format!(
+                "{} {} spend {} + reserved {} + {} = {} {unit_word} exceeds {max_text}",
+                limit_subject(scope, operation),
+                limit.window,
+                fmt(used),
+                fmt(reserved),
+                fmt(requested),
+                fmt(total),
             );
+            self.out.deny(code, Some(policy), &label.rule, detail);
         }
-        let remaining = (max - used - reserved).max(Decimal::ZERO);
-        self.out.headroom.push(Headroom {
-            policy_id: policy.id.clone(),
-            rule: rule.to_string(),
-            scope: scope.to_string(),
-            window: limit.window.to_string(),
-            unit,
-            limit: fmt(max),
-            used: fmt(used),
-            reserved: fmt(reserved),
-            requested: fmt(requested),
-            remaining: fmt(remaining),
-        });
+        self.out.headroom.push(headroom);
+    }
+
+    /// Start of a window at the request's instant; calendar starts are computed once per
+    /// evaluation (timezone arithmetic is the costly part).
+    fn window_start(&mut self, window: Window, tz: Tz) -> DateTime<Utc> {
+        if let Window::Rolling(d) = window {
+            return self.req.at - d;
+        }
+        if let Some((_, _, start)) = self.calendar_starts.iter().find(|(w, z, _)| *w == window && *z == tz) {
+            return *start;
+        }
+        let start = window.start(self.req.at, tz);
+        self.calendar_starts.push((window, tz, start));
+        start
     }
 
     fn check_recipient(&mut self, policy: &Policy) {

@@ -23,7 +23,7 @@ pub mod money;
 pub mod time;
 pub mod usage;
 
-pub use decision::{Decision, Evaluation, Headroom, Reason, ReasonCode, ResolvedSpend, Tier};
+pub use decision::{Decision, Evaluation, Headroom, HeadroomLabels, Reason, ReasonCode, ResolvedSpend, Tier};
 pub use engine::{evaluate, Balances, Context, SpendRequest};
 pub use freeze::Freeze;
 pub use lifecycle::SpendStatus;

@@ -3,6 +3,7 @@
 //! These are plain values built by `spendguard-config` after validation; lookups return
 //! `Option` so that a stale identifier (say, from an old ledger row) is never a panic.
 
+use crate::decision::HeadroomLabels;
 use crate::time::{Schedule, Window};
 use chrono::TimeDelta;
 use chrono_tz::Tz;
@@ -10,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The family of a chain, which decides address format and how money moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -390,7 +392,40 @@ pub struct Model {
     pub policies: Vec<Policy>,
     /// Operators.
     pub operators: Vec<Operator>,
-    merchant_by_address: HashMap<(String, String), usize>,
+    merchant_by_address: HashMap<String, HashMap<String, usize>>,
+    labels: Vec<PolicyLabels>,
+}
+
+/// Labels of each limit of a policy, made once per model rather than once per request.
+#[derive(Debug, Clone)]
+pub struct PolicyLabels {
+    /// One per `limits` entry.
+    pub limits: Vec<Arc<HeadroomLabels>>,
+    /// One list per operation, one entry per limit of it.
+    pub operations: Vec<Vec<Arc<HeadroomLabels>>>,
+}
+
+fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<Arc<HeadroomLabels>> {
+    limits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Arc::new(HeadroomLabels {
+                policy_id: policy.id.clone(),
+                rule: format!("{prefix}limits[{i}]"),
+                scope: policy.scope.to_string(),
+                window: l.window.to_string(),
+                // A balance fraction is the wallet's, in the spent asset: the engine fills
+                // scope and unit in per request when they are not fixed here.
+                unit: match (&l.measure, &l.asset) {
+                    (Measure::Usd(_), _) => "USD".into(),
+                    (Measure::Count(_), _) => "count".into(),
+                    (_, Some(asset)) => asset.clone(),
+                    (_, None) => String::new(),
+                },
+            })
+        })
+        .collect()
 }
 
 impl Model {
@@ -410,12 +445,19 @@ impl Model {
         policies: Vec<Policy>,
         operators: Vec<Operator>,
     ) -> Model {
-        let mut merchant_by_address = HashMap::new();
+        let mut merchant_by_address: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (i, m) in merchants.iter().enumerate() {
             for (chain, address) in &m.addresses {
-                merchant_by_address.entry((chain.clone(), address.clone())).or_insert(i);
+                merchant_by_address.entry(chain.clone()).or_default().entry(address.clone()).or_insert(i);
             }
         }
+        let labels = policies
+            .iter()
+            .map(|p| PolicyLabels {
+                limits: limit_labels(p, "", &p.limits),
+                operations: p.operations.iter().map(|o| limit_labels(p, &format!("operation[{}].", o.name), &o.limits)).collect(),
+            })
+            .collect();
         Model {
             org_id,
             timezone,
@@ -429,7 +471,13 @@ impl Model {
             policies,
             operators,
             merchant_by_address,
+            labels,
         }
+    }
+
+    /// Policies with their precomputed labels.
+    pub fn policies_with_labels(&self) -> impl Iterator<Item = (&Policy, &PolicyLabels)> {
+        self.policies.iter().zip(&self.labels)
     }
 
     /// The chain with this identifier.
@@ -464,9 +512,7 @@ impl Model {
 
     /// The merchant registered for a canonical address on a chain.
     pub fn merchant_at(&self, chain: &str, address: &str) -> Option<&Merchant> {
-        self.merchant_by_address
-            .get(&(chain.to_string(), address.to_string()))
-            .map(|&i| &self.merchants[i])
+        self.merchant_by_address.get(chain).and_then(|m| m.get(address)).map(|&i| &self.merchants[i])
     }
 
     /// The merchant with this identifier.

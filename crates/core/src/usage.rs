@@ -4,8 +4,11 @@
 //! against a limit; the engine reads it through [`UsageSource`].
 
 use crate::model::Scope;
+use crate::time::Window;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -43,15 +46,17 @@ pub struct LedgerEntry {
     pub state: EntryState,
 }
 
-/// A question about usage: how much did `scope` spend since a window start?
+/// A question about usage: how much did `scope` spend in a window?
 #[derive(Debug, Clone, Copy)]
 pub struct UsageQuery<'a> {
     /// Whose spend.
     pub scope: &'a Scope,
-    /// Window start (see [`crate::time::Window::counts`] for the comparison).
+    /// The window asked about; with `timezone`, it names the running sum kept for it.
+    pub window: Window,
+    /// Timezone of a calendar window.
+    pub timezone: Tz,
+    /// Window start at the evaluation instant (see [`Window::counts`]).
     pub since: DateTime<Utc>,
-    /// True for half-open rolling windows (`at > since`), false for calendar windows (`at >= since`).
-    pub exclusive_start: bool,
     /// Only this asset (`chain:SYMBOL`).
     pub asset: Option<&'a str>,
     /// Only this operation.
@@ -90,6 +95,43 @@ impl Usage {
             }
         }
     }
+
+    fn sub(&mut self, e: &LedgerEntry) {
+        match e.state {
+            EntryState::Spent => {
+                self.spent_usd = self.spent_usd.saturating_sub(e.usd);
+                self.spent_amount = self.spent_amount.saturating_sub(e.amount);
+                self.spent_count = self.spent_count.saturating_sub(1);
+            }
+            EntryState::Reserved => {
+                self.reserved_usd = self.reserved_usd.saturating_sub(e.usd);
+                self.reserved_amount = self.reserved_amount.saturating_sub(e.amount);
+                self.reserved_count = self.reserved_count.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl Usage {
+    /// Adds another sum to this one.
+    fn put(&mut self, o: &Usage) {
+        self.spent_usd = self.spent_usd.saturating_add(o.spent_usd);
+        self.reserved_usd = self.reserved_usd.saturating_add(o.reserved_usd);
+        self.spent_amount = self.spent_amount.saturating_add(o.spent_amount);
+        self.reserved_amount = self.reserved_amount.saturating_add(o.reserved_amount);
+        self.spent_count += o.spent_count;
+        self.reserved_count += o.reserved_count;
+    }
+
+    /// Takes another sum (a part of this one) away.
+    fn take(&mut self, o: &Usage) {
+        self.spent_usd = self.spent_usd.saturating_sub(o.spent_usd);
+        self.reserved_usd = self.reserved_usd.saturating_sub(o.reserved_usd);
+        self.spent_amount = self.spent_amount.saturating_sub(o.spent_amount);
+        self.reserved_amount = self.reserved_amount.saturating_sub(o.reserved_amount);
+        self.spent_count = self.spent_count.saturating_sub(o.spent_count);
+        self.reserved_count = self.reserved_count.saturating_sub(o.reserved_count);
+    }
 }
 
 /// Anything that can answer usage questions.
@@ -100,11 +142,86 @@ pub trait UsageSource {
 
 type TimeKey = (DateTime<Utc>, i64);
 
-/// In-memory index of counting spends, by scope and time.
+/// FNV-1a: scope names are short and not attacker-chosen (they come from the config), so a
+/// simple fast hash beats SipHash on the dozens of lookups one evaluation makes.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// A running sum over one window of one scope, restricted to an asset and an operation, valid
+/// for windows starting at `since`. Moving it to another start touches only the entries between.
+#[derive(Debug, Clone)]
+struct Cursor {
+    window: Window,
+    timezone: Tz,
+    asset: Option<Box<str>>,
+    operation: Option<Box<str>>,
+    since: DateTime<Utc>,
+    usage: Usage,
+}
+
+impl Cursor {
+    fn matches(&self, e: &LedgerEntry) -> bool {
+        self.asset.as_deref().is_none_or(|a| a == e.asset)
+            && self.operation.as_deref().is_none_or(|o| Some(o) == e.operation.as_deref())
+    }
+
+    fn contains(&self, e: &LedgerEntry) -> bool {
+        self.matches(e) && self.window.counts(e.at, self.since)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct ScopeData {
+    entries: BTreeMap<TimeKey, Arc<LedgerEntry>>,
+    cursors: RefCell<Vec<Cursor>>,
+}
+
+impl ScopeData {
+    /// Sum of the matching entries that cross the window's start when it moves between `from`
+    /// and `to` (`from < to`): `(from, to]` for a rolling window, whose start is exclusive, and
+    /// `[from, to)` for a calendar window.
+    fn crossing(&self, cursor: &Cursor, from: DateTime<Utc>, to: DateTime<Utc>) -> Usage {
+        let rolling = matches!(cursor.window, Window::Rolling(_));
+        let mut u = Usage::default();
+        for ((at, _), e) in self.entries.range((from, i64::MIN)..) {
+            let inside = if rolling { *at > from && *at <= to } else { *at < to };
+            if *at > to {
+                break;
+            }
+            if inside && cursor.matches(e) {
+                u.add(e);
+            }
+        }
+        u
+    }
+}
+
+/// In-memory index of counting spends, by scope and time, with running sums per window.
+///
+/// Each distinct (scope, window, asset, operation) asked about gets a cursor: its sum for the
+/// window start last asked. As time moves on, only the entries that leave or enter the window
+/// are visited, and inserts and releases adjust the cursors they fall into, so answering a query
+/// costs O(1) amortised however long the history.
 #[derive(Debug, Default, Clone)]
 pub struct UsageIndex {
     entries: HashMap<i64, Arc<LedgerEntry>>,
-    by_scope: HashMap<Scope, BTreeMap<TimeKey, Arc<LedgerEntry>>>,
+    by_scope: FastMap<Scope, ScopeData>,
 }
 
 impl UsageIndex {
@@ -139,7 +256,11 @@ impl UsageIndex {
         self.remove(entry.seq);
         let entry = Arc::new(entry);
         for scope in Self::scopes_of(&entry) {
-            self.by_scope.entry(scope).or_default().insert((entry.at, entry.seq), Arc::clone(&entry));
+            let data = self.by_scope.entry(scope).or_default();
+            for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&entry)) {
+                c.usage.add(&entry);
+            }
+            data.entries.insert((entry.at, entry.seq), Arc::clone(&entry));
         }
         self.entries.insert(entry.seq, entry);
     }
@@ -148,9 +269,12 @@ impl UsageIndex {
     pub fn remove(&mut self, seq: i64) {
         if let Some(old) = self.entries.remove(&seq) {
             for scope in Self::scopes_of(&old) {
-                if let Some(map) = self.by_scope.get_mut(&scope) {
-                    map.remove(&(old.at, old.seq));
-                    if map.is_empty() {
+                if let Some(data) = self.by_scope.get_mut(&scope) {
+                    data.entries.remove(&(old.at, old.seq));
+                    for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&old)) {
+                        c.usage.sub(&old);
+                    }
+                    if data.entries.is_empty() {
                         self.by_scope.remove(&scope);
                     }
                 }
@@ -164,6 +288,10 @@ impl UsageIndex {
         for seq in old {
             self.remove(seq);
         }
+        // Cursors positioned before the cutoff would now be wrong; they are rebuilt on demand.
+        for data in self.by_scope.values_mut() {
+            data.cursors.get_mut().clear();
+        }
     }
 
     /// The entry with this sequence number.
@@ -174,20 +302,43 @@ impl UsageIndex {
 
 impl UsageSource for UsageIndex {
     fn usage(&self, q: &UsageQuery<'_>) -> Usage {
-        let mut usage = Usage::default();
-        let Some(map) = self.by_scope.get(q.scope) else {
-            return usage;
+        let Some(data) = self.by_scope.get(q.scope) else {
+            return Usage::default();
         };
-        for ((at, _), e) in map.range((q.since, i64::MIN)..) {
-            if q.exclusive_start && *at == q.since {
-                continue;
+        let mut cursors = data.cursors.borrow_mut();
+        let found = cursors.iter().position(|c| {
+            c.window == q.window && c.timezone == q.timezone && c.asset.as_deref() == q.asset && c.operation.as_deref() == q.operation
+        });
+        let cursor = match found {
+            Some(i) => &mut cursors[i],
+            None => {
+                let mut fresh = Cursor {
+                    window: q.window,
+                    timezone: q.timezone,
+                    asset: q.asset.map(Into::into),
+                    operation: q.operation.map(Into::into),
+                    since: q.since,
+                    usage: Usage::default(),
+                };
+                for e in data.entries.range((q.since, i64::MIN)..).map(|(_, e)| e) {
+                    if fresh.contains(e) {
+                        fresh.usage.add(e);
+                    }
+                }
+                cursors.push(fresh);
+                return cursors.last().map_or_else(Usage::default, |c| c.usage);
             }
-            if q.asset.is_some_and(|a| a != e.asset) || q.operation.is_some_and(|o| Some(o) != e.operation.as_deref()) {
-                continue;
-            }
-            usage.add(e);
+        };
+        if q.since > cursor.since {
+            // The window moved forward: the entries between the old and the new start leave it.
+            let leaving = data.crossing(cursor, cursor.since, q.since);
+            cursor.usage.take(&leaving);
+        } else if q.since < cursor.since {
+            let entering = data.crossing(cursor, q.since, cursor.since);
+            cursor.usage.put(&entering);
         }
-        usage
+        cursor.since = q.since;
+        cursor.usage
     }
 }
 
@@ -218,11 +369,13 @@ mod tests {
         idx.upsert(entry(1, t0, 10, EntryState::Spent));
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Reserved));
         let scope = Scope::Agent("a".into());
-        let q = UsageQuery { scope: &scope, since: t0, exclusive_start: false, asset: None, operation: None };
+        let day = Window::Calendar(crate::time::CalendarPeriod::Day);
+        let q = UsageQuery { scope: &scope, window: day, timezone: Tz::UTC, since: t0, asset: None, operation: None };
         let u = idx.usage(&q);
         assert_eq!((u.spent_usd, u.reserved_usd, u.spent_count, u.reserved_count), (10.into(), 5.into(), 1, 1));
-        let u = idx.usage(&UsageQuery { exclusive_start: true, ..q });
-        assert_eq!((u.spent_usd, u.reserved_usd), (0.into(), 5.into()));
+        let hour = Window::Rolling(TimeDelta::hours(1));
+        let u = idx.usage(&UsageQuery { window: hour, ..q });
+        assert_eq!((u.spent_usd, u.reserved_usd), (0.into(), 5.into()), "a rolling window excludes its start");
         // A reservation that executes changes state, not the total.
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Spent));
         assert_eq!(idx.usage(&q).spent_usd, Decimal::from(15));
@@ -231,5 +384,134 @@ mod tests {
         assert_eq!(idx.usage(&UsageQuery { scope: &Scope::Wallet("x".into()), ..q }), Usage::default());
         idx.prune_before(t0 + TimeDelta::seconds(1));
         assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn cursors_move_across_entries_sitting_exactly_on_window_starts() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let mut idx = UsageIndex::new();
+        for (seq, at) in [(1, "2026-11-01T03:59:00Z"), (2, "2026-11-01T04:00:00Z"), (3, "2026-11-01T05:00:00Z")] {
+            idx.upsert(entry(seq, t(at), 1, EntryState::Spent));
+        }
+        let scope = Scope::Agent("a".into());
+        let ask = |idx: &UsageIndex, window: Window, at: &str| {
+            let q = UsageQuery { scope: &scope, window, timezone: ny, since: window.start(t(at), ny), asset: None, operation: None };
+            idx.usage(&q).spent_count
+        };
+        // New York's November 1st begins at 04:00Z; a spend at exactly 04:00Z belongs to it.
+        let day = Window::Calendar(crate::time::CalendarPeriod::Day);
+        assert_eq!(ask(&idx, day, "2026-11-01T03:30:00Z"), 3);
+        assert_eq!(ask(&idx, day, "2026-11-01T04:30:00Z"), 2);
+        assert_eq!(ask(&idx, day, "2026-11-01T03:30:00Z"), 3);
+        // A rolling hour at 05:00Z starts after 04:00Z exactly.
+        let hour = Window::Rolling(TimeDelta::hours(1));
+        assert_eq!(ask(&idx, hour, "2026-11-01T04:30:00Z"), 3);
+        assert_eq!(ask(&idx, hour, "2026-11-01T05:00:00Z"), 1);
+        assert_eq!(ask(&idx, hour, "2026-11-01T04:59:00Z"), 2, "03:59 sits on the start: out");
+        assert_eq!(ask(&idx, hour, "2026-11-01T06:00:00Z"), 0);
+        assert_eq!(ask(&idx, hour, "2026-11-01T05:00:00Z"), 1);
+    }
+
+    /// The cursors must always agree with summing the entries from scratch, whatever order
+    /// inserts, releases, state changes and queries (forward and backward in time) come in.
+    mod against_a_naive_sum {
+        use super::*;
+        use crate::time::CalendarPeriod;
+        use chrono::TimeDelta;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert { minute: i64, agent: u8, asset: u8, cents: u32, spent: bool },
+            Remove(usize),
+            Execute(usize),
+            Query { minute: i64, window: u8, agent: u8, asset: Option<u8> },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                // Times on a five-minute grid, so entries often sit exactly on a window's start.
+                (0i64..400, 0u8..2, 0u8..2, 1u32..10_000, any::<bool>())
+                    .prop_map(|(slot, agent, asset, cents, spent)| Op::Insert { minute: slot * 5, agent, asset, cents, spent }),
+                (0usize..64).prop_map(Op::Remove),
+                (0usize..64).prop_map(Op::Execute),
+                (0i64..400, 0u8..4, 0u8..3, prop::option::of(0u8..2))
+                    .prop_map(|(slot, window, agent, asset)| Op::Query { minute: slot * 5, window, agent, asset }),
+            ]
+        }
+
+        fn naive(entries: &[LedgerEntry], q: &UsageQuery<'_>) -> Usage {
+            let mut u = Usage::default();
+            for e in entries {
+                let in_scope = match q.scope {
+                    Scope::Org => true,
+                    Scope::Agent(a) => &e.agent == a,
+                    _ => false,
+                };
+                if in_scope && q.window.counts(e.at, q.since) && q.asset.is_none_or(|a| a == e.asset) {
+                    u.add(e);
+                }
+            }
+            u
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            #[test]
+            fn cursors_match(ops in prop::collection::vec(op(), 1..120)) {
+                let t0 = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
+                let ny: Tz = "America/New_York".parse().unwrap();
+                let windows = [
+                    Window::Rolling(TimeDelta::hours(1)),
+                    Window::Rolling(TimeDelta::minutes(90)),
+                    Window::Calendar(CalendarPeriod::Day),
+                    Window::Calendar(CalendarPeriod::Week),
+                ];
+                let mut idx = UsageIndex::new();
+                let mut live: Vec<LedgerEntry> = vec![];
+                let mut seq = 0;
+                for op in ops {
+                    match op {
+                        Op::Insert { minute, agent, asset, cents, spent } => {
+                            seq += 1;
+                            let e = LedgerEntry {
+                                seq,
+                                at: t0 + TimeDelta::minutes(minute),
+                                agent: format!("a{agent}"),
+                                department: None,
+                                wallet: "w".into(),
+                                asset: format!("c:T{asset}"),
+                                operation: None,
+                                amount: Decimal::new(i64::from(cents), 2),
+                                usd: Decimal::new(i64::from(cents), 2),
+                                state: if spent { EntryState::Spent } else { EntryState::Reserved },
+                            };
+                            idx.upsert(e.clone());
+                            live.push(e);
+                        }
+                        Op::Remove(i) if !live.is_empty() => {
+                            let e = live.remove(i % live.len());
+                            idx.remove(e.seq);
+                        }
+                        Op::Execute(i) if !live.is_empty() => {
+                            let n = live.len();
+                            let e = &mut live[i % n];
+                            e.state = EntryState::Spent;
+                            idx.upsert(e.clone());
+                        }
+                        Op::Query { minute, window, agent, asset } => {
+                            let scope = if agent == 2 { Scope::Org } else { Scope::Agent(format!("a{agent}")) };
+                            let asset = asset.map(|a| format!("c:T{a}"));
+                            let w = windows[usize::from(window)];
+                            let at = t0 + TimeDelta::minutes(minute);
+                            let q = UsageQuery { scope: &scope, window: w, timezone: ny, since: w.start(at, ny), asset: asset.as_deref(), operation: None };
+                            prop_assert_eq!(idx.usage(&q), naive(&live, &q));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,1 +1,110 @@
-fn main() {}
+//! Evaluate-and-reserve committed durably (WAL, synchronous = FULL) to a real SQLite file, with
+//! one caller and with 64 concurrent callers. Each iteration is one durable decision.
+//! Run: `cargo bench -p spendguard-store --bench reserve`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use spendguard_core::{Balances, SpendRequest};
+use spendguard_store::{Ledger, LedgerOptions, ReserveOutcome, ReserveRequest};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[server]
+database = "bench.db"
+[org]
+id = "bench"
+[[chain]]
+id = "eth"
+kind = "evm"
+chain_id = 31337
+rpc = ["http://127.0.0.1:8545"]
+[[asset]]
+chain = "eth"
+symbol = "USDC"
+contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+decimals = 6
+price_usd = "1"
+[[department]]
+id = "eng"
+[[wallet]]
+id = "hot"
+chain = "eth"
+address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+[[agent]]
+id = "bot"
+department = "eng"
+wallets = ["hot"]
+[[policy]]
+id = "org"
+scope = "org"
+limits = [ { window = "day", max_usd = "1000000000" } ]
+[[policy]]
+id = "eng"
+scope = "department:eng"
+limits = [ { window = "month", max_usd = "1000000000" } ]
+[[policy]]
+id = "bot"
+scope = "agent:bot"
+per_tx_usd = "1000"
+limits = [ { window = "24h", max_usd = "1000000000" }, { window = "1h", max_count = 100000000 } ]
+"#;
+
+fn request(at: DateTime<Utc>) -> ReserveRequest {
+    ReserveRequest {
+        request: SpendRequest {
+            agent: "bot".into(),
+            wallet: "hot".into(),
+            to: "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720".into(),
+            amount: spendguard_core::money::parse_decimal("1.25").unwrap(),
+            asset: Some("USDC".into()),
+            operation: None,
+            at,
+        },
+        balances: Balances::new(),
+        idempotency_key: None,
+        memo: None,
+    }
+}
+
+fn reserve(ledger: &Ledger, clock: &AtomicI64, start: DateTime<Utc>) {
+    // Every decision one millisecond after the last, all inside the windows.
+    let at = start + TimeDelta::microseconds(clock.fetch_add(1000, Ordering::Relaxed));
+    match ledger.reserve(request(at)).expect("reserve") {
+        ReserveOutcome::Decided { receipt, .. } => assert_eq!(receipt.status, spendguard_core::SpendStatus::Reserved),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(spendguard_config::parse(CONFIG, Path::new("bench.toml")).unwrap().model);
+    let start: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("bench.db"), model, start, LedgerOptions::default()).unwrap());
+    let clock = Arc::new(AtomicI64::new(0));
+
+    let mut group = c.benchmark_group("reserve_durable");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    group.bench_function("1_caller", |b| b.iter(|| reserve(&ledger, &clock, start)));
+    group.bench_function("64_callers", |b| {
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(64);
+            let began = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..64 {
+                    let (ledger, clock) = (&ledger, &clock);
+                    s.spawn(move || (0..per_thread).for_each(|_| reserve(ledger, clock, start)));
+                }
+            });
+            // Report time per decision actually made.
+            began.elapsed().mul_f64(iters as f64 / (per_thread * 64) as f64)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

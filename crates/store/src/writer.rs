@@ -12,6 +12,7 @@ use spendguard_core::money::{decimal_from_store, fmt_units};
 use spendguard_core::usage::{LedgerEntry, UsageIndex};
 use spendguard_core::{evaluate, Context, Decision, Evaluation, Freeze, Model, SpendStatus, Tier};
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<Conne
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(open_err)?;
-    conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
+    install_busy_handler(&conn, options.busy_timeout).map_err(open_err)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Corrupt(format!("{} cannot use WAL journaling (got {mode})", path.display())));
@@ -36,6 +37,31 @@ pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<Conne
     conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
     Ok(conn)
+}
+
+/// How often a connection waiting for another process's write lock tries again. SQLite's own
+/// handler backs off to 100 ms sleeps, so a process that commits back to back (our writer under
+/// load) would starve the others; polling this often lets them in at the writer's pauses.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(250);
+/// After writing back to back this long, the writer pauses for [`WRITER_PAUSE`].
+const WRITER_TURN: std::time::Duration = std::time::Duration::from_millis(20);
+/// Longer than [`BUSY_POLL`], so a waiting process is sure to try during it.
+const WRITER_PAUSE: std::time::Duration = std::time::Duration::from_micros(400);
+
+/// Retries before a waiting connection gives up: `busy_timeout / BUSY_POLL`. SQLite takes the
+/// handler as a plain function, so the limit lives here; the most recently opened ledger sets it.
+static BUSY_RETRY_LIMIT: AtomicI32 = AtomicI32::new(120_000);
+
+fn install_busy_handler(conn: &Connection, timeout: std::time::Duration) -> rusqlite::Result<()> {
+    let retries = (timeout.as_micros() / BUSY_POLL.as_micros()).clamp(1, i32::MAX as u128) as i32;
+    BUSY_RETRY_LIMIT.store(retries, Ordering::Relaxed);
+    conn.busy_handler(Some(|retries_so_far| {
+        if retries_so_far >= BUSY_RETRY_LIMIT.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(BUSY_POLL);
+        true
+    }))
 }
 
 pub(crate) fn to_us(t: DateTime<Utc>) -> i64 {
@@ -138,7 +164,26 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self, jobs: mpsc::Receiver<Job>, max_batch: usize) {
-        while let Ok(first) = jobs.recv() {
+        let mut busy_since: Option<std::time::Instant> = None;
+        loop {
+            let first = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+                Err(mpsc::TryRecvError::Empty) => {
+                    busy_since = None;
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
+            };
+            // Under sustained load, step aside briefly now and then so that another process
+            // waiting for the write lock gets its turn.
+            let started = *busy_since.get_or_insert_with(std::time::Instant::now);
+            if started.elapsed() > WRITER_TURN {
+                std::thread::sleep(WRITER_PAUSE);
+                busy_since = Some(std::time::Instant::now());
+            }
             let mut batch = vec![first];
             while batch.len() < max_batch {
                 match jobs.try_recv() {

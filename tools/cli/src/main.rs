@@ -243,7 +243,15 @@ fn render(e: &Evaluation) -> String {
         for h in &e.headroom {
             out.push_str(&format!(
                 "  {} {} {} {} {}: limit {}, used {}, reserved {}, remaining {}\n",
-                h.policy_id, h.rule, h.scope, h.window, h.unit, h.limit, h.used, h.reserved, h.remaining
+                h.labels.policy_id,
+                h.labels.rule,
+                h.labels.scope,
+                h.labels.window,
+                h.labels.unit,
+                h.fmt(h.limit),
+                h.fmt(h.used),
+                h.fmt(h.reserved),
+                h.fmt(h.remaining)
             ));
         }
     }

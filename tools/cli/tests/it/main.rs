@@ -1,1 +1,173 @@
+//! The `spendguard` binary as operators use it: check, evaluate, freeze, unfreeze, frozen.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config")
+}
+
+/// A scratch copy of a fixture config, so its database lands in a temporary directory.
+fn scratch(fixture: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spendguard.toml");
+    std::fs::copy(fixtures().join(fixture), &path).unwrap();
+    (dir, path)
+}
+
+fn spendguard(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spendguard"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("USER", "tester")
+        .output()
+        .expect("run spendguard")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_summarises_a_valid_config() {
+    let o = spendguard(&fixtures().join("example.toml"), &["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for expected in [
+        "example.toml: valid",
+        "agents (2):",
+        "procurement-bot (engineering) wallets trading-hot, ops-sol",
+        "procurement on agent:procurement-bot: per-tx 200 USD, 3 limits, schedule, tiers, 3 recipient rules",
+        "refunds on agent:refund-bot: per-tx 500 USD, 1 limits, 2 operations",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+}
+
+#[test]
+fn check_reports_a_broken_config_with_file_line_and_key() {
+    let config = fixtures().join("broken/float-money.toml");
+    let o = spendguard(&config, &["check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("float-money.toml:43: policy[0].per_tx_usd: money must be a quoted decimal string"), "{err}");
+}
+
+#[test]
+fn evaluate_prints_the_tool_result_as_json() {
+    let (_dir, config) = scratch("example.toml");
+    // Friday 10:00 in New York, 50 USDC to GitHub, the wallet holding 10,000 USDC.
+    let o = spendguard(
+        &config,
+        &[
+            "evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot",
+            "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--amount", "50", "--asset", "USDC",
+            "--at", "2026-11-20T15:00:00Z", "--balance", "10000", "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["decision"], "notify");
+    assert_eq!(v["tier"], "NOTIFY");
+    assert_eq!(v["reasons"].as_array().unwrap().len(), 0);
+    let headroom = v["headroom"].as_array().unwrap();
+    assert!(headroom.iter().any(|h| h["policy_id"] == "procurement" && h["window"] == "24h" && h["remaining"] == "800.00"));
+    assert!(headroom.iter().any(|h| h["policy_id"] == "trading-hot-wallet" && h["limit"] == "1000"));
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["decision", "headroom", "reasons", "tier"]);
+}
+
+#[test]
+fn evaluate_explains_a_denial_in_words() {
+    let (_dir, config) = scratch("example.toml");
+    // Saturday, to the casino: outside the schedule and a blocked category.
+    let o = spendguard(
+        &config,
+        &[
+            "evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot",
+            "--to", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "--amount", "0.001",
+            "--at", "2026-11-21T15:00:00Z", "--balance", "10",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("decision: deny"), "{out}");
+    assert!(out.contains("OUTSIDE_SCHEDULE [procurement schedule] Sat 2026-11-21 10:00 EST"), "{out}");
+    assert!(out.contains("RECIPIENT_BLOCKED [procurement recipients.rules[0]]"), "{out}");
+}
+
+#[test]
+fn evaluate_rejects_bad_flags_with_a_clear_message() {
+    let (_dir, config) = scratch("example.toml");
+    let base = ["evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot", "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        spendguard(&config, &args)
+    };
+    let o = run(&["--amount", "1e3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--amount: \"1e3\" is not a decimal string"), "{}", stderr(&o));
+    let o = run(&["--amount", "1", "--at", "tomorrow"]);
+    assert!(stderr(&o).contains("--at \"tomorrow\" is not an RFC 3339 time"), "{}", stderr(&o));
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "clap usage error");
+    assert!(stderr(&o).contains("--amount <AMOUNT>"));
+}
+
+#[test]
+fn freeze_denies_spends_until_an_acknowledged_unfreeze() {
+    let (_dir, config) = scratch("example.toml");
+    let eval = || {
+        let o = spendguard(
+            &config,
+            &[
+                "evaluate", "--agent", "refund-bot", "--wallet", "trading-hot", "--operation", "refund",
+                "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--amount", "0.01", "--balance", "10", "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    assert_eq!(eval()["decision"], "allow");
+
+    let o = spendguard(&config, &["freeze", "--agent", "refund-bot", "--reason", "odd refunds", "--as", "ops@acme.example"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("frozen: agent refund-bot is frozen by ops@acme.example since "), "{}", stdout(&o));
+    let denied = eval();
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["reasons"][0]["code"], "KILL_SWITCH");
+    assert!(denied["reasons"][0]["detail"].as_str().unwrap().ends_with(": odd refunds"));
+
+    let o = spendguard(&config, &["frozen"]);
+    assert!(stdout(&o).starts_with("agent:refund-bot\tby ops@acme.example\tsince "), "{}", stdout(&o));
+
+    let o = spendguard(&config, &["unfreeze", "--agent", "refund-bot"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("refusing to unfreeze without --ack"), "{}", stderr(&o));
+    assert_eq!(eval()["decision"], "deny", "still frozen");
+
+    let o = spendguard(&config, &["unfreeze", "--agent", "refund-bot", "--ack", "refunds reviewed"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "unfrozen: agent:refund-bot\n");
+    assert_eq!(eval()["decision"], "allow");
+}
+
+#[test]
+fn freeze_scopes_are_checked() {
+    let (_dir, config) = scratch("example.toml");
+    let o = spendguard(&config, &["freeze", "--wallet", "nope", "--reason", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no wallet \"nope\" is configured"), "{}", stderr(&o));
+    let o = spendguard(&config, &["freeze", "--org", "--agent", "x", "--reason", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = spendguard(&config, &["freeze", "--org", "--reason", "incident 7", "--as", "ops"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("the organisation is frozen by ops"));
+    let o = spendguard(&config, &["freeze", "--org", "--reason", "again", "--as", "ops"]);
+    assert!(stdout(&o).starts_with("already frozen:"), "{}", stdout(&o));
+}

@@ -1,0 +1,75 @@
+//! Policy evaluation of one request against 50 applicable rules, with the usage index holding
+//! a realistic history. Run: `cargo bench -p spendguard-tests --bench engine`.
+
+use chrono::TimeDelta;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use spendguard_core::SpendRequest;
+use spendguard_tests::*;
+use std::hint::black_box;
+
+/// Four policies covering alice's spend from eth-hot (org, department, agent, wallet) with 50
+/// rules between them: 38 limits of every kind, 4 per-tx caps, chain and asset lists, a
+/// schedule, recipient rules and tiers.
+fn fifty_rules() -> String {
+    let mut out = String::new();
+    let windows = ["1h", "24h", "day", "week", "month", "7d", "30m", "12h", "30d", "10m"];
+    for (n, scope) in ["org", "department:eng", "agent:alice", "wallet:eth-hot"].iter().enumerate() {
+        let mut limits = vec![];
+        for (i, w) in windows.iter().enumerate().take(if n == 3 { 8 } else { 10 }) {
+            let limit = match i % 4 {
+                0 => format!("{{ window = \"{w}\", max_usd = \"{}\" }}", 1_000_000 + i),
+                1 => format!("{{ window = \"{w}\", max_count = {} }}", 100_000 + i),
+                2 => format!("{{ window = \"{w}\", max_amount = \"{}\", asset = \"eth:USDC\" }}", 1_000_000 + i),
+                _ => format!("{{ window = \"{w}\", max_usd = \"{}\", asset = \"eth:USDC\" }}", 1_000_000 + i),
+            };
+            limits.push(limit);
+        }
+        out.push_str(&format!(
+            "[[policy]]\nid = \"p{n}\"\nscope = \"{scope}\"\nper_tx_usd = \"100000\"\nlimits = [ {} ]\n",
+            limits.join(", ")
+        ));
+        if n == 2 {
+            out.push_str(
+                r#"chains = ["eth", "sol"]
+assets = ["eth:ETH", "eth:USDC", "sol:USDC"]
+schedule = { hours = "00:00-24:00", timezone = "America/New_York" }
+  [policy.tiers]
+  instant_max_usd = "1000"
+  notify_max_usd = "5000"
+  approver_role = "approver"
+  [policy.recipients]
+  default_action = "allow"
+  rules = [ { category = "gambling", action = "block" }, { merchant = "github", action = "allow", per_tx_cap_usd = "500" } ]
+"#,
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let policies = fifty_rules();
+    let mut group = c.benchmark_group("evaluate_50_rules");
+    for history in [0usize, 100, 1_000, 10_000] {
+        let mut sb = Sandbox::new(&policies);
+        let start = at("2026-11-02T00:00:00Z");
+        // Past spends spread over three weeks by alice and bob, on both chains.
+        for i in 0..history {
+            let when = start + TimeDelta::seconds(i as i64 * (21 * 86_400 / history.max(1)) as i64);
+            let (agent, wallet, to, asset) =
+                if i % 3 == 0 { ("alice", "sol-hot", PLAIN_SOL, "USDC") } else { (["alice", "bob"][i % 2], "eth-hot", PLAIN_EVM, "USDC") };
+            let req = SpendRequest { agent: agent.into(), wallet: wallet.into(), to: to.into(), amount: dec("1.5"), asset: Some(asset.into()), operation: None, at: when };
+            assert!(sb.spend(&req).is_allowed(), "history must be allowed");
+        }
+        let req = request("alice", "eth-hot", GITHUB, "12.5", Some("USDC"), "2026-11-23T15:00:00Z");
+        let e = sb.evaluate(&req);
+        assert!(e.is_allowed(), "{:?}", e.reasons);
+        assert_eq!(e.headroom.len(), 38);
+        group.bench_with_input(BenchmarkId::new("history", history), &req, |b, req| b.iter(|| black_box(sb.evaluate(black_box(req)))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
