@@ -1,5 +1,6 @@
 //! Policy evaluation of one request against 50 applicable rules, with the usage index holding
 //! a realistic history. Run: `cargo bench -p spendguard-tests --bench engine`.
+#![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report; criterion macros make undocumented fns
 
 use chrono::TimeDelta;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -57,16 +58,29 @@ fn bench(c: &mut Criterion) {
         // Past spends spread over three weeks by alice and bob, on both chains.
         for i in 0..history {
             let when = start + TimeDelta::seconds(i as i64 * (21 * 86_400 / history.max(1)) as i64);
-            let (agent, wallet, to, asset) =
-                if i % 3 == 0 { ("alice", "sol-hot", PLAIN_SOL, "USDC") } else { (["alice", "bob"][i % 2], "eth-hot", PLAIN_EVM, "USDC") };
-            let req = SpendRequest { agent: agent.into(), wallet: wallet.into(), to: to.into(), amount: dec("1.5"), asset: Some(asset.into()), operation: None, at: when };
+            let (agent, wallet, to, asset) = if i % 3 == 0 {
+                ("alice", "sol-hot", PLAIN_SOL, "USDC")
+            } else {
+                (["alice", "bob"][i % 2], "eth-hot", PLAIN_EVM, "USDC")
+            };
+            let req = SpendRequest {
+                agent: agent.into(),
+                wallet: wallet.into(),
+                to: to.into(),
+                amount: dec("1.5"),
+                asset: Some(asset.into()),
+                operation: None,
+                at: when,
+            };
             assert!(sb.spend(&req).is_allowed(), "history must be allowed");
         }
         let req = request("alice", "eth-hot", GITHUB, "12.5", Some("USDC"), "2026-11-23T15:00:00Z");
         let e = sb.evaluate(&req);
         assert!(e.is_allowed(), "{:?}", e.reasons);
         assert_eq!(e.headroom.len(), 38);
-        group.bench_with_input(BenchmarkId::new("history", history), &req, |b, req| b.iter(|| black_box(sb.evaluate(black_box(req)))));
+        group.bench_with_input(BenchmarkId::new("history", history), &req, |b, req| {
+            b.iter(|| black_box(sb.evaluate(black_box(req))))
+        });
     }
     group.finish();
 }

@@ -1,6 +1,7 @@
 //! spendguard end-to-end tests: the policy engine rule by rule, and scenarios from the field on
 //! a real SQLite ledger.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod rules;
 mod properties;
+mod rules;
 mod scenarios;

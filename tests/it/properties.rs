@@ -34,7 +34,12 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (0i64..1800, 0usize..2, 0usize..2, 1u32..6000).prop_map(|(gap_seconds, agent, wallet, cents)| Step { gap_seconds, agent, wallet, cents })
+    (0i64..1800, 0usize..2, 0usize..2, 1u32..6000).prop_map(|(gap_seconds, agent, wallet, cents)| Step {
+        gap_seconds,
+        agent,
+        wallet,
+        cents,
+    })
 }
 
 struct Allowed {

@@ -13,11 +13,13 @@ fn usdc(sb: &mut Sandbox, agent: &str, wallet: &str, amount: &str, when: &str) -
 
 #[test]
 fn per_tx_cap_allows_exactly_the_cap_and_denies_one_unit_more() {
-    let sb = Sandbox::new(r#"[[policy]]
+    let sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 per_tx_usd = "100"
-"#);
+"#,
+    );
     let at_cap = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), MON));
     assert_eq!(at_cap.decision, Decision::Allow);
     let over = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "100.000001", Some("USDC"), MON));
@@ -32,11 +34,13 @@ per_tx_usd = "100"
 
 #[test]
 fn rolling_window_counts_exactly_up_to_the_limit_and_forgets_at_its_boundary() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "24h", max_usd = "1000" } ]
-"#);
+"#,
+    );
     assert!(usdc(&mut sb, "alice", "eth-hot", "600", "2026-11-23T10:00:00Z").is_allowed());
     assert!(usdc(&mut sb, "alice", "eth-hot", "400", "2026-11-23T11:00:00Z").is_allowed(), "exactly at the limit");
     let over = usdc(&mut sb, "alice", "eth-hot", "0.000001", "2026-11-23T12:00:00Z");
@@ -52,12 +56,14 @@ limits = [ { window = "24h", max_usd = "1000" } ]
 
 #[test]
 fn calendar_day_resets_at_local_midnight() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 timezone = "Asia/Tokyo"
 limits = [ { window = "day", max_usd = "100" } ]
-"#);
+"#,
+    );
     // Tokyo is UTC+9: its day of 2026-11-24 starts at 2026-11-23T15:00Z.
     assert!(usdc(&mut sb, "alice", "eth-hot", "100", "2026-11-23T14:59:59Z").is_allowed());
     assert!(!usdc(&mut sb, "alice", "eth-hot", "1", "2026-11-23T14:59:59.5Z").is_allowed());
@@ -66,12 +72,14 @@ limits = [ { window = "day", max_usd = "100" } ]
 
 #[test]
 fn calendar_day_across_dst_changes_is_23_or_25_hours_long() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 timezone = "America/New_York"
 limits = [ { window = "day", max_usd = "100" } ]
-"#);
+"#,
+    );
     // Spring forward: 2026-03-08 in New York runs 05:00Z to 04:00Z next day (23 hours).
     assert!(usdc(&mut sb, "alice", "eth-hot", "100", "2026-03-08T05:00:00Z").is_allowed());
     assert!(!usdc(&mut sb, "alice", "eth-hot", "1", "2026-03-09T03:59:59Z").is_allowed(), "still March 8th");
@@ -84,11 +92,13 @@ limits = [ { window = "day", max_usd = "100" } ]
 
 #[test]
 fn week_and_month_windows() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "week", max_usd = "100" }, { window = "month", max_usd = "150" } ]
-"#);
+"#,
+    );
     assert!(usdc(&mut sb, "alice", "eth-hot", "100", "2026-11-22T23:00:00Z").is_allowed(), "Sunday");
     let e = usdc(&mut sb, "alice", "eth-hot", "60", "2026-11-23T00:00:00Z");
     assert_eq!(denials(&e), [ReasonCode::WindowLimit], "new week, but the month has 50 left");
@@ -99,11 +109,13 @@ limits = [ { window = "week", max_usd = "100" }, { window = "month", max_usd = "
 
 #[test]
 fn velocity_denies_the_sixth_spend_in_an_hour() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "1h", max_count = 5 } ]
-"#);
+"#,
+    );
     for minute in 0..5 {
         assert!(usdc(&mut sb, "alice", "eth-hot", "1", &format!("2026-11-23T10:{minute:02}:00Z")).is_allowed());
     }
@@ -115,26 +127,34 @@ limits = [ { window = "1h", max_count = 5 } ]
 
 #[test]
 fn asset_unit_limit_counts_only_its_asset() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "day", max_amount = "0.5", asset = "eth:ETH" } ]
-"#);
+"#,
+    );
     assert!(sb.spend(&request("alice", "eth-hot", PLAIN_EVM, "0.3", None, MON)).is_allowed());
     assert!(usdc(&mut sb, "alice", "eth-hot", "5000", MON).is_allowed(), "USDC is not limited here");
     assert!(sb.spend(&request("alice", "eth-hot", PLAIN_EVM, "0.2", None, MON)).is_allowed(), "exactly 0.5");
     let over = sb.spend(&request("alice", "eth-hot", PLAIN_EVM, "0.000000000000000001", None, MON));
     assert_eq!(denials(&over), [ReasonCode::WindowLimit]);
-    assert!(over.reasons[0].detail.ends_with("= 0.500000000000000001 eth:ETH exceeds 0.5 eth:ETH"), "{}", over.reasons[0].detail);
+    assert!(
+        over.reasons[0].detail.ends_with("= 0.500000000000000001 eth:ETH exceeds 0.5 eth:ETH"),
+        "{}",
+        over.reasons[0].detail
+    );
 }
 
 #[test]
 fn balance_fraction_compares_with_the_wallets_balance() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "wallet:eth-hot"
 limits = [ { window = "day", max_balance_fraction = "0.10" } ]
-"#);
+"#,
+    );
     let unknown = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "0.1", None, MON));
     assert_eq!(denials(&unknown), [ReasonCode::BalanceFractionLimit], "fails closed without a balance");
     sb.balances.insert("eth:ETH".into(), dec("10"));
@@ -148,11 +168,13 @@ limits = [ { window = "day", max_balance_fraction = "0.10" } ]
 
 #[test]
 fn an_agent_limit_pools_all_its_wallets_and_chains() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "day", max_usd = "1000" } ]
-"#);
+"#,
+    );
     assert!(usdc(&mut sb, "alice", "eth-hot", "700", MON).is_allowed());
     let sol = sb.spend(&request("alice", "sol-hot", PLAIN_SOL, "2.5", Some("SOL"), MON)); // 375 USD
     assert_eq!(denials(&sol), [ReasonCode::WindowLimit]);
@@ -162,11 +184,13 @@ limits = [ { window = "day", max_usd = "1000" } ]
 
 #[test]
 fn a_wallet_limit_pools_every_agent_using_it() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "wallet:eth-hot"
 limits = [ { window = "day", max_usd = "100" } ]
-"#);
+"#,
+    );
     assert!(usdc(&mut sb, "alice", "eth-hot", "60", MON).is_allowed());
     assert_eq!(denials(&usdc(&mut sb, "bob", "eth-hot", "41", MON)), [ReasonCode::WindowLimit]);
     assert!(usdc(&mut sb, "bob", "eth-hot", "40", MON).is_allowed());
@@ -175,7 +199,8 @@ limits = [ { window = "day", max_usd = "100" } ]
 
 #[test]
 fn department_and_org_ceilings_pool_their_agents() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "eng"
 scope = "department:eng"
 limits = [ { window = "day", max_usd = "100" } ]
@@ -184,7 +209,8 @@ limits = [ { window = "day", max_usd = "100" } ]
 id = "org"
 scope = "org"
 limits = [ { window = "day", max_usd = "150" } ]
-"#);
+"#,
+    );
     assert!(usdc(&mut sb, "alice", "eth-hot", "70", MON).is_allowed());
     let bob = usdc(&mut sb, "bob", "eth-hot", "31", MON);
     assert_eq!(denials(&bob), [ReasonCode::WindowLimit]);
@@ -197,12 +223,14 @@ limits = [ { window = "day", max_usd = "150" } ]
 
 #[test]
 fn allowed_chains_and_the_asset_allowlist() {
-    let sb = Sandbox::new(r#"[[policy]]
+    let sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 chains = ["eth"]
 assets = ["eth:ETH"]
-"#);
+"#,
+    );
     assert!(sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "0.01", None, MON)).is_allowed());
     let usdc = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), MON));
     assert_eq!(denials(&usdc), [ReasonCode::AssetNotAllowed], "default deny once an allowlist exists");
@@ -250,28 +278,36 @@ fn recipient_rules_first_match_wins_and_the_merchant_comes_from_the_address() {
 
 #[test]
 fn schedules_deny_outside_hours_and_days_in_their_timezone() {
-    let sb = Sandbox::new(r#"[[policy]]
+    let sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 schedule = { days = ["mon", "tue", "wed", "thu", "fri"], hours = "09:00-18:00", timezone = "America/New_York" }
-"#);
+"#,
+    );
     let saturday = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-21T15:00:00Z"));
     assert_eq!(denials(&saturday), [ReasonCode::OutsideSchedule]);
     assert_eq!(
         saturday.reasons[0].detail,
         "Sat 2026-11-21 10:00 EST is outside the schedule mon,tue,wed,thu,fri 09:00-18:00 America/New_York"
     );
-    assert!(sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-20T14:00:00Z")).is_allowed());
-    assert!(!sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-20T23:00:00Z")).is_allowed());
+    assert!(sb
+        .evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-20T14:00:00Z"))
+        .is_allowed());
+    assert!(!sb
+        .evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-20T23:00:00Z"))
+        .is_allowed());
 }
 
 #[test]
 fn a_night_schedule_crossing_midnight() {
-    let sb = Sandbox::new(r#"[[policy]]
+    let sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 schedule = { days = ["fri"], hours = "22:00-06:00", timezone = "UTC" }
-"#);
+"#,
+    );
     let ok = |when| sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), when)).is_allowed();
     assert!(ok("2026-11-20T22:00:00Z"), "Friday 22:00");
     assert!(ok("2026-11-21T05:59:59Z"), "Saturday before 06:00 belongs to Friday's night");
@@ -348,7 +384,10 @@ fn the_four_tiers_and_their_boundaries() {
     assert_eq!(delayed.reasons[0].code, ReasonCode::Delayed);
     assert_eq!(delayed.spend.as_ref().unwrap().delay, Some(chrono::TimeDelta::minutes(5)));
     let approval = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "5000", Some("USDC"), MON));
-    assert_eq!(approval.reasons[0].detail, "5000.00 USD is above tiers.delay_max_usd 1000.00 USD; requires approval by role approver within 1h");
+    assert_eq!(
+        approval.reasons[0].detail,
+        "5000.00 USD is above tiers.delay_max_usd 1000.00 USD; requires approval by role approver within 1h"
+    );
     assert_eq!(approval.spend.as_ref().unwrap().approver_role.as_deref(), Some("approver"));
 }
 
@@ -372,7 +411,8 @@ scope = "org"
 
 #[test]
 fn every_failing_rule_is_reported_with_all_policies_checked() {
-    let sb = Sandbox::new(r#"[[policy]]
+    let sb = Sandbox::new(
+        r#"[[policy]]
 id = "a"
 scope = "agent:alice"
 per_tx_usd = "10"
@@ -382,7 +422,8 @@ assets = ["eth:ETH"]
 id = "w"
 scope = "wallet:eth-hot"
 limits = [ { window = "1h", max_usd = "5" } ]
-"#);
+"#,
+    );
     let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "20", Some("USDC"), MON));
     assert_eq!(denials(&e), [ReasonCode::AssetNotAllowed, ReasonCode::PerTxLimit, ReasonCode::WindowLimit]);
     assert_eq!(e.headroom.len(), 1);
@@ -392,28 +433,38 @@ limits = [ { window = "1h", max_usd = "5" } ]
 
 #[test]
 fn headroom_reports_used_reserved_and_remaining() {
-    let mut sb = Sandbox::new(r#"[[policy]]
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "day", max_usd = "100" } ]
-"#);
+"#,
+    );
     usdc(&mut sb, "alice", "eth-hot", "30", MON);
     sb.reserve(&request("alice", "eth-hot", PLAIN_EVM, "20", Some("USDC"), MON));
     let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "10", Some("USDC"), MON));
     let h = &e.headroom[0];
-    assert_eq!((h.labels.scope.as_str(), h.labels.window.as_str(), h.labels.unit.as_str()), ("agent:alice", "day", "USD"));
+    assert_eq!(
+        (h.labels.scope.as_str(), h.labels.window.as_str(), h.labels.unit.as_str()),
+        ("agent:alice", "day", "USD")
+    );
     assert_eq!((h.used, h.reserved, h.requested, h.remaining), (dec("30"), dec("20"), dec("10"), dec("50")));
     let json = serde_json::to_value(h).unwrap();
     assert_eq!((&json["used"], &json["remaining"]), (&serde_json::json!("30.00"), &serde_json::json!("50.00")));
     let over = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "51", Some("USDC"), MON));
-    assert_eq!(over.reasons[0].detail, "agent alice day spend 30.00 + reserved 20.00 + 51.00 = 101.00 USD exceeds 100.00 USD");
+    assert_eq!(
+        over.reasons[0].detail,
+        "agent alice day spend 30.00 + reserved 20.00 + 51.00 = 101.00 USD exceeds 100.00 USD"
+    );
 }
 
 #[test]
 fn a_frozen_scope_denies_first_and_says_who_when_and_why() {
     let mut sb = Sandbox::new(TIERS);
     let req = request("bob", "eth-hot", PLAIN_EVM, "1", Some("USDC"), MON);
-    for scope in [Scope::Org, Scope::Department("eng".into()), Scope::Agent("bob".into()), Scope::Wallet("eth-hot".into())] {
+    for scope in
+        [Scope::Org, Scope::Department("eng".into()), Scope::Agent("bob".into()), Scope::Wallet("eth-hot".into())]
+    {
         sb.freezes = vec![Freeze {
             scope: scope.clone(),
             frozen_by: "ops@acme.example".into(),
@@ -423,7 +474,9 @@ fn a_frozen_scope_denies_first_and_says_who_when_and_why() {
         }];
         let e = sb.evaluate(&req);
         assert_eq!(denials(&e), [ReasonCode::KillSwitch], "{scope}");
-        assert!(e.reasons[0].detail.contains("frozen by ops@acme.example since 2026-11-23T09:00:00Z: suspicious outflow"));
+        assert!(e.reasons[0]
+            .detail
+            .contains("frozen by ops@acme.example since 2026-11-23T09:00:00Z: suspicious outflow"));
     }
     sb.freezes[0].scope = Scope::Agent("alice".into());
     assert!(sb.evaluate(&req).is_allowed(), "a freeze of another agent does not touch bob");

@@ -14,13 +14,19 @@ struct Field {
 fn field(policies: &str) -> Field {
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(model(policies));
-    let ledger = Ledger::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default()).unwrap();
+    let ledger =
+        Ledger::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default())
+            .unwrap();
     Field { _dir: dir, ledger }
 }
 
 impl Field {
     fn spend(&self, request: SpendRequest) -> Receipt {
-        match self.ledger.reserve(ReserveRequest { request, balances: Balances::new(), idempotency_key: None, memo: None }).unwrap() {
+        match self
+            .ledger
+            .reserve(ReserveRequest { request, balances: Balances::new(), idempotency_key: None, memo: None })
+            .unwrap()
+        {
             ReserveOutcome::Decided { receipt, .. } => receipt,
             other => panic!("unexpected {other:?}"),
         }
@@ -33,11 +39,13 @@ fn codes(r: &Receipt) -> Vec<ReasonCode> {
 
 #[test]
 fn a_budget_spent_on_one_chain_denies_the_next_spend_on_another() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "alice-daily"
 scope = "agent:alice"
 limits = [ { window = "24h", max_usd = "1000" } ]
-"#);
+"#,
+    );
     let first = f.spend(request("alice", "eth-hot", PLAIN_EVM, "999", Some("USDC"), "2026-11-23T10:00:00Z"));
     assert_eq!(first.status, SpendStatus::Reserved);
     // It executes: from now on it is spend, not a reservation.
@@ -56,7 +64,8 @@ limits = [ { window = "24h", max_usd = "1000" } ]
 
 #[test]
 fn four_tiers_at_5_50_500_and_5000_usd() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "tiers"
 scope = "agent:alice"
   [policy.tiers]
@@ -66,7 +75,8 @@ scope = "agent:alice"
   delay = "5m"
   approver_role = "approver"
   approval_ttl = "1h"
-"#);
+"#,
+    );
     let when = "2026-11-23T10:00:00Z";
     let got: Vec<(Decision, Tier, SpendStatus)> = ["5", "50", "500", "5000"]
         .iter()
@@ -91,13 +101,22 @@ scope = "agent:alice"
 
 #[test]
 fn the_sixth_spend_inside_an_hour_is_denied() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "velocity"
 scope = "agent:alice"
 limits = [ { window = "1h", max_count = 5 } ]
-"#);
+"#,
+    );
     for minute in [0, 10, 20, 30, 40] {
-        let r = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), &format!("2026-11-23T10:{minute:02}:00Z")));
+        let r = f.spend(request(
+            "alice",
+            "eth-hot",
+            PLAIN_EVM,
+            "1",
+            Some("USDC"),
+            &format!("2026-11-23T10:{minute:02}:00Z"),
+        ));
         assert_eq!(r.status, SpendStatus::Reserved);
     }
     let sixth = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:50:00Z"));
@@ -109,11 +128,13 @@ limits = [ { window = "1h", max_count = 5 } ]
 
 #[test]
 fn a_saturday_spend_against_a_weekday_schedule() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "office-hours"
 scope = "agent:alice"
 schedule = { days = ["mon", "tue", "wed", "thu", "fri"], hours = "09:00-18:00", timezone = "America/New_York" }
-"#);
+"#,
+    );
     let saturday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-21T16:00:00Z"));
     assert_eq!(codes(&saturday), [ReasonCode::OutsideSchedule]);
     let monday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T16:00:00Z"));
@@ -122,7 +143,8 @@ schedule = { days = ["mon", "tue", "wed", "thu", "fri"], hours = "09:00-18:00", 
 
 #[test]
 fn a_gambling_merchant_is_blocked_before_an_allow_rule_that_would_match() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "recipients"
 scope = "agent:alice"
   [policy.recipients]
@@ -131,7 +153,8 @@ scope = "agent:alice"
     { category = "gambling", action = "block" },
     { merchant = "casino", action = "allow" },
   ]
-"#);
+"#,
+    );
     let r = f.spend(request("alice", "eth-hot", CASINO, "1", Some("USDC"), "2026-11-23T10:00:00Z"));
     assert_eq!(codes(&r), [ReasonCode::RecipientBlocked]);
     assert_eq!(r.reasons[0].rule, "recipients.rules[0]");
@@ -139,11 +162,13 @@ scope = "agent:alice"
 
 #[test]
 fn a_released_reservation_gives_its_budget_back() {
-    let f = field(r#"[[policy]]
+    let f = field(
+        r#"[[policy]]
 id = "p"
 scope = "agent:alice"
 limits = [ { window = "day", max_usd = "100" } ]
-"#);
+"#,
+    );
     let held = f.spend(request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), "2026-11-23T10:00:00Z"));
     let blocked = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:01:00Z"));
     assert_eq!(codes(&blocked), [ReasonCode::WindowLimit]);

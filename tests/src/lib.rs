@@ -1,5 +1,6 @@
 //! Shared harness of spendguard's end-to-end tests: an organisation built from TOML, an
 //! in-memory ledger for engine tests, and helpers for times and amounts.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -171,7 +172,13 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox over [`BASE_ORG`] plus `extra`.
     pub fn new(extra: &str) -> Sandbox {
-        Sandbox { model: model(extra), index: UsageIndex::new(), freezes: vec![], balances: Balances::new(), next_seq: 1 }
+        Sandbox {
+            model: model(extra),
+            index: UsageIndex::new(),
+            freezes: vec![],
+            balances: Balances::new(),
+            next_seq: 1,
+        }
     }
 
     /// Evaluates without recording.

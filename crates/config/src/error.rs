@@ -1,7 +1,7 @@
 //! Configuration errors that name the file, the line and the key.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +38,11 @@ pub enum ConfigError {
 /// Result alias of this crate.
 pub type ConfigResult<T> = Result<T, ConfigError>;
 
-fn render_issues(path: &PathBuf, issues: &[ConfigIssue]) -> String {
+fn render_issues(path: &Path, issues: &[ConfigIssue]) -> String {
     issues.iter().map(|i| render_issue(path, i)).collect::<Vec<_>>().join("\n")
 }
 
-fn render_issue(path: &PathBuf, issue: &ConfigIssue) -> String {
+fn render_issue(path: &Path, issue: &ConfigIssue) -> String {
     let mut out = path.display().to_string();
     if let Some(line) = issue.line {
         out.push_str(&format!(":{line}"));

@@ -164,7 +164,11 @@ pub fn parse(text: &str, path: &Path) -> ConfigResult<Config> {
             } else {
                 inner.span().map(|s| locator.line_at(s.start)).or_else(|| locator.line_of(&key))
             };
-            return Err(invalid(vec![ConfigIssue { line, key: key.to_string(), message: inner.message().to_string() }]));
+            return Err(invalid(vec![ConfigIssue {
+                line,
+                key: key.to_string(),
+                message: inner.message().to_string(),
+            }]));
         }
     };
     validate::build(raw, path).map_err(|issues| {
@@ -201,7 +205,11 @@ impl Config {
         out.push_str(&format!("agents ({}):\n", m.agents.len()));
         for a in &m.agents {
             let dept = a.department.as_deref().unwrap_or("no department");
-            out.push_str(&format!("  {} ({dept}) wallets {}\n", a.id, list_or_none(&a.wallets.iter().map(String::as_str).collect::<Vec<_>>())));
+            out.push_str(&format!(
+                "  {} ({dept}) wallets {}\n",
+                a.id,
+                list_or_none(&a.wallets.iter().map(String::as_str).collect::<Vec<_>>())
+            ));
         }
         out.push_str(&format!("policies ({}):\n", m.policies.len()));
         for p in &m.policies {
@@ -224,7 +232,12 @@ impl Config {
             if !p.operations.is_empty() {
                 parts.push(format!("{} operations", p.operations.len()));
             }
-            out.push_str(&format!("  {} on {}: {}\n", p.id, p.scope, list_or_none(&parts.iter().map(String::as_str).collect::<Vec<_>>())));
+            out.push_str(&format!(
+                "  {} on {}: {}\n",
+                p.id,
+                p.scope,
+                list_or_none(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+            ));
         }
         out.push_str(&format!(
             "merchants {}, operators {}, alert channels {}, reports {}\n",

@@ -3,12 +3,15 @@
 
 use crate::locate::KeyPath;
 use crate::raw::*;
-use crate::{AlertConfig, ChainSettings, Commitment, Config, ReportConfig, ServerConfig, WalletKeys, ALERT_EVENTS, REPORT_FORMATS};
+use crate::{
+    AlertConfig, ChainSettings, Commitment, Config, ReportConfig, ServerConfig, WalletKeys, ALERT_EVENTS,
+    REPORT_FORMATS,
+};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use spendguard_core::model::{
-    Agent, Asset, Chain, ChainKind, Limit, Measure, Merchant, Model, Operation, Operator, OutflowAction,
-    Policy, RecipientAction, RecipientMatch, RecipientRule, RecipientRules, Scope, Tiers, Wallet,
+    Agent, Asset, Chain, ChainKind, Limit, Measure, Merchant, Model, Operation, Operator, OutflowAction, Policy,
+    RecipientAction, RecipientMatch, RecipientRule, RecipientRules, Scope, Tiers, Wallet,
 };
 use spendguard_core::money::decimal_places;
 use spendguard_core::time::{parse_weekday, HoursRange, Schedule};
@@ -186,7 +189,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
             }
             (_, None, None) => {
                 if !native_seen.insert(a.chain.as_str()) {
-                    c.err(p.key("symbol"), format!("chain {} already has a native asset (one without contract or mint)", a.chain));
+                    c.err(
+                        p.key("symbol"),
+                        format!("chain {} already has a native asset (one without contract or mint)", a.chain),
+                    );
                 }
                 None
             }
@@ -240,7 +246,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                     c.err(p.key("keypair"), "applies only to solana wallets; use keystore and password_env");
                 }
                 if w.keystore.is_some() != w.password_env.is_some() {
-                    c.err(p.key(if w.keystore.is_some() { "password_env" } else { "keystore" }), "keystore and password_env go together");
+                    c.err(
+                        p.key(if w.keystore.is_some() { "password_env" } else { "keystore" }),
+                        "keystore and password_env go together",
+                    );
                 }
             }
             // password_env is allowed on Solana too: it unlocks an encrypted keypair file.
@@ -330,7 +339,13 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
         }
         let scope = match Scope::parse(&rp.scope) {
             None => {
-                c.err(p.key("scope"), format!("{:?} is not a scope: write \"org\", \"department:ID\", \"agent:ID\" or \"wallet:ID\"", rp.scope));
+                c.err(
+                    p.key("scope"),
+                    format!(
+                        "{:?} is not a scope: write \"org\", \"department:ID\", \"agent:ID\" or \"wallet:ID\"",
+                        rp.scope
+                    ),
+                );
                 continue;
             }
             Some(s) => {
@@ -346,7 +361,11 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 s
             }
         };
-        let timezone = rp.timezone.map(|t| t.0).or(rp.schedule.as_ref().and_then(|s| s.timezone.map(|t| t.0))).unwrap_or(server_tz);
+        let timezone = rp
+            .timezone
+            .map(|t| t.0)
+            .or(rp.schedule.as_ref().and_then(|s| s.timezone.map(|t| t.0)))
+            .unwrap_or(server_tz);
         let limit = |c: &mut Checker, l: &RawLimit, lp: KeyPath| -> Option<Limit> {
             let asset = match &l.asset {
                 Some(name) => Some(asset_ref(c, name, lp.key("asset"))?),
@@ -380,7 +399,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                     return None;
                 };
                 if decimal_places(m.0) > asset.decimals {
-                    c.err(lp.key("max_amount"), format!("has {} decimals; {} allows {}", decimal_places(m.0), asset.key(), asset.decimals));
+                    c.err(
+                        lp.key("max_amount"),
+                        format!("has {} decimals; {} allows {}", decimal_places(m.0), asset.key(), asset.decimals),
+                    );
                     return None;
                 }
                 Measure::Amount(non_negative(c, m.0, lp.key("max_amount"))?)
@@ -432,7 +454,7 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
             };
             Some(Schedule { days, hours, timezone: s.timezone.map_or(timezone, |t| t.0) })
         });
-        let tiers = rp.tiers.as_ref().and_then(|t| {
+        let tiers = rp.tiers.as_ref().map(|t| {
             let tp = p.key("tiers");
             let steps = [
                 ("instant_max_usd", t.instant_max_usd),
@@ -460,14 +482,14 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 }
                 Some(_) => {}
             }
-            Some(Tiers {
+            Tiers {
                 instant_max_usd: t.instant_max_usd.map(|m| m.0),
                 notify_max_usd: t.notify_max_usd.map(|m| m.0),
                 delay_max_usd: t.delay_max_usd.map(|m| m.0),
                 delay: t.delay.map_or(chrono::TimeDelta::zero(), |d| d.0),
                 approver_role: t.approver_role.clone(),
                 approval_ttl: t.approval_ttl.map_or(chrono::TimeDelta::hours(24), |d| d.0),
-            })
+            }
         });
         let recipients = rp.recipients.as_ref().map(|r| {
             let rp_path = p.key("recipients");
@@ -490,7 +512,8 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                     RecipientMatch::Merchant(m.clone())
                 } else {
                     let text = rule.address.as_deref().unwrap_or_default();
-                    let Some((chain, address)) = chain_address(&mut c, &mut chain_ref, text, rule_path.key("address")) else {
+                    let Some((chain, address)) = chain_address(&mut c, &mut chain_ref, text, rule_path.key("address"))
+                    else {
                         continue;
                     };
                     RecipientMatch::Address { chain, address }
@@ -559,7 +582,12 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 c.err(p.key("events").index(j), format!("{e:?} is not an event: one of {}", ALERT_EVENTS.join(", ")));
             }
         }
-        alerts.push(AlertConfig { id: a.id.clone(), kind: a.kind, url_env: a.url_env.clone(), events: a.events.clone() });
+        alerts.push(AlertConfig {
+            id: a.id.clone(),
+            kind: a.kind,
+            url_env: a.url_env.clone(),
+            events: a.events.clone(),
+        });
     }
 
     // [[report]]
@@ -576,7 +604,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 // The cron crate's message is several lines with a caret; its last line says why.
                 let why = e.to_string();
                 let why = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid").trim().to_string();
-                c.err(p.key("schedule"), format!("{:?} is not a cron expression (sec min hour day month weekday): {why}", r.schedule));
+                c.err(
+                    p.key("schedule"),
+                    format!("{:?} is not a cron expression (sec min hour day month weekday): {why}", r.schedule),
+                );
                 continue;
             }
         };
@@ -585,7 +616,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
         }
         for (j, f) in r.formats.iter().enumerate() {
             if !REPORT_FORMATS.contains(&f.as_str()) {
-                c.err(p.key("formats").index(j), format!("{f:?} is not a format: one of {}", REPORT_FORMATS.join(", ")));
+                c.err(
+                    p.key("formats").index(j),
+                    format!("{f:?} is not a format: one of {}", REPORT_FORMATS.join(", ")),
+                );
             }
         }
         reports.push(ReportConfig { id: r.id.clone(), schedule, formats: r.formats.clone() });
@@ -626,7 +660,12 @@ fn chain_address(
     path: KeyPath,
 ) -> Option<(String, String)> {
     let Some((chain, address)) = text.split_once(':') else {
-        c.err(path, format!("{text:?} must be written chain:address, e.g. \"eth-local:0x70997970C51812dc3A010C7d01b50e0d17dc79C8\""));
+        c.err(
+            path,
+            format!(
+                "{text:?} must be written chain:address, e.g. \"eth-local:0x70997970C51812dc3A010C7d01b50e0d17dc79C8\""
+            ),
+        );
         return None;
     };
     let kind = chain_ref(c, chain, path.clone())?;

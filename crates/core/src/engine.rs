@@ -8,17 +8,17 @@
 use crate::decision::{Decision, Evaluation, Headroom, HeadroomLabels, Reason, ReasonCode, ResolvedSpend, Tier};
 use crate::freeze::Freeze;
 use crate::model::{
-    asset_key, Agent, Asset, Limit, Measure, Model, Policy, PolicyLabels, RecipientAction, RecipientMatch,
-    Scope, Wallet,
+    asset_key, Agent, Asset, Limit, Measure, Model, Policy, PolicyLabels, RecipientAction, RecipientMatch, Scope,
+    Wallet,
 };
 use crate::money::{decimal_places, fmt_units, fmt_usd};
 use crate::time::{fmt_duration, Window};
-use chrono_tz::Tz;
-use std::sync::Arc;
 use crate::usage::{UsageQuery, UsageSource};
 use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A spend an agent asks for. The agent comes from authentication, never from the request body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,15 +68,32 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
     let frozen: Vec<Reason> = scopes
         .iter()
         .flat_map(|scope| ctx.freezes.iter().filter(move |f| &f.scope == scope))
-        .map(|f| Reason { code: ReasonCode::KillSwitch, policy_id: None, rule: "kill_switch".into(), detail: f.describe() })
+        .map(|f| Reason {
+            code: ReasonCode::KillSwitch,
+            policy_id: None,
+            rule: "kill_switch".into(),
+            detail: f.describe(),
+        })
         .collect();
     if !frozen.is_empty() {
-        return Evaluation { decision: Decision::Deny, tier: Tier::Instant, reasons: frozen, headroom: vec![], spend: None };
+        return Evaluation {
+            decision: Decision::Deny,
+            tier: Tier::Instant,
+            reasons: frozen,
+            headroom: vec![],
+            spend: None,
+        };
     }
     let spend = match resolve(model, req, agent, wallet) {
         Ok(spend) => spend,
         Err(reason) => {
-            return Evaluation { decision: Decision::Deny, tier: Tier::Instant, reasons: vec![reason], headroom: vec![], spend: None }
+            return Evaluation {
+                decision: Decision::Deny,
+                tier: Tier::Instant,
+                reasons: vec![reason],
+                headroom: vec![],
+                spend: None,
+            }
         }
     };
 
@@ -96,7 +113,13 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
                 ReasonCode::InsufficientBalance,
                 None,
                 "balance",
-                format!("wallet {} holds {} {}, less than {}", wallet.id, fmt_units(balance), spend.asset, fmt_units(req.amount)),
+                format!(
+                    "wallet {} holds {} {}, less than {}",
+                    wallet.id,
+                    fmt_units(balance),
+                    spend.asset,
+                    fmt_units(req.amount)
+                ),
             );
         }
     }
@@ -130,9 +153,9 @@ pub fn covering_scopes(agent: &Agent, wallet: &Wallet) -> Vec<Scope> {
 /// Works out asset, amount, recipient and value, or the reason the request is malformed.
 fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) -> Result<ResolvedSpend, Reason> {
     let bad = |code, rule: &str, detail: String| Reason { code, policy_id: None, rule: rule.into(), detail };
-    let chain = model
-        .chain(&wallet.chain)
-        .ok_or_else(|| bad(ReasonCode::ChainNotAllowed, "chain", format!("chain {} is not configured", wallet.chain)))?;
+    let chain = model.chain(&wallet.chain).ok_or_else(|| {
+        bad(ReasonCode::ChainNotAllowed, "chain", format!("chain {} is not configured", wallet.chain))
+    })?;
     let asset: &Asset = match req.asset.as_deref() {
         None => model.native_asset(&chain.id).ok_or_else(|| {
             bad(ReasonCode::AssetNotAllowed, "asset", format!("chain {} has no native asset configured", chain.id))
@@ -143,17 +166,28 @@ fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) ->
                 return Err(bad(
                     ReasonCode::AssetNotAllowed,
                     "asset",
-                    format!("asset {name} is on chain {asset_chain}, but wallet {} is on chain {}", wallet.id, chain.id),
+                    format!(
+                        "asset {name} is on chain {asset_chain}, but wallet {} is on chain {}",
+                        wallet.id, chain.id
+                    ),
                 ));
             }
             model.asset(asset_chain, symbol).ok_or_else(|| {
-                bad(ReasonCode::AssetNotAllowed, "asset", format!("no asset {symbol} is configured on chain {}", chain.id))
+                bad(
+                    ReasonCode::AssetNotAllowed,
+                    "asset",
+                    format!("no asset {symbol} is configured on chain {}", chain.id),
+                )
             })?
         }
     };
     let key = asset.key();
     if req.amount <= Decimal::ZERO {
-        return Err(bad(ReasonCode::InvalidAmount, "amount", format!("amount {} must be greater than zero", fmt_units(req.amount))));
+        return Err(bad(
+            ReasonCode::InvalidAmount,
+            "amount",
+            format!("amount {} must be greater than zero", fmt_units(req.amount)),
+        ));
     }
     let places = decimal_places(req.amount);
     if places > asset.decimals {
@@ -363,7 +397,13 @@ impl Run<'_> {
                     );
                     return;
                 };
-                (ReasonCode::BalanceFractionLimit, fraction.saturating_mul(balance), usage.spent_amount, usage.reserved_amount, amount)
+                (
+                    ReasonCode::BalanceFractionLimit,
+                    fraction.saturating_mul(balance),
+                    usage.spent_amount,
+                    usage.reserved_amount,
+                    amount,
+                )
             }
         };
         let labels = if balance_fraction {
@@ -453,7 +493,11 @@ impl Run<'_> {
                             ReasonCode::PerTxLimit,
                             Some(policy),
                             &format!("{name}.per_tx_cap_usd"),
-                            format!("{} USD to {who} exceeds its per-transaction cap of {} USD", fmt_usd(spend.usd), fmt_usd(cap)),
+                            format!(
+                                "{} USD to {who} exceeds its per-transaction cap of {} USD",
+                                fmt_usd(spend.usd),
+                                fmt_usd(cap)
+                            ),
                         );
                     }
                 }
@@ -488,7 +532,8 @@ impl Run<'_> {
 
     fn note_approval(&mut self, policy: &Policy) {
         if let Some(tiers) = &policy.tiers {
-            self.out.approval_ttl = Some(self.out.approval_ttl.map_or(tiers.approval_ttl, |t| t.min(tiers.approval_ttl)));
+            self.out.approval_ttl =
+                Some(self.out.approval_ttl.map_or(tiers.approval_ttl, |t| t.min(tiers.approval_ttl)));
             if self.out.approver_role.is_none() {
                 self.out.approver_role = tiers.approver_role.clone();
             }
@@ -507,15 +552,18 @@ impl Run<'_> {
             (Tier::Delay, tiers.delay_max_usd, "delay_max_usd"),
         ];
         let chosen = steps.iter().find(|(_, max, _)| max.is_some_and(|m| usd <= m)).map(|(t, _, _)| *t);
-        let above = steps
-            .iter()
-            .filter(|(t, max, _)| max.is_some() && chosen.is_none_or(|c| *t < c))
-            .next_back()
-            .map(|(_, max, name)| format!("{} USD is above tiers.{name} {} USD", fmt_usd(usd), fmt_usd(max.unwrap_or_default())));
+        let above =
+            steps.iter().rfind(|(t, max, _)| max.is_some() && chosen.is_none_or(|c| *t < c)).map(|(_, max, name)| {
+                format!("{} USD is above tiers.{name} {} USD", fmt_usd(usd), fmt_usd(max.unwrap_or_default()))
+            });
         match chosen.unwrap_or(Tier::Approval) {
             Tier::Delay => {
                 self.out.delay = Some(self.out.delay.map_or(tiers.delay, |d| d.max(tiers.delay)));
-                let detail = format!("{}; executes after {} unless cancelled", above.unwrap_or_default(), fmt_duration(tiers.delay));
+                let detail = format!(
+                    "{}; executes after {} unless cancelled",
+                    above.unwrap_or_default(),
+                    fmt_duration(tiers.delay)
+                );
                 self.out.raise_tier(Tier::Delay, Some(tier_reason(ReasonCode::Delayed, policy, detail)));
             }
             Tier::Approval => {

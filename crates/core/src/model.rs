@@ -455,7 +455,11 @@ impl Model {
             .iter()
             .map(|p| PolicyLabels {
                 limits: limit_labels(p, "", &p.limits),
-                operations: p.operations.iter().map(|o| limit_labels(p, &format!("operation[{}].", o.name), &o.limits)).collect(),
+                operations: p
+                    .operations
+                    .iter()
+                    .map(|o| limit_labels(p, &format!("operation[{}].", o.name), &o.limits))
+                    .collect(),
             })
             .collect();
         Model {

@@ -69,10 +69,7 @@ mod tests {
         for bad in ["", "1e3", "+1", " 1", "1.", ".5", "1,000", "NaN", "0x10", "1.2.3", "--1"] {
             assert!(parse_decimal(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(matches!(
-            parse_decimal("123456789012345678901234567890"),
-            Err(AmountError::TooLarge(_))
-        ));
+        assert!(matches!(parse_decimal("123456789012345678901234567890"), Err(AmountError::TooLarge(_))));
     }
 
     #[test]

@@ -79,9 +79,7 @@ impl Window {
                 let local = at.with_timezone(&tz).date_naive();
                 let first_day = match period {
                     CalendarPeriod::Day => local,
-                    CalendarPeriod::Week => {
-                        local - TimeDelta::days(i64::from(local.weekday().num_days_from_monday()))
-                    }
+                    CalendarPeriod::Week => local - TimeDelta::days(i64::from(local.weekday().num_days_from_monday())),
                     CalendarPeriod::Month => local.with_day(1).unwrap_or(local),
                 };
                 local_midnight(first_day, tz)
@@ -334,11 +332,7 @@ mod tests {
 
     #[test]
     fn schedule_crossing_midnight_belongs_to_its_opening_day() {
-        let night = Schedule {
-            days: vec![Weekday::Fri],
-            hours: HoursRange::parse("22:00-06:00"),
-            timezone: Tz::UTC,
-        };
+        let night = Schedule { days: vec![Weekday::Fri], hours: HoursRange::parse("22:00-06:00"), timezone: Tz::UTC };
         assert!(night.allows(utc("2026-11-20T22:00:00Z"))); // Fri 22:00
         assert!(night.allows(utc("2026-11-21T05:59:00Z"))); // Sat 05:59, opened Friday
         assert!(!night.allows(utc("2026-11-21T06:00:00Z"))); // Sat 06:00

@@ -307,7 +307,10 @@ impl UsageSource for UsageIndex {
         };
         let mut cursors = data.cursors.borrow_mut();
         let found = cursors.iter().position(|c| {
-            c.window == q.window && c.timezone == q.timezone && c.asset.as_deref() == q.asset && c.operation.as_deref() == q.operation
+            c.window == q.window
+                && c.timezone == q.timezone
+                && c.asset.as_deref() == q.asset
+                && c.operation.as_deref() == q.operation
         });
         let cursor = match found {
             Some(i) => &mut cursors[i],
@@ -396,7 +399,14 @@ mod tests {
         }
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, window: Window, at: &str| {
-            let q = UsageQuery { scope: &scope, window, timezone: ny, since: window.start(t(at), ny), asset: None, operation: None };
+            let q = UsageQuery {
+                scope: &scope,
+                window,
+                timezone: ny,
+                since: window.start(t(at), ny),
+                asset: None,
+                operation: None,
+            };
             idx.usage(&q).spent_count
         };
         // New York's November 1st begins at 04:00Z; a spend at exactly 04:00Z belongs to it.
@@ -432,8 +442,9 @@ mod tests {
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
                 // Times on a five-minute grid, so entries often sit exactly on a window's start.
-                (0i64..400, 0u8..2, 0u8..2, 1u32..10_000, any::<bool>())
-                    .prop_map(|(slot, agent, asset, cents, spent)| Op::Insert { minute: slot * 5, agent, asset, cents, spent }),
+                (0i64..400, 0u8..2, 0u8..2, 1u32..10_000, any::<bool>()).prop_map(
+                    |(slot, agent, asset, cents, spent)| Op::Insert { minute: slot * 5, agent, asset, cents, spent }
+                ),
                 (0usize..64).prop_map(Op::Remove),
                 (0usize..64).prop_map(Op::Execute),
                 (0i64..400, 0u8..4, 0u8..3, prop::option::of(0u8..2))

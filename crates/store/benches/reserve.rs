@@ -1,6 +1,7 @@
 //! Evaluate-and-reserve committed durably (WAL, synchronous = FULL) to a real SQLite file, with
 //! one caller and with 64 concurrent callers. Each iteration is one durable decision.
 //! Run: `cargo bench -p spendguard-store --bench reserve`.
+#![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report; criterion macros make undocumented fns
 
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -88,7 +89,15 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("reserve_durable");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    let report = |name: &str, before: spendguard_store::LedgerStats| {
+        let after = ledger.stats();
+        let (tx, jobs) = (after.transactions - before.transactions, after.jobs - before.jobs);
+        println!("{name}: {jobs} decisions in {tx} transactions, {:.1} per fsync", jobs as f64 / tx.max(1) as f64);
+    };
+    let before = ledger.stats();
     group.bench_function("1_caller", |b| b.iter(|| reserve(&ledger, &clock, start)));
+    report("1_caller", before);
+    let before = ledger.stats();
     group.bench_function("64_callers", |b| {
         b.iter_custom(|iters| {
             let per_thread = iters.div_ceil(64);
@@ -103,6 +112,7 @@ fn bench(c: &mut Criterion) {
             began.elapsed().mul_f64(iters as f64 / (per_thread * 64) as f64)
         })
     });
+    report("64_callers", before);
     group.finish();
 }
 

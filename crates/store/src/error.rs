@@ -18,7 +18,9 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The file was written by a newer spendguard.
-    #[error("the database schema is version {found}, but this spendguard knows only up to {supported}; upgrade spendguard")]
+    #[error(
+        "the database schema is version {found}, but this spendguard knows only up to {supported}; upgrade spendguard"
+    )]
     SchemaTooNew {
         /// Version in the file.
         found: i64,

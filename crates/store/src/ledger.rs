@@ -12,8 +12,11 @@ use crate::writer::Writer;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spendguard_core::model::Scope;
-use spendguard_core::{Balances, Decision, Evaluation, Freeze, Headroom, Model, Reason, SpendRequest, SpendStatus, Tier};
+use spendguard_core::{
+    Balances, Decision, Evaluation, Freeze, Headroom, Model, Reason, SpendRequest, SpendStatus, Tier,
+};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -169,6 +172,22 @@ pub(crate) enum Job {
     SetStatus { id: String, status: SpendStatus, at: DateTime<Utc>, reply: Reply<DecisionRecord> },
 }
 
+/// Counters of the writer, for metrics and for checking that group commit happens.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) jobs: AtomicU64,
+}
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Write transactions committed (or attempted).
+    pub transactions: u64,
+    /// Jobs (reservations, dry runs, freezes, status changes) processed in them.
+    pub jobs: u64,
+}
+
 /// The ledger: one per process and database file.
 pub struct Ledger {
     jobs: Option<mpsc::Sender<Job>>,
@@ -176,13 +195,15 @@ pub struct Ledger {
     reader: Mutex<rusqlite::Connection>,
     model: Arc<Model>,
     path: PathBuf,
+    counters: Arc<Counters>,
 }
 
 impl Ledger {
     /// Opens (creating and migrating if needed) the database at `path` for `model`. `now`
     /// decides how far back the usage index is loaded.
     pub fn open(path: &Path, model: Arc<Model>, now: DateTime<Utc>, options: LedgerOptions) -> StoreResult<Ledger> {
-        let writer = Writer::open(path, Arc::clone(&model), now, &options)?;
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::open(path, Arc::clone(&model), now, &options, Arc::clone(&counters))?;
         let reader = crate::writer::connect(path, &options)?;
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -190,7 +211,14 @@ impl Ledger {
             .name("spendguard-ledger".into())
             .spawn(move || writer.run(rx, max_batch))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the ledger writer: {e}")))?;
-        Ok(Ledger { jobs: Some(tx), writer: Some(handle), reader: Mutex::new(reader), model, path: path.to_path_buf() })
+        Ok(Ledger {
+            jobs: Some(tx),
+            writer: Some(handle),
+            reader: Mutex::new(reader),
+            model,
+            path: path.to_path_buf(),
+            counters,
+        })
     }
 
     /// The database file.
@@ -205,7 +233,11 @@ impl Ledger {
 
     fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.jobs.as_ref().ok_or(StoreError::WriterStopped)?.send(make(reply)).map_err(|_| StoreError::WriterStopped)?;
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::WriterStopped)?
+            .send(make(reply))
+            .map_err(|_| StoreError::WriterStopped)?;
         answer.recv().map_err(|_| StoreError::WriterStopped)?
     }
 
@@ -238,6 +270,19 @@ impl Ledger {
     fn read<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>) -> StoreResult<T> {
         let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&conn)
+    }
+
+    /// How many transactions the writer ran and how many jobs they held.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            jobs: self.counters.jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// SQLite's `synchronous` setting of this ledger's connections (2 = FULL).
+    pub fn synchronous(&self) -> StoreResult<i64> {
+        self.read(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
     }
 
     /// The frozen scopes, oldest first.

@@ -18,4 +18,6 @@ mod schema;
 mod writer;
 
 pub use error::{StoreError, StoreResult};
-pub use ledger::{DecisionRecord, FreezeOutcome, Ledger, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest};
+pub use ledger::{
+    DecisionRecord, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome, ReserveRequest,
+};

@@ -2,7 +2,9 @@
 //! the group-commit loop.
 
 use crate::error::{StoreError, StoreResult};
-use crate::ledger::{DecisionRecord, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest};
+use crate::ledger::{
+    Counters, DecisionRecord, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest,
+};
 use crate::schema;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -95,6 +97,7 @@ pub(crate) struct Writer {
     /// Set when a job left the transaction in an unknown state: the batch must roll back.
     abort: Option<String>,
     batches: u64,
+    counters: Arc<Counters>,
 }
 
 /// A finished job waiting for the commit before its caller hears about it.
@@ -138,7 +141,13 @@ fn horizon_of(model: &Model) -> TimeDelta {
 }
 
 impl Writer {
-    pub(crate) fn open(path: &Path, model: Arc<Model>, now: DateTime<Utc>, options: &LedgerOptions) -> StoreResult<Writer> {
+    pub(crate) fn open(
+        path: &Path,
+        model: Arc<Model>,
+        now: DateTime<Utc>,
+        options: &LedgerOptions,
+        counters: Arc<Counters>,
+    ) -> StoreResult<Writer> {
         let mut conn = connect(path, options)?;
         schema::migrate(&mut conn)?;
         let horizon = horizon_of(&model);
@@ -155,6 +164,7 @@ impl Writer {
             dirty: true,
             abort: None,
             batches: 0,
+            counters,
         };
         w.conn.execute_batch("BEGIN")?;
         let loaded = w.refresh();
@@ -196,6 +206,8 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Job>) {
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch {
@@ -221,7 +233,7 @@ impl Writer {
             done.push(self.run_job(job, change_seq));
         }
         self.batches += 1;
-        if self.batches % PRUNE_EVERY == 0 {
+        if self.batches.is_multiple_of(PRUNE_EVERY) {
             // Pruning is housekeeping: a failure leaves extra rows, never wrong answers.
             let _ = self.prune();
         }
@@ -295,7 +307,11 @@ impl Writer {
     }
 
     fn bump_change_seq(&mut self) -> StoreResult<i64> {
-        Ok(self.conn.query_row("UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
@@ -323,7 +339,8 @@ impl Writer {
             }
         }
         self.freezes = load_freezes(&self.conn)?;
-        self.last_change_seq = self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0))?;
+        self.last_change_seq =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0))?;
         self.data_version = version;
         self.dirty = false;
         Ok(())
@@ -368,7 +385,11 @@ impl Writer {
         Ok(())
     }
 
-    fn dry_run(&mut self, mut request: spendguard_core::SpendRequest, balances: spendguard_core::Balances) -> StoreResult<Evaluation> {
+    fn dry_run(
+        &mut self,
+        mut request: spendguard_core::SpendRequest,
+        balances: spendguard_core::Balances,
+    ) -> StoreResult<Evaluation> {
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
         let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances };
@@ -383,7 +404,9 @@ impl Writer {
         if let Some(key) = &idempotency_key {
             let prior: Option<(String, String, String)> = self
                 .conn
-                .prepare_cached("SELECT request_hash, decision_id, response FROM idempotency WHERE agent = ?1 AND key = ?2")?
+                .prepare_cached(
+                    "SELECT request_hash, decision_id, response FROM idempotency WHERE agent = ?1 AND key = ?2",
+                )?
                 .query_row(params![request.agent, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
             if let Some((prior_hash, decision_id, response)) = prior {
@@ -405,7 +428,8 @@ impl Writer {
             Decision::RequireApproval => SpendStatus::PendingApproval,
         };
         let spend = eval.spend.as_ref();
-        let execute_after = (status == SpendStatus::Queued).then(|| request.at + spend.and_then(|s| s.delay).unwrap_or_default());
+        let execute_after =
+            (status == SpendStatus::Queued).then(|| request.at + spend.and_then(|s| s.delay).unwrap_or_default());
         let approval_expires_at = (status == SpendStatus::PendingApproval)
             .then(|| request.at + spend.and_then(|s| s.approval_ttl).unwrap_or(TimeDelta::hours(24)));
         let id = format!("dec_{}", uuid::Uuid::new_v4().simple());
@@ -536,7 +560,13 @@ impl Writer {
         Ok(true)
     }
 
-    fn set_status(&mut self, id: &str, next: SpendStatus, at: DateTime<Utc>, change_seq: i64) -> StoreResult<DecisionRecord> {
+    fn set_status(
+        &mut self,
+        id: &str,
+        next: SpendStatus,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<DecisionRecord> {
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
         if !current.status.can_become(next) {
             return Err(StoreError::IllegalTransition {
@@ -635,10 +665,17 @@ fn load_entries(conn: &Connection, filter: &str, arg: i64) -> StoreResult<Vec<(L
 }
 
 pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT scope, frozen_by, reason, frozen_at_us, evidence FROM freezes ORDER BY frozen_at_us, scope")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT scope, frozen_by, reason, frozen_at_us, evidence FROM freezes ORDER BY frozen_at_us, scope",
+    )?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
     })?;
     let mut out = vec![];
     for row in rows {
@@ -649,7 +686,8 @@ pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
     Ok(out)
 }
 
-const DECISION_COLUMNS: &str = "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
+const DECISION_COLUMNS: &str =
+    "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
     execute_after_us, approval_expires_us, approver_role, idempotency_key";
 
@@ -684,8 +722,24 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<DecisionRecord
     );
     let build = move || -> StoreResult<DecisionRecord> {
         let bad = |what: &str| StoreError::Corrupt(format!("decision {id}: {what}"));
-        let (seq, agent, wallet, department, chain, asset, recipient, amount, usd, price_usd, operation, memo, merchant, category, approver_role, idempotency_key) =
-            fields;
+        let (
+            seq,
+            agent,
+            wallet,
+            department,
+            chain,
+            asset,
+            recipient,
+            amount,
+            usd,
+            price_usd,
+            operation,
+            memo,
+            merchant,
+            category,
+            approver_role,
+            idempotency_key,
+        ) = fields;
         Ok(DecisionRecord {
             seq,
             created_at: from_us(created)?,

@@ -10,7 +10,7 @@ use spendguard_core::model::Scope;
 use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Evaluation, Freeze, SpendRequest};
 use spendguard_store::{FreezeOutcome, Ledger, LedgerOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config> {
+fn load(path: &Path) -> Result<Config> {
     // The config error already names the file, line and key.
     spendguard_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -155,7 +155,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let now = Utc::now();
             let ledger = open_ledger(&config, now)?;
-            let freeze = Freeze { scope: scope.scope(), frozen_by: operator_name(operator), reason, frozen_at: now, evidence: None };
+            let freeze = Freeze {
+                scope: scope.scope(),
+                frozen_by: operator_name(operator),
+                reason,
+                frozen_at: now,
+                evidence: None,
+            };
             match ledger.freeze(freeze)? {
                 FreezeOutcome::Frozen(f) => println!("frozen: {}", f.describe()),
                 FreezeOutcome::AlreadyFrozen(f) => println!("already frozen: {}", f.describe()),

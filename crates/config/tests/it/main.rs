@@ -1,4 +1,5 @@
 //! Configuration tests against the files in fixtures/config.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use spendguard_config::{load, parse, ConfigError};
 use spendguard_core::model::{Measure, RecipientAction, Scope};
@@ -74,7 +75,8 @@ fn each_broken_config_fails_with_its_exact_error() {
             std::fs::write(&expected_path, &got).unwrap();
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        let expected =
+            std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
         if got != expected {
             failures.push(format!("{name}:\n  expected: {expected}  got:      {got}"));
         }

@@ -22,7 +22,12 @@ fn amount(thread: usize, i: usize, salt: usize) -> String {
 }
 
 /// Runs `threads` threads against `ledger`; returns (decision id, status, amount) per request.
-fn hammer(path: &std::path::Path, threads: usize, salt: usize, go: impl Fn() + Sync) -> Vec<(String, SpendStatus, String)> {
+fn hammer(
+    path: &std::path::Path,
+    threads: usize,
+    salt: usize,
+    go: impl Fn() + Sync,
+) -> Vec<(String, SpendStatus, String)> {
     let ledger = open(path);
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
@@ -61,6 +66,8 @@ fn concurrent_reservations_from_two_processes_never_exceed_the_budget() {
         .env("SPENDGUARD_CHILD_GO", &go_file)
         .env("SPENDGUARD_CHILD_READY", &ready_file)
         .env("SPENDGUARD_CHILD_OUT", &child_out)
+        // Its own test summary would read like one of ours; its stderr still shows failures.
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn the second process");
     // Both sides open their ledger and line up their threads; then both start at once.
@@ -122,9 +129,15 @@ fn wait_for(file: &std::path::Path) {
 #[test]
 #[ignore = "run as a child process by concurrent_reservations_from_two_processes_never_exceed_the_budget"]
 fn second_process() {
-    let var = |name| std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| panic!("{name} is set by the concurrency test"));
-    let (db, go, ready, out) =
-        (var("SPENDGUARD_CHILD_DB"), var("SPENDGUARD_CHILD_GO"), var("SPENDGUARD_CHILD_READY"), var("SPENDGUARD_CHILD_OUT"));
+    let var = |name| {
+        std::env::var_os(name).map(PathBuf::from).unwrap_or_else(|| panic!("{name} is set by the concurrency test"))
+    };
+    let (db, go, ready, out) = (
+        var("SPENDGUARD_CHILD_DB"),
+        var("SPENDGUARD_CHILD_GO"),
+        var("SPENDGUARD_CHILD_READY"),
+        var("SPENDGUARD_CHILD_OUT"),
+    );
     let results = hammer(&db, CHILD_THREADS, 2, || {
         std::fs::write(&ready, b"ready").unwrap();
         wait_for(&go);

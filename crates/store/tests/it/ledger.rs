@@ -90,8 +90,17 @@ fn illegal_transitions_and_unknown_things_are_errors() {
     ledger.set_status(&r.decision_id, SpendStatus::Released, at(NOON)).unwrap();
     let err = ledger.set_status(&r.decision_id, SpendStatus::Signed, at(NOON)).unwrap_err();
     assert_eq!(err.to_string(), format!("decision {} is released; it cannot become signed", r.decision_id));
-    assert!(matches!(ledger.set_status("dec_nope", SpendStatus::Signed, at(NOON)), Err(StoreError::UnknownDecision(_))));
-    let ghost = Freeze { scope: Scope::Agent("ghost".into()), frozen_by: "ops".into(), reason: "x".into(), frozen_at: at(NOON), evidence: None };
+    assert!(matches!(
+        ledger.set_status("dec_nope", SpendStatus::Signed, at(NOON)),
+        Err(StoreError::UnknownDecision(_))
+    ));
+    let ghost = Freeze {
+        scope: Scope::Agent("ghost".into()),
+        frozen_by: "ops".into(),
+        reason: "x".into(),
+        frozen_at: at(NOON),
+        evidence: None,
+    };
     assert_eq!(ledger.freeze(ghost).unwrap_err().to_string(), "no agent \"ghost\" is configured");
     // A failed job does not disturb the ledger.
     assert_eq!(decided(ledger.reserve(usdc("bot", "1")).unwrap()).status, SpendStatus::Reserved);
@@ -127,4 +136,25 @@ fn a_dry_run_reads_the_ledger_but_records_nothing() {
     let e = ledger.evaluate(usdc("bot", "2").request, Default::default()).unwrap();
     assert_eq!(e.reasons[0].code, ReasonCode::WindowLimit);
     assert_eq!(ledger.decisions(None).unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_callers_share_durable_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    assert_eq!(ledger.synchronous().unwrap(), 2, "synchronous must be FULL: a decision is money");
+    let before = ledger.stats();
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    decided(ledger.reserve(usdc("other", "0.01")).unwrap());
+                }
+            });
+        }
+    });
+    let after = ledger.stats();
+    let (transactions, jobs) = (after.transactions - before.transactions, after.jobs - before.jobs);
+    assert_eq!(jobs, 640);
+    assert!(transactions < jobs / 2, "group commit should batch: {jobs} jobs took {transactions} transactions");
 }

@@ -1,5 +1,6 @@
 //! Ledger tests on real SQLite files (WAL): idempotency, restarts, several handles and several
 //! processes on one file.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod concurrency;
 mod ledger;

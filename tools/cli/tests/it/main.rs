@@ -1,4 +1,5 @@
 //! The `spendguard` binary as operators use it: check, evaluate, freeze, unfreeze, frozen.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -65,9 +66,22 @@ fn evaluate_prints_the_tool_result_as_json() {
     let o = spendguard(
         &config,
         &[
-            "evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot",
-            "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--amount", "50", "--asset", "USDC",
-            "--at", "2026-11-20T15:00:00Z", "--balance", "10000", "--json",
+            "evaluate",
+            "--agent",
+            "procurement-bot",
+            "--wallet",
+            "trading-hot",
+            "--to",
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "--amount",
+            "50",
+            "--asset",
+            "USDC",
+            "--at",
+            "2026-11-20T15:00:00Z",
+            "--balance",
+            "10000",
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -76,7 +90,9 @@ fn evaluate_prints_the_tool_result_as_json() {
     assert_eq!(v["tier"], "NOTIFY");
     assert_eq!(v["reasons"].as_array().unwrap().len(), 0);
     let headroom = v["headroom"].as_array().unwrap();
-    assert!(headroom.iter().any(|h| h["policy_id"] == "procurement" && h["window"] == "24h" && h["remaining"] == "800.00"));
+    assert!(headroom
+        .iter()
+        .any(|h| h["policy_id"] == "procurement" && h["window"] == "24h" && h["remaining"] == "800.00"));
     assert!(headroom.iter().any(|h| h["policy_id"] == "trading-hot-wallet" && h["limit"] == "1000"));
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["decision", "headroom", "reasons", "tier"]);
@@ -89,9 +105,19 @@ fn evaluate_explains_a_denial_in_words() {
     let o = spendguard(
         &config,
         &[
-            "evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot",
-            "--to", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "--amount", "0.001",
-            "--at", "2026-11-21T15:00:00Z", "--balance", "10",
+            "evaluate",
+            "--agent",
+            "procurement-bot",
+            "--wallet",
+            "trading-hot",
+            "--to",
+            "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+            "--amount",
+            "0.001",
+            "--at",
+            "2026-11-21T15:00:00Z",
+            "--balance",
+            "10",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -104,7 +130,15 @@ fn evaluate_explains_a_denial_in_words() {
 #[test]
 fn evaluate_rejects_bad_flags_with_a_clear_message() {
     let (_dir, config) = scratch("example.toml");
-    let base = ["evaluate", "--agent", "procurement-bot", "--wallet", "trading-hot", "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"];
+    let base = [
+        "evaluate",
+        "--agent",
+        "procurement-bot",
+        "--wallet",
+        "trading-hot",
+        "--to",
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    ];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         spendguard(&config, &args)
@@ -126,8 +160,20 @@ fn freeze_denies_spends_until_an_acknowledged_unfreeze() {
         let o = spendguard(
             &config,
             &[
-                "evaluate", "--agent", "refund-bot", "--wallet", "trading-hot", "--operation", "refund",
-                "--to", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "--amount", "0.01", "--balance", "10", "--json",
+                "evaluate",
+                "--agent",
+                "refund-bot",
+                "--wallet",
+                "trading-hot",
+                "--operation",
+                "refund",
+                "--to",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                "--amount",
+                "0.01",
+                "--balance",
+                "10",
+                "--json",
             ],
         );
         assert!(o.status.success(), "{}", stderr(&o));
@@ -135,7 +181,10 @@ fn freeze_denies_spends_until_an_acknowledged_unfreeze() {
     };
     assert_eq!(eval()["decision"], "allow");
 
-    let o = spendguard(&config, &["freeze", "--agent", "refund-bot", "--reason", "odd refunds", "--as", "ops@acme.example"]);
+    let o = spendguard(
+        &config,
+        &["freeze", "--agent", "refund-bot", "--reason", "odd refunds", "--as", "ops@acme.example"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("frozen: agent refund-bot is frozen by ops@acme.example since "), "{}", stdout(&o));
     let denied = eval();
