@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout. Installs what it needs first.
+#
+# Build output goes to $CARGO_TARGET_DIR (default ~/.cache/spendguard-target) so that runs from
+# fresh clones reuse one cache; it also works from nothing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spendguard-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
+
+echo "== formatting"
+cargo fmt --all --check
+
+echo "== build and test (all crates, benches compiled and run once as tests)"
+cargo test --workspace --locked --all-targets
+cargo test --workspace --locked --doc
