@@ -13,6 +13,13 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rust
 echo "== formatting"
 cargo fmt --all --check
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== build and test (all crates, benches compiled and run once as tests)"
-cargo test --workspace --locked --all-targets
-cargo test --workspace --locked --doc
+cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"

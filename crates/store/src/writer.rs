@@ -362,8 +362,7 @@ impl Writer {
             .query_map(params![to_us(needed), to_us(self.loaded_from)], entry_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
-        for row in rows {
-            let (entry, status) = row?;
+        for (entry, status) in rows {
             if status.counts_as().is_some() {
                 self.index.upsert(entry);
             }
@@ -582,7 +581,7 @@ impl Writer {
         let (entry, _) = self
             .conn
             .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM decisions WHERE id = ?1"))?
-            .query_row(params![id], entry_from_row)??;
+            .query_row(params![id], entry_from_row)?;
         match next.counts_as() {
             Some(_) if entry.at >= self.loaded_from => self.index.upsert(entry),
             _ => self.index.remove(entry.seq),
@@ -621,47 +620,69 @@ fn request_hash(r: &spendguard_core::SpendRequest, memo: Option<&str>) -> String
 
 const ENTRY_COLUMNS: &str = "seq, created_at_us, agent, department, wallet, asset, operation, amount, usd, status";
 
-type EntryRow = StoreResult<(LedgerEntry, SpendStatus)>;
+/// Reads column `i` as text and parses it; a value that does not parse is reported as a
+/// conversion failure naming the column, as SQLite type errors are.
+fn parsed<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| conversion_error(r, i, format!("unreadable value {text:?}")))
+}
 
-fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<EntryRow> {
-    let seq: i64 = r.get(0)?;
-    let at: i64 = r.get(1)?;
-    let amount: String = r.get(7)?;
-    let usd: Option<String> = r.get(8)?;
-    let status: String = r.get(9)?;
-    let asset: Option<String> = r.get(5)?;
-    let build = || -> EntryRow {
-        let bad = |what: &str| StoreError::Corrupt(format!("decision #{seq}: {what}"));
-        let status = SpendStatus::parse(&status).ok_or_else(|| bad("unknown status"))?;
-        let entry = LedgerEntry {
-            seq,
-            at: from_us(at)?,
-            agent: r.get(2).map_err(StoreError::from)?,
-            department: r.get(3).map_err(StoreError::from)?,
-            wallet: r.get(4).map_err(StoreError::from)?,
-            asset: asset.clone().unwrap_or_default(),
-            operation: r.get(6).map_err(StoreError::from)?,
-            amount: decimal_from_store(&amount).ok_or_else(|| bad("amount"))?,
-            usd: match &usd {
-                Some(u) => decimal_from_store(u).ok_or_else(|| bad("usd"))?,
-                None if status.counts_as().is_some() => return Err(bad("counting decision without a USD value")),
-                None => Default::default(),
-            },
-            state: status.counts_as().unwrap_or(spendguard_core::usage::EntryState::Reserved),
-        };
-        Ok((entry, status))
+fn parsed_opt<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> rusqlite::Result<Option<T>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(text) => {
+            parse(&text).map(Some).ok_or_else(|| conversion_error(r, i, format!("unreadable value {text:?}")))
+        }
+    }
+}
+
+fn time_col(r: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let us: i64 = r.get(i)?;
+    DateTime::from_timestamp_micros(us).ok_or_else(|| conversion_error(r, i, format!("timestamp {us} out of range")))
+}
+
+fn time_col_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get::<_, Option<i64>>(i)? {
+        None => Ok(None),
+        Some(_) => time_col(r, i).map(Some),
+    }
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(r, i, e.to_string()))
+}
+
+fn conversion_error(r: &Row<'_>, i: usize, why: String) -> rusqlite::Error {
+    let column = r.as_ref().column_name(i).map_or_else(|_| format!("column {i}"), str::to_string);
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("{column}: {why}").into())
+}
+
+fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<(LedgerEntry, SpendStatus)> {
+    let status = parsed(r, 9, SpendStatus::parse)?;
+    let usd = parsed_opt(r, 8, decimal_from_store)?;
+    if usd.is_none() && status.counts_as().is_some() {
+        return Err(conversion_error(r, 8, "a counting decision has no USD value".into()));
+    }
+    let entry = LedgerEntry {
+        seq: r.get(0)?,
+        at: time_col(r, 1)?,
+        agent: r.get(2)?,
+        department: r.get(3)?,
+        wallet: r.get(4)?,
+        asset: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        operation: r.get(6)?,
+        amount: parsed(r, 7, decimal_from_store)?,
+        usd: usd.unwrap_or_default(),
+        state: status.counts_as().unwrap_or(spendguard_core::usage::EntryState::Reserved),
     };
-    Ok(build())
+    Ok((entry, status))
 }
 
 fn load_entries(conn: &Connection, filter: &str, arg: i64) -> StoreResult<Vec<(LedgerEntry, SpendStatus)>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM decisions WHERE {filter}"))?;
     let rows = stmt.query_map(params![arg], entry_from_row)?;
-    let mut out = vec![];
-    for row in rows {
-        out.push(row??);
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
@@ -691,90 +712,40 @@ const DECISION_COLUMNS: &str =
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
     execute_after_us, approval_expires_us, approver_role, idempotency_key";
 
-fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<StoreResult<DecisionRecord>> {
-    let id: String = r.get(0)?;
-    let decision: String = r.get(17)?;
-    let tier: String = r.get(18)?;
-    let status: String = r.get(19)?;
-    let reasons: String = r.get(20)?;
-    let headroom: String = r.get(21)?;
-    let created: i64 = r.get(2)?;
-    let updated: i64 = r.get(3)?;
-    let execute_after: Option<i64> = r.get(22)?;
-    let expires: Option<i64> = r.get(23)?;
-    let fields = (
-        r.get(1)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-        r.get(15)?,
-        r.get(16)?,
-        r.get(24)?,
-        r.get(25)?,
-    );
-    let build = move || -> StoreResult<DecisionRecord> {
-        let bad = |what: &str| StoreError::Corrupt(format!("decision {id}: {what}"));
-        let (
-            seq,
-            agent,
-            wallet,
-            department,
-            chain,
-            asset,
-            recipient,
-            amount,
-            usd,
-            price_usd,
-            operation,
-            memo,
-            merchant,
-            category,
-            approver_role,
-            idempotency_key,
-        ) = fields;
-        Ok(DecisionRecord {
-            seq,
-            created_at: from_us(created)?,
-            updated_at: from_us(updated)?,
-            agent,
-            wallet,
-            department,
-            chain,
-            asset,
-            recipient,
-            amount,
-            usd,
-            price_usd,
-            operation,
-            memo,
-            merchant,
-            category,
-            decision: Decision::parse(&decision).ok_or_else(|| bad("decision"))?,
-            tier: Tier::parse(&tier).ok_or_else(|| bad("tier"))?,
-            status: SpendStatus::parse(&status).ok_or_else(|| bad("status"))?,
-            reasons: serde_json::from_str(&reasons).map_err(|e| bad(&format!("reasons: {e}")))?,
-            headroom: serde_json::from_str(&headroom).map_err(|e| bad(&format!("headroom: {e}")))?,
-            execute_after: execute_after.map(from_us).transpose()?,
-            approval_expires_at: expires.map(from_us).transpose()?,
-            approver_role,
-            idempotency_key,
-            id,
-        })
-    };
-    Ok(build())
+fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
+    Ok(DecisionRecord {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        created_at: time_col(r, 2)?,
+        updated_at: time_col(r, 3)?,
+        agent: r.get(4)?,
+        wallet: r.get(5)?,
+        department: r.get(6)?,
+        chain: r.get(7)?,
+        asset: r.get(8)?,
+        recipient: r.get(9)?,
+        amount: r.get(10)?,
+        usd: r.get(11)?,
+        price_usd: r.get(12)?,
+        operation: r.get(13)?,
+        memo: r.get(14)?,
+        merchant: r.get(15)?,
+        category: r.get(16)?,
+        decision: parsed(r, 17, Decision::parse)?,
+        tier: parsed(r, 18, Tier::parse)?,
+        status: parsed(r, 19, SpendStatus::parse)?,
+        reasons: json_col(r, 20)?,
+        headroom: json_col(r, 21)?,
+        execute_after: time_col_opt(r, 22)?,
+        approval_expires_at: time_col_opt(r, 23)?,
+        approver_role: r.get(24)?,
+        idempotency_key: r.get(25)?,
+    })
 }
 
 pub(crate) fn load_decision(conn: &Connection, id: &str) -> StoreResult<Option<DecisionRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE id = ?1"))?;
-    stmt.query_row(params![id], decision_from_row).optional()?.transpose()
+    Ok(stmt.query_row(params![id], decision_from_row).optional()?)
 }
 
 pub(crate) fn load_decisions(conn: &Connection, agent: Option<&str>) -> StoreResult<Vec<DecisionRecord>> {
@@ -782,9 +753,5 @@ pub(crate) fn load_decisions(conn: &Connection, agent: Option<&str>) -> StoreRes
         "SELECT {DECISION_COLUMNS} FROM decisions WHERE ?1 IS NULL OR agent = ?1 ORDER BY seq"
     ))?;
     let rows = stmt.query_map(params![agent], decision_from_row)?;
-    let mut out = vec![];
-    for row in rows {
-        out.push(row??);
-    }
-    Ok(out)
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -158,3 +158,20 @@ fn concurrent_callers_share_durable_transactions() {
     assert_eq!(jobs, 640);
     assert!(transactions < jobs / 2, "group commit should batch: {jobs} jobs took {transactions} transactions");
 }
+
+#[test]
+fn a_row_edited_by_hand_is_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let ledger = open(&path);
+    let r = decided(ledger.reserve(usdc("bot", "5")).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE decisions SET status = 'teleported' WHERE id = ?1", [&r.decision_id]).unwrap();
+    }
+    let err = ledger.decision(&r.decision_id).unwrap_err().to_string();
+    assert!(err.contains("status") && err.contains("teleported"), "{err}");
+    drop(ledger);
+    let err = Ledger::open(&path, model(), at(NOON), Default::default()).err().expect("must refuse").to_string();
+    assert!(err.contains("teleported"), "{err}");
+}
