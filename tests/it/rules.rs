@@ -510,3 +510,20 @@ fn insufficient_balance_is_decided_before_anything_is_signed() {
     let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "5.000001", Some("USDC"), MON));
     assert_eq!(denials(&e), [ReasonCode::InsufficientBalance]);
 }
+
+#[test]
+fn a_policy_with_only_an_approval_threshold_explains_itself() {
+    let sb = Sandbox::new(
+        r#"[[policy]]
+id = "p"
+scope = "agent:alice"
+  [policy.tiers]
+  delay_max_usd = "100"
+  delay = "10m"
+  approver_role = "approver"
+"#,
+    );
+    let e = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "5", Some("USDC"), MON));
+    assert_eq!(e.tier, Tier::Delay, "without instant or notify thresholds the first tier is DELAY");
+    assert_eq!(e.reasons[0].detail, "executes after 10m unless cancelled");
+}

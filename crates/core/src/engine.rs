@@ -552,23 +552,23 @@ impl Run<'_> {
             (Tier::Delay, tiers.delay_max_usd, "delay_max_usd"),
         ];
         let chosen = steps.iter().find(|(_, max, _)| max.is_some_and(|m| usd <= m)).map(|(t, _, _)| *t);
-        let above =
-            steps.iter().rfind(|(t, max, _)| max.is_some() && chosen.is_none_or(|c| *t < c)).map(|(_, max, name)| {
-                format!("{} USD is above tiers.{name} {} USD", fmt_usd(usd), fmt_usd(max.unwrap_or_default()))
-            });
+        // "45.00 USD is above tiers.notify_max_usd 10.00 USD; " (empty when no lower tier exists).
+        let above = steps
+            .iter()
+            .rfind(|(t, max, _)| max.is_some() && chosen.is_none_or(|c| *t < c))
+            .map(|(_, max, name)| {
+                format!("{} USD is above tiers.{name} {} USD; ", fmt_usd(usd), fmt_usd(max.unwrap_or_default()))
+            })
+            .unwrap_or_default();
         match chosen.unwrap_or(Tier::Approval) {
             Tier::Delay => {
                 self.out.delay = Some(self.out.delay.map_or(tiers.delay, |d| d.max(tiers.delay)));
-                let detail = format!(
-                    "{}; executes after {} unless cancelled",
-                    above.unwrap_or_default(),
-                    fmt_duration(tiers.delay)
-                );
+                let detail = format!("{above}executes after {} unless cancelled", fmt_duration(tiers.delay));
                 self.out.raise_tier(Tier::Delay, Some(tier_reason(ReasonCode::Delayed, policy, detail)));
             }
             Tier::Approval => {
                 self.note_approval(policy);
-                let detail = format!("{}; requires approval{}", above.unwrap_or_default(), approver_text(policy));
+                let detail = format!("{above}requires approval{}", approver_text(policy));
                 self.out.raise_tier(Tier::Approval, Some(tier_reason(ReasonCode::ApprovalRequired, policy, detail)));
             }
             other => self.out.raise_tier(other, None),
