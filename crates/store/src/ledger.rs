@@ -8,7 +8,7 @@
 //! get their answer only after that commit is durable.
 
 use crate::error::{StoreError, StoreResult};
-use crate::writer::Writer;
+pub(crate) use crate::writer::Writer;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spendguard_core::model::Scope;
@@ -162,14 +162,16 @@ pub struct DecisionRecord {
     pub idempotency_key: Option<String>,
 }
 
-pub(crate) type Reply<T> = mpsc::SyncSender<StoreResult<T>>;
+/// Sends a job's result to its caller once the batch's commit is known: `Some(error)` when the
+/// commit failed.
+pub(crate) type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 
-pub(crate) enum Job {
-    Reserve(Box<ReserveRequest>, Reply<ReserveOutcome>),
-    Evaluate(Box<(SpendRequest, Balances)>, Reply<Evaluation>),
-    Freeze { freeze: Freeze, reply: Reply<FreezeOutcome> },
-    Unfreeze { scope: Scope, by: String, ack: String, at: DateTime<Utc>, reply: Reply<bool> },
-    SetStatus { id: String, status: SpendStatus, at: DateTime<Utc>, reply: Reply<DecisionRecord> },
+/// One unit of work for the writer thread.
+pub(crate) struct Job {
+    /// Runs inside the batch transaction; says whether it succeeded and how to deliver.
+    pub(crate) run: Box<dyn FnOnce(&mut Writer, i64) -> (bool, Deliver) + Send>,
+    /// Tells the caller the batch never ran.
+    pub(crate) fail: Box<dyn FnOnce(&str) + Send>,
 }
 
 /// Counters of the writer, for metrics and for checking that group commit happens.
@@ -231,40 +233,62 @@ impl Ledger {
         &self.model
     }
 
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.jobs
-            .as_ref()
-            .ok_or(StoreError::WriterStopped)?
-            .send(make(reply))
-            .map_err(|_| StoreError::WriterStopped)?;
+    /// Runs `work` on the writer thread inside the next batch transaction and waits for the
+    /// commit. Results of work that wrote are only reported once durable.
+    pub(crate) fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Writer, i64) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = mpsc::sync_channel::<StoreResult<T>>(1);
+        let on_fail = reply.clone();
+        let job = Job {
+            run: Box::new(move |writer, change_seq| {
+                let result = work(writer, change_seq);
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |commit_error| {
+                    let result = match (result, commit_error) {
+                        (Ok(_), Some(msg)) => Err(StoreError::NotCommitted(msg.to_string())),
+                        (r, _) => r,
+                    };
+                    // A caller that stopped waiting is no concern of ours.
+                    let _ = reply.send(result);
+                });
+                (ok, deliver)
+            }),
+            fail: Box::new(move |msg| {
+                let _ = on_fail.send(Err(StoreError::NotCommitted(msg.to_string())));
+            }),
+        };
+        self.jobs.as_ref().ok_or(StoreError::WriterStopped)?.send(job).map_err(|_| StoreError::WriterStopped)?;
         answer.recv().map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Evaluates a spend and records the decision; an allowed spend's amount is reserved against
     /// every limit until it is released. Durable when this returns.
     pub fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome> {
-        self.call(|reply| Job::Reserve(Box::new(request), reply))
+        self.call(move |w, cs| w.reserve(request, cs))
     }
 
     /// Evaluates a spend against the current ledger without recording anything.
     pub fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
-        self.call(|reply| Job::Evaluate(Box::new((request, balances)), reply))
+        self.call(move |w, _| w.dry_run(request, balances))
     }
 
     /// Freezes a scope: every spend it covers is denied with `KILL_SWITCH` from now on.
     pub fn freeze(&self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
-        self.call(|reply| Job::Freeze { freeze, reply })
+        self.call(move |w, _| w.freeze(freeze))
     }
 
     /// Lifts a freeze; `ack` must say why it is safe. Returns false when it was not frozen.
     pub fn unfreeze(&self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
-        self.call(|reply| Job::Unfreeze { scope, by: by.to_string(), ack: ack.to_string(), at, reply })
+        let (by, ack) = (by.to_string(), ack.to_string());
+        self.call(move |w, _| w.unfreeze(scope, &by, &ack, at))
     }
 
     /// Moves a decision along its lifecycle; reservations are released or turned into spend.
     pub fn set_status(&self, decision_id: &str, status: SpendStatus, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
-        self.call(|reply| Job::SetStatus { id: decision_id.to_string(), status, at, reply })
+        let id = decision_id.to_string();
+        self.call(move |w, cs| w.set_status(&id, status, at, cs, None))
     }
 
     fn read<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>) -> StoreResult<T> {

@@ -79,6 +79,43 @@ const MIGRATIONS: &[&str] = &[
         at_us  INTEGER NOT NULL
     );
     "#,
+    // 2: execution (signed transactions, nonces) and agent tokens.
+    r#"
+    ALTER TABLE decisions ADD COLUMN nonce INTEGER;
+    ALTER TABLE decisions ADD COLUMN tx_hash TEXT;
+    ALTER TABLE decisions ADD COLUMN raw_tx BLOB;
+    ALTER TABLE decisions ADD COLUMN fee_cap TEXT;
+    ALTER TABLE decisions ADD COLUMN fee_terms TEXT;
+    ALTER TABLE decisions ADD COLUMN block INTEGER;
+    ALTER TABLE decisions ADD COLUMN fee_paid TEXT;
+    ALTER TABLE decisions ADD COLUMN failure TEXT;
+    CREATE INDEX decisions_by_status ON decisions (status);
+    CREATE UNIQUE INDEX decisions_by_tx_hash ON decisions (tx_hash) WHERE tx_hash IS NOT NULL;
+
+    -- spendguard's own nonce allocator: the next nonce per sending account, and nonces given
+    -- out whose transaction was refused (reused first, so no gap stalls later transactions).
+    CREATE TABLE nonces (
+        chain   TEXT NOT NULL,
+        address TEXT NOT NULL,
+        next    INTEGER NOT NULL,
+        PRIMARY KEY (chain, address)
+    );
+    CREATE TABLE nonce_holes (
+        chain   TEXT NOT NULL,
+        address TEXT NOT NULL,
+        nonce   INTEGER NOT NULL,
+        PRIMARY KEY (chain, address, nonce)
+    );
+
+    -- Agent bearer tokens, stored as SHA-256 hashes; revoking stops authentication at once.
+    CREATE TABLE agent_tokens (
+        token_hash    TEXT PRIMARY KEY,
+        agent         TEXT NOT NULL,
+        created_at_us INTEGER NOT NULL,
+        revoked_at_us INTEGER
+    );
+    CREATE INDEX agent_tokens_by_agent ON agent_tokens (agent);
+    "#,
 ];
 
 /// The newest schema version this build knows.

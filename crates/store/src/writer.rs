@@ -3,7 +3,7 @@
 
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::{
-    Counters, DecisionRecord, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest,
+    Counters, DecisionRecord, Deliver, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest,
 };
 use crate::schema;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -100,35 +100,6 @@ pub(crate) struct Writer {
     counters: Arc<Counters>,
 }
 
-/// A finished job waiting for the commit before its caller hears about it.
-enum Done {
-    Reserve(mpsc::SyncSender<StoreResult<ReserveOutcome>>, StoreResult<ReserveOutcome>),
-    Evaluate(mpsc::SyncSender<StoreResult<Evaluation>>, StoreResult<Evaluation>),
-    Freeze(mpsc::SyncSender<StoreResult<FreezeOutcome>>, StoreResult<FreezeOutcome>),
-    Unfreeze(mpsc::SyncSender<StoreResult<bool>>, StoreResult<bool>),
-    SetStatus(mpsc::SyncSender<StoreResult<DecisionRecord>>, StoreResult<DecisionRecord>),
-}
-
-impl Done {
-    /// Delivers the result, or, when the commit failed, the commit's error instead of a
-    /// success that never became durable. A caller that gave up waiting is no concern of ours.
-    fn deliver(self, commit_error: Option<&str>) {
-        fn pick<T>(r: StoreResult<T>, e: Option<&str>) -> StoreResult<T> {
-            match (r, e) {
-                (Ok(_), Some(msg)) => Err(StoreError::NotCommitted(msg.to_string())),
-                (r, _) => r,
-            }
-        }
-        match self {
-            Done::Reserve(tx, r) => drop(tx.send(pick(r, commit_error))),
-            Done::Evaluate(tx, r) => drop(tx.send(r)),
-            Done::Freeze(tx, r) => drop(tx.send(pick(r, commit_error))),
-            Done::Unfreeze(tx, r) => drop(tx.send(pick(r, commit_error))),
-            Done::SetStatus(tx, r) => drop(tx.send(pick(r, commit_error))),
-        }
-    }
-}
-
 fn horizon_of(model: &Model) -> TimeDelta {
     let longest = model
         .policies
@@ -208,24 +179,16 @@ impl Writer {
     fn process(&mut self, batch: Vec<Job>) {
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         self.counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let fail_all = |batch: Vec<Job>, msg: &str| batch.into_iter().for_each(|job| (job.fail)(msg));
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            for job in batch {
-                job_failed(job, &msg);
-            }
-            return;
+            return fail_all(batch, &e.to_string());
         }
-        let prepared = self.refresh().and_then(|()| self.bump_change_seq());
-        let change_seq = match prepared {
+        let change_seq = match self.refresh().and_then(|()| self.bump_change_seq()) {
             Ok(cs) => cs,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.dirty = true;
-                let msg = e.to_string();
-                for job in batch {
-                    job_failed(job, &msg);
-                }
-                return;
+                return fail_all(batch, &e.to_string());
             }
         };
         let mut done = Vec::with_capacity(batch.len());
@@ -244,66 +207,29 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.last_change_seq = change_seq;
-                for d in done {
-                    d.deliver(None);
-                }
+                done.into_iter().for_each(|deliver| deliver(None));
             }
             Err(msg) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.dirty = true;
-                for d in done {
-                    d.deliver(Some(&msg));
-                }
+                done.into_iter().for_each(|deliver| deliver(Some(&msg)));
             }
         }
     }
 
     /// Runs one job inside its own savepoint, so a failing job leaves the others intact.
-    fn run_job(&mut self, job: Job, change_seq: i64) -> Done {
+    fn run_job(&mut self, job: Job, change_seq: i64) -> Deliver {
         if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
             let msg = e.to_string();
-            return match job {
-                Job::Reserve(_, tx) => Done::Reserve(tx, Err(StoreError::NotCommitted(msg))),
-                Job::Evaluate(_, tx) => Done::Evaluate(tx, Err(StoreError::NotCommitted(msg))),
-                Job::Freeze { reply, .. } => Done::Freeze(reply, Err(StoreError::NotCommitted(msg))),
-                Job::Unfreeze { reply, .. } => Done::Unfreeze(reply, Err(StoreError::NotCommitted(msg))),
-                Job::SetStatus { reply, .. } => Done::SetStatus(reply, Err(StoreError::NotCommitted(msg))),
-            };
+            return Box::new(move |_| (job.fail)(&msg));
         }
-        let (done, ok) = match job {
-            Job::Reserve(req, tx) => {
-                let r = self.reserve(*req, change_seq);
-                let ok = r.is_ok();
-                (Done::Reserve(tx, r), ok)
-            }
-            Job::Evaluate(req, tx) => {
-                let (request, balances) = *req;
-                let r = self.dry_run(request, balances);
-                let ok = r.is_ok();
-                (Done::Evaluate(tx, r), ok)
-            }
-            Job::Freeze { freeze, reply } => {
-                let r = self.freeze(freeze);
-                let ok = r.is_ok();
-                (Done::Freeze(reply, r), ok)
-            }
-            Job::Unfreeze { scope, by, ack, at, reply } => {
-                let r = self.unfreeze(scope, &by, &ack, at);
-                let ok = r.is_ok();
-                (Done::Unfreeze(reply, r), ok)
-            }
-            Job::SetStatus { id, status, at, reply } => {
-                let r = self.set_status(&id, status, at, change_seq);
-                let ok = r.is_ok();
-                (Done::SetStatus(reply, r), ok)
-            }
-        };
+        let (ok, deliver) = (job.run)(self, change_seq);
         let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if let Err(e) = self.conn.execute_batch(end) {
             // The transaction is in an unknown state: roll the whole batch back.
             self.abort = Some(e.to_string());
         }
-        done
+        deliver
     }
 
     fn bump_change_seq(&mut self) -> StoreResult<i64> {
@@ -384,7 +310,7 @@ impl Writer {
         Ok(())
     }
 
-    fn dry_run(
+    pub(crate) fn dry_run(
         &mut self,
         mut request: spendguard_core::SpendRequest,
         balances: spendguard_core::Balances,
@@ -395,7 +321,7 @@ impl Writer {
         Ok(evaluate(&self.model, &request, &ctx))
     }
 
-    fn reserve(&mut self, req: ReserveRequest, change_seq: i64) -> StoreResult<ReserveOutcome> {
+    pub(crate) fn reserve(&mut self, req: ReserveRequest, change_seq: i64) -> StoreResult<ReserveOutcome> {
         let ReserveRequest { mut request, balances, idempotency_key, memo } = req;
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
@@ -518,7 +444,7 @@ impl Writer {
         Ok(ReserveOutcome::Decided { receipt, replayed: false })
     }
 
-    fn freeze(&mut self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
+    pub(crate) fn freeze(&mut self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
         if !self.model.scope_exists(&freeze.scope) {
             return Err(StoreError::UnknownScope { kind: freeze.scope.kind(), id: freeze.scope.id().to_string() });
         }
@@ -539,7 +465,7 @@ impl Writer {
         Ok(FreezeOutcome::Frozen(freeze))
     }
 
-    fn unfreeze(&mut self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    pub(crate) fn unfreeze(&mut self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         if ack.trim().is_empty() {
             return Err(StoreError::AckRequired);
         }
@@ -559,12 +485,13 @@ impl Writer {
         Ok(true)
     }
 
-    fn set_status(
+    pub(crate) fn set_status(
         &mut self,
         id: &str,
         next: SpendStatus,
         at: DateTime<Utc>,
         change_seq: i64,
+        failure: Option<&str>,
     ) -> StoreResult<DecisionRecord> {
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
         if !current.status.can_become(next) {
@@ -575,8 +502,9 @@ impl Writer {
             });
         }
         self.conn.execute(
-            "UPDATE decisions SET status = ?1, updated_at_us = ?2, change_seq = ?3 WHERE id = ?4",
-            params![next.as_str(), to_us(at), change_seq, id],
+            "UPDATE decisions SET status = ?1, updated_at_us = ?2, change_seq = ?3, failure = coalesce(?5, failure)
+             WHERE id = ?4",
+            params![next.as_str(), to_us(at), change_seq, id, failure],
         )?;
         let (entry, _) = self
             .conn
@@ -587,17 +515,6 @@ impl Writer {
             _ => self.index.remove(entry.seq),
         }
         load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
-    }
-}
-
-fn job_failed(job: Job, msg: &str) {
-    let err = || StoreError::NotCommitted(msg.to_string());
-    match job {
-        Job::Reserve(_, tx) => drop(tx.send(Err(err()))),
-        Job::Evaluate(_, tx) => drop(tx.send(Err(err()))),
-        Job::Freeze { reply, .. } => drop(reply.send(Err(err()))),
-        Job::Unfreeze { reply, .. } => drop(reply.send(Err(err()))),
-        Job::SetStatus { reply, .. } => drop(reply.send(Err(err()))),
     }
 }
 

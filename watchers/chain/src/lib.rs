@@ -1,0 +1,160 @@
+//! The chain traits spendguard's service talks to. Each chain SDK (alloy, solana-client) lives
+//! in its own crate behind [`ChainClient`]; only core types cross this boundary.
+//!
+//! # Signing protocol
+//! A spend is signed in two steps so that the ledger can allocate the account sequence (EVM
+//! nonce) and persist the signed transaction in one transaction:
+//! 1. [`ChainClient::prepare`] does the I/O: fees, gas, the chain's current account sequence.
+//! 2. The returned [`Prepared::sign`] closure is pure and fast; the ledger calls it with the
+//!    sequence it allocated, inside its transaction, and stores the [`SignedTx`] before anyone
+//!    broadcasts it.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use spendguard_core::model::{Asset, ChainKind};
+
+/// Result alias of chain operations.
+pub type ChainResult<T> = Result<T, ChainError>;
+
+/// What can go wrong talking to a chain. [`ChainError::is_retryable`] tells a caller whether to
+/// try again (with backoff) or give up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// Timeout, connection refused, HTTP 429 or 5xx: try again later.
+    #[error("chain {chain}: RPC unavailable: {message}")]
+    Unavailable {
+        /// Chain id.
+        chain: String,
+        /// What the transport said.
+        message: String,
+    },
+    /// The node refused the transaction; it will not land as it is.
+    #[error("chain {chain}: transaction rejected: {reason}")]
+    Rejected {
+        /// Chain id.
+        chain: String,
+        /// The node's reason.
+        reason: String,
+        /// True when the account sequence (nonce) it used is taken on chain anyway.
+        sequence_used: bool,
+    },
+    /// Paying the current fee would exceed the configured cap.
+    #[error("chain {chain}: fee {needed} exceeds the cap {cap}")]
+    FeeAboveCap {
+        /// Chain id.
+        chain: String,
+        /// What the chain asks (in gwei for EVM).
+        needed: String,
+        /// The configured cap.
+        cap: String,
+    },
+    /// No key is loaded for the wallet's address.
+    #[error("no signing key is loaded for {address} on chain {chain}")]
+    NoKey {
+        /// Chain id.
+        chain: String,
+        /// Wallet address.
+        address: String,
+    },
+    /// An amount cannot be represented on chain (more decimals than the asset, or too large).
+    #[error("amount: {0}")]
+    Amount(String),
+    /// The node answered something that makes no sense.
+    #[error("chain {chain}: unexpected answer: {message}")]
+    BadResponse {
+        /// Chain id.
+        chain: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ChainError {
+    /// Should the caller try again later?
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ChainError::Unavailable { .. })
+    }
+}
+
+/// A transfer to sign: `amount` of `asset` from `from` to `to` (canonical addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// Sending wallet address.
+    pub from: String,
+    /// Recipient address.
+    pub to: String,
+    /// What is sent.
+    pub asset: Asset,
+    /// How much, in asset units.
+    pub amount: Decimal,
+}
+
+/// A signed transaction, ready to broadcast as many times as needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTx {
+    /// Transaction hash (EVM) or signature (Solana).
+    pub hash: String,
+    /// The raw signed transaction.
+    pub raw: Vec<u8>,
+    /// Account sequence used (EVM nonce).
+    pub sequence: Option<u64>,
+    /// Most the fee can cost, in the chain's native units.
+    pub fee_cap: Decimal,
+    /// Human description of the fee terms, e.g. `gas 21000 × max 3.2 gwei`.
+    pub fee_terms: String,
+}
+
+/// The signing step of a prepared transfer; called with the allocated sequence.
+pub type SignFn = Box<dyn FnOnce(Option<u64>) -> ChainResult<SignedTx> + Send>;
+
+/// A transfer with everything fetched from the chain, waiting for its sequence number.
+pub struct Prepared {
+    /// The chain's count of mined transactions of the sender (EVM), a floor for allocation;
+    /// `None` on chains without account sequences.
+    pub sequence_floor: Option<u64>,
+    /// Signs with the allocated sequence. Pure: no I/O.
+    pub sign: SignFn,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("sequence_floor", &self.sequence_floor).finish_non_exhaustive()
+    }
+}
+
+/// What became of a broadcast transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// True when it executed; false when it was included but reverted.
+    pub success: bool,
+    /// Block (slot) it was included in.
+    pub block: u64,
+    /// Fee paid, in native units.
+    pub fee: Decimal,
+}
+
+/// One chain, as the service uses it.
+#[async_trait]
+pub trait ChainClient: Send + Sync {
+    /// The chain's configured id.
+    fn chain_id(&self) -> &str;
+
+    /// Its family.
+    fn kind(&self) -> ChainKind;
+
+    /// Live balances of `address` for each asset, in asset units, in the order given.
+    async fn balances(&self, address: &str, assets: &[Asset]) -> ChainResult<Vec<Decimal>>;
+
+    /// Fetches what signing `transfer` needs and returns the signing step.
+    async fn prepare(&self, transfer: &Transfer) -> ChainResult<Prepared>;
+
+    /// Sends a signed transaction; sending one the node already has is not an error.
+    async fn broadcast(&self, signed: &SignedTx) -> ChainResult<()>;
+
+    /// The outcome of a transaction, once it is included.
+    async fn outcome(&self, hash: &str) -> ChainResult<Option<TxOutcome>>;
+
+    /// The current head block (slot).
+    async fn head(&self) -> ChainResult<u64>;
+}

@@ -1,0 +1,285 @@
+//! [`EvmClient`]: spendguard's view of one EVM chain through alloy.
+
+use crate::units::{from_base_units, to_base_units};
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::{BlockId, BlockNumberOrTag, Encodable2718};
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use alloy::transports::{RpcError, TransportErrorKind};
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use spendguard_chain::{ChainClient, ChainError, ChainResult, Prepared, SignedTx, Transfer, TxOutcome};
+use spendguard_core::model::{Asset, ChainKind};
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::str::FromStr;
+
+alloy::sol! {
+    /// The part of ERC-20 spendguard uses.
+    interface IERC20 {
+        function balanceOf(address account) external view returns (uint256);
+        function transfer(address to, uint256 amount) external returns (bool);
+    }
+}
+
+/// Connection settings of an EVM chain (from the config's `[[chain]]`).
+#[derive(Debug, Clone)]
+pub struct EvmSettings {
+    /// Configured chain id, e.g. `eth-local`.
+    pub id: String,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// RPC URLs, in failover order.
+    pub rpc: Vec<String>,
+    /// Most spendguard pays per gas, in gwei.
+    pub max_fee_per_gas_gwei: Option<Decimal>,
+}
+
+/// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
+pub struct EvmClient {
+    settings: EvmSettings,
+    providers: Vec<RootProvider>,
+    signers: HashMap<Address, PrivateKeySigner>,
+    max_fee_wei: Option<u128>,
+}
+
+impl std::fmt::Debug for EvmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys are never printed; only which addresses have one.
+        f.debug_struct("EvmClient")
+            .field("settings", &self.settings)
+            .field("signers", &self.signers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl EvmClient {
+    /// A client for `settings` holding the given keys.
+    pub fn new(settings: EvmSettings, signers: Vec<PrivateKeySigner>) -> ChainResult<EvmClient> {
+        let bad = |message: String| ChainError::BadResponse { chain: settings.id.clone(), message };
+        let providers = settings
+            .rpc
+            .iter()
+            .map(|url| url.parse().map(RootProvider::new_http).map_err(|e| bad(format!("RPC URL {url:?}: {e}"))))
+            .collect::<ChainResult<Vec<_>>>()?;
+        if providers.is_empty() {
+            return Err(bad("no RPC URL configured".into()));
+        }
+        let max_fee_wei = match settings.max_fee_per_gas_gwei {
+            Some(gwei) => Some(
+                to_base_units(gwei, 9)
+                    .ok()
+                    .and_then(|w| u128::try_from(w).ok())
+                    .ok_or_else(|| bad(format!("max_fee_per_gas_gwei {gwei} is not a whole number of wei")))?,
+            ),
+            None => None,
+        };
+        let signers = signers.into_iter().map(|s| (s.address(), s)).collect();
+        Ok(EvmClient { settings, providers, signers, max_fee_wei })
+    }
+
+    fn error(&self, e: RpcError<TransportErrorKind>) -> ChainError {
+        let chain = self.settings.id.clone();
+        match e.as_error_resp() {
+            Some(payload) => ChainError::Rejected {
+                chain,
+                reason: payload.message.to_string(),
+                sequence_used: payload.message.to_lowercase().contains("nonce too low"),
+            },
+            None => ChainError::Unavailable { chain, message: e.to_string() },
+        }
+    }
+
+    /// Runs `call` against each RPC URL in turn until one answers.
+    async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
+    where
+        F: Fn(RootProvider) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        let mut last = None;
+        for p in &self.providers {
+            match call(p.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = self.error(e);
+                    if !err.is_retryable() {
+                        return Err(err);
+                    }
+                    tracing::warn!(chain = %self.settings.id, error = %err, "RPC failed; trying the next URL");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| ChainError::Unavailable { chain: self.settings.id.clone(), message: "no RPC".into() }))
+    }
+
+    fn address(&self, text: &str) -> ChainResult<Address> {
+        Address::from_str(text).map_err(|e| ChainError::BadResponse {
+            chain: self.settings.id.clone(),
+            message: format!("address {text}: {e}"),
+        })
+    }
+}
+
+#[async_trait]
+impl ChainClient for EvmClient {
+    fn chain_id(&self) -> &str {
+        &self.settings.id
+    }
+
+    fn kind(&self) -> ChainKind {
+        ChainKind::Evm
+    }
+
+    async fn balances(&self, address: &str, assets: &[Asset]) -> ChainResult<Vec<Decimal>> {
+        let owner = self.address(address)?;
+        let mut out = Vec::with_capacity(assets.len());
+        for asset in assets {
+            let raw = match &asset.token {
+                None => self.rpc(|p| async move { p.get_balance(owner).block_id(BlockId::latest()).await }).await?,
+                Some(contract) => {
+                    let contract = self.address(contract)?;
+                    let input = Bytes::from(IERC20::balanceOfCall { account: owner }.abi_encode());
+                    let out = self
+                        .rpc(|p| {
+                            let req = TransactionRequest::default().to(contract).input(input.clone().into());
+                            async move { p.call(req).await }
+                        })
+                        .await?;
+                    IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| ChainError::BadResponse {
+                        chain: self.settings.id.clone(),
+                        message: format!("balanceOf of {contract}: {e}"),
+                    })?
+                }
+            };
+            out.push(from_base_units(raw, asset.decimals));
+        }
+        Ok(out)
+    }
+
+    async fn prepare(&self, transfer: &Transfer) -> ChainResult<Prepared> {
+        let from = self.address(&transfer.from)?;
+        let signer = self
+            .signers
+            .get(&from)
+            .cloned()
+            .ok_or_else(|| ChainError::NoKey { chain: self.settings.id.clone(), address: transfer.from.clone() })?;
+        let recipient = self.address(&transfer.to)?;
+        let units = to_base_units(transfer.amount, transfer.asset.decimals)?;
+        let (to, value, input) = match &transfer.asset.token {
+            None => (recipient, units, Bytes::new()),
+            Some(contract) => (
+                self.address(contract)?,
+                U256::ZERO,
+                Bytes::from(IERC20::transferCall { to: recipient, amount: units }.abi_encode()),
+            ),
+        };
+        let request = TransactionRequest::default().from(from).to(to).value(value).input(input.clone().into());
+        let estimated = self.rpc(|p| p.estimate_gas(request.clone()).into_future()).await?;
+        // Token transfers can cost a little more when mined than estimated; plain ones cannot.
+        let gas_limit = if transfer.asset.token.is_some() { estimated + estimated / 5 } else { estimated };
+        let block =
+            self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Latest).await }).await?.ok_or_else(
+                || ChainError::BadResponse { chain: self.settings.id.clone(), message: "no latest block".into() },
+            )?;
+        let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
+        let tip = self.rpc(|p| p.get_max_priority_fee_per_gas().into_future()).await?;
+        let mut max_fee = base_fee.saturating_mul(2).saturating_add(tip);
+        let mut priority = tip;
+        if let Some(cap) = self.max_fee_wei {
+            if base_fee > cap {
+                return Err(ChainError::FeeAboveCap {
+                    chain: self.settings.id.clone(),
+                    needed: format!("{} gwei base fee", from_base_units(U256::from(base_fee), 9)),
+                    cap: format!("{} gwei", from_base_units(U256::from(cap), 9)),
+                });
+            }
+            max_fee = max_fee.min(cap);
+            priority = priority.min(max_fee);
+        }
+        let floor =
+            self.rpc(|p| async move { p.get_transaction_count(from).block_id(BlockId::latest()).await }).await?;
+        let fee_cap = from_base_units(U256::from(gas_limit) * U256::from(max_fee), 18);
+        let fee_terms = format!(
+            "gas {gas_limit} × max {} gwei (tip {} gwei)",
+            from_base_units(U256::from(max_fee), 9),
+            from_base_units(U256::from(priority), 9)
+        );
+        let chain = self.settings.id.clone();
+        let chain_id = self.settings.chain_id;
+        let sign = Box::new(move |sequence: Option<u64>| -> ChainResult<SignedTx> {
+            let nonce = sequence.ok_or_else(|| ChainError::BadResponse {
+                chain: chain.clone(),
+                message: "EVM signing needs a nonce".into(),
+            })?;
+            let mut tx = TxEip1559 {
+                chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: max_fee,
+                max_priority_fee_per_gas: priority,
+                to: TxKind::Call(to),
+                value,
+                access_list: Default::default(),
+                input,
+            };
+            let signature = signer
+                .sign_transaction_sync(&mut tx)
+                .map_err(|e| ChainError::BadResponse { chain: chain.clone(), message: format!("signing: {e}") })?;
+            let envelope = TxEnvelope::from(tx.into_signed(signature));
+            let hash: B256 = *envelope.tx_hash();
+            Ok(SignedTx {
+                hash: format!("{hash:#x}"),
+                raw: envelope.encoded_2718(),
+                sequence: Some(nonce),
+                fee_cap,
+                fee_terms,
+            })
+        });
+        Ok(Prepared { sequence_floor: Some(floor), sign })
+    }
+
+    async fn broadcast(&self, signed: &SignedTx) -> ChainResult<()> {
+        let raw = signed.raw.clone();
+        match self
+            .rpc(|p| {
+                let raw = raw.clone();
+                async move { p.send_raw_transaction(&raw).await.map(|_| ()) }
+            })
+            .await
+        {
+            Ok(()) => Ok(()),
+            // A node that already has it (a re-broadcast after a restart) is success.
+            Err(ChainError::Rejected { reason, .. })
+                if ["already known", "known transaction", "already imported", "already exists"]
+                    .iter()
+                    .any(|m| reason.to_lowercase().contains(m)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn outcome(&self, hash: &str) -> ChainResult<Option<TxOutcome>> {
+        let hash = B256::from_str(hash).map_err(|e| ChainError::BadResponse {
+            chain: self.settings.id.clone(),
+            message: format!("tx hash {hash}: {e}"),
+        })?;
+        let receipt = self.rpc(|p| async move { p.get_transaction_receipt(hash).await }).await?;
+        Ok(receipt.and_then(|r| {
+            let block = r.block_number?;
+            let fee = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
+            Some(TxOutcome { success: r.status(), block, fee: from_base_units(fee, 18) })
+        }))
+    }
+
+    async fn head(&self) -> ChainResult<u64> {
+        self.rpc(|p| p.get_block_number().into_future()).await
+    }
+}
