@@ -2,6 +2,10 @@
 //! in-memory ledger for engine tests, and helpers for times and amounts.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+pub mod anvil;
+pub mod evm_org;
+pub mod mcp_client;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use spendguard_core::usage::{EntryState, LedgerEntry, UsageIndex};

@@ -1,1 +1,21 @@
-//! placeholder
+//! spendguard's imperative shell: what happens when an agent asks to spend.
+//!
+//! [`Guard`] ties the ledger, the chains and a clock together:
+//! - `evaluate` and `spend` read live balances, evaluate against the ledger, and (for `spend`)
+//!   reserve; INSTANT and NOTIFY spends are then signed (the signed transaction is stored
+//!   before it is broadcast) and broadcast at once;
+//! - background loops ([`Guard::run`]) broadcast what was signed but not sent (after a crash),
+//!   follow broadcast transactions to their receipts, execute DELAY spends when due unless
+//!   cancelled or frozen meanwhile, and release approval requests that expired;
+//! - agents are known by bearer tokens, stored hashed.
+//!
+//! Everything that blocks (the ledger) runs on tokio's blocking pool.
+
+mod guard;
+mod tokens;
+
+pub use guard::{
+    BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
+    SystemClock, WalletBalances,
+};
+pub use tokens::{hash_token, new_token};

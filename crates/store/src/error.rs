@@ -50,6 +50,12 @@ pub enum StoreError {
     /// No decision with this id.
     #[error("no decision {0:?}")]
     UnknownDecision(String),
+    /// Signing failed; nothing was allocated or stored.
+    #[error("signing failed: {0}")]
+    SigningFailed(String),
+    /// An agent touched a decision that is not its own.
+    #[error("decision {0:?} does not belong to this agent")]
+    NotYours(String),
     /// A status change the lifecycle does not allow.
     #[error("decision {id} is {from}; it cannot become {to}")]
     IllegalTransition {

@@ -160,6 +160,72 @@ pub struct DecisionRecord {
     pub approver_role: Option<String>,
     /// Idempotency key given.
     pub idempotency_key: Option<String>,
+    /// Account sequence (EVM nonce) of its transaction.
+    pub nonce: Option<u64>,
+    /// Transaction hash (EVM) or signature (Solana), once signed.
+    pub tx_hash: Option<String>,
+    /// Most the fee may cost, in the chain's native units.
+    pub fee_cap: Option<String>,
+    /// The fee terms signed, e.g. `gas 21000 × max 3 gwei (tip 1 gwei)`.
+    pub fee_terms: Option<String>,
+    /// Block (slot) it landed in.
+    pub block: Option<u64>,
+    /// Fee paid, in native units.
+    pub fee_paid: Option<String>,
+    /// Why it failed or was released.
+    pub failure: Option<String>,
+}
+
+/// A signed transaction as the ledger keeps it (written before it is ever broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRecord {
+    /// Transaction hash or signature.
+    pub hash: String,
+    /// Raw signed transaction.
+    pub raw: Vec<u8>,
+    /// Account sequence used.
+    pub sequence: Option<u64>,
+    /// Most the fee may cost, in native units.
+    pub fee_cap: rust_decimal::Decimal,
+    /// Fee terms in words.
+    pub fee_terms: String,
+}
+
+/// Signs with the sequence the ledger allocated; pure and quick (it runs inside the ledger's
+/// transaction). An `Err` leaves nothing allocated.
+pub type SignWith = Box<dyn FnOnce(Option<u64>) -> Result<SignedRecord, String> + Send>;
+
+/// The sending account whose nonce the ledger allocates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Chain id.
+    pub chain: String,
+    /// Canonical address.
+    pub address: String,
+    /// The chain's count of the account's mined transactions: nonces below it are used.
+    pub floor: u64,
+}
+
+/// The answer to [`Ledger::sign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// Signed now and stored.
+    Signed(SignedRecord),
+    /// It had been signed before (a retry or a restart): the same transaction, never another.
+    AlreadySigned(SignedRecord),
+    /// The decision is not in a state that executes (released, denied, still queued…).
+    NotExecutable(SpendStatus),
+}
+
+/// How a broadcast transaction ended on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// Executed (true) or reverted (false).
+    pub success: bool,
+    /// Block (slot).
+    pub block: u64,
+    /// Fee paid in native units.
+    pub fee: rust_decimal::Decimal,
 }
 
 /// Sends a job's result to its caller once the batch's commit is known: `Some(error)` when the
@@ -289,6 +355,112 @@ impl Ledger {
     pub fn set_status(&self, decision_id: &str, status: SpendStatus, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let id = decision_id.to_string();
         self.call(move |w, cs| w.set_status(&id, status, at, cs, None))
+    }
+
+    /// Signs a reserved decision: allocates the account's next nonce (or a hole left by a refused
+    /// transaction), calls `sign` with it and stores the signed transaction, all in one
+    /// transaction. A decision that was signed before gets its stored transaction back.
+    pub fn sign(
+        &self,
+        decision_id: &str,
+        account: Option<Account>,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Signing> {
+        let id = decision_id.to_string();
+        self.call(move |w, cs| w.sign(&id, account, sign, at, cs))
+    }
+
+    /// The signed transaction of a decision, if any.
+    pub fn signed_tx(&self, decision_id: &str) -> StoreResult<Option<SignedRecord>> {
+        self.read(|c| crate::writer::load_signed(c, decision_id))
+    }
+
+    /// Records that a signed transaction was sent (idempotent).
+    pub fn mark_broadcast(&self, decision_id: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
+        let id = decision_id.to_string();
+        self.call(move |w, cs| w.mark_broadcast(&id, at, cs))
+    }
+
+    /// Records how a broadcast transaction ended: confirmed, or failed when it reverted (its
+    /// reservation is then released; its fee was still paid).
+    pub fn settle(&self, decision_id: &str, settlement: Settlement, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
+        let id = decision_id.to_string();
+        self.call(move |w, cs| w.settle(&id, settlement, at, cs))
+    }
+
+    /// Fails a decision whose transaction will never land, releasing its reservation. When its
+    /// nonce was not used on chain it is kept for the next transaction, so no gap stalls others.
+    pub fn fail(
+        &self,
+        decision_id: &str,
+        reason: &str,
+        sequence_used: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DecisionRecord> {
+        let (id, reason) = (decision_id.to_string(), reason.to_string());
+        self.call(move |w, cs| w.fail(&id, &reason, sequence_used, at, cs))
+    }
+
+    /// Cancels a queued or pending-approval spend of `agent`, releasing its reservation.
+    pub fn cancel(&self, agent: &str, decision_id: &str, why: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
+        let (agent, id, why) = (agent.to_string(), decision_id.to_string(), why.to_string());
+        self.call(move |w, cs| w.cancel(&agent, &id, &why, at, cs))
+    }
+
+    /// Releases every pending approval whose request expired by `now`; returns them.
+    pub fn expire_approvals(&self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
+        self.call(move |w, cs| w.expire_approvals(now, cs))
+    }
+
+    /// Decisions signed or broadcast but not yet settled.
+    pub fn in_flight(&self) -> StoreResult<Vec<DecisionRecord>> {
+        self.read(|c| crate::writer::load_by_status(c, &[SpendStatus::Signed, SpendStatus::Broadcast]))
+    }
+
+    /// Reserved decisions not yet signed (work a crash may have interrupted).
+    pub fn unsigned_reserved(&self) -> StoreResult<Vec<DecisionRecord>> {
+        self.read(|c| crate::writer::load_by_status(c, &[SpendStatus::Reserved]))
+    }
+
+    /// Queued (DELAY) decisions due by `now`.
+    pub fn due_delays(&self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
+        let queued = self.read(|c| crate::writer::load_by_status(c, &[SpendStatus::Queued]))?;
+        Ok(queued.into_iter().filter(|d| d.execute_after.is_some_and(|t| t <= now)).collect())
+    }
+
+    /// Records an event for operators (e.g. `notify_tier`, `approval_requested`).
+    pub fn record_event(
+        &self,
+        kind: &str,
+        decision_id: Option<&str>,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (kind, id, detail) = (kind.to_string(), decision_id.map(str::to_string), detail.to_string());
+        self.call(move |w, _| w.record_event(&kind, id.as_deref(), &detail, at))
+    }
+
+    /// Events of one kind, oldest first: (time, decision id, detail).
+    pub fn events(&self, kind: &str) -> StoreResult<Vec<(DateTime<Utc>, Option<String>, String)>> {
+        self.read(|c| crate::writer::load_events(c, kind))
+    }
+
+    /// Stores a new token for `agent` (its SHA-256 hash, never the token).
+    pub fn add_agent_token(&self, agent: &str, token_hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let (agent, hash) = (agent.to_string(), token_hash.to_string());
+        self.call(move |w, _| w.add_agent_token(&agent, &hash, at))
+    }
+
+    /// Revokes every token of `agent`; returns how many were live.
+    pub fn revoke_agent(&self, agent: &str, at: DateTime<Utc>) -> StoreResult<usize> {
+        let agent = agent.to_string();
+        self.call(move |w, _| w.revoke_agent(&agent, at))
+    }
+
+    /// The agent a live token (by hash) belongs to.
+    pub fn agent_for_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        self.read(|c| crate::writer::agent_for_token(c, token_hash))
     }
 
     fn read<T>(&self, f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>) -> StoreResult<T> {

@@ -19,5 +19,6 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use ledger::{
-    DecisionRecord, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome, ReserveRequest,
+    Account, DecisionRecord, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome,
+    ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
 };

@@ -115,6 +115,16 @@ const MIGRATIONS: &[&str] = &[
         revoked_at_us INTEGER
     );
     CREATE INDEX agent_tokens_by_agent ON agent_tokens (agent);
+
+    -- Things operators are told about (NOTIFY-tier spends, approval requests, …); alert
+    -- channels deliver from here.
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_us       INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        decision_id TEXT,
+        detail      TEXT NOT NULL
+    );
     "#,
 ];
 

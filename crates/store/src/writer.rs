@@ -3,7 +3,8 @@
 
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::{
-    Counters, DecisionRecord, Deliver, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest,
+    Account, Counters, DecisionRecord, Deliver, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome,
+    ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
 };
 use crate::schema;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -506,15 +507,216 @@ impl Writer {
              WHERE id = ?4",
             params![next.as_str(), to_us(at), change_seq, id, failure],
         )?;
-        let (entry, _) = self
+        self.reindex(id)?;
+        load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
+    }
+
+    pub(crate) fn sign(
+        &mut self,
+        id: &str,
+        account: Option<Account>,
+        sign: SignWith,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<Signing> {
+        if let Some(signed) = load_signed(&self.conn, id)? {
+            return Ok(Signing::AlreadySigned(signed));
+        }
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if current.status != SpendStatus::Reserved {
+            return Ok(Signing::NotExecutable(current.status));
+        }
+        let sequence = match &account {
+            Some(a) => Some(self.allocate_nonce(a)?),
+            None => None,
+        };
+        // An error here rolls the job's savepoint back, nonce allocation included.
+        let signed = sign(sequence).map_err(StoreError::SigningFailed)?;
+        self.conn.execute(
+            "UPDATE decisions SET status = 'signed', nonce = ?1, tx_hash = ?2, raw_tx = ?3, fee_cap = ?4, fee_terms = ?5,
+                updated_at_us = ?6, change_seq = ?7 WHERE id = ?8",
+            params![
+                signed.sequence.map(|n| n as i64),
+                signed.hash,
+                signed.raw,
+                signed.fee_cap.normalize().to_string(),
+                signed.fee_terms,
+                to_us(at),
+                change_seq,
+                id
+            ],
+        )?;
+        self.reindex(id)?;
+        Ok(Signing::Signed(signed))
+    }
+
+    /// The next nonce of an account: the lowest hole a refused transaction left (at or above
+    /// the chain's floor), else the allocator's next, never below the floor.
+    fn allocate_nonce(&mut self, a: &Account) -> StoreResult<u64> {
+        let floor = a.floor as i64;
+        self.conn.execute(
+            "DELETE FROM nonce_holes WHERE chain = ?1 AND address = ?2 AND nonce < ?3",
+            params![a.chain, a.address, floor],
+        )?;
+        let hole: Option<i64> = self.conn.query_row(
+            "SELECT min(nonce) FROM nonce_holes WHERE chain = ?1 AND address = ?2",
+            params![a.chain, a.address],
+            |r| r.get(0),
+        )?;
+        if let Some(n) = hole {
+            self.conn.execute(
+                "DELETE FROM nonce_holes WHERE chain = ?1 AND address = ?2 AND nonce = ?3",
+                params![a.chain, a.address, n],
+            )?;
+            return Ok(n as u64);
+        }
+        let next: Option<i64> = self
+            .conn
+            .query_row("SELECT next FROM nonces WHERE chain = ?1 AND address = ?2", params![a.chain, a.address], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let n = next.unwrap_or(0).max(floor);
+        self.conn.execute(
+            "INSERT INTO nonces (chain, address, next) VALUES (?1, ?2, ?3)
+             ON CONFLICT (chain, address) DO UPDATE SET next = excluded.next",
+            params![a.chain, a.address, n + 1],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Brings the usage index in line with a decision's stored status.
+    fn reindex(&mut self, id: &str) -> StoreResult<()> {
+        let (entry, status) = self
             .conn
             .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM decisions WHERE id = ?1"))?
             .query_row(params![id], entry_from_row)?;
-        match next.counts_as() {
+        match status.counts_as() {
             Some(_) if entry.at >= self.loaded_from => self.index.upsert(entry),
             _ => self.index.remove(entry.seq),
         }
-        load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
+        Ok(())
+    }
+
+    pub(crate) fn mark_broadcast(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<DecisionRecord> {
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if current.status == SpendStatus::Broadcast {
+            return Ok(current);
+        }
+        self.set_status(id, SpendStatus::Broadcast, at, change_seq, None)
+    }
+
+    pub(crate) fn settle(
+        &mut self,
+        id: &str,
+        s: Settlement,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<DecisionRecord> {
+        let next = if s.success { SpendStatus::Confirmed } else { SpendStatus::Failed };
+        let why = (!s.success).then_some("the transaction reverted on chain");
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if current.status == next {
+            return Ok(current);
+        }
+        self.conn.execute(
+            "UPDATE decisions SET block = ?1, fee_paid = ?2 WHERE id = ?3",
+            params![s.block as i64, s.fee.normalize().to_string(), id],
+        )?;
+        self.set_status(id, next, at, change_seq, why)
+    }
+
+    pub(crate) fn fail(
+        &mut self,
+        id: &str,
+        reason: &str,
+        sequence_used: bool,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<DecisionRecord> {
+        let record = self.set_status(id, SpendStatus::Failed, at, change_seq, Some(reason))?;
+        if let (false, Some(nonce), Some(chain)) = (sequence_used, record.nonce, record.chain.as_deref()) {
+            let address = self.model.wallet(&record.wallet).map(|w| w.address.clone()).unwrap_or_default();
+            self.conn.execute(
+                "INSERT OR IGNORE INTO nonce_holes (chain, address, nonce) VALUES (?1, ?2, ?3)",
+                params![chain, address, nonce as i64],
+            )?;
+        }
+        Ok(record)
+    }
+
+    pub(crate) fn cancel(
+        &mut self,
+        agent: &str,
+        id: &str,
+        why: &str,
+        at: DateTime<Utc>,
+        change_seq: i64,
+    ) -> StoreResult<DecisionRecord> {
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if current.agent != agent {
+            return Err(StoreError::NotYours(id.to_string()));
+        }
+        if !matches!(current.status, SpendStatus::Queued | SpendStatus::PendingApproval) {
+            return Err(StoreError::IllegalTransition {
+                id: id.to_string(),
+                from: current.status.to_string(),
+                to: "cancelled (only queued or pending-approval spends can be)".into(),
+            });
+        }
+        self.set_status(id, SpendStatus::Released, at, change_seq, Some(why))
+    }
+
+    pub(crate) fn expire_approvals(&mut self, now: DateTime<Utc>, change_seq: i64) -> StoreResult<Vec<DecisionRecord>> {
+        let pending = load_by_status(&self.conn, &[SpendStatus::PendingApproval])?;
+        let mut out = vec![];
+        for d in pending.into_iter().filter(|d| d.approval_expires_at.is_some_and(|t| t <= now)) {
+            out.push(self.set_status(
+                &d.id,
+                SpendStatus::Released,
+                now,
+                change_seq,
+                Some("approval request expired"),
+            )?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn record_event(
+        &mut self,
+        kind: &str,
+        id: Option<&str>,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT INTO events (at_us, kind, decision_id, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![to_us(at), kind, id, detail],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn add_agent_token(&mut self, agent: &str, hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        if self.model.agent(agent).is_none() {
+            return Err(StoreError::UnknownScope { kind: "agent", id: agent.to_string() });
+        }
+        self.conn.execute(
+            "INSERT INTO agent_tokens (token_hash, agent, created_at_us) VALUES (?1, ?2, ?3)",
+            params![hash, agent, to_us(at)],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn revoke_agent(&mut self, agent: &str, at: DateTime<Utc>) -> StoreResult<usize> {
+        Ok(self.conn.execute(
+            "UPDATE agent_tokens SET revoked_at_us = ?1 WHERE agent = ?2 AND revoked_at_us IS NULL",
+            params![to_us(at), agent],
+        )?)
     }
 }
 
@@ -627,7 +829,8 @@ pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
 const DECISION_COLUMNS: &str =
     "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
-    execute_after_us, approval_expires_us, approver_role, idempotency_key";
+    execute_after_us, approval_expires_us, approver_role, idempotency_key, nonce, tx_hash, fee_cap, fee_terms, block,
+    fee_paid, failure";
 
 fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
@@ -657,6 +860,13 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
         approval_expires_at: time_col_opt(r, 23)?,
         approver_role: r.get(24)?,
         idempotency_key: r.get(25)?,
+        nonce: r.get::<_, Option<i64>>(26)?.map(|n| n as u64),
+        tx_hash: r.get(27)?,
+        fee_cap: r.get(28)?,
+        fee_terms: r.get(29)?,
+        block: r.get::<_, Option<i64>>(30)?.map(|n| n as u64),
+        fee_paid: r.get(31)?,
+        failure: r.get(32)?,
     })
 }
 
@@ -670,5 +880,44 @@ pub(crate) fn load_decisions(conn: &Connection, agent: Option<&str>) -> StoreRes
         "SELECT {DECISION_COLUMNS} FROM decisions WHERE ?1 IS NULL OR agent = ?1 ORDER BY seq"
     ))?;
     let rows = stmt.query_map(params![agent], decision_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn load_by_status(conn: &Connection, statuses: &[SpendStatus]) -> StoreResult<Vec<DecisionRecord>> {
+    let list = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE status IN ({list}) ORDER BY seq"))?;
+    let rows = stmt.query_map([], decision_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn load_signed(conn: &Connection, id: &str) -> StoreResult<Option<SignedRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT tx_hash, raw_tx, nonce, fee_cap, fee_terms FROM decisions WHERE id = ?1 AND raw_tx IS NOT NULL",
+        )?
+        .query_row(params![id], |r| {
+            Ok(SignedRecord {
+                hash: r.get(0)?,
+                raw: r.get(1)?,
+                sequence: r.get::<_, Option<i64>>(2)?.map(|n| n as u64),
+                fee_cap: parsed(r, 3, decimal_from_store)?,
+                fee_terms: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+pub(crate) fn agent_for_token(conn: &Connection, hash: &str) -> StoreResult<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT agent FROM agent_tokens WHERE token_hash = ?1 AND revoked_at_us IS NULL")?
+        .query_row(params![hash], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<(DateTime<Utc>, Option<String>, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT at_us, decision_id, detail FROM events WHERE kind = ?1 ORDER BY id")?;
+    let rows = stmt.query_map(params![kind], |r| Ok((time_col(r, 0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

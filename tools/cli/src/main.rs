@@ -11,6 +11,8 @@ use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Evaluation, Freeze, SpendRequest};
 use spendguard_store::{FreezeOutcome, Ledger, LedgerOptions};
 use std::path::{Path, PathBuf};
+
+mod wiring;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -55,6 +57,58 @@ enum Command {
     },
     /// List frozen scopes: by whom, why and since when.
     Frozen,
+    /// Serve one agent over MCP on stdin/stdout (launched by the agent's MCP host). The agent's
+    /// token comes from SPENDGUARD_TOKEN and must belong to it.
+    Mcp {
+        /// The agent this process serves.
+        #[arg(long)]
+        agent: String,
+    },
+    /// The daemon: MCP over streamable HTTP at /mcp on [server].listen, bearer tokens per agent,
+    /// plus the delay executor, approval expiry and transaction follow-up.
+    Serve {
+        /// Listen here instead of [server].listen (e.g. 127.0.0.1:0 for a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Agent credentials.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Create or import wallet keys (keystores are written with scrypt n = 2^18).
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Issue a new token for an agent; it is printed once and stored only as a hash.
+    Token {
+        /// Agent id.
+        agent: String,
+    },
+    /// Revoke every token of an agent: it can no longer authenticate at all.
+    Revoke {
+        /// Agent id.
+        agent: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Generate a new key into an encrypted keystore and print its address.
+    New(KeystoreArgs),
+    /// Encrypt an existing private key (hex, read from standard input) into a keystore.
+    Import(KeystoreArgs),
+}
+
+#[derive(Args)]
+struct KeystoreArgs {
+    /// Keystore file to write (never overwritten).
+    #[arg(long)]
+    keystore: PathBuf,
+    /// Environment variable holding the keystore password.
+    #[arg(long)]
+    password_env: String,
 }
 
 #[derive(Args)]
@@ -118,6 +172,15 @@ impl ScopeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr: on `mcp`, stdout belongs to the protocol.
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPENDGUARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -142,6 +205,9 @@ fn operator_name(given: Option<String>) -> String {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Wallet(cmd) = &cli.command {
+        return wallet(cmd);
+    }
     let config = load(&cli.config)?;
     match cli.command {
         Command::Check => {
@@ -183,6 +249,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mcp { agent } => mcp(config, &agent),
+        Command::Serve { listen } => serve(config, listen),
+        Command::Agent(AgentCommand::Token { agent }) => {
+            let ledger = open_ledger(&config, Utc::now())?;
+            let token = spendguard_service::new_token().map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            ledger.add_agent_token(&agent, &spendguard_service::hash_token(&token), Utc::now())?;
+            eprintln!("token for {agent} (shown once; spendguard keeps only its hash):");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(AgentCommand::Revoke { agent }) => {
+            if config.model.agent(&agent).is_none() {
+                bail!("no agent {agent:?} is configured");
+            }
+            let ledger = open_ledger(&config, Utc::now())?;
+            let n = ledger.revoke_agent(&agent, Utc::now())?;
+            println!("revoked {n} token(s) of {agent}: it can no longer authenticate");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wallet(_) => unreachable!("handled before the config is loaded"),
         Command::Frozen => {
             let ledger = open_ledger(&config, Utc::now())?;
             let freezes = ledger.freezes()?;
@@ -201,6 +287,110 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+const BACKGROUND_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn mcp(config: Config, agent: &str) -> Result<ExitCode> {
+    let token = std::env::var("SPENDGUARD_TOKEN")
+        .map_err(|_| anyhow::anyhow!("SPENDGUARD_TOKEN is not set: issue one with `spendguard agent token {agent}`"))?;
+    let config = Arc::new(config);
+    let ledger = Arc::new(wiring::open_ledger(&config)?);
+    match ledger.agent_for_token(&spendguard_service::hash_token(token.trim()))? {
+        Some(owner) if owner == agent => {}
+        _ => bail!("SPENDGUARD_TOKEN is not a live token of agent {agent} (unknown, revoked, or another agent's)"),
+    }
+    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    runtime()?.block_on(async move {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let background = tokio::spawn(Arc::clone(&guard).run(BACKGROUND_INTERVAL, async move {
+            let _ = stopped.await;
+        }));
+        let served = spendguard_mcp::serve_stdio(guard, agent.to_string()).await;
+        let _ = stop.send(());
+        let _ = background.await;
+        served
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Result<ExitCode> {
+    let addr = listen.unwrap_or(config.server.listen);
+    let config = Arc::new(config);
+    let ledger = Arc::new(wiring::open_ledger(&config)?);
+    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        // The first line on stdout says where to connect (tests read it with port 0).
+        println!("spendguard listening on http://{local}/mcp");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut rx2 = rx.clone();
+        let background = tokio::spawn(Arc::clone(&guard).run(BACKGROUND_INTERVAL, async move {
+            let _ = rx2.wait_for(|stop| *stop).await;
+        }));
+        let mut rx3 = rx.clone();
+        let server = spendguard_mcp::serve_http(guard, listener, async move {
+            let _ = rx3.wait_for(|stop| *stop).await;
+        });
+        let stopper = async move {
+            shutdown_signal().await;
+            tracing::info!("stopping");
+            let _ = tx.send(true);
+        };
+        let (served, ()) = tokio::join!(server, stopper);
+        let _ = background.await;
+        drop(rx);
+        served.context("serving HTTP")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn wallet(cmd: &WalletCommand) -> Result<ExitCode> {
+    let (args, secret) = match cmd {
+        WalletCommand::New(args) => (args, spendguard_evm::keystore::random_secret()?),
+        WalletCommand::Import(args) => {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            std::io::stdin().read_line(&mut line).context("reading the private key from standard input")?;
+            (args, spendguard_evm::keystore::parse_secret(&line).context("the private key on standard input")?)
+        }
+    };
+    let password = zeroize::Zeroizing::new(
+        std::env::var(&args.password_env)
+            .map_err(|_| anyhow::anyhow!("the environment variable {} is not set", args.password_env))?,
+    );
+    if password.is_empty() {
+        bail!("the password in {} is empty", args.password_env);
+    }
+    let address = spendguard_evm::keystore::write_keystore(&args.keystore, &secret, &password)?;
+    println!("{address:#x}");
+    eprintln!("wrote {} (scrypt n=2^{})", args.keystore.display(), spendguard_evm::keystore::SCRYPT_LOG_N);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn evaluate(config: &Config, args: EvaluateArgs) -> Result<ExitCode> {

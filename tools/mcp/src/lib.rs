@@ -1,1 +1,24 @@
-//! placeholder
+//! spendguard's MCP server: the five tools of shared/spec/MCP_TOOLS.md, served over stdio (one
+//! process per agent) and streamable HTTP (bearer tokens).
+//!
+//! The calling agent is whoever authenticated — the token checked at launch on stdio, the
+//! bearer token of each HTTP request — never a tool argument. Denials are tool results with
+//! `isError: true` whose text starts with the reason code; protocol errors are kept for
+//! malformed requests.
+
+mod http_server;
+mod tools;
+
+pub use http_server::{router, serve_http};
+pub use tools::{Identity, SpendguardServer};
+
+use std::sync::Arc;
+
+/// Serves one agent over stdin/stdout until the client disconnects.
+pub async fn serve_stdio(guard: Arc<spendguard_service::Guard>, agent: String) -> std::io::Result<()> {
+    use rmcp::ServiceExt;
+    let server = SpendguardServer::new(guard, Identity::Agent(agent));
+    let running = server.serve(rmcp::transport::stdio()).await.map_err(std::io::Error::other)?;
+    running.waiting().await.map_err(std::io::Error::other)?;
+    Ok(())
+}

@@ -13,6 +13,9 @@ pub mod client;
 pub mod keystore;
 pub mod units;
 
+#[cfg(feature = "test-utils")]
+pub mod testing;
+
 pub use client::{EvmClient, EvmSettings};
 
 /// Re-exported so callers can hold keys without naming alloy.

@@ -1,0 +1,232 @@
+//! Agents spend through spendguard's MCP tools on a real anvil, with rmcp's own client.
+
+use serde_json::json;
+use spendguard_core::model::Scope;
+use spendguard_core::Freeze;
+use spendguard_evm::testing;
+use spendguard_tests::evm_org::*;
+use spendguard_tests::mcp_client::McpAgent;
+use std::time::Duration;
+
+async fn token_balance(org: &EvmOrg, owner: &str) -> u128 {
+    let out = testing::rpc_call(
+        &org.anvil.url,
+        "eth_call",
+        json!([{ "to": org.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
+    )
+    .await
+    .expect("balanceOf");
+    u128::from_str_radix(out.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spends_at_every_tier() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let before = token_balance(&org, PAYEE).await;
+
+    let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD", "memo": "e2e" });
+    let instant = agent.call("spend", pay("5")).await;
+    assert!(!instant.is_error, "{}", instant.text);
+    assert_eq!((instant.data["status"].as_str(), instant.data["tier"].as_str()), (Some("executed"), Some("INSTANT")));
+    assert!(instant.data["tx_hash"].as_str().is_some_and(|h| h.starts_with("0x") && h.len() == 66));
+
+    let notify = agent.call("spend", pay("50")).await;
+    assert_eq!((notify.data["status"].as_str(), notify.data["tier"].as_str()), (Some("executed"), Some("NOTIFY")));
+    let events = guard.ledger().events("notify_tier").unwrap();
+    assert_eq!(events.len(), 1, "NOTIFY records a notification event");
+
+    let delayed = agent.call("spend", pay("500")).await;
+    assert_eq!((delayed.data["status"].as_str(), delayed.data["tier"].as_str()), (Some("queued"), Some("DELAY")));
+    assert!(delayed.data["execute_after"].is_string());
+    assert_eq!(delayed.data["reasons"][0]["code"], "DELAYED");
+
+    let approval = agent.call("spend", pay("5000")).await;
+    assert_eq!(
+        (approval.data["status"].as_str(), approval.data["tier"].as_str()),
+        (Some("pending_approval"), Some("APPROVAL"))
+    );
+    assert!(approval.data["approval_expires_at"].is_string());
+
+    // Not yet due: nothing happens to the queued spend.
+    guard.tick().await.unwrap();
+    let id = delayed.data["decision_id"].as_str().unwrap();
+    assert_eq!(agent.call("spend_status", json!({ "decision_id": id })).await.data["status"], "queued");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    guard.tick().await.unwrap();
+    guard.tick().await.unwrap();
+    let status = agent.call("spend_status", json!({ "decision_id": id })).await;
+    assert!(matches!(status.data["status"].as_str(), Some("executed" | "confirmed")), "{}", status.text);
+
+    // The approval request can be cancelled by the agent; its budget is released.
+    let pending = approval.data["decision_id"].as_str().unwrap();
+    let cancelled = agent.call("cancel_spend", json!({ "decision_id": pending })).await;
+    assert_eq!(cancelled.data["status"], "released", "{}", cancelled.text);
+    let again = agent.call("cancel_spend", json!({ "decision_id": pending })).await;
+    assert!(again.is_error && again.text.starts_with("INVALID_REQUEST"), "{}", again.text);
+
+    // Everything executed landed: 5 + 50 + 500 TUSD, confirmed with receipts.
+    guard.tick().await.unwrap();
+    assert_eq!(token_balance(&org, PAYEE).await - before, 555 * 1_000_000);
+    let first = agent.call("spend_status", json!({ "decision_id": instant.data["decision_id"] })).await;
+    assert_eq!(first.data["status"], "confirmed", "{}", first.text);
+    assert!(first.data["confirmations"].as_u64().unwrap() >= 1);
+    assert!(first.data["fee_paid"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_eth_spend_lands_and_balance_reads_the_chain() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE2, "amount": "0.001" })).await;
+    assert_eq!(r.data["status"], "executed", "{}", r.text);
+    let balance = agent.call("balance", json!({ "wallet": "hot" })).await;
+    assert!(!balance.is_error, "{}", balance.text);
+    let wallet = &balance.data["wallets"][0];
+    assert_eq!(wallet["wallet"], "hot");
+    let assets: Vec<&str> =
+        wallet["balances"].as_array().unwrap().iter().map(|b| b["asset"].as_str().unwrap()).collect();
+    assert_eq!(assets, ["eth-local:ETH", "eth-local:TUSD"]);
+    assert_eq!(wallet["balances"][1]["amount"], "100000");
+    assert!(wallet["limits"].as_array().unwrap().iter().any(|l| l["policy_id"] == "buyer" && l["window"] == "24h"));
+    let all = agent.call("balance", json!({})).await;
+    assert_eq!(all.data["wallets"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_pools_both_wallets() {
+    let org = EvmOrg::start("").await;
+    let agent = McpAgent::connect(org.guard(), "saver").await;
+    let first = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "60", "asset": "TUSD" })).await;
+    assert_eq!(first.data["status"], "executed", "{}", first.text);
+    let second = agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "50", "asset": "TUSD" })).await;
+    assert!(second.is_error);
+    assert_eq!(
+        second.text.lines().next().unwrap(),
+        "WINDOW_LIMIT: agent saver 24h spend 60.00 + reserved 0.00 + 50.00 = 110.00 USD exceeds 100.00 USD"
+    );
+    assert_eq!(second.data["reasons"][0]["policy_id"], "saver-daily");
+    assert_eq!(second.data["status"], "denied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_pays_once_and_a_conflicting_key_is_refused() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let agent = McpAgent::connect(org.guard(), "buyer").await;
+    let before = token_balance(&org, PAYEE).await;
+    let args = json!({ "wallet": "hot", "to": PAYEE, "amount": "7", "asset": "TUSD", "idempotency_key": "inv-1" });
+    let first = agent.call("spend", args.clone()).await;
+    let retry = agent.call("spend", args).await;
+    assert_eq!(first.data["decision_id"], retry.data["decision_id"]);
+    assert_eq!(retry.data["replayed"], true);
+    assert_eq!(first.data["tx_hash"], retry.data["tx_hash"]);
+    assert_eq!(token_balance(&org, PAYEE).await - before, 7_000_000, "paid once");
+    let conflict = agent
+        .call(
+            "spend",
+            json!({ "wallet": "hot", "to": PAYEE, "amount": "8", "asset": "TUSD", "idempotency_key": "inv-1" }),
+        )
+        .await;
+    assert!(conflict.is_error && conflict.text.starts_with("IDEMPOTENCY_CONFLICT: "), "{}", conflict.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_can_still_read_but_not_spend() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    guard
+        .ledger()
+        .freeze(Freeze {
+            scope: Scope::Agent("buyer".into()),
+            frozen_by: "ops@e2e.example".into(),
+            reason: "investigating".into(),
+            frozen_at: chrono::Utc::now(),
+            evidence: None,
+        })
+        .unwrap();
+    let denied = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    assert!(
+        denied.is_error && denied.text.starts_with("KILL_SWITCH: agent buyer is frozen by ops@e2e.example"),
+        "{}",
+        denied.text
+    );
+    let eval = agent.call("evaluate", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    assert!(!eval.is_error, "evaluate still answers");
+    assert_eq!(eval.data["decision"], "deny");
+    assert!(!agent.call("balance", json!({})).await.is_error);
+    assert!(!agent.call("spend_status", json!({ "decision_id": paid.data["decision_id"] })).await.is_error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let other = McpAgent::connect(guard.clone(), "other").await;
+    let r = other.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    assert!(
+        r.is_error && r.text.starts_with("WALLET_NOT_ASSIGNED: wallet hot is not assigned to agent other"),
+        "{}",
+        r.text
+    );
+    let b = other.call("balance", json!({ "wallet": "hot" })).await;
+    assert!(b.is_error && b.text.starts_with("WALLET_NOT_ASSIGNED"), "{}", b.text);
+    let buyer = McpAgent::connect(guard.clone(), "buyer").await;
+    let mine = buyer.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    let peek = other.call("spend_status", json!({ "decision_id": mine.data["decision_id"] })).await;
+    assert!(peek.is_error && peek.text.starts_with("UNKNOWN_DECISION"), "{}", peek.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_balance_is_refused_before_signing_and_bad_amounts_are_explained() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let r =
+        agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "100000.000001", "asset": "TUSD" })).await;
+    assert!(r.is_error && r.text.starts_with("INSUFFICIENT_BALANCE: wallet cold holds 100000"), "{}", r.text);
+    assert!(r.data["tx_hash"].is_null());
+    let bad = agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "1e3", "asset": "TUSD" })).await;
+    assert!(bad.is_error && bad.text.starts_with("INVALID_AMOUNT: "), "{}", bad.text);
+    let decimals =
+        agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "0.0000001", "asset": "TUSD" })).await;
+    assert!(decimals.text.starts_with("INVALID_AMOUNT: amount 0.0000001 has 7 decimals"), "{}", decimals.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_no_longer_authenticates() {
+    let org = EvmOrg::start("").await;
+    let guard = org.guard();
+    let token = &org.tokens["other"];
+    assert_eq!(guard.authenticate(token).await.unwrap().as_deref(), Some("other"));
+    guard.ledger().revoke_agent("other", chrono::Utc::now()).unwrap();
+    assert_eq!(guard.authenticate(token).await.unwrap(), None);
+    assert_eq!(guard.authenticate("sgt_not-a-token").await.unwrap(), None);
+}
+
+/// What the model sees is reviewed: `SPENDGUARD_BLESS=1` rewrites fixtures/mcp/tools_list.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_matches_the_golden_snapshot() {
+    let org = EvmOrg::start("").await;
+    let agent = McpAgent::connect(org.guard(), "buyer").await;
+    let tools = agent.tools().await;
+    let names: Vec<&str> = tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 5);
+    for t in tools.as_array().unwrap() {
+        let a = &t["annotations"];
+        let read_only = matches!(t["name"].as_str(), Some("evaluate" | "balance" | "spend_status"));
+        assert_eq!(a["readOnlyHint"], read_only, "{}", t["name"]);
+        assert_eq!(a["destructiveHint"], t["name"] == "spend", "{}", t["name"]);
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/mcp/tools_list.json");
+    let pretty = serde_json::to_string_pretty(&tools).unwrap() + "\n";
+    if std::env::var_os("SPENDGUARD_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).expect("fixtures/mcp/tools_list.json (SPENDGUARD_BLESS=1 writes it)");
+    assert_eq!(pretty, golden, "tools/list changed: review it, then rerun with SPENDGUARD_BLESS=1");
+}

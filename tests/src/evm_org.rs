@@ -1,0 +1,244 @@
+//! An organisation on a real anvil: a deployed ERC-20, two funded wallets with keystores, agents
+//! with MCP tokens, and a config file — the fixture of every EVM end-to-end test.
+
+use crate::anvil::{Anvil, DEV_KEYS};
+use spendguard_chain::ChainClient;
+use spendguard_evm::{testing, EvmClient, EvmSettings};
+use spendguard_service::{Guard, SystemClock};
+use spendguard_store::{Ledger, LedgerOptions};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Keystore passwords, passed to servers through these environment variables.
+pub const PASSWORD_ENVS: [(&str, &str); 2] = [("HOT_PASSWORD", "hot secret"), ("COLD_PASSWORD", "cold secret")];
+
+/// Wallet `hot` (anvil account 1) and `cold` (account 2).
+pub const HOT: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+/// Wallet `cold`.
+pub const COLD: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
+/// Recipients with no merchant (anvil accounts 8 and 9).
+pub const PAYEE: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
+/// A second payee.
+pub const PAYEE2: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
+
+/// Writing a keystore at n = 2^18 takes a second: the two are written once per test binary.
+fn keystores() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("spendguard-keystores-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("keystore dir");
+        for (name, key, (_, password)) in
+            [("hot", DEV_KEYS[1], PASSWORD_ENVS[0]), ("cold", DEV_KEYS[2], PASSWORD_ENVS[1])]
+        {
+            let path = dir.join(format!("{name}.json"));
+            if !path.exists() {
+                let secret = spendguard_evm::keystore::parse_secret(key).expect("dev key");
+                spendguard_evm::keystore::write_keystore(&path, &secret, password).expect("write keystore");
+            }
+        }
+        dir
+    })
+}
+
+/// The organisation: its node, token, config file and agent tokens.
+pub struct EvmOrg {
+    /// Holds the config, database and keystore copies.
+    pub dir: tempfile::TempDir,
+    /// The node.
+    pub anvil: Anvil,
+    /// The config file.
+    pub config_path: PathBuf,
+    /// Address of the TUSD token (6 decimals, 1 USD).
+    pub token: String,
+    /// MCP bearer token of each agent.
+    pub tokens: HashMap<String, String>,
+}
+
+/// Agents `buyer` (wallets hot and cold), `saver` (hot and cold, 100 USD a day) and `other`
+/// (cold only), and the policies given.
+pub fn org_toml(rpc: &str, token: &str, dir: &Path, policies: &str) -> String {
+    format!(
+        r#"
+[server]
+database = "spendguard.db"
+listen = "127.0.0.1:0"
+
+[org]
+id = "e2e"
+
+[[chain]]
+id = "eth-local"
+kind = "evm"
+chain_id = 31337
+rpc = ["{rpc}"]
+confirmations = 1
+max_fee_per_gas_gwei = "100"
+
+[[asset]]
+chain = "eth-local"
+symbol = "ETH"
+decimals = 18
+price_usd = "3000"
+
+[[asset]]
+chain = "eth-local"
+symbol = "TUSD"
+contract = "{token}"
+decimals = 6
+price_usd = "1"
+
+[[department]]
+id = "ops"
+
+[[wallet]]
+id = "hot"
+chain = "eth-local"
+address = "{HOT}"
+keystore = "{hot}"
+password_env = "HOT_PASSWORD"
+
+[[wallet]]
+id = "cold"
+chain = "eth-local"
+address = "{COLD}"
+keystore = "{cold}"
+password_env = "COLD_PASSWORD"
+
+[[agent]]
+id = "buyer"
+department = "ops"
+wallets = ["hot", "cold"]
+
+[[agent]]
+id = "saver"
+department = "ops"
+wallets = ["hot", "cold"]
+
+[[agent]]
+id = "other"
+department = "ops"
+wallets = ["cold"]
+
+[[operator]]
+id = "ops@e2e.example"
+roles = ["approver"]
+
+[[policy]]
+id = "saver-daily"
+scope = "agent:saver"
+limits = [ {{ window = "24h", max_usd = "100" }} ]
+
+{policies}
+"#,
+        hot = dir.join("hot.json").display(),
+        cold = dir.join("cold.json").display(),
+    )
+}
+
+/// The tiers used by most tests: INSTANT ≤ 10, NOTIFY ≤ 100, DELAY ≤ 1000 (2 s), APPROVAL above.
+pub const BUYER_TIERS: &str = r#"
+[[policy]]
+id = "buyer"
+scope = "agent:buyer"
+limits = [ { window = "24h", max_usd = "100000" } ]
+  [policy.tiers]
+  instant_max_usd = "10"
+  notify_max_usd = "100"
+  delay_max_usd = "1000"
+  delay = "2s"
+  approver_role = "approver"
+  approval_ttl = "1h"
+"#;
+
+impl EvmOrg {
+    /// Starts anvil, deploys TUSD, funds both wallets with 100,000 TUSD, writes the config with
+    /// `policies` and issues a token per agent.
+    pub async fn start(policies: &str) -> EvmOrg {
+        let anvil = Anvil::start(None);
+        let bytecode =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/evm/TestToken.bin"))
+                .expect("fixtures/evm/TestToken.bin");
+        let token =
+            testing::deploy_token(&anvil.url, DEV_KEYS[0], &bytecode, "Test USD", "TUSD", 10_000_000 * 1_000_000)
+                .await
+                .expect("deploy TUSD");
+        for wallet in [HOT, COLD] {
+            testing::send_token(&anvil.url, DEV_KEYS[0], &token, wallet, 100_000 * 1_000_000).await.expect("fund TUSD");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        for name in ["hot.json", "cold.json"] {
+            std::fs::copy(keystores().join(name), dir.path().join(name)).expect("copy keystore");
+        }
+        let config_path = dir.path().join("spendguard.toml");
+        std::fs::write(&config_path, org_toml(&anvil.url, &token, dir.path(), policies)).expect("write config");
+        let config = spendguard_config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        let ledger = Ledger::open(
+            &config.server.database,
+            Arc::new(config.model.clone()),
+            chrono::Utc::now(),
+            LedgerOptions::default(),
+        )
+        .expect("ledger");
+        let mut tokens = HashMap::new();
+        for agent in ["buyer", "saver", "other"] {
+            let token = spendguard_service::new_token().expect("token");
+            ledger
+                .add_agent_token(agent, &spendguard_service::hash_token(&token), chrono::Utc::now())
+                .expect("store token");
+            tokens.insert(agent.to_string(), token);
+        }
+        EvmOrg { dir, anvil, config_path, token, tokens }
+    }
+
+    /// The loaded config.
+    pub fn config(&self) -> spendguard_config::Config {
+        spendguard_config::load(&self.config_path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A guard in this process, with the wallets' keys injected (no keystore to unlock).
+    pub fn guard(&self) -> Arc<Guard> {
+        let config = Arc::new(self.config());
+        let ledger = Arc::new(
+            Ledger::open(
+                &config.server.database,
+                Arc::new(config.model.clone()),
+                chrono::Utc::now(),
+                LedgerOptions::default(),
+            )
+            .expect("ledger"),
+        );
+        let signers =
+            [DEV_KEYS[1], DEV_KEYS[2]].iter().map(|k| k.trim_start_matches("0x").parse().expect("key")).collect();
+        let client = EvmClient::new(
+            EvmSettings {
+                id: "eth-local".into(),
+                chain_id: 31337,
+                rpc: vec![self.anvil.url.clone()],
+                max_fee_per_gas_gwei: Some(100.into()),
+            },
+            signers,
+        )
+        .expect("client");
+        let chains: Vec<Arc<dyn ChainClient>> = vec![Arc::new(client)];
+        Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)))
+    }
+
+    /// The `spendguard` binary built next to this test binary.
+    pub fn binary() -> PathBuf {
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = dir.join("spendguard");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --bin spendguard` (tools/dev/test.sh does)",
+            bin.display()
+        );
+        bin
+    }
+
+    /// Environment for a server process: keystore passwords.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        PASSWORD_ENVS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+}

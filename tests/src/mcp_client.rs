@@ -1,0 +1,58 @@
+//! rmcp's own client talking to spendguard's server over an in-memory duplex pipe.
+
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+use spendguard_mcp::{Identity, SpendguardServer};
+use spendguard_service::Guard;
+use std::sync::Arc;
+
+/// What a tool call returned.
+#[derive(Debug, Clone)]
+pub struct ToolReply {
+    /// `isError`.
+    pub is_error: bool,
+    /// The first text block.
+    pub text: String,
+    /// `structuredContent`.
+    pub data: Value,
+}
+
+/// A connected client acting as one agent.
+pub struct McpAgent {
+    client: RunningService<RoleClient, ()>,
+}
+
+impl McpAgent {
+    /// Connects a client to a fresh server connection for `agent`.
+    pub async fn connect(guard: Arc<Guard>, agent: &str) -> McpAgent {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let server = SpendguardServer::new(guard, Identity::Agent(agent.to_string()));
+        tokio::spawn(async move {
+            if let Ok(running) = server.serve(server_io).await {
+                let _ = running.waiting().await;
+            }
+        });
+        let client = ().serve(client_io).await.expect("MCP handshake");
+        McpAgent { client }
+    }
+
+    /// Calls a tool with JSON arguments.
+    pub async fn call(&self, tool: &str, args: Value) -> ToolReply {
+        let Value::Object(map) = args else { panic!("tool arguments must be an object") };
+        let r = self
+            .client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"));
+        let text = r.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
+        ToolReply { is_error: r.is_error.unwrap_or(false), text, data: r.structured_content.unwrap_or(Value::Null) }
+    }
+
+    /// The tools as listed to the model.
+    pub async fn tools(&self) -> Value {
+        let tools = self.client.list_all_tools().await.expect("tools/list");
+        serde_json::to_value(tools).expect("tools JSON")
+    }
+}

@@ -1,0 +1,71 @@
+//! Builds a [`Guard`] from a configuration: opens the ledger, unlocks the wallets' keys, and
+//! connects a client to every chain spendguard can talk to.
+
+use anyhow::{bail, Context as _, Result};
+use spendguard_chain::ChainClient;
+use spendguard_config::Config;
+use spendguard_core::model::ChainKind;
+use spendguard_evm::{keystore, EvmClient, EvmSettings};
+use spendguard_service::{Guard, SystemClock};
+use spendguard_store::{Ledger, LedgerOptions};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Opens the ledger of `config`.
+pub(crate) fn open_ledger(config: &Config) -> Result<Ledger> {
+    Ledger::open(&config.server.database, Arc::new(config.model.clone()), chrono::Utc::now(), LedgerOptions::default())
+        .with_context(|| format!("opening the ledger {}", config.server.database.display()))
+}
+
+/// The guard for `config`, with every configured key unlocked. A wallet with a keystore whose
+/// password is missing or wrong stops start-up: better than discovering it at the first spend.
+pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Arc<Guard>> {
+    let mut chains: Vec<Arc<dyn ChainClient>> = vec![];
+    for settings in &config.chains {
+        match settings.kind {
+            ChainKind::Evm => {
+                let mut signers = vec![];
+                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id) {
+                    let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
+                    let (Some(path), Some(env)) = (&keys.keystore, &keys.password_env) else {
+                        tracing::warn!(wallet = %wallet.id, "no keystore configured: this wallet cannot spend");
+                        continue;
+                    };
+                    let password = Zeroizing::new(std::env::var(env).map_err(|_| {
+                        anyhow::anyhow!(
+                            "wallet {}: the environment variable {env} (its keystore password) is not set",
+                            wallet.id
+                        )
+                    })?);
+                    let signer =
+                        keystore::read_keystore(path, &password).with_context(|| format!("wallet {}", wallet.id))?;
+                    let address = spendguard_evm::signer_address(&signer);
+                    if address != wallet.address {
+                        bail!(
+                            "wallet {}: the keystore {} holds the key of {address}, not {}",
+                            wallet.id,
+                            path.display(),
+                            wallet.address
+                        );
+                    }
+                    signers.push(signer);
+                }
+                let chain_id = settings.chain_id.with_context(|| format!("chain {} has no chain_id", settings.id))?;
+                let client = EvmClient::new(
+                    EvmSettings {
+                        id: settings.id.clone(),
+                        chain_id,
+                        rpc: settings.rpc.clone(),
+                        max_fee_per_gas_gwei: settings.max_fee_per_gas_gwei,
+                    },
+                    signers,
+                )?;
+                chains.push(Arc::new(client));
+            }
+            ChainKind::Solana => {
+                tracing::warn!(chain = %settings.id, "Solana chains are not supported yet: spends there are refused");
+            }
+        }
+    }
+    Ok(Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock))))
+}

@@ -1,0 +1,304 @@
+//! The tools, their schemas (doc comments become the descriptions the model reads) and how
+//! guard results become tool results.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, RoleServer, ServerHandler};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use spendguard_core::{Decision, Evaluation};
+use spendguard_service::{EvaluateArgs, Guard, GuardError, SpendArgs, SpendOutcome};
+use std::sync::Arc;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Authenticated once, at launch (stdio).
+    Agent(String),
+    /// Authenticated per HTTP request by the bearer-token middleware.
+    PerRequest,
+}
+
+/// Put into the HTTP request's extensions by the authentication middleware.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthenticatedAgent(pub(crate) String);
+
+/// The MCP server of one connection.
+#[derive(Clone)]
+pub struct SpendguardServer {
+    guard: Arc<Guard>,
+    identity: Identity,
+    tool_router: ToolRouter<Self>,
+}
+
+/// Arguments of `evaluate`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvaluateParams {
+    /// Id of the wallet to pay from; it must be one assigned to you (`balance` lists them).
+    pub(crate) wallet: String,
+    /// Recipient address on the wallet's chain: `0x…` on EVM chains, base58 on Solana.
+    pub(crate) to: String,
+    /// Amount in asset units as a decimal string, for example "12.50". Never a JSON number.
+    pub(crate) amount: String,
+    /// Asset: a symbol on the wallet's chain such as "USDC", or "chain:SYMBOL". Defaults to the chain's native coin.
+    pub(crate) asset: Option<String>,
+    /// The operation this payment is for, when your policies have operation budgets (for example "refund").
+    pub(crate) operation: Option<String>,
+    /// What the payment is for, in a few words; recorded with the decision.
+    pub(crate) memo: Option<String>,
+}
+
+/// Arguments of `spend`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SpendParams {
+    /// Id of the wallet to pay from; it must be one assigned to you (`balance` lists them).
+    pub(crate) wallet: String,
+    /// Recipient address on the wallet's chain: `0x…` on EVM chains, base58 on Solana.
+    pub(crate) to: String,
+    /// Amount in asset units as a decimal string, for example "12.50". Never a JSON number.
+    pub(crate) amount: String,
+    /// Asset: a symbol on the wallet's chain such as "USDC", or "chain:SYMBOL". Defaults to the chain's native coin.
+    pub(crate) asset: Option<String>,
+    /// The operation this payment is for, when your policies have operation budgets (for example "refund").
+    pub(crate) operation: Option<String>,
+    /// What the payment is for, in a few words; recorded with the decision.
+    pub(crate) memo: Option<String>,
+    /// A unique key for this payment. Retrying with the same key and the same arguments returns the first result and never pays twice; the same key with different arguments is refused (IDEMPOTENCY_CONFLICT). Keys are kept at least 24 hours. Use one whenever a retry is possible.
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// Arguments of `balance`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BalanceParams {
+    /// Id of one of your wallets; omit it to see all of them.
+    pub(crate) wallet: Option<String>,
+}
+
+/// Arguments of `spend_status` and `cancel_spend`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionParams {
+    /// The decision_id returned by `spend`.
+    pub(crate) decision_id: String,
+}
+
+fn evaluate_args(p: EvaluateParams) -> EvaluateArgs {
+    EvaluateArgs { wallet: p.wallet, to: p.to, amount: p.amount, asset: p.asset, operation: p.operation, memo: p.memo }
+}
+
+/// A successful result: the JSON as text and as structured content.
+fn ok(value: Value) -> CallToolResult {
+    CallToolResult::structured(value)
+}
+
+/// A result the model must read as a refusal: text starting with the code, then the JSON.
+fn refusal(code: &str, detail: &str, value: Value) -> CallToolResult {
+    let mut r = CallToolResult::structured_error(value.clone());
+    r.content = vec![ContentBlock::text(format!("{code}: {detail}\n{value}"))];
+    r
+}
+
+/// Guard failures that are not denials: tool errors the model can read, with a code.
+fn guard_error(e: GuardError) -> CallToolResult {
+    let (code, detail) = match &e {
+        GuardError::UnknownDecision(_) => ("UNKNOWN_DECISION", e.to_string()),
+        GuardError::Forbidden(msg) if msg.starts_with("WALLET_NOT_ASSIGNED: ") => {
+            ("WALLET_NOT_ASSIGNED", msg.trim_start_matches("WALLET_NOT_ASSIGNED: ").to_string())
+        }
+        GuardError::Forbidden(_) => ("FORBIDDEN", e.to_string()),
+        GuardError::Invalid(_) => ("INVALID_REQUEST", e.to_string()),
+        GuardError::Chain(c) if c.is_retryable() => {
+            ("CHAIN_UNAVAILABLE", format!("{e}; nothing was spent, try again shortly"))
+        }
+        GuardError::Chain(_) => ("CHAIN_ERROR", e.to_string()),
+        GuardError::Store(_) | GuardError::Internal(_) => {
+            tracing::error!(error = %e, "internal failure serving a tool call");
+            ("INTERNAL_ERROR", "spendguard could not complete the request; nothing was spent; try again".to_string())
+        }
+    };
+    refusal(code, &detail, json!({ "error": code, "detail": detail }))
+}
+
+fn evaluation_result(e: &Evaluation) -> CallToolResult {
+    let value = serde_json::to_value(e).unwrap_or(Value::Null);
+    // A dry run that says "deny" is an answer, not a failure: text leads with the first code.
+    match e.reasons.iter().find(|r| r.code.denies()) {
+        Some(first) if e.decision == Decision::Deny => {
+            let mut r = ok(value.clone());
+            r.content = vec![ContentBlock::text(format!("deny {}: {}\n{value}", first.code, first.detail))];
+            r
+        }
+        _ => ok(value),
+    }
+}
+
+fn spend_result(o: &SpendOutcome) -> CallToolResult {
+    let value = serde_json::to_value(o).unwrap_or(Value::Null);
+    match (o.status.as_str(), o.reasons.iter().find(|r| r.code.denies())) {
+        ("denied", Some(first)) => refusal(first.code.as_str(), &first.detail, value),
+        ("failed", _) => {
+            refusal("SPEND_FAILED", o.failure.as_deref().unwrap_or("the chain refused the transaction"), value)
+        }
+        _ => ok(value),
+    }
+}
+
+#[tool_router]
+impl SpendguardServer {
+    /// A server for one connection.
+    pub fn new(guard: Arc<Guard>, identity: Identity) -> SpendguardServer {
+        SpendguardServer { guard, identity, tool_router: Self::tool_router() }
+    }
+
+    fn agent(&self, ctx: &RequestContext<RoleServer>) -> Result<String, McpError> {
+        match &self.identity {
+            Identity::Agent(a) => Ok(a.clone()),
+            Identity::PerRequest => ctx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.extensions.get::<AuthenticatedAgent>())
+                .map(|a| a.0.clone())
+                .ok_or_else(|| McpError::invalid_request("not authenticated", None)),
+        }
+    }
+
+    #[tool(
+        description = "Check whether a payment would be allowed, without paying or reserving anything. Returns the decision (allow, notify, delay, require_approval or deny), the tier, every reason with its code and numbers, and the remaining headroom of each limit that applies. Use it before `spend` when unsure.",
+        annotations(
+            title = "Evaluate a payment (dry run)",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    async fn evaluate(
+        &self,
+        Parameters(p): Parameters<EvaluateParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        Ok(match self.guard.evaluate(&agent, evaluate_args(p)).await {
+            Ok(e) => evaluation_result(&e),
+            Err(e) => guard_error(e),
+        })
+    }
+
+    #[tool(
+        description = "Pay from one of your wallets. spendguard checks the payment against your organisation's policies and, if allowed, signs and broadcasts it itself. Small payments execute at once (status executed, with tx_hash); larger ones may be queued for a delay (status queued, execute_after; cancellable) or need a human approval (status pending_approval, approval_expires_at). A refusal is an error result whose text starts with the reason code (for example WINDOW_LIMIT, RECIPIENT_BLOCKED, KILL_SWITCH) and explains the numbers; do not retry a refusal unchanged. Pass an idempotency_key so a retry never pays twice.",
+        annotations(
+            title = "Pay (moves money)",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn spend(
+        &self,
+        Parameters(p): Parameters<SpendParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        let args = SpendArgs {
+            request: EvaluateArgs {
+                wallet: p.wallet,
+                to: p.to,
+                amount: p.amount,
+                asset: p.asset,
+                operation: p.operation,
+                memo: p.memo,
+            },
+            idempotency_key: p.idempotency_key,
+        };
+        Ok(match self.guard.spend(&agent, args).await {
+            Ok(o) => spend_result(&o),
+            Err(e) => guard_error(e),
+        })
+    }
+
+    #[tool(
+        description = "Show your wallets' live on-chain balances (every configured asset) and, for every limit that applies to you, its window, how much is used, reserved by pending payments, and remaining.",
+        annotations(
+            title = "Balances and remaining limits",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    async fn balance(
+        &self,
+        Parameters(p): Parameters<BalanceParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        Ok(match self.guard.balance(&agent, p.wallet.as_deref()).await {
+            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+            Err(e) => guard_error(e),
+        })
+    }
+
+    #[tool(
+        description = "Follow one of your payments by its decision_id: status (executed, queued, pending_approval, denied, processing, confirmed, released, failed), tier, reasons, tx_hash, confirmations and reconciliation class.",
+        annotations(
+            title = "Payment status",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    async fn spend_status(
+        &self,
+        Parameters(p): Parameters<DecisionParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        Ok(match self.guard.spend_status(&agent, &p.decision_id).await {
+            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+            Err(e) => guard_error(e),
+        })
+    }
+
+    #[tool(
+        description = "Cancel one of your payments that is still queued (DELAY tier) or waiting for approval; its reserved budget is released. Executed payments cannot be cancelled.",
+        annotations(
+            title = "Cancel a queued payment",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn cancel_spend(
+        &self,
+        Parameters(p): Parameters<DecisionParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx)?;
+        Ok(match self.guard.cancel_spend(&agent, &p.decision_id).await {
+            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+            Err(e) => guard_error(e),
+        })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for SpendguardServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("spendguard", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "spendguard pays from your organisation's crypto wallets under its spending policies. \
+                 Amounts are decimal strings in asset units. Call `balance` to see your wallets and limits, \
+                 `evaluate` to check a payment, `spend` to pay (with an idempotency_key), `spend_status` to \
+                 follow it, and `cancel_spend` to cancel a queued one.",
+            )
+    }
+}

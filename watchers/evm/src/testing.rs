@@ -1,0 +1,75 @@
+//! Test helpers (feature `test-utils`): deploy a contract and move funds with a key directly,
+//! bypassing spendguard, on a local node such as anvil.
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolCall, SolValue};
+use std::str::FromStr;
+
+type TestResult<T> = Result<T, String>;
+
+fn signer(secret_hex: &str) -> TestResult<PrivateKeySigner> {
+    PrivateKeySigner::from_str(secret_hex.trim_start_matches("0x")).map_err(|e| e.to_string())
+}
+
+async fn send(rpc: &str, secret_hex: &str, tx: TransactionRequest) -> TestResult<(String, Option<String>)> {
+    let url = rpc.parse().map_err(|e| format!("{e}"))?;
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer(secret_hex)?)).connect_http(url);
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .map_err(|e| e.to_string())?
+        .get_receipt()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !receipt.status() {
+        return Err(format!("transaction {:#x} reverted", receipt.transaction_hash));
+    }
+    Ok((format!("{:#x}", receipt.transaction_hash), receipt.contract_address.map(|a| format!("{a:#x}"))))
+}
+
+/// Deploys `TestToken(name, symbol, supply)` from `creation_hex` (fixtures/evm/TestToken.bin)
+/// and returns the contract address.
+pub async fn deploy_token(
+    rpc: &str,
+    deployer_hex: &str,
+    creation_hex: &str,
+    name: &str,
+    symbol: &str,
+    supply: u128,
+) -> TestResult<String> {
+    let mut code = hex::decode(creation_hex.trim().trim_start_matches("0x")).map_err(|e| e.to_string())?;
+    code.extend((name.to_string(), symbol.to_string(), U256::from(supply)).abi_encode_params());
+    let tx = TransactionRequest::default().with_deploy_code(Bytes::from(code));
+    let (_, address) = send(rpc, deployer_hex, tx).await?;
+    address.ok_or_else(|| "no contract address in the receipt".to_string())
+}
+
+/// Sends `wei` of the native coin from the key's address to `to`; returns the tx hash.
+pub async fn send_native(rpc: &str, from_hex: &str, to: &str, wei: u128) -> TestResult<String> {
+    let to = Address::from_str(to).map_err(|e| e.to_string())?;
+    Ok(send(rpc, from_hex, TransactionRequest::default().with_to(to).with_value(U256::from(wei))).await?.0)
+}
+
+/// Transfers `units` base units of an ERC-20 from the key's address to `to`; returns the tx hash.
+pub async fn send_token(rpc: &str, from_hex: &str, token: &str, to: &str, units: u128) -> TestResult<String> {
+    let token = Address::from_str(token).map_err(|e| e.to_string())?;
+    let to = Address::from_str(to).map_err(|e| e.to_string())?;
+    let input = crate::client::IERC20::transferCall { to, amount: U256::from(units) }.abi_encode();
+    Ok(send(rpc, from_hex, TransactionRequest::default().with_to(token).with_input(Bytes::from(input))).await?.0)
+}
+
+/// The address of a private key.
+pub fn address_of(secret_hex: &str) -> TestResult<String> {
+    Ok(format!("{:#x}", signer(secret_hex)?.address()))
+}
+
+/// Raw JSON-RPC call (for anvil cheat codes such as `evm_mine` or `anvil_reorg`).
+pub async fn rpc_call(rpc: &str, method: &str, params: serde_json::Value) -> TestResult<serde_json::Value> {
+    let url = rpc.parse().map_err(|e| format!("{e}"))?;
+    let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(url);
+    provider.raw_request::<_, serde_json::Value>(method.to_string().into(), params).await.map_err(|e| e.to_string())
+}
