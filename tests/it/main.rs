@@ -4,5 +4,6 @@
 
 mod mcp_evm;
 mod properties;
+mod python_mcp;
 mod rules;
 mod scenarios;

@@ -55,8 +55,8 @@ pub struct EvmOrg {
     pub tokens: HashMap<String, String>,
 }
 
-/// Agents `buyer` (wallets hot and cold), `saver` (hot and cold, 100 USD a day) and `other`
-/// (cold only), and the policies given.
+/// Agents `buyer` (wallets hot and cold), `saver` (hot and cold, 100 USD a day), `other` and
+/// `retired` (cold only), and the policies given.
 pub fn org_toml(rpc: &str, token: &str, dir: &Path, policies: &str) -> String {
     format!(
         r#"
@@ -117,6 +117,11 @@ wallets = ["hot", "cold"]
 
 [[agent]]
 id = "other"
+department = "ops"
+wallets = ["cold"]
+
+[[agent]]
+id = "retired"
 department = "ops"
 wallets = ["cold"]
 
@@ -181,7 +186,7 @@ impl EvmOrg {
         )
         .expect("ledger");
         let mut tokens = HashMap::new();
-        for agent in ["buyer", "saver", "other"] {
+        for agent in ["buyer", "saver", "other", "retired"] {
             let token = spendguard_service::new_token().expect("token");
             ledger
                 .add_agent_token(agent, &spendguard_service::hash_token(&token), chrono::Utc::now())

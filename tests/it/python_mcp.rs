@@ -1,0 +1,143 @@
+//! The official MCP Python SDK (an independent client) drives the real `spendguard` binary over
+//! stdio and over streamable HTTP, on a real anvil. The scenario is tests/python/mcp_agents.py.
+
+use serde_json::json;
+use spendguard_core::SpendStatus;
+use spendguard_tests::evm_org::*;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The venv `tools/dev/test.sh` creates (`pip install mcp==2.3.0`), or `$SPENDGUARD_PYTHON`.
+fn python() -> PathBuf {
+    let python = std::env::var_os("SPENDGUARD_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let deps = std::env::var_os("SPENDGUARD_DEPS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/spendguard-deps"));
+        deps.join("venv/bin/python")
+    });
+    let ok = Command::new(&python).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import the MCP Python SDK. Install it with `tools/dev/test.sh`, or: python3 -m venv \
+         ~/.cache/spendguard-deps/venv && ~/.cache/spendguard-deps/venv/bin/pip install mcp==2.3.0",
+        python.display()
+    );
+    python
+}
+
+async fn token_balance(org: &EvmOrg, owner: &str) -> u128 {
+    let out = spendguard_evm::testing::rpc_call(
+        &org.anvil.url,
+        "eth_call",
+        json!([{ "to": org.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
+    )
+    .await
+    .expect("balanceOf");
+    u128::from_str_radix(out.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+}
+
+fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
+    let guard = org.guard();
+    guard.ledger().revoke_agent("retired", chrono::Utc::now()).expect("revoke");
+    drop(guard);
+    let env: serde_json::Map<String, serde_json::Value> =
+        org.server_env().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    let scenario = json!({
+        "transport": transport,
+        "binary": EvmOrg::binary(),
+        "config": org.config_path,
+        "url": url,
+        "tokens": org.tokens,
+        "env": env,
+        "payee": PAYEE,
+        "revoked_agent": "retired",
+        "revoked_token": org.tokens["retired"],
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_agents.py");
+    let mut child = Command::new(python())
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let out = child.wait_with_output().expect("python finished");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python client's checks failed:\n{stdout}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+/// What became of the scenario's 500 TUSD DELAY spend: executed if it fell due before the
+/// scenario froze the buyer, otherwise released because of the freeze. Waits until it settles.
+async fn delayed_spend_landed(org: &EvmOrg) -> bool {
+    let guard = org.guard();
+    for _ in 0..100 {
+        let delayed = guard
+            .ledger()
+            .decisions(Some("buyer"))
+            .unwrap()
+            .into_iter()
+            .find(|d| d.amount == "500")
+            .expect("the DELAY spend");
+        match delayed.status {
+            SpendStatus::Confirmed => return true,
+            SpendStatus::Released => {
+                assert!(delayed.failure.as_deref().is_some_and(|f| f.contains("frozen")), "{:?}", delayed.failure);
+                return false;
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the DELAY spend never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_over_stdio() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let before = token_balance(&org, PAYEE).await;
+    tokio::task::block_in_place(|| run_scenario(&org, "stdio", None));
+    // No server runs now: one background pass settles what the stdio servers left.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let guard = org.guard();
+    for _ in 0..3 {
+        guard.tick().await.unwrap();
+    }
+    let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
+    // 5 + 50 + 3 (idempotent: once) + 60 TUSD.
+    assert_eq!(token_balance(&org, PAYEE).await - before, 118_000_000 + extra);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_over_streamable_http() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let before = token_balance(&org, PAYEE).await;
+    let mut server = Command::new(EvmOrg::binary())
+        .args(["--config"])
+        .arg(&org.config_path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(org.server_env())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start spendguard serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let url = line
+        .trim()
+        .strip_prefix("spendguard listening on ")
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
+    tokio::task::block_in_place(|| run_scenario(&org, "http", Some(&url)));
+    // The daemon settles the DELAY spend once it is due (2 s).
+    let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
+    let received = token_balance(&org, PAYEE).await - before;
+    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
+    let status = server.wait().expect("server exit");
+    assert!(status.success(), "the daemon should stop cleanly on SIGTERM: {status}");
+    assert_eq!(received, 118_000_000 + extra, "5 + 50 + 3 + 60, and the DELAY spend if it ran before the freeze");
+}
