@@ -22,19 +22,23 @@ pub const PAYEE: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
 /// A second payee.
 pub const PAYEE2: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
 
-/// Writing a keystore at n = 2^18 takes a second: the two are written once per test binary.
+/// Writing a keystore at n = 2^18 takes a second, so the two are written once into a shared
+/// directory and reused (each written under a private name, then renamed into place).
 fn keystores() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("spendguard-keystores-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("spendguard-test-keystores-v1");
         std::fs::create_dir_all(&dir).expect("keystore dir");
         for (name, key, (_, password)) in
             [("hot", DEV_KEYS[1], PASSWORD_ENVS[0]), ("cold", DEV_KEYS[2], PASSWORD_ENVS[1])]
         {
             let path = dir.join(format!("{name}.json"));
             if !path.exists() {
+                let private = dir.join(format!("{name}.{}.json", std::process::id()));
+                let _ = std::fs::remove_file(&private);
                 let secret = spendguard_evm::keystore::parse_secret(key).expect("dev key");
-                spendguard_evm::keystore::write_keystore(&path, &secret, password).expect("write keystore");
+                spendguard_evm::keystore::write_keystore(&private, &secret, password).expect("write keystore");
+                std::fs::rename(&private, &path).expect("move keystore into place");
             }
         }
         dir

@@ -9,6 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spendguard-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
+source tools/dev/deps.sh
 
 echo "== formatting"
 cargo fmt --all --check
@@ -17,6 +18,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "== build and test (all crates, benches compiled and run once as tests)"
+# The end-to-end tests start this binary as agents' MCP hosts and operators would.
+cargo build --locked --bin spendguard
 cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
 
