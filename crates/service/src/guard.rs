@@ -489,7 +489,13 @@ impl Guard {
                 return self.record(id).await;
             }
             Err(ChainError::Rejected { reason, sequence_used, .. }) => {
-                return self.fail(id, &format!("the node refused the transaction: {reason}"), sequence_used).await
+                // "Nonce too low" for our own transaction means it already landed (we were
+                // stopped between sending it and recording that): that is success.
+                if sequence_used && matches!(client.outcome(&s.hash).await, Ok(Some(_))) {
+                    tracing::info!(decision = id, "transaction already on chain");
+                } else {
+                    return self.fail(id, &format!("the node refused the transaction: {reason}"), sequence_used).await;
+                }
             }
             Err(e) => return self.fail(id, &e.to_string(), false).await,
         }
