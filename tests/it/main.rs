@@ -6,5 +6,6 @@ mod crash;
 mod mcp_evm;
 mod properties;
 mod python_mcp;
+mod race;
 mod rules;
 mod scenarios;

@@ -5,26 +5,8 @@ use serde_json::json;
 use spendguard_core::SpendStatus;
 use spendguard_tests::evm_org::*;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-
-/// The venv `tools/dev/test.sh` creates (`pip install mcp==2.3.0`), or `$SPENDGUARD_PYTHON`.
-fn python() -> PathBuf {
-    let python = std::env::var_os("SPENDGUARD_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let deps = std::env::var_os("SPENDGUARD_DEPS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/spendguard-deps"));
-        deps.join("venv/bin/python")
-    });
-    let ok = Command::new(&python).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{} cannot import the MCP Python SDK. Install it with `tools/dev/test.sh`, or: python3 -m venv \
-         ~/.cache/spendguard-deps/venv && ~/.cache/spendguard-deps/venv/bin/pip install mcp==2.3.0",
-        python.display()
-    );
-    python
-}
 
 async fn token_balance(org: &EvmOrg, owner: &str) -> u128 {
     let out = spendguard_evm::testing::rpc_call(
@@ -55,7 +37,7 @@ fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
         "revoked_token": org.tokens["retired"],
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_agents.py");
-    let mut child = Command::new(python())
+    let mut child = Command::new(spendguard_tests::python::python())
         .arg(&script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -5,6 +5,7 @@
 pub mod anvil;
 pub mod evm_org;
 pub mod mcp_client;
+pub mod python;
 pub mod stdio_agent;
 
 use chrono::{DateTime, Utc};

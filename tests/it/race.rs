@@ -1,0 +1,105 @@
+//! 32 concurrent MCP clients, two server processes on one database, one wallet, one budget:
+//! every admitted spend lands on chain exactly once with consecutive nonces, and the ETH that
+//! actually left the wallet never exceeds the limit.
+
+use serde_json::{json, Value};
+use spendguard_core::SpendStatus;
+use spendguard_evm::testing::rpc_call;
+use spendguard_tests::evm_org::*;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+const RACER: &str = r#"
+[[policy]]
+id = "racer"
+scope = "agent:buyer"
+limits = [ { window = "24h", max_amount = "0.05", asset = "eth-local:ETH" } ]
+"#;
+
+fn start_daemon(org: &EvmOrg) -> (Child, String) {
+    let mut child = Command::new(EvmOrg::binary())
+        .arg("--config")
+        .arg(&org.config_path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(org.server_env())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start spendguard serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let url = line
+        .trim()
+        .strip_prefix("spendguard listening on ")
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_string();
+    (child, url)
+}
+
+fn hex_u128(v: &Value) -> u128 {
+    u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_once() {
+    let org = EvmOrg::start(RACER).await;
+    let (mut a, url_a) = start_daemon(&org);
+    let (mut b, url_b) = start_daemon(&org);
+    let python = spendguard_tests::python::python();
+    let scenario =
+        json!({ "urls": [url_a, url_b], "token": org.tokens["buyer"], "payee": PAYEE2, "clients": 32, "spends": 5 });
+    let mut child = Command::new(python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/race.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run race.py");
+    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("race.py finished");
+    assert!(out.status.success(), "race.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let outcomes: Vec<Value> = serde_json::from_slice(&out.stdout).expect("outcomes JSON");
+    assert_eq!(outcomes.len(), 160);
+
+    // Let both daemons settle every receipt.
+    let guard = org.guard();
+    for _ in 0..100 {
+        let open = guard.ledger().in_flight().unwrap().len() + guard.ledger().unsigned_reserved().unwrap().len();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for child in [&mut a, &mut b] {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        assert!(child.wait().expect("daemon exit").success());
+    }
+
+    let admitted: Vec<&Value> = outcomes.iter().filter(|o| o["status"] == "executed").collect();
+    let denied = outcomes.iter().filter(|o| o["status"] == "denied").count();
+    assert_eq!(admitted.len() + denied, 160, "every spend was either executed or denied: {outcomes:?}");
+    assert!(outcomes.iter().filter(|o| o["status"] == "denied").all(|o| o["code"] == "WINDOW_LIMIT"));
+    assert!(admitted.len() >= 10, "the budget should admit a good number of spends");
+
+    // Exactly one transaction per admitted spend, consecutive nonces from 0, all mined.
+    let hashes: HashSet<&str> = admitted.iter().map(|o| o["tx_hash"].as_str().expect("tx_hash")).collect();
+    assert_eq!(hashes.len(), admitted.len(), "no transaction shared by two spends");
+    let count = hex_u128(&rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([HOT, "latest"])).await.unwrap());
+    assert_eq!(count as usize, admitted.len(), "the wallet sent exactly the admitted spends");
+    let mut nonces = vec![];
+    let mut wei_sent: u128 = 0;
+    for h in &hashes {
+        let tx = rpc_call(&org.anvil.url, "eth_getTransactionByHash", json!([h])).await.unwrap();
+        let receipt = rpc_call(&org.anvil.url, "eth_getTransactionReceipt", json!([h])).await.unwrap();
+        assert_eq!(receipt["status"], "0x1");
+        nonces.push(hex_u128(&tx["nonce"]));
+        wei_sent += hex_u128(&tx["value"]);
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..admitted.len() as u128).collect::<Vec<_>>(), "consecutive nonces");
+    assert!(wei_sent <= 50_000_000_000_000_000, "ETH sent {wei_sent} wei exceeds the 0.05 ETH limit");
+    let confirmed =
+        guard.ledger().decisions(Some("buyer")).unwrap().iter().filter(|d| d.status == SpendStatus::Confirmed).count();
+    assert_eq!(confirmed, admitted.len());
+    eprintln!("{} of 160 spends admitted, {wei_sent} wei sent, nonces 0..{}", admitted.len(), admitted.len());
+}
