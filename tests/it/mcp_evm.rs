@@ -230,3 +230,68 @@ async fn tools_list_matches_the_golden_snapshot() {
     let golden = std::fs::read_to_string(&path).expect("fixtures/mcp/tools_list.json (SPENDGUARD_BLESS=1 writes it)");
     assert_eq!(pretty, golden, "tools/list changed: review it, then rerun with SPENDGUARD_BLESS=1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fee_cap_is_recorded_and_a_chain_above_it_is_refused() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    let record = guard.ledger().decision(paid.data["decision_id"].as_str().unwrap()).unwrap().unwrap();
+    let fee_cap: rust_decimal::Decimal = record.fee_cap.as_deref().unwrap().parse().unwrap();
+    assert!(fee_cap > rust_decimal::Decimal::ZERO);
+    assert!(record.fee_terms.as_deref().unwrap().starts_with("gas "), "{:?}", record.fee_terms);
+    // A cap below the chain's base fee: nothing is signed, the reservation is released.
+    org.edit_config("max_fee_per_gas_gwei = \"100\"", "max_fee_per_gas_gwei = \"0.000000001\"");
+    let capped = McpAgent::connect(org.guard(), "buyer").await;
+    let r = capped.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    assert!(r.is_error && r.text.starts_with("SPEND_FAILED: chain eth-local: fee"), "{}", r.text);
+    assert!(r.text.contains("exceeds the cap 0.000000001 gwei"), "{}", r.text);
+    assert_eq!(r.data["status"], "failed");
+    assert!(r.data["tx_hash"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes() {
+    let org = EvmOrg::start(&BUYER_TIERS.replace("approval_ttl = \"1h\"", "approval_ttl = \"1s\"")).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
+    let approval = agent.call("spend", pay("5000")).await;
+    assert_eq!(approval.data["status"], "pending_approval");
+    let queued_cancel = agent.call("spend", pay("200")).await;
+    let queued_frozen = agent.call("spend", pay("300")).await;
+    assert_eq!(
+        (queued_cancel.data["status"].as_str(), queued_frozen.data["status"].as_str()),
+        (Some("queued"), Some("queued"))
+    );
+    let cancelled = agent.call("cancel_spend", json!({ "decision_id": queued_cancel.data["decision_id"] })).await;
+    assert_eq!(cancelled.data["status"], "released", "{}", cancelled.text);
+    guard
+        .ledger()
+        .freeze(Freeze {
+            scope: Scope::Wallet("hot".into()),
+            frozen_by: "ops@e2e.example".into(),
+            reason: "rotating keys".into(),
+            frozen_at: chrono::Utc::now(),
+            evidence: None,
+        })
+        .unwrap();
+    let before = token_balance(&org, PAYEE).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    guard.tick().await.unwrap();
+    let status = |r: &spendguard_tests::mcp_client::ToolReply| json!({ "decision_id": r.data["decision_id"] });
+    let expired = agent.call("spend_status", status(&approval)).await;
+    assert_eq!(
+        (expired.data["status"].as_str(), expired.data["failure"].as_str()),
+        (Some("released"), Some("approval request expired"))
+    );
+    let held = agent.call("spend_status", status(&queued_frozen)).await;
+    assert_eq!(held.data["status"], "released", "{}", held.text);
+    assert!(
+        held.data["failure"].as_str().unwrap().contains("wallet hot is frozen by ops@e2e.example"),
+        "{}",
+        held.text
+    );
+    assert_eq!(token_balance(&org, PAYEE).await, before, "nothing left the wallet");
+}

@@ -200,6 +200,13 @@ impl EvmOrg {
         EvmOrg { dir, anvil, config_path, token, tokens }
     }
 
+    /// Rewrites part of the config file (e.g. the fee cap) before servers are started.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config_path).expect("config");
+        assert!(text.contains(from), "{from:?} not in the config");
+        std::fs::write(&self.config_path, text.replace(from, to)).expect("write config");
+    }
+
     /// The loaded config.
     pub fn config(&self) -> spendguard_config::Config {
         spendguard_config::load(&self.config_path).unwrap_or_else(|e| panic!("{e}"))
@@ -219,12 +226,13 @@ impl EvmOrg {
         );
         let signers =
             [DEV_KEYS[1], DEV_KEYS[2]].iter().map(|k| k.trim_start_matches("0x").parse().expect("key")).collect();
+        let chain = config.chain_settings("eth-local").expect("eth-local");
         let client = EvmClient::new(
             EvmSettings {
-                id: "eth-local".into(),
-                chain_id: 31337,
-                rpc: vec![self.anvil.url.clone()],
-                max_fee_per_gas_gwei: Some(100.into()),
+                id: chain.id.clone(),
+                chain_id: chain.chain_id.expect("chain id"),
+                rpc: chain.rpc.clone(),
+                max_fee_per_gas_gwei: chain.max_fee_per_gas_gwei,
             },
             signers,
         )

@@ -220,3 +220,101 @@ fn freeze_scopes_are_checked() {
     let o = spendguard(&config, &["freeze", "--org", "--reason", "again", "--as", "ops"]);
     assert!(stdout(&o).starts_with("already frozen:"), "{}", stdout(&o));
 }
+
+fn spendguard_with(config: Option<&Path>, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spendguard"));
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn wallet_new_and_import_write_keystores_that_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("keys/new.json");
+    let ks_arg = ks.to_str().unwrap();
+    let env = [("KS_PASSWORD", "a long passphrase")];
+    let o =
+        spendguard_with(None, &["wallet", "new", "--keystore", ks_arg, "--password-env", "KS_PASSWORD"], &env, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let address = stdout(&o).trim().to_string();
+    assert!(address.starts_with("0x") && address.len() == 42, "{address}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ks).unwrap()).unwrap();
+    assert_eq!(json["address"], address.trim_start_matches("0x"));
+    assert_eq!(json["crypto"]["kdfparams"]["n"], 262_144);
+    let again =
+        spendguard_with(None, &["wallet", "new", "--keystore", ks_arg, "--password-env", "KS_PASSWORD"], &env, None);
+    assert_eq!(again.status.code(), Some(1), "an existing keystore is never overwritten");
+
+    // Import reads the key from standard input (never from the command line).
+    let imported = dir.path().join("imported.json");
+    let o = spendguard_with(
+        None,
+        &["wallet", "import", "--keystore", imported.to_str().unwrap(), "--password-env", "KS_PASSWORD"],
+        &env,
+        Some("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
+    let bad = spendguard_with(
+        None,
+        &[
+            "wallet",
+            "import",
+            "--keystore",
+            dir.path().join("x.json").to_str().unwrap(),
+            "--password-env",
+            "KS_PASSWORD",
+        ],
+        &env,
+        Some("not a key\n"),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("expected 64 hex digits"), "{}", stderr(&bad));
+    let no_password = spendguard_with(
+        None,
+        &["wallet", "new", "--keystore", dir.path().join("y.json").to_str().unwrap(), "--password-env", "UNSET_VAR"],
+        &[],
+        None,
+    );
+    assert!(stderr(&no_password).contains("UNSET_VAR is not set"), "{}", stderr(&no_password));
+}
+
+#[test]
+fn agent_tokens_authenticate_only_their_agent_until_revoked() {
+    let (_dir, config) = scratch("example.toml");
+    let o = spendguard(&config, &["agent", "token", "procurement-bot"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    assert!(token.starts_with("sgt_") && token.len() == 68, "{token}");
+    let mcp = |agent: &str, token: &str| {
+        spendguard_with(Some(&config), &["mcp", "--agent", agent], &[("SPENDGUARD_TOKEN", token)], Some(""))
+    };
+    let wrong_agent = mcp("refund-bot", &token);
+    assert_eq!(wrong_agent.status.code(), Some(1));
+    assert!(stderr(&wrong_agent).contains("not a live token of agent refund-bot"), "{}", stderr(&wrong_agent));
+    // The right agent gets past authentication (and then needs its wallets' keystores).
+    let right = mcp("procurement-bot", &token);
+    assert!(stderr(&right).contains("TRADING_HOT_PASSWORD"), "{}", stderr(&right));
+    let o = spendguard(&config, &["agent", "revoke", "procurement-bot"]);
+    assert_eq!(stdout(&o), "revoked 1 token(s) of procurement-bot: it can no longer authenticate\n");
+    let revoked = mcp("procurement-bot", &token);
+    assert!(stderr(&revoked).contains("not a live token of agent procurement-bot"), "{}", stderr(&revoked));
+    let o = spendguard(&config, &["agent", "token", "nobody"]);
+    assert!(stderr(&o).contains("no agent \"nobody\" is configured"), "{}", stderr(&o));
+}
