@@ -38,7 +38,11 @@ fn bench(c: &mut Criterion) {
     let mut line = String::new();
     BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("spendguard listening on ").unwrap().to_string();
-    let transport = StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).auth_header(token));
+    // The HTTP transport spawns its worker on the ambient runtime.
+    let _entered = rt.enter();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(token),
+    );
     let client = rt.block_on(().serve(transport)).unwrap();
     let Some(map) = args.as_object().cloned() else { unreachable!() };
     let evaluate = CallToolRequestParams::new("evaluate").with_arguments(map.clone());

@@ -25,8 +25,9 @@ pub struct Anvil {
     pub url: String,
 }
 
-/// Where anvil is: `$SPENDGUARD_ANVIL`, the dependency cache `tools/dev/test.sh` installs into,
-/// or `anvil` on the PATH.
+/// Where anvil is: `$SPENDGUARD_ANVIL`, the platform binary in the dependency cache
+/// `tools/dev/test.sh` installs into, or `anvil` on the PATH. (Not `node_modules/.bin/anvil`:
+/// that is a Node wrapper, and killing it would leave the real node running.)
 fn anvil_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("SPENDGUARD_ANVIL") {
         return PathBuf::from(p);
@@ -34,10 +35,13 @@ fn anvil_binary() -> PathBuf {
     let cache = std::env::var_os("SPENDGUARD_DEPS")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/spendguard-deps")));
-    if let Some(c) = cache.map(|c| c.join("node/node_modules/.bin/anvil")).filter(|p| p.exists()) {
-        return c;
-    }
-    PathBuf::from("anvil")
+    let platform_binary = cache.and_then(|c| {
+        std::fs::read_dir(c.join("node/node_modules/@foundry-rs")).ok()?.flatten().find_map(|e| {
+            let bin = e.path().join("bin/anvil");
+            (e.file_name().to_string_lossy().starts_with("anvil-") && bin.exists()).then_some(bin)
+        })
+    });
+    platform_binary.unwrap_or_else(|| PathBuf::from("anvil"))
 }
 
 impl Anvil {

@@ -15,7 +15,11 @@ if ! "$SPENDGUARD_DEPS/node/node_modules/.bin/anvil" --version >/dev/null 2>&1 |
     (cd "$SPENDGUARD_DEPS/node" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error)
     cp "$here/package.json" "$SPENDGUARD_DEPS/node/installed.json"
 fi
-export SPENDGUARD_ANVIL="$SPENDGUARD_DEPS/node/node_modules/.bin/anvil"
+# The platform package's binary itself: node_modules/.bin/anvil is a Node wrapper whose child
+# would outlive a test that kills the wrapper.
+SPENDGUARD_ANVIL=$(ls "$SPENDGUARD_DEPS"/node/node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -n 1)
+[ -x "$SPENDGUARD_ANVIL" ] || { echo "anvil's platform binary is missing under $SPENDGUARD_DEPS/node" >&2; exit 1; }
+export SPENDGUARD_ANVIL
 
 if ! "$SPENDGUARD_DEPS/venv/bin/python" -c 'import mcp' >/dev/null 2>&1 ||
     ! cmp -s "$here/requirements.txt" "$SPENDGUARD_DEPS/venv/requirements.txt"; then

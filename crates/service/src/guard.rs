@@ -623,7 +623,9 @@ impl Guard {
             let Some(client) = d.chain.as_deref().and_then(|c| self.chains.get(c)).cloned() else { continue };
             match d.status {
                 SpendStatus::Signed => {
-                    self.execute(&d.id).await?;
+                    if let Err(e) = self.execute(&d.id).await {
+                        tracing::warn!(decision = %d.id, error = %e, "re-broadcast failed; will retry");
+                    }
                 }
                 SpendStatus::Broadcast => {
                     let Some(hash) = d.tx_hash.clone() else { continue };
@@ -632,7 +634,9 @@ impl Guard {
                             let settlement =
                                 spendguard_store::Settlement { success: o.success, block: o.block, fee: o.fee };
                             let id = d.id.clone();
-                            self.blocking(move |l| l.settle(&id, settlement, now)).await?;
+                            if let Err(e) = self.blocking(move |l| l.settle(&id, settlement, now)).await {
+                                tracing::warn!(decision = %d.id, error = %e, "recording the receipt failed; will retry");
+                            }
                         }
                         Ok(None) if now - d.updated_at > REBROADCAST_AFTER => {
                             let id = d.id.clone();
@@ -658,7 +662,9 @@ impl Guard {
         }
         let orphans = self.blocking(|l| l.unsigned_reserved()).await?;
         for d in orphans.into_iter().filter(|d| now - d.updated_at > ORPHAN_AFTER) {
-            self.execute(&d.id).await?;
+            if let Err(e) = self.execute(&d.id).await {
+                tracing::warn!(decision = %d.id, error = %e, "executing a reserved spend failed; will retry");
+            }
         }
         let due = self.blocking(move |l| l.due_delays(now)).await?;
         let freezes = self.blocking(|l| l.freezes()).await?;
@@ -679,11 +685,13 @@ impl Guard {
             }
             match self.blocking(move |l| l.set_status(&id, SpendStatus::Reserved, now)).await {
                 Ok(_) => {
-                    self.execute(&d.id).await?;
+                    if let Err(e) = self.execute(&d.id).await {
+                        tracing::warn!(decision = %d.id, error = %e, "executing a due spend failed; will retry");
+                    }
                 }
                 // Another process took it first.
                 Err(GuardError::Store(StoreError::IllegalTransition { .. })) => {}
-                Err(e) => return Err(e),
+                Err(e) => tracing::warn!(decision = %d.id, error = %e, "starting a due spend failed; will retry"),
             }
         }
         self.blocking(move |l| l.expire_approvals(now)).await?;

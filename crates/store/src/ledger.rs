@@ -235,7 +235,7 @@ pub(crate) type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 /// One unit of work for the writer thread.
 pub(crate) struct Job {
     /// Runs inside the batch transaction; says whether it succeeded and how to deliver.
-    pub(crate) run: Box<dyn FnOnce(&mut Writer, i64) -> (bool, Deliver) + Send>,
+    pub(crate) run: Box<dyn FnOnce(&mut Writer) -> (bool, Deliver) + Send>,
     /// Tells the caller the batch never ran.
     pub(crate) fail: Box<dyn FnOnce(&str) + Send>,
 }
@@ -303,13 +303,13 @@ impl Ledger {
     /// commit. Results of work that wrote are only reported once durable.
     pub(crate) fn call<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Writer, i64) -> StoreResult<T> + Send + 'static,
+        work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = mpsc::sync_channel::<StoreResult<T>>(1);
         let on_fail = reply.clone();
         let job = Job {
-            run: Box::new(move |writer, change_seq| {
-                let result = work(writer, change_seq);
+            run: Box::new(move |writer| {
+                let result = work(writer);
                 let ok = result.is_ok();
                 let deliver: Deliver = Box::new(move |commit_error| {
                     let result = match (result, commit_error) {
@@ -332,29 +332,29 @@ impl Ledger {
     /// Evaluates a spend and records the decision; an allowed spend's amount is reserved against
     /// every limit until it is released. Durable when this returns.
     pub fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome> {
-        self.call(move |w, cs| w.reserve(request, cs))
+        self.call(move |w| w.reserve(request))
     }
 
     /// Evaluates a spend against the current ledger without recording anything.
     pub fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
-        self.call(move |w, _| w.dry_run(request, balances))
+        self.call(move |w| w.dry_run(request, balances))
     }
 
     /// Freezes a scope: every spend it covers is denied with `KILL_SWITCH` from now on.
     pub fn freeze(&self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
-        self.call(move |w, _| w.freeze(freeze))
+        self.call(move |w| w.freeze(freeze))
     }
 
     /// Lifts a freeze; `ack` must say why it is safe. Returns false when it was not frozen.
     pub fn unfreeze(&self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool> {
         let (by, ack) = (by.to_string(), ack.to_string());
-        self.call(move |w, _| w.unfreeze(scope, &by, &ack, at))
+        self.call(move |w| w.unfreeze(scope, &by, &ack, at))
     }
 
     /// Moves a decision along its lifecycle; reservations are released or turned into spend.
     pub fn set_status(&self, decision_id: &str, status: SpendStatus, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let id = decision_id.to_string();
-        self.call(move |w, cs| w.set_status(&id, status, at, cs, None))
+        self.call(move |w| w.set_status(&id, status, at, None))
     }
 
     /// Signs a reserved decision: allocates the account's next nonce (or a hole left by a refused
@@ -368,7 +368,7 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> StoreResult<Signing> {
         let id = decision_id.to_string();
-        self.call(move |w, cs| w.sign(&id, account, sign, at, cs))
+        self.call(move |w| w.sign(&id, account, sign, at))
     }
 
     /// The signed transaction of a decision, if any.
@@ -379,14 +379,14 @@ impl Ledger {
     /// Records that a signed transaction was sent (idempotent).
     pub fn mark_broadcast(&self, decision_id: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let id = decision_id.to_string();
-        self.call(move |w, cs| w.mark_broadcast(&id, at, cs))
+        self.call(move |w| w.mark_broadcast(&id, at))
     }
 
     /// Records how a broadcast transaction ended: confirmed, or failed when it reverted (its
     /// reservation is then released; its fee was still paid).
     pub fn settle(&self, decision_id: &str, settlement: Settlement, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let id = decision_id.to_string();
-        self.call(move |w, cs| w.settle(&id, settlement, at, cs))
+        self.call(move |w| w.settle(&id, settlement, at))
     }
 
     /// Fails a decision whose transaction will never land, releasing its reservation. When its
@@ -399,18 +399,18 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> StoreResult<DecisionRecord> {
         let (id, reason) = (decision_id.to_string(), reason.to_string());
-        self.call(move |w, cs| w.fail(&id, &reason, sequence_used, at, cs))
+        self.call(move |w| w.fail(&id, &reason, sequence_used, at))
     }
 
     /// Cancels a queued or pending-approval spend of `agent`, releasing its reservation.
     pub fn cancel(&self, agent: &str, decision_id: &str, why: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let (agent, id, why) = (agent.to_string(), decision_id.to_string(), why.to_string());
-        self.call(move |w, cs| w.cancel(&agent, &id, &why, at, cs))
+        self.call(move |w| w.cancel(&agent, &id, &why, at))
     }
 
     /// Releases every pending approval whose request expired by `now`; returns them.
     pub fn expire_approvals(&self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
-        self.call(move |w, cs| w.expire_approvals(now, cs))
+        self.call(move |w| w.expire_approvals(now))
     }
 
     /// Decisions signed or broadcast but not yet settled.
@@ -438,7 +438,7 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         let (kind, id, detail) = (kind.to_string(), decision_id.map(str::to_string), detail.to_string());
-        self.call(move |w, _| w.record_event(&kind, id.as_deref(), &detail, at))
+        self.call(move |w| w.record_event(&kind, id.as_deref(), &detail, at))
     }
 
     /// Events of one kind, oldest first: (time, decision id, detail).
@@ -449,13 +449,13 @@ impl Ledger {
     /// Stores a new token for `agent` (its SHA-256 hash, never the token).
     pub fn add_agent_token(&self, agent: &str, token_hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
         let (agent, hash) = (agent.to_string(), token_hash.to_string());
-        self.call(move |w, _| w.add_agent_token(&agent, &hash, at))
+        self.call(move |w| w.add_agent_token(&agent, &hash, at))
     }
 
     /// Revokes every token of `agent`; returns how many were live.
     pub fn revoke_agent(&self, agent: &str, at: DateTime<Utc>) -> StoreResult<usize> {
         let agent = agent.to_string();
-        self.call(move |w, _| w.revoke_agent(&agent, at))
+        self.call(move |w| w.revoke_agent(&agent, at))
     }
 
     /// The agent a live token (by hash) belongs to.

@@ -95,6 +95,8 @@ pub(crate) struct Writer {
     latest_request: DateTime<Utc>,
     /// The index may not match the database (a commit failed); reload it fully.
     dirty: bool,
+    /// Change sequence of the current batch, once a job wrote.
+    batch_seq: Option<i64>,
     /// Set when a job left the transaction in an unknown state: the batch must roll back.
     abort: Option<String>,
     batches: u64,
@@ -135,6 +137,7 @@ impl Writer {
             latest_request: now,
             dirty: true,
             abort: None,
+            batch_seq: None,
             batches: 0,
             counters,
         };
@@ -184,17 +187,15 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return fail_all(batch, &e.to_string());
         }
-        let change_seq = match self.refresh().and_then(|()| self.bump_change_seq()) {
-            Ok(cs) => cs,
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.dirty = true;
-                return fail_all(batch, &e.to_string());
-            }
-        };
+        if let Err(e) = self.refresh() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.dirty = true;
+            return fail_all(batch, &e.to_string());
+        }
+        self.batch_seq = None;
         let mut done = Vec::with_capacity(batch.len());
         for job in batch {
-            done.push(self.run_job(job, change_seq));
+            done.push(self.run_job(job));
         }
         self.batches += 1;
         if self.batches.is_multiple_of(PRUNE_EVERY) {
@@ -207,24 +208,32 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
-                self.last_change_seq = change_seq;
+                if let Some(cs) = self.batch_seq.take() {
+                    self.last_change_seq = cs;
+                }
                 done.into_iter().for_each(|deliver| deliver(None));
             }
             Err(msg) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.dirty = true;
+                self.batch_seq = None;
                 done.into_iter().for_each(|deliver| deliver(Some(&msg)));
             }
         }
     }
 
     /// Runs one job inside its own savepoint, so a failing job leaves the others intact.
-    fn run_job(&mut self, job: Job, change_seq: i64) -> Deliver {
+    fn run_job(&mut self, job: Job) -> Deliver {
         if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
             let msg = e.to_string();
             return Box::new(move |_| (job.fail)(&msg));
         }
-        let (ok, deliver) = (job.run)(self, change_seq);
+        let seq_before = self.batch_seq;
+        let (ok, deliver) = (job.run)(self);
+        if !ok {
+            // The savepoint takes back the counter bump too, if this job made it.
+            self.batch_seq = seq_before;
+        }
         let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if let Err(e) = self.conn.execute_batch(end) {
             // The transaction is in an unknown state: roll the whole batch back.
@@ -233,12 +242,19 @@ impl Writer {
         deliver
     }
 
-    fn bump_change_seq(&mut self) -> StoreResult<i64> {
-        Ok(self.conn.query_row(
+    /// The change sequence of this batch, taken on the first write: batches that only read
+    /// (dry runs) write nothing and so cost no fsync.
+    fn change_seq(&mut self) -> StoreResult<i64> {
+        if let Some(cs) = self.batch_seq {
+            return Ok(cs);
+        }
+        let cs: i64 = self.conn.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
             [],
             |r| r.get(0),
-        )?)
+        )?;
+        self.batch_seq = Some(cs);
+        Ok(cs)
     }
 
     /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
@@ -322,7 +338,7 @@ impl Writer {
         Ok(evaluate(&self.model, &request, &ctx))
     }
 
-    pub(crate) fn reserve(&mut self, req: ReserveRequest, change_seq: i64) -> StoreResult<ReserveOutcome> {
+    pub(crate) fn reserve(&mut self, req: ReserveRequest) -> StoreResult<ReserveOutcome> {
         let ReserveRequest { mut request, balances, idempotency_key, memo } = req;
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
@@ -363,6 +379,7 @@ impl Writer {
         let reasons = serde_json::to_string(&eval.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let headroom = serde_json::to_string(&eval.headroom).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let at_us = to_us(request.at);
+        let change_seq = self.change_seq()?;
         let seq: i64 = self
             .conn
             .prepare_cached(
@@ -491,7 +508,6 @@ impl Writer {
         id: &str,
         next: SpendStatus,
         at: DateTime<Utc>,
-        change_seq: i64,
         failure: Option<&str>,
     ) -> StoreResult<DecisionRecord> {
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
@@ -502,6 +518,7 @@ impl Writer {
                 to: next.to_string(),
             });
         }
+        let change_seq = self.change_seq()?;
         self.conn.execute(
             "UPDATE decisions SET status = ?1, updated_at_us = ?2, change_seq = ?3, failure = coalesce(?5, failure)
              WHERE id = ?4",
@@ -517,7 +534,6 @@ impl Writer {
         account: Option<Account>,
         sign: SignWith,
         at: DateTime<Utc>,
-        change_seq: i64,
     ) -> StoreResult<Signing> {
         if let Some(signed) = load_signed(&self.conn, id)? {
             return Ok(Signing::AlreadySigned(signed));
@@ -532,6 +548,7 @@ impl Writer {
         };
         // An error here rolls the job's savepoint back, nonce allocation included.
         let signed = sign(sequence).map_err(StoreError::SigningFailed)?;
+        let change_seq = self.change_seq()?;
         self.conn.execute(
             "UPDATE decisions SET status = 'signed', nonce = ?1, tx_hash = ?2, raw_tx = ?3, fee_cap = ?4, fee_terms = ?5,
                 updated_at_us = ?6, change_seq = ?7 WHERE id = ?8",
@@ -598,26 +615,15 @@ impl Writer {
         Ok(())
     }
 
-    pub(crate) fn mark_broadcast(
-        &mut self,
-        id: &str,
-        at: DateTime<Utc>,
-        change_seq: i64,
-    ) -> StoreResult<DecisionRecord> {
+    pub(crate) fn mark_broadcast(&mut self, id: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
         if current.status == SpendStatus::Broadcast {
             return Ok(current);
         }
-        self.set_status(id, SpendStatus::Broadcast, at, change_seq, None)
+        self.set_status(id, SpendStatus::Broadcast, at, None)
     }
 
-    pub(crate) fn settle(
-        &mut self,
-        id: &str,
-        s: Settlement,
-        at: DateTime<Utc>,
-        change_seq: i64,
-    ) -> StoreResult<DecisionRecord> {
+    pub(crate) fn settle(&mut self, id: &str, s: Settlement, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
         let next = if s.success { SpendStatus::Confirmed } else { SpendStatus::Failed };
         let why = (!s.success).then_some("the transaction reverted on chain");
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
@@ -628,7 +634,7 @@ impl Writer {
             "UPDATE decisions SET block = ?1, fee_paid = ?2 WHERE id = ?3",
             params![s.block as i64, s.fee.normalize().to_string(), id],
         )?;
-        self.set_status(id, next, at, change_seq, why)
+        self.set_status(id, next, at, why)
     }
 
     pub(crate) fn fail(
@@ -637,9 +643,8 @@ impl Writer {
         reason: &str,
         sequence_used: bool,
         at: DateTime<Utc>,
-        change_seq: i64,
     ) -> StoreResult<DecisionRecord> {
-        let record = self.set_status(id, SpendStatus::Failed, at, change_seq, Some(reason))?;
+        let record = self.set_status(id, SpendStatus::Failed, at, Some(reason))?;
         if let (false, Some(nonce), Some(chain)) = (sequence_used, record.nonce, record.chain.as_deref()) {
             let address = self.model.wallet(&record.wallet).map(|w| w.address.clone()).unwrap_or_default();
             self.conn.execute(
@@ -656,7 +661,6 @@ impl Writer {
         id: &str,
         why: &str,
         at: DateTime<Utc>,
-        change_seq: i64,
     ) -> StoreResult<DecisionRecord> {
         let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
         if current.agent != agent {
@@ -669,20 +673,14 @@ impl Writer {
                 to: "cancelled (only queued or pending-approval spends can be)".into(),
             });
         }
-        self.set_status(id, SpendStatus::Released, at, change_seq, Some(why))
+        self.set_status(id, SpendStatus::Released, at, Some(why))
     }
 
-    pub(crate) fn expire_approvals(&mut self, now: DateTime<Utc>, change_seq: i64) -> StoreResult<Vec<DecisionRecord>> {
+    pub(crate) fn expire_approvals(&mut self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
         let pending = load_by_status(&self.conn, &[SpendStatus::PendingApproval])?;
         let mut out = vec![];
         for d in pending.into_iter().filter(|d| d.approval_expires_at.is_some_and(|t| t <= now)) {
-            out.push(self.set_status(
-                &d.id,
-                SpendStatus::Released,
-                now,
-                change_seq,
-                Some("approval request expired"),
-            )?);
+            out.push(self.set_status(&d.id, SpendStatus::Released, now, Some("approval request expired"))?);
         }
         Ok(out)
     }

@@ -175,3 +175,29 @@ fn a_row_edited_by_hand_is_reported_not_panicked_on() {
     let err = Ledger::open(&path, model(), at(NOON), Default::default()).err().expect("must refuse").to_string();
     assert!(err.contains("teleported"), "{err}");
 }
+
+#[test]
+fn a_dry_run_writes_nothing_and_a_failed_job_does_not_disturb_the_change_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let a = open(&path);
+    let b = open(&path);
+    decided(a.reserve(usdc("bot", "10")).unwrap());
+    let counter = || {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    let before = counter();
+    a.evaluate(usdc("bot", "1").request, Default::default()).unwrap();
+    assert_eq!(counter(), before, "a dry run bumps nothing");
+    // A job that fails after writing (an illegal transition) leaves the counter where it was…
+    let r = decided(a.reserve(usdc("bot", "1")).unwrap());
+    a.set_status(&r.decision_id, SpendStatus::Released, at(NOON)).unwrap();
+    let after_release = counter();
+    assert!(a.set_status(&r.decision_id, SpendStatus::Signed, at(NOON)).is_err());
+    assert_eq!(counter(), after_release);
+    // …so the other handle still sees every later change.
+    decided(a.reserve(usdc("bot", "900")).unwrap());
+    let denied = decided(b.reserve(usdc("bot", "100")).unwrap());
+    assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit, "b sees a's 910 USD");
+}
