@@ -7,5 +7,6 @@ mod mcp_evm;
 mod properties;
 mod python_mcp;
 mod race;
+mod revoke;
 mod rules;
 mod scenarios;

@@ -17,7 +17,7 @@ if ! "$SPENDGUARD_DEPS/node/node_modules/.bin/anvil" --version >/dev/null 2>&1 |
 fi
 # The platform package's binary itself: node_modules/.bin/anvil is a Node wrapper whose child
 # would outlive a test that kills the wrapper.
-SPENDGUARD_ANVIL=$(ls "$SPENDGUARD_DEPS"/node/node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -n 1)
+SPENDGUARD_ANVIL=$(ls "$SPENDGUARD_DEPS"/node/node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -n 1 || true)
 [ -x "$SPENDGUARD_ANVIL" ] || { echo "anvil's platform binary is missing under $SPENDGUARD_DEPS/node" >&2; exit 1; }
 export SPENDGUARD_ANVIL
 

@@ -173,7 +173,7 @@ impl ScopeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr: on `mcp`, stdout belongs to the protocol.
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info,rmcp=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -329,7 +329,7 @@ fn mcp(config: Config, agent: &str) -> Result<ExitCode> {
         let background = tokio::spawn(Arc::clone(&guard).run(BACKGROUND_INTERVAL, async move {
             let _ = stopped.await;
         }));
-        let served = spendguard_mcp::serve_stdio(guard, agent.to_string()).await;
+        let served = spendguard_mcp::serve_stdio(guard, agent.to_string(), token.trim().to_string()).await;
         let _ = stop.send(());
         let _ = background.await;
         served

@@ -14,10 +14,11 @@ pub use tools::{Identity, SpendguardServer};
 
 use std::sync::Arc;
 
-/// Serves one agent over stdin/stdout until the client disconnects.
-pub async fn serve_stdio(guard: Arc<spendguard_service::Guard>, agent: String) -> std::io::Result<()> {
+/// Serves one agent over stdin/stdout until the client disconnects; its token is checked on
+/// every call.
+pub async fn serve_stdio(guard: Arc<spendguard_service::Guard>, agent: String, token: String) -> std::io::Result<()> {
     use rmcp::ServiceExt;
-    let server = SpendguardServer::new(guard, Identity::Agent(agent));
+    let server = SpendguardServer::new(guard, Identity::Token { agent, token });
     let running = server.serve(rmcp::transport::stdio()).await.map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())

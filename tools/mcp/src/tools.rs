@@ -13,12 +13,31 @@ use spendguard_service::{EvaluateArgs, Guard, GuardError, SpendArgs, SpendOutcom
 use std::sync::Arc;
 
 /// Who is calling.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Identity {
-    /// Authenticated once, at launch (stdio).
+    /// An agent and its token (stdio): the token is checked again on every call, so revoking
+    /// it stops a running session too.
+    Token {
+        /// The agent.
+        agent: String,
+        /// Its bearer token.
+        token: String,
+    },
+    /// Trusted without a token: in-process tests and embedding.
     Agent(String),
     /// Authenticated per HTTP request by the bearer-token middleware.
     PerRequest,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        match self {
+            Identity::Token { agent, .. } => write!(f, "Token({agent})"),
+            Identity::Agent(a) => write!(f, "Agent({a})"),
+            Identity::PerRequest => f.write_str("PerRequest"),
+        }
+    }
 }
 
 /// Put into the HTTP request's extensions by the authentication middleware.
@@ -155,9 +174,14 @@ impl SpendguardServer {
         SpendguardServer { guard, identity, tool_router: Self::tool_router() }
     }
 
-    fn agent(&self, ctx: &RequestContext<RoleServer>) -> Result<String, McpError> {
+    async fn agent(&self, ctx: &RequestContext<RoleServer>) -> Result<String, McpError> {
         match &self.identity {
             Identity::Agent(a) => Ok(a.clone()),
+            Identity::Token { agent, token } => match self.guard.authenticate(token).await {
+                Ok(Some(owner)) if &owner == agent => Ok(agent.clone()),
+                Ok(_) => Err(McpError::invalid_request("the agent's token was revoked", None)),
+                Err(e) => Err(McpError::internal_error(format!("cannot check the token: {e}"), None)),
+            },
             Identity::PerRequest => ctx
                 .extensions
                 .get::<http::request::Parts>()
@@ -182,7 +206,7 @@ impl SpendguardServer {
         Parameters(p): Parameters<EvaluateParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let agent = self.agent(&ctx)?;
+        let agent = self.agent(&ctx).await?;
         Ok(match self.guard.evaluate(&agent, evaluate_args(p)).await {
             Ok(e) => evaluation_result(&e),
             Err(e) => guard_error(e),
@@ -204,7 +228,7 @@ impl SpendguardServer {
         Parameters(p): Parameters<SpendParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let agent = self.agent(&ctx)?;
+        let agent = self.agent(&ctx).await?;
         let args = SpendArgs {
             request: EvaluateArgs {
                 wallet: p.wallet,
@@ -237,7 +261,7 @@ impl SpendguardServer {
         Parameters(p): Parameters<BalanceParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let agent = self.agent(&ctx)?;
+        let agent = self.agent(&ctx).await?;
         Ok(match self.guard.balance(&agent, p.wallet.as_deref()).await {
             Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
             Err(e) => guard_error(e),
@@ -259,7 +283,7 @@ impl SpendguardServer {
         Parameters(p): Parameters<DecisionParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let agent = self.agent(&ctx)?;
+        let agent = self.agent(&ctx).await?;
         Ok(match self.guard.spend_status(&agent, &p.decision_id).await {
             Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
             Err(e) => guard_error(e),
@@ -281,7 +305,7 @@ impl SpendguardServer {
         Parameters(p): Parameters<DecisionParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let agent = self.agent(&ctx)?;
+        let agent = self.agent(&ctx).await?;
         Ok(match self.guard.cancel_spend(&agent, &p.decision_id).await {
             Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
             Err(e) => guard_error(e),
