@@ -11,8 +11,6 @@ use rmcp::ServiceExt;
 use serde_json::json;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::stdio_agent::StdioAgent;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
@@ -27,17 +25,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("evaluate_stdio", |b| b.iter(|| stdio.call("evaluate", args.clone()).unwrap()));
     drop(stdio);
 
-    let mut daemon = Command::new(EvmOrg::binary())
-        .arg("--config")
-        .arg(&org.config_path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(org.server_env())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("spendguard listening on ").unwrap().to_string();
+    let (daemon, url) = org.start_daemon();
     // The HTTP transport spawns its worker on the ambient runtime.
     let _entered = rt.enter();
     let transport = StreamableHttpClientTransport::from_config(
@@ -56,8 +44,7 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     drop(client);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    EvmOrg::stop_daemon(daemon);
 }
 
 criterion_group!(benches, bench);

@@ -3,28 +3,16 @@
 use serde_json::json;
 use spendguard_core::model::Scope;
 use spendguard_core::Freeze;
-use spendguard_evm::testing;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
 use std::time::Duration;
-
-async fn token_balance(org: &EvmOrg, owner: &str) -> u128 {
-    let out = testing::rpc_call(
-        &org.anvil.url,
-        "eth_call",
-        json!([{ "to": org.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
-    )
-    .await
-    .expect("balanceOf");
-    u128::from_str_radix(out.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spends_at_every_tier() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let guard = org.guard();
     let agent = McpAgent::connect(guard.clone(), "buyer").await;
-    let before = token_balance(&org, PAYEE).await;
+    let before = org.token_balance(PAYEE).await;
 
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD", "memo": "e2e" });
     let instant = agent.call("spend", pay("5")).await;
@@ -68,7 +56,7 @@ async fn spends_at_every_tier() {
 
     // Everything executed landed: 5 + 50 + 500 TUSD, confirmed with receipts.
     guard.tick().await.unwrap();
-    assert_eq!(token_balance(&org, PAYEE).await - before, 555 * 1_000_000);
+    assert_eq!(org.token_balance(PAYEE).await - before, 555 * 1_000_000);
     let first = agent.call("spend_status", json!({ "decision_id": instant.data["decision_id"] })).await;
     assert_eq!(first.data["status"], "confirmed", "{}", first.text);
     assert!(first.data["confirmations"].as_u64().unwrap() >= 1);
@@ -115,14 +103,14 @@ async fn the_daily_budget_pools_both_wallets() {
 async fn an_idempotent_retry_pays_once_and_a_conflicting_key_is_refused() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let agent = McpAgent::connect(org.guard(), "buyer").await;
-    let before = token_balance(&org, PAYEE).await;
+    let before = org.token_balance(PAYEE).await;
     let args = json!({ "wallet": "hot", "to": PAYEE, "amount": "7", "asset": "TUSD", "idempotency_key": "inv-1" });
     let first = agent.call("spend", args.clone()).await;
     let retry = agent.call("spend", args).await;
     assert_eq!(first.data["decision_id"], retry.data["decision_id"]);
     assert_eq!(retry.data["replayed"], true);
     assert_eq!(first.data["tx_hash"], retry.data["tx_hash"]);
-    assert_eq!(token_balance(&org, PAYEE).await - before, 7_000_000, "paid once");
+    assert_eq!(org.token_balance(PAYEE).await - before, 7_000_000, "paid once");
     let conflict = agent
         .call(
             "spend",
@@ -277,7 +265,7 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
             evidence: None,
         })
         .unwrap();
-    let before = token_balance(&org, PAYEE).await;
+    let before = org.token_balance(PAYEE).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     guard.tick().await.unwrap();
     let status = |r: &spendguard_tests::mcp_client::ToolReply| json!({ "decision_id": r.data["decision_id"] });
@@ -293,5 +281,5 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
         "{}",
         held.text
     );
-    assert_eq!(token_balance(&org, PAYEE).await, before, "nothing left the wallet");
+    assert_eq!(org.token_balance(PAYEE).await, before, "nothing left the wallet");
 }

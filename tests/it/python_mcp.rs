@@ -4,20 +4,9 @@
 use serde_json::json;
 use spendguard_core::SpendStatus;
 use spendguard_tests::evm_org::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-async fn token_balance(org: &EvmOrg, owner: &str) -> u128 {
-    let out = spendguard_evm::testing::rpc_call(
-        &org.anvil.url,
-        "eth_call",
-        json!([{ "to": org.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
-    )
-    .await
-    .expect("balanceOf");
-    u128::from_str_radix(out.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
 
 fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
     let guard = org.guard();
@@ -82,7 +71,7 @@ async fn delayed_spend_landed(org: &EvmOrg) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_over_stdio() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let before = token_balance(&org, PAYEE).await;
+    let before = org.token_balance(PAYEE).await;
     tokio::task::block_in_place(|| run_scenario(&org, "stdio", None));
     // No server runs now: one background pass settles what the stdio servers left.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -92,34 +81,18 @@ async fn the_python_sdk_over_stdio() {
     }
     let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
     // 5 + 50 + 3 (idempotent: once) + 60 TUSD.
-    assert_eq!(token_balance(&org, PAYEE).await - before, 118_000_000 + extra);
+    assert_eq!(org.token_balance(PAYEE).await - before, 118_000_000 + extra);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_over_streamable_http() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let before = token_balance(&org, PAYEE).await;
-    let mut server = Command::new(EvmOrg::binary())
-        .args(["--config"])
-        .arg(&org.config_path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(org.server_env())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start spendguard serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("spendguard listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {line}"))
-        .to_string();
+    let before = org.token_balance(PAYEE).await;
+    let (server, url) = org.start_daemon();
     tokio::task::block_in_place(|| run_scenario(&org, "http", Some(&url)));
     // The daemon settles the DELAY spend once it is due (2 s).
     let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
-    let received = token_balance(&org, PAYEE).await - before;
-    let _ = Command::new("kill").arg("-TERM").arg(server.id().to_string()).status();
-    let status = server.wait().expect("server exit");
-    assert!(status.success(), "the daemon should stop cleanly on SIGTERM: {status}");
+    let received = org.token_balance(PAYEE).await - before;
+    assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
     assert_eq!(received, 118_000_000 + extra, "5 + 50 + 3 + 60, and the DELAY spend if it ran before the freeze");
 }

@@ -7,8 +7,8 @@ use spendguard_core::SpendStatus;
 use spendguard_evm::testing::rpc_call;
 use spendguard_tests::evm_org::*;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 const RACER: &str = r#"
 [[policy]]
@@ -17,25 +17,6 @@ scope = "agent:buyer"
 limits = [ { window = "24h", max_amount = "0.05", asset = "eth-local:ETH" } ]
 "#;
 
-fn start_daemon(org: &EvmOrg) -> (Child, String) {
-    let mut child = Command::new(EvmOrg::binary())
-        .arg("--config")
-        .arg(&org.config_path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(org.server_env())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start spendguard serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("spendguard listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {line}"))
-        .to_string();
-    (child, url)
-}
-
 fn hex_u128(v: &Value) -> u128 {
     u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
 }
@@ -43,8 +24,8 @@ fn hex_u128(v: &Value) -> u128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_once() {
     let org = EvmOrg::start(RACER).await;
-    let (mut a, url_a) = start_daemon(&org);
-    let (mut b, url_b) = start_daemon(&org);
+    let (a, url_a) = org.start_daemon();
+    let (b, url_b) = org.start_daemon();
     let python = spendguard_tests::python::python();
     let scenario =
         json!({ "urls": [url_a, url_b], "token": org.tokens["buyer"], "payee": PAYEE2, "clients": 32, "spends": 5 });
@@ -70,9 +51,8 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    for child in [&mut a, &mut b] {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        assert!(child.wait().expect("daemon exit").success());
+    for daemon in [a, b] {
+        assert!(EvmOrg::stop_daemon(daemon), "daemons stop cleanly on SIGTERM");
     }
 
     let admitted: Vec<&Value> = outcomes.iter().filter(|o| o["status"] == "executed").collect();

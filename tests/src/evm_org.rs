@@ -254,6 +254,45 @@ impl EvmOrg {
         bin
     }
 
+    /// Starts `spendguard serve` on a free port; returns the process and its `/mcp` URL.
+    pub fn start_daemon(&self) -> (std::process::Child, String) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(EvmOrg::binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(self.server_env())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start spendguard serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        let url = line
+            .trim()
+            .strip_prefix("spendguard listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"))
+            .to_string();
+        (child, url)
+    }
+
+    /// Stops a daemon with SIGTERM; true when it exited cleanly.
+    pub fn stop_daemon(mut child: std::process::Child) -> bool {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// TUSD base units held by `owner`, read from the chain.
+    pub async fn token_balance(&self, owner: &str) -> u128 {
+        let out = testing::rpc_call(
+            &self.anvil.url,
+            "eth_call",
+            serde_json::json!([{ "to": self.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
+        )
+        .await
+        .expect("balanceOf");
+        u128::from_str_radix(out.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+    }
+
     /// Environment for a server process: keystore passwords.
     pub fn server_env(&self) -> Vec<(String, String)> {
         PASSWORD_ENVS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -117,6 +117,24 @@ pub struct SpendOutcome {
     pub replayed: bool,
 }
 
+impl SpendOutcome {
+    /// A refusal that is not (or not newly) a recorded decision.
+    fn refused(decision_id: Option<String>, tier: Tier, reasons: Vec<Reason>) -> SpendOutcome {
+        SpendOutcome {
+            decision_id,
+            status: "denied".into(),
+            decision: Decision::Deny,
+            tier,
+            reasons,
+            tx_hash: None,
+            execute_after: None,
+            approval_expires_at: None,
+            failure: None,
+            replayed: false,
+        }
+    }
+}
+
 /// The result of `spend_status` and `cancel_spend`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
@@ -247,19 +265,14 @@ impl Guard {
         self.chains.get(id).ok_or_else(|| GuardError::Invalid(format!("chain {id} has no client configured")))
     }
 
-    /// Turns tool arguments into a request, or a denial when the amount is not a decimal.
-    fn request(&self, agent: &str, args: &EvaluateArgs) -> Result<SpendRequest, Evaluation> {
-        let amount = parse_decimal(args.amount.trim()).map_err(|e| Evaluation {
-            decision: Decision::Deny,
-            tier: Tier::Instant,
-            reasons: vec![Reason {
-                code: ReasonCode::InvalidAmount,
-                policy_id: None,
-                rule: "amount".into(),
-                detail: format!("{e}; amounts are decimal strings in asset units"),
-            }],
-            headroom: vec![],
-            spend: None,
+    /// Turns tool arguments into a request, or the `INVALID_AMOUNT` reason when the amount is
+    /// not a decimal string.
+    fn request(&self, agent: &str, args: &EvaluateArgs) -> Result<SpendRequest, Reason> {
+        let amount = parse_decimal(args.amount.trim()).map_err(|e| Reason {
+            code: ReasonCode::InvalidAmount,
+            policy_id: None,
+            rule: "amount".into(),
+            detail: format!("{e}; amounts are decimal strings in asset units"),
         })?;
         Ok(SpendRequest {
             agent: agent.to_string(),
@@ -291,7 +304,15 @@ impl Guard {
     pub async fn evaluate(&self, agent: &str, args: EvaluateArgs) -> GuardResult<Evaluation> {
         let req = match self.request(agent, &args) {
             Ok(r) => r,
-            Err(denial) => return Ok(denial),
+            Err(reason) => {
+                return Ok(Evaluation {
+                    decision: Decision::Deny,
+                    tier: Tier::Instant,
+                    reasons: vec![reason],
+                    headroom: vec![],
+                    spend: None,
+                })
+            }
         };
         let balances = self.request_balances(&req).await.unwrap_or_default();
         self.blocking(move |l| l.evaluate(req, balances)).await
@@ -301,20 +322,7 @@ impl Guard {
     pub async fn spend(&self, agent: &str, args: SpendArgs) -> GuardResult<SpendOutcome> {
         let req = match self.request(agent, &args.request) {
             Ok(r) => r,
-            Err(denial) => {
-                return Ok(SpendOutcome {
-                    decision_id: None,
-                    status: "denied".into(),
-                    decision: denial.decision,
-                    tier: denial.tier,
-                    reasons: denial.reasons,
-                    tx_hash: None,
-                    execute_after: None,
-                    approval_expires_at: None,
-                    failure: None,
-                    replayed: false,
-                })
-            }
+            Err(reason) => return Ok(SpendOutcome::refused(None, Tier::Instant, vec![reason])),
         };
         // A wallet the agent may use must have a readable balance before anything is reserved.
         let assigned = self.config.model.agent(agent).is_some_and(|a| a.wallets.contains(&req.wallet));
@@ -328,25 +336,15 @@ impl Guard {
         let outcome = self.blocking(move |l| l.reserve(reserve)).await?;
         let (receipt, replayed) = match outcome {
             ReserveOutcome::IdempotencyConflict { original_decision_id } => {
-                return Ok(SpendOutcome {
-                    decision_id: Some(original_decision_id.clone()),
-                    status: "denied".into(),
-                    decision: Decision::Deny,
-                    tier: Tier::Instant,
-                    reasons: vec![Reason {
-                        code: ReasonCode::IdempotencyConflict,
-                        policy_id: None,
-                        rule: "idempotency_key".into(),
-                        detail: format!(
-                            "this idempotency key was used for decision {original_decision_id} with different arguments"
-                        ),
-                    }],
-                    tx_hash: None,
-                    execute_after: None,
-                    approval_expires_at: None,
-                    failure: None,
-                    replayed: false,
-                })
+                let reason = Reason {
+                    code: ReasonCode::IdempotencyConflict,
+                    policy_id: None,
+                    rule: "idempotency_key".into(),
+                    detail: format!(
+                        "this idempotency key was used for decision {original_decision_id} with different arguments"
+                    ),
+                };
+                return Ok(SpendOutcome::refused(Some(original_decision_id), Tier::Instant, vec![reason]));
             }
             ReserveOutcome::Decided { receipt, replayed } => (receipt, replayed),
         };

@@ -176,6 +176,17 @@ pub struct DecisionRecord {
     pub failure: Option<String>,
 }
 
+/// Something operators are told about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The decision it concerns.
+    pub decision_id: Option<String>,
+    /// What happened, in words.
+    pub detail: String,
+}
+
 /// A signed transaction as the ledger keeps it (written before it is ever broadcast).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRecord {
@@ -232,10 +243,13 @@ pub struct Settlement {
 /// commit failed.
 pub(crate) type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
 
+/// Runs inside the batch transaction; says whether it succeeded and how to deliver.
+pub(crate) type RunJob = Box<dyn FnOnce(&mut Writer) -> (bool, Deliver) + Send>;
+
 /// One unit of work for the writer thread.
 pub(crate) struct Job {
-    /// Runs inside the batch transaction; says whether it succeeded and how to deliver.
-    pub(crate) run: Box<dyn FnOnce(&mut Writer) -> (bool, Deliver) + Send>,
+    /// The work.
+    pub(crate) run: RunJob,
     /// Tells the caller the batch never ran.
     pub(crate) fail: Box<dyn FnOnce(&str) + Send>,
 }
@@ -441,8 +455,8 @@ impl Ledger {
         self.call(move |w| w.record_event(&kind, id.as_deref(), &detail, at))
     }
 
-    /// Events of one kind, oldest first: (time, decision id, detail).
-    pub fn events(&self, kind: &str) -> StoreResult<Vec<(DateTime<Utc>, Option<String>, String)>> {
+    /// Events of one kind, oldest first.
+    pub fn events(&self, kind: &str) -> StoreResult<Vec<Event>> {
         self.read(|c| crate::writer::load_events(c, kind))
     }
 

@@ -19,6 +19,6 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use ledger::{
-    Account, DecisionRecord, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome,
+    Account, DecisionRecord, Event, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome,
     ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
 };

@@ -914,8 +914,10 @@ pub(crate) fn agent_for_token(conn: &Connection, hash: &str) -> StoreResult<Opti
         .optional()?)
 }
 
-pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<(DateTime<Utc>, Option<String>, String)>> {
+pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<crate::ledger::Event>> {
     let mut stmt = conn.prepare_cached("SELECT at_us, decision_id, detail FROM events WHERE kind = ?1 ORDER BY id")?;
-    let rows = stmt.query_map(params![kind], |r| Ok((time_col(r, 0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map(params![kind], |r| {
+        Ok(crate::ledger::Event { at: time_col(r, 0)?, decision_id: r.get(1)?, detail: r.get(2)? })
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -143,6 +143,14 @@ fn guard_error(e: GuardError) -> CallToolResult {
     refusal(code, &detail, json!({ "error": code, "detail": detail }))
 }
 
+/// A report as the tool result, or the guard's failure as a readable tool error.
+fn reply<T: serde::Serialize>(result: Result<T, GuardError>) -> CallToolResult {
+    match result {
+        Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
+        Err(e) => guard_error(e),
+    }
+}
+
 fn evaluation_result(e: &Evaluation) -> CallToolResult {
     let value = serde_json::to_value(e).unwrap_or(Value::Null);
     // A dry run that says "deny" is an answer, not a failure: text leads with the first code.
@@ -262,10 +270,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(match self.guard.balance(&agent, p.wallet.as_deref()).await {
-            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
-            Err(e) => guard_error(e),
-        })
+        Ok(reply(self.guard.balance(&agent, p.wallet.as_deref()).await))
     }
 
     #[tool(
@@ -284,10 +289,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(match self.guard.spend_status(&agent, &p.decision_id).await {
-            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
-            Err(e) => guard_error(e),
-        })
+        Ok(reply(self.guard.spend_status(&agent, &p.decision_id).await))
     }
 
     #[tool(
@@ -306,10 +308,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(match self.guard.cancel_spend(&agent, &p.decision_id).await {
-            Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
-            Err(e) => guard_error(e),
-        })
+        Ok(reply(self.guard.cancel_spend(&agent, &p.decision_id).await))
     }
 }
 
