@@ -2,6 +2,7 @@
 //! a real SQLite ledger.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod auditor;
 mod crash;
 mod mcp_evm;
 mod properties;

@@ -11,6 +11,7 @@
 //! - [`freeze`]: kill-switch state, checked before any policy.
 //! - [`lifecycle`]: decision statuses and their legal transitions.
 //! - [`money`]: strict decimal parsing and display; money is never a float.
+//! - [`reconcile`]: on-chain outflows classified against the decisions that approved them.
 //!
 //! Time is always a parameter: the caller says when a request happens.
 
@@ -20,6 +21,7 @@ pub mod freeze;
 pub mod lifecycle;
 pub mod model;
 pub mod money;
+pub mod reconcile;
 pub mod time;
 pub mod usage;
 

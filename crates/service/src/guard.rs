@@ -219,6 +219,8 @@ pub struct Guard {
 /// How long a reserved-but-unsigned decision waits before background work takes it over
 /// (normally the request that reserved it signs it within milliseconds).
 const ORPHAN_AFTER: TimeDelta = TimeDelta::seconds(5);
+/// Most blocks one background pass indexes per chain (a backfill continues on the next pass).
+const WATCH_BLOCKS_PER_PASS: u64 = 500;
 /// How often a broadcast transaction without a receipt is sent again.
 const REBROADCAST_AFTER: TimeDelta = TimeDelta::seconds(15);
 
@@ -612,6 +614,68 @@ impl Guard {
         Ok(BalanceReport { wallets: out })
     }
 
+    /// Indexes `chain` from its cursor (or `start_block`) up to head − confirmations, at most
+    /// `max_blocks` blocks: each block's outflows of registered wallets are stored, reconciled
+    /// against their decisions, and unexplained or mismatched ones trip the kill switch.
+    /// Returns the findings that were not plain matches.
+    pub async fn watch_once(&self, chain: &str, max_blocks: u64) -> GuardResult<Vec<spendguard_store::Finding>> {
+        let settings = self
+            .config
+            .chain_settings(chain)
+            .ok_or_else(|| GuardError::Invalid(format!("chain {chain} is not configured")))?;
+        let client = Arc::clone(self.chain(chain)?);
+        let model = &self.config.model;
+        let wallets: Vec<&Wallet> = model.wallets.iter().filter(|w| w.chain == chain).collect();
+        let addresses: Vec<String> = wallets.iter().map(|w| w.address.clone()).collect();
+        let assets: Vec<Asset> = model.assets_on(chain).cloned().collect();
+        let head = client.head().await?;
+        let Some(target) = head.checked_sub(settings.confirmations) else { return Ok(vec![]) };
+        let chain_id = chain.to_string();
+        let mut next = match self.blocking(move |l| l.chain_cursor(&chain_id)).await? {
+            Some(n) => n,
+            None => settings.start_block,
+        };
+        let mut notable = vec![];
+        let end = target.min(next.saturating_add(max_blocks.saturating_sub(1)));
+        while next <= end {
+            let Some(block) = client.block_outflows(next, &addresses, &assets).await? else { break };
+            let outflows = block
+                .outflows
+                .into_iter()
+                .filter_map(|o| {
+                    let wallet = wallets.iter().find(|w| w.address == o.from)?;
+                    Some(spendguard_core::reconcile::Outflow {
+                        chain: chain.to_string(),
+                        block: block.number,
+                        tx_hash: o.tx_hash,
+                        index: o.index,
+                        kind: o.kind,
+                        wallet: wallet.id.clone(),
+                        recipient: o.to,
+                        asset: o.asset,
+                        token: o.token,
+                        amount: o.amount,
+                    })
+                })
+                .collect();
+            let (chain_id, hash, parent, at) = (chain.to_string(), block.hash, block.parent_hash, self.clock.now());
+            let findings =
+                self.blocking(move |l| l.record_block(&chain_id, next, &hash, &parent, outflows, at)).await?;
+            for f in findings.into_iter().filter(|f| f.class != spendguard_core::reconcile::Class::Matched) {
+                tracing::warn!(
+                    chain,
+                    class = f.class.as_str(),
+                    frozen = ?f.frozen,
+                    evidence = %spendguard_core::reconcile::evidence(&f.outflow),
+                    "outflow did not reconcile"
+                );
+                notable.push(f);
+            }
+            next += 1;
+        }
+        Ok(notable)
+    }
+
     /// One pass of background work: broadcast what was signed, settle what landed, execute due
     /// delays (unless frozen), expire approvals, and pick up reservations a crash left unsigned.
     pub async fn tick(&self) -> GuardResult<()> {
@@ -693,6 +757,12 @@ impl Guard {
             }
         }
         self.blocking(move |l| l.expire_approvals(now)).await?;
+        let watched: Vec<String> = self.chains.keys().cloned().collect();
+        for chain in watched {
+            if let Err(e) = self.watch_once(&chain, WATCH_BLOCKS_PER_PASS).await {
+                tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
+            }
+        }
         Ok(())
     }
 

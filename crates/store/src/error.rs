@@ -53,6 +53,18 @@ pub enum StoreError {
     /// Signing failed; nothing was allocated or stored.
     #[error("signing failed: {0}")]
     SigningFailed(String),
+    /// A block does not continue the chain the ledger holds: the chain reorganised.
+    #[error("chain {chain}: block {number}'s parent {parent} is not the stored block {stored}")]
+    Reorg {
+        /// Chain id.
+        chain: String,
+        /// Block number.
+        number: u64,
+        /// Its parent hash.
+        parent: String,
+        /// The stored hash of the block below.
+        stored: String,
+    },
     /// An agent touched a decision that is not its own.
     #[error("decision {0:?} does not belong to this agent")]
     NotYours(String),

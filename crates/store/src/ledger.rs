@@ -176,6 +176,19 @@ pub struct DecisionRecord {
     pub failure: Option<String>,
 }
 
+/// How one outflow reconciled, and what the kill switch did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The outflow.
+    pub outflow: spendguard_core::reconcile::Outflow,
+    /// Its class.
+    pub class: spendguard_core::reconcile::Class,
+    /// The decision its transaction belongs to.
+    pub decision_id: Option<String>,
+    /// Scopes frozen because of it.
+    pub frozen: Vec<Scope>,
+}
+
 /// Something operators are told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -441,6 +454,28 @@ impl Ledger {
     pub fn due_delays(&self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
         let queued = self.read(|c| crate::writer::load_by_status(c, &[SpendStatus::Queued]))?;
         Ok(queued.into_iter().filter(|d| d.execute_after.is_some_and(|t| t <= now)).collect())
+    }
+
+    /// Records a block the watcher indexed: its outflows are stored and reconciled, the
+    /// kill switch applied to unexplained or mismatched ones (per `[org].on_unexplained_outflow`),
+    /// and the chain's cursor moved past it — all in one transaction. A block whose parent is
+    /// not the block stored below it is refused ([`StoreError::Reorg`]).
+    pub fn record_block(
+        &self,
+        chain: &str,
+        number: u64,
+        hash: &str,
+        parent_hash: &str,
+        outflows: Vec<spendguard_core::reconcile::Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Finding>> {
+        let (chain, hash, parent) = (chain.to_string(), hash.to_string(), parent_hash.to_string());
+        self.call(move |w| w.record_block(&chain, number, &hash, &parent, outflows, at))
+    }
+
+    /// The next block the watcher of `chain` indexes, if it has started.
+    pub fn chain_cursor(&self, chain: &str) -> StoreResult<Option<u64>> {
+        self.read(|c| crate::writer::chain_cursor(c, chain))
     }
 
     /// Records an event for operators (e.g. `notify_tier`, `approval_requested`).

@@ -19,6 +19,6 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use ledger::{
-    Account, DecisionRecord, Event, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt, ReserveOutcome,
-    ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
+    Account, DecisionRecord, Event, Finding, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt,
+    ReserveOutcome, ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
 };

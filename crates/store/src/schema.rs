@@ -126,6 +126,32 @@ const MIGRATIONS: &[&str] = &[
         detail      TEXT NOT NULL
     );
     "#,
+    // 3: the auditor: outflows seen on chain, how they reconciled, where each chain's watcher is.
+    r#"
+    CREATE TABLE outflows (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        chain       TEXT NOT NULL,
+        block       INTEGER NOT NULL,
+        tx_hash     TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        wallet      TEXT NOT NULL,
+        recipient   TEXT,
+        asset       TEXT,
+        token       TEXT,
+        amount      TEXT NOT NULL,
+        class       TEXT NOT NULL,
+        decision_id TEXT,
+        UNIQUE (chain, tx_hash, idx, kind)
+    );
+    CREATE INDEX outflows_by_block ON outflows (chain, block);
+    CREATE TABLE chain_blocks (
+        chain  TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        hash   TEXT NOT NULL,
+        PRIMARY KEY (chain, number)
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.

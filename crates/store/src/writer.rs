@@ -685,6 +685,107 @@ impl Writer {
         Ok(out)
     }
 
+    pub(crate) fn record_block(
+        &mut self,
+        chain: &str,
+        number: u64,
+        hash: &str,
+        parent: &str,
+        outflows: Vec<spendguard_core::reconcile::Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::ledger::Finding>> {
+        use spendguard_core::model::OutflowAction;
+        use spendguard_core::reconcile::{classify, evidence, Approved};
+        let below: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM chain_blocks WHERE chain = ?1 AND number = ?2",
+                params![chain, number as i64 - 1],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(stored) = below.filter(|s| s != parent) {
+            return Err(StoreError::Reorg { chain: chain.into(), number, parent: parent.into(), stored });
+        }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
+            params![chain, number as i64, hash],
+        )?;
+        let mut findings = vec![];
+        for o in outflows {
+            let approved = self
+                .conn
+                .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
+                .query_row(params![o.tx_hash], |r| {
+                    Ok(Approved {
+                        decision_id: r.get(0)?,
+                        asset: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        recipient: r.get(2)?,
+                        amount: parsed(r, 3, decimal_from_store)?,
+                        fee_cap: parsed_opt(r, 4, decimal_from_store)?,
+                    })
+                })
+                .optional()?;
+            let class = classify(&o, approved.as_ref());
+            let inserted = self.conn.execute(
+                "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
+                    class, decision_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    o.chain,
+                    o.block as i64,
+                    o.tx_hash,
+                    o.index as i64,
+                    o.kind.as_str(),
+                    o.wallet,
+                    o.recipient,
+                    o.asset,
+                    o.token,
+                    o.amount.normalize().to_string(),
+                    class.as_str(),
+                    approved.as_ref().map(|a| a.decision_id.clone()),
+                ],
+            )?;
+            let mut frozen = vec![];
+            // Seen before (a re-index): its consequences were applied then.
+            if inserted == 1 && class.trips_kill_switch() {
+                let scopes: Vec<Scope> = match self.model.on_unexplained_outflow {
+                    OutflowAction::AlertOnly => vec![],
+                    OutflowAction::FreezeOrg => vec![Scope::Org],
+                    OutflowAction::FreezeWallet => vec![Scope::Wallet(o.wallet.clone())],
+                    OutflowAction::FreezeWalletAgents => std::iter::once(Scope::Wallet(o.wallet.clone()))
+                        .chain(self.model.agents_of_wallet(&o.wallet).map(|a| Scope::Agent(a.id.clone())))
+                        .collect(),
+                };
+                let reason = format!("{} outflow from wallet {}", class.as_str(), o.wallet);
+                for scope in scopes {
+                    let freeze = Freeze {
+                        scope: scope.clone(),
+                        frozen_by: "reconciler".into(),
+                        reason: reason.clone(),
+                        frozen_at: at,
+                        evidence: Some(evidence(&o)),
+                    };
+                    if matches!(self.freeze(freeze)?, FreezeOutcome::Frozen(_)) {
+                        frozen.push(scope);
+                    }
+                }
+                self.record_event(
+                    "unexplained_outflow",
+                    approved.as_ref().map(|a| a.decision_id.as_str()),
+                    &format!("{reason}: {}", evidence(&o)),
+                    at,
+                )?;
+            }
+            findings.push(crate::ledger::Finding {
+                outflow: o,
+                class,
+                decision_id: approved.map(|a| a.decision_id),
+                frozen,
+            });
+        }
+        Ok(findings)
+    }
+
     pub(crate) fn record_event(
         &mut self,
         kind: &str,
@@ -920,4 +1021,10 @@ pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<crat
         Ok(crate::ledger::Event { at: time_col(r, 0)?, decision_id: r.get(1)?, detail: r.get(2)? })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) fn chain_cursor(conn: &Connection, chain: &str) -> StoreResult<Option<u64>> {
+    let top: Option<i64> =
+        conn.query_row("SELECT max(number) FROM chain_blocks WHERE chain = ?1", params![chain], |r| r.get(0))?;
+    Ok(top.map(|n| n as u64 + 1))
 }

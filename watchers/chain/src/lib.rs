@@ -134,6 +134,40 @@ pub struct TxOutcome {
     pub fee: Decimal,
 }
 
+/// Value that left one of the watched addresses in a block, as the chain reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainOutflow {
+    /// Transaction hash (signature).
+    pub tx_hash: String,
+    /// Position in the transaction: the log index for tokens, 0 otherwise.
+    pub index: u64,
+    /// Native value, token transfer or fee.
+    pub kind: spendguard_core::reconcile::OutflowKind,
+    /// The watched address it left.
+    pub from: String,
+    /// Recipient (canonical); `None` for fees and contract creations.
+    pub to: Option<String>,
+    /// Token contract or mint (canonical), for tokens.
+    pub token: Option<String>,
+    /// Asset key when the asset is configured.
+    pub asset: Option<String>,
+    /// Amount: asset units for configured assets, base units for unknown tokens.
+    pub amount: Decimal,
+}
+
+/// A block's identity and the outflows of the watched addresses in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutflows {
+    /// Block number (slot).
+    pub number: u64,
+    /// Block hash.
+    pub hash: String,
+    /// Parent block hash.
+    pub parent_hash: String,
+    /// Outflows in transaction order.
+    pub outflows: Vec<ChainOutflow>,
+}
+
 /// One chain, as the service uses it.
 #[async_trait]
 pub trait ChainClient: Send + Sync {
@@ -157,4 +191,13 @@ pub trait ChainClient: Send + Sync {
 
     /// The current head block (slot).
     async fn head(&self) -> ChainResult<u64>;
+
+    /// Every outflow of `watched` addresses in block `number`; `assets` name the configured
+    /// assets so amounts come back in asset units. `None` when the node has no such block yet.
+    async fn block_outflows(
+        &self,
+        number: u64,
+        watched: &[String],
+        assets: &[Asset],
+    ) -> ChainResult<Option<BlockOutflows>>;
 }

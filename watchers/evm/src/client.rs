@@ -12,8 +12,11 @@ use alloy::sol_types::SolCall;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
-use spendguard_chain::{ChainClient, ChainError, ChainResult, Prepared, SignedTx, Transfer, TxOutcome};
+use spendguard_chain::{
+    BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Prepared, SignedTx, Transfer, TxOutcome,
+};
 use spendguard_core::model::{Asset, ChainKind};
+use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::str::FromStr;
@@ -281,5 +284,101 @@ impl ChainClient for EvmClient {
 
     async fn head(&self) -> ChainResult<u64> {
         self.rpc(|p| p.get_block_number().into_future()).await
+    }
+
+    async fn block_outflows(
+        &self,
+        number: u64,
+        watched: &[String],
+        assets: &[Asset],
+    ) -> ChainResult<Option<BlockOutflows>> {
+        use alloy::consensus::Transaction as _;
+        use alloy::network::TransactionResponse as _;
+        let bad = |message: String| ChainError::BadResponse { chain: self.settings.id.clone(), message };
+        let Some(block) =
+            self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await }).await?
+        else {
+            return Ok(None);
+        };
+        let block_id = BlockId::hash(block.header.hash);
+        // By hash, so a node that reorganised in between cannot hand us another block's receipts.
+        let receipts = self
+            .rpc(|p| async move { p.get_block_receipts(block_id).await })
+            .await?
+            .ok_or_else(|| bad(format!("no receipts for block {number}")))?;
+        let watched: Vec<Address> = watched.iter().filter_map(|a| Address::from_str(a).ok()).collect();
+        let native = assets.iter().find(|a| a.token.is_none());
+        let token_asset = |contract: Address| {
+            assets.iter().find(|a| a.token.as_deref().and_then(|t| Address::from_str(t).ok()) == Some(contract))
+        };
+        let mut outflows = vec![];
+        for tx in block.transactions.txns() {
+            let from = tx.from();
+            if !watched.contains(&from) {
+                continue;
+            }
+            let hash = format!("{:#x}", tx.tx_hash());
+            if tx.value() > U256::ZERO {
+                outflows.push(ChainOutflow {
+                    tx_hash: hash.clone(),
+                    index: 0,
+                    kind: OutflowKind::Native,
+                    from: format!("{from:#x}"),
+                    to: tx.to().map(|t| format!("{t:#x}")),
+                    token: None,
+                    asset: native.map(Asset::key),
+                    amount: from_base_units(tx.value(), native.map_or(18, |a| a.decimals)),
+                });
+            }
+            let receipt = receipts
+                .iter()
+                .find(|r| r.transaction_hash == tx.tx_hash())
+                .ok_or_else(|| bad(format!("no receipt for {hash} in block {number}")))?;
+            let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+            outflows.push(ChainOutflow {
+                tx_hash: hash,
+                index: 0,
+                kind: OutflowKind::Fee,
+                from: format!("{from:#x}"),
+                to: None,
+                token: None,
+                asset: native.map(Asset::key),
+                amount: from_base_units(fee, native.map_or(18, |a| a.decimals)),
+            });
+        }
+        // ERC-20 Transfer(address indexed from, address indexed to, uint256 value) from a watched
+        // address, whoever sent the transaction (an approved spender moves tokens too).
+        let transfer_topic = alloy::primitives::keccak256("Transfer(address,address,uint256)");
+        for receipt in &receipts {
+            for log in receipt.inner.logs() {
+                let topics = log.topics();
+                if topics.len() != 3 || topics[0] != transfer_topic || log.data().data.len() != 32 {
+                    continue;
+                }
+                let from = Address::from_word(topics[1]);
+                if !watched.contains(&from) {
+                    continue;
+                }
+                let value = U256::from_be_slice(&log.data().data);
+                let contract = log.address();
+                let asset = token_asset(contract);
+                outflows.push(ChainOutflow {
+                    tx_hash: format!("{:#x}", receipt.transaction_hash),
+                    index: log.log_index.unwrap_or(0),
+                    kind: OutflowKind::Token,
+                    from: format!("{from:#x}"),
+                    to: Some(format!("{:#x}", Address::from_word(topics[2]))),
+                    token: Some(format!("{contract:#x}")),
+                    asset: asset.map(Asset::key),
+                    amount: from_base_units(value, asset.map_or(0, |a| a.decimals)),
+                });
+            }
+        }
+        Ok(Some(BlockOutflows {
+            number,
+            hash: format!("{:#x}", block.header.hash),
+            parent_hash: format!("{:#x}", block.header.parent_hash),
+            outflows,
+        }))
     }
 }

@@ -1,0 +1,172 @@
+//! Reconciliation: what left a wallet on chain, held against what spendguard approved.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// What kind of value left the wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutflowKind {
+    /// The chain's native coin sent as value.
+    Native,
+    /// A token transfer (ERC-20 `Transfer` log, SPL transfer).
+    Token,
+    /// The fee of a transaction the wallet sent (paid even when it failed).
+    Fee,
+}
+
+impl OutflowKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutflowKind::Native => "native",
+            OutflowKind::Token => "token",
+            OutflowKind::Fee => "fee",
+        }
+    }
+}
+
+/// One outflow seen on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outflow {
+    /// Chain id.
+    pub chain: String,
+    /// Block (slot) number.
+    pub block: u64,
+    /// Transaction hash (signature).
+    pub tx_hash: String,
+    /// Position within the transaction (log index for tokens; 0 for native and fee).
+    pub index: u64,
+    /// What left.
+    pub kind: OutflowKind,
+    /// Wallet id it left.
+    pub wallet: String,
+    /// Recipient (canonical), or the fee's payee (none) for fees.
+    pub recipient: Option<String>,
+    /// Asset key `chain:SYMBOL` when it is a configured asset.
+    pub asset: Option<String>,
+    /// Token contract or mint for tokens (configured or not).
+    pub token: Option<String>,
+    /// Amount in asset units (configured assets) or base units (unknown tokens).
+    pub amount: Decimal,
+}
+
+/// What a decision approved, as the reconciler compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    /// Decision id.
+    pub decision_id: String,
+    /// Asset key.
+    pub asset: String,
+    /// Canonical recipient.
+    pub recipient: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// Most the fee may cost, in native units.
+    pub fee_cap: Option<Decimal>,
+}
+
+/// Reconciliation classes (shared/ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Matches its decision exactly.
+    Matched,
+    /// Matches, but the fee was above the recorded cap.
+    FeeOverCap,
+    /// The transaction belongs to a decision, but what landed differs.
+    Mismatch,
+    /// No decision behind it.
+    Unexplained,
+}
+
+impl Class {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Matched => "matched",
+            Class::FeeOverCap => "fee_over_cap",
+            Class::Mismatch => "mismatch",
+            Class::Unexplained => "unexplained",
+        }
+    }
+
+    /// Does this class trip the kill switch?
+    pub fn trips_kill_switch(self) -> bool {
+        matches!(self, Class::Mismatch | Class::Unexplained)
+    }
+}
+
+/// Classifies an outflow against the decision its transaction belongs to, if any.
+pub fn classify(outflow: &Outflow, approved: Option<&Approved>) -> Class {
+    let Some(a) = approved else { return Class::Unexplained };
+    match outflow.kind {
+        OutflowKind::Fee => match a.fee_cap {
+            Some(cap) if outflow.amount > cap => Class::FeeOverCap,
+            _ => Class::Matched,
+        },
+        OutflowKind::Native | OutflowKind::Token => {
+            let same = outflow.asset.as_deref() == Some(a.asset.as_str())
+                && outflow.recipient.as_deref() == Some(a.recipient.as_str())
+                && outflow.amount == a.amount;
+            if same {
+                Class::Matched
+            } else {
+                Class::Mismatch
+            }
+        }
+    }
+}
+
+/// Words for an alert and for the freeze's evidence.
+pub fn evidence(o: &Outflow) -> String {
+    let what = match (&o.asset, &o.token) {
+        (Some(asset), _) => format!("{} {asset}", o.amount.normalize()),
+        (None, Some(token)) => format!("{} base units of unknown token {token}", o.amount.normalize()),
+        (None, None) => format!("{}", o.amount.normalize()),
+    };
+    let to = o.recipient.as_deref().map(|r| format!(" to {r}")).unwrap_or_default();
+    format!("{} {what}{to} in tx {} at block {} on {}", o.kind.as_str(), o.tx_hash, o.block, o.chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outflow(kind: OutflowKind, amount: i64) -> Outflow {
+        Outflow {
+            chain: "eth".into(),
+            block: 7,
+            tx_hash: "0xabc".into(),
+            index: 0,
+            kind,
+            wallet: "hot".into(),
+            recipient: (kind != OutflowKind::Fee).then(|| "0xr".to_string()),
+            asset: Some("eth:ETH".into()),
+            token: None,
+            amount: Decimal::from(amount),
+        }
+    }
+
+    #[test]
+    fn classes() {
+        let a = Approved {
+            decision_id: "d".into(),
+            asset: "eth:ETH".into(),
+            recipient: "0xr".into(),
+            amount: Decimal::from(5),
+            fee_cap: Some(Decimal::from(1)),
+        };
+        assert_eq!(classify(&outflow(OutflowKind::Native, 5), Some(&a)), Class::Matched);
+        assert_eq!(classify(&outflow(OutflowKind::Native, 6), Some(&a)), Class::Mismatch);
+        assert_eq!(classify(&outflow(OutflowKind::Native, 5), None), Class::Unexplained);
+        assert_eq!(classify(&outflow(OutflowKind::Fee, 1), Some(&a)), Class::Matched);
+        assert_eq!(classify(&outflow(OutflowKind::Fee, 2), Some(&a)), Class::FeeOverCap);
+        assert_eq!(classify(&outflow(OutflowKind::Fee, 2), None), Class::Unexplained);
+        let mut other_recipient = outflow(OutflowKind::Native, 5);
+        other_recipient.recipient = Some("0xevil".into());
+        assert_eq!(classify(&other_recipient, Some(&a)), Class::Mismatch);
+        assert!(Class::Unexplained.trips_kill_switch() && !Class::FeeOverCap.trips_kill_switch());
+        assert_eq!(evidence(&outflow(OutflowKind::Native, 5)), "native 5 eth:ETH to 0xr in tx 0xabc at block 7 on eth");
+    }
+}
