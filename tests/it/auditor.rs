@@ -63,3 +63,81 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     assert!(again.watch_once("eth-local", 1000).await.unwrap().is_empty());
     assert_eq!(again.ledger().events("unexplained_outflow").unwrap().len(), events);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let mine = || async { rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap() };
+    let before = org.token_balance(PAYEE).await;
+    let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5", "asset": "TUSD" })).await;
+    let id = paid.data["decision_id"].as_str().unwrap().to_string();
+    mine().await;
+    guard.tick().await.unwrap();
+    guard.tick().await.unwrap();
+    let status = |g: &spendguard_service::Guard| g.ledger().decision(&id).unwrap().unwrap();
+    assert_eq!(status(&guard).status, spendguard_core::SpendStatus::Confirmed);
+
+    // Replace the last three blocks (the spend's among them) with empty ones, then grow the chain.
+    rpc_call(&org.anvil.url, "anvil_reorg", json!([3, []])).await.unwrap();
+    for _ in 0..3 {
+        mine().await;
+    }
+    let findings = guard.watch_once("eth-local", 1000).await.unwrap();
+    assert!(findings.is_empty(), "no false finding: {findings:?}");
+    let reopened = status(&guard);
+    assert!(
+        matches!(reopened.status, spendguard_core::SpendStatus::Broadcast | spendguard_core::SpendStatus::Confirmed),
+        "{reopened:?}"
+    );
+    assert_eq!(guard.ledger().events("reorg").unwrap().len(), 1);
+
+    // Followed again: re-sent if the reorg dropped it, confirmed, and matched once more.
+    for _ in 0..4 {
+        guard.tick().await.unwrap();
+        mine().await;
+    }
+    guard.tick().await.unwrap();
+    assert_eq!(status(&guard).status, spendguard_core::SpendStatus::Confirmed);
+    assert!(guard.ledger().freezes().unwrap().is_empty(), "no false freeze");
+    assert_eq!(org.token_balance(PAYEE).await - before, 5_000_000, "landed exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
+    use std::io::BufRead;
+    let org = EvmOrg::start("").await;
+    let mut watcher = std::process::Command::new(EvmOrg::binary())
+        .arg("--config")
+        .arg(&org.config_path)
+        .arg("watch")
+        .envs(org.server_env())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start spendguard watch");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
+    // confirmations = 1: the rogue block is final once one more block is on top.
+    rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    let final_at = std::time::Instant::now();
+    let line = tokio::task::block_in_place(|| rx.recv_timeout(std::time::Duration::from_secs(20))).expect("a finding");
+    let elapsed = final_at.elapsed();
+    assert!(line.starts_with("unexplained hot: native 0.001 eth-local:ETH"), "{line}");
+    assert!(line.contains(&rogue), "{line}");
+    let freezes = org.guard().ledger().freezes().unwrap();
+    assert_eq!(freezes.len(), 1);
+    assert_eq!((freezes[0].frozen_by.as_str(), freezes[0].scope.to_string()), ("reconciler", "wallet:hot".to_string()));
+    eprintln!("rogue transfer final → wallet frozen in {elapsed:?} (poll interval 1s)");
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "target: within confirmations × block time + 2 s; took {elapsed:?}"
+    );
+    assert!(EvmOrg::stop_daemon(watcher), "watch stops cleanly on SIGTERM");
+}

@@ -219,6 +219,8 @@ pub struct Guard {
 /// How long a reserved-but-unsigned decision waits before background work takes it over
 /// (normally the request that reserved it signs it within milliseconds).
 const ORPHAN_AFTER: TimeDelta = TimeDelta::seconds(5);
+/// Deepest reorg the watcher unwinds by itself; deeper ones stop it with an alert.
+pub const MAX_REORG_DEPTH: u64 = 64;
 /// Most blocks one background pass indexes per chain (a backfill continues on the next pass).
 const WATCH_BLOCKS_PER_PASS: u64 = 500;
 /// How often a broadcast transaction without a receipt is sent again.
@@ -660,7 +662,14 @@ impl Guard {
                 .collect();
             let (chain_id, hash, parent, at) = (chain.to_string(), block.hash, block.parent_hash, self.clock.now());
             let findings =
-                self.blocking(move |l| l.record_block(&chain_id, next, &hash, &parent, outflows, at)).await?;
+                match self.blocking(move |l| l.record_block(&chain_id, next, &hash, &parent, outflows, at)).await {
+                    Ok(f) => f,
+                    Err(GuardError::Store(StoreError::Reorg { .. })) => {
+                        next = self.unwind_reorg(chain, client.as_ref(), next).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
             for f in findings.into_iter().filter(|f| f.class != spendguard_core::reconcile::Class::Matched) {
                 tracing::warn!(
                     chain,
@@ -674,6 +683,35 @@ impl Guard {
             next += 1;
         }
         Ok(notable)
+    }
+
+    /// Walks back from `at` (whose parent no longer matches) to the last block both the ledger
+    /// and the node agree on, rewinds everything above it, and returns where to index from.
+    /// A reorg deeper than [`MAX_REORG_DEPTH`] stops the watcher rather than guess.
+    async fn unwind_reorg(&self, chain: &str, client: &dyn ChainClient, at: u64) -> GuardResult<u64> {
+        let mut n = at.saturating_sub(1);
+        loop {
+            if at - n > MAX_REORG_DEPTH {
+                let detail =
+                    format!("chain {chain}: reorg deeper than {MAX_REORG_DEPTH} blocks below {at}; watcher stopped");
+                let (at_time, d) = (self.clock.now(), detail.clone());
+                self.blocking(move |l| l.record_event("watcher_stalled", None, &d, at_time)).await?;
+                return Err(GuardError::Invalid(detail));
+            }
+            let chain_id = chain.to_string();
+            let stored = self.blocking(move |l| l.block_hash(&chain_id, n)).await?;
+            let canonical = client.block_hash(n).await?;
+            if stored.is_none() || stored == canonical {
+                let (chain_id, now) = (chain.to_string(), self.clock.now());
+                let reopened = self.blocking(move |l| l.rewind(&chain_id, n + 1, now)).await?;
+                tracing::warn!(chain, from = n + 1, reopened = reopened.len(), "reorg: re-indexing");
+                return Ok(n + 1);
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            n -= 1;
+        }
     }
 
     /// One pass of background work: broadcast what was signed, settle what landed, execute due

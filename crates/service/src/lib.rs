@@ -16,6 +16,6 @@ mod tokens;
 
 pub use guard::{
     BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
-    SystemClock, WalletBalances,
+    SystemClock, WalletBalances, MAX_REORG_DEPTH,
 };
 pub use tokens::{hash_token, new_token};

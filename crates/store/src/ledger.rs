@@ -473,6 +473,19 @@ impl Ledger {
         self.call(move |w| w.record_block(&chain, number, &hash, &parent, outflows, at))
     }
 
+    /// The stored hash of block `number` of `chain`.
+    pub fn block_hash(&self, chain: &str, number: u64) -> StoreResult<Option<String>> {
+        self.read(|c| crate::writer::stored_block_hash(c, chain, number))
+    }
+
+    /// Undoes indexing from block `from` on (a reorg orphaned those blocks): their outflows and
+    /// hashes are removed, and decisions confirmed in them are reopened (back to `broadcast`, to
+    /// be followed and matched again). Returns the reopened decisions.
+    pub fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let chain = chain.to_string();
+        self.call(move |w| w.rewind(&chain, from, at))
+    }
+
     /// The next block the watcher of `chain` indexes, if it has started.
     pub fn chain_cursor(&self, chain: &str) -> StoreResult<Option<u64>> {
         self.read(|c| crate::writer::chain_cursor(c, chain))

@@ -786,6 +786,33 @@ impl Writer {
         Ok(findings)
     }
 
+    pub(crate) fn rewind(&mut self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let reopened: Vec<String> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM decisions WHERE chain = ?1 AND status = 'confirmed' AND block >= ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![chain, from as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in &reopened {
+            self.set_status(id, SpendStatus::Broadcast, at, None)?;
+            // Re-send at once: the orphaned block may have taken the transaction with it.
+            self.conn.execute("UPDATE decisions SET block = NULL, updated_at_us = 0 WHERE id = ?1", params![id])?;
+        }
+        self.conn.execute("DELETE FROM outflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
+        self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
+        self.record_event(
+            "reorg",
+            None,
+            &format!(
+                "chain {chain}: blocks from {from} left the canonical chain; {} decision(s) reopened",
+                reopened.len()
+            ),
+            at,
+        )?;
+        Ok(reopened)
+    }
+
     pub(crate) fn record_event(
         &mut self,
         kind: &str,
@@ -1027,4 +1054,14 @@ pub(crate) fn chain_cursor(conn: &Connection, chain: &str) -> StoreResult<Option
     let top: Option<i64> =
         conn.query_row("SELECT max(number) FROM chain_blocks WHERE chain = ?1", params![chain], |r| r.get(0))?;
     Ok(top.map(|n| n as u64 + 1))
+}
+
+pub(crate) fn stored_block_hash(conn: &Connection, chain: &str, number: u64) -> StoreResult<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT hash FROM chain_blocks WHERE chain = ?1 AND number = ?2",
+            params![chain, number as i64],
+            |r| r.get(0),
+        )
+        .optional()?)
 }

@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// The auditor alone: index every registered wallet's outflows, reconcile them, and trip
+    /// the kill switch on unexplained ones, until stopped (`serve` does this too).
+    Watch,
     /// Agent credentials.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -251,6 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Mcp { agent } => mcp(config, &agent),
         Command::Serve { listen } => serve(config, listen),
+        Command::Watch => watch(config),
         Command::Agent(AgentCommand::Token { agent }) => {
             let ledger = open_ledger(&config, Utc::now())?;
             let token = spendguard_service::new_token().map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -368,6 +372,50 @@ fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
         drop(rx);
         served.context("serving HTTP")
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(config: Config) -> Result<ExitCode> {
+    let interval = config
+        .chains
+        .iter()
+        .filter_map(|c| c.poll_interval.to_std().ok())
+        .min()
+        .unwrap_or(std::time::Duration::from_secs(1));
+    let chains: Vec<String> = config
+        .chains
+        .iter()
+        .filter(|c| c.kind == spendguard_core::model::ChainKind::Evm)
+        .map(|c| c.id.clone())
+        .collect();
+    let config = Arc::new(config);
+    let ledger = Arc::new(wiring::open_ledger(&config)?);
+    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    runtime()?.block_on(async move {
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            for chain in &chains {
+                match guard.watch_once(chain, 500).await {
+                    Ok(findings) => {
+                        for f in findings {
+                            println!(
+                                "{} {}: {}",
+                                f.class.as_str(),
+                                f.outflow.wallet,
+                                spendguard_core::reconcile::evidence(&f.outflow)
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(chain, error = %e, "watching failed; will retry"),
+                }
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
     Ok(ExitCode::SUCCESS)
 }
 

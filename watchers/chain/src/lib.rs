@@ -192,6 +192,9 @@ pub trait ChainClient: Send + Sync {
     /// The current head block (slot).
     async fn head(&self) -> ChainResult<u64>;
 
+    /// The hash of block `number` on the node's canonical chain, if it has one.
+    async fn block_hash(&self, number: u64) -> ChainResult<Option<String>>;
+
     /// Every outflow of `watched` addresses in block `number`; `assets` name the configured
     /// assets so amounts come back in asset units. `None` when the node has no such block yet.
     async fn block_outflows(

@@ -286,6 +286,11 @@ impl ChainClient for EvmClient {
         self.rpc(|p| p.get_block_number().into_future()).await
     }
 
+    async fn block_hash(&self, number: u64) -> ChainResult<Option<String>> {
+        let block = self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Number(number)).await }).await?;
+        Ok(block.map(|b| format!("{:#x}", b.header.hash)))
+    }
+
     async fn block_outflows(
         &self,
         number: u64,
