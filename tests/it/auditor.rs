@@ -141,3 +141,96 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
     );
     assert!(EvmOrg::stop_daemon(watcher), "watch stops cleanly on SIGTERM");
 }
+
+/// A local HTTP receiver that records what it is sent; it answers 503 to the first `fail_first`
+/// requests on `/hook`.
+async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+    let seen: Seen = Default::default();
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
+    let app = axum::Router::new()
+        .route(
+            "/{path}",
+            axum::routing::post(
+                |State((seen, failures)): State<(Seen, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
+                 Path(path): Path<String>,
+                 axum::Json(body): axum::Json<serde_json::Value>| async move {
+                    if path == "hook"
+                        && failures
+                            .fetch_update(
+                                std::sync::atomic::Ordering::SeqCst,
+                                std::sync::atomic::Ordering::SeqCst,
+                                |n| n.checked_sub(1),
+                            )
+                            .is_ok()
+                    {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    seen.lock().unwrap().push((path, body));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state((seen.clone(), failures));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
+    use spendguard_config::AlertKind;
+    use spendguard_service::AlertChannel;
+    let org = EvmOrg::start("").await;
+    let (url, seen) = receiver(1).await;
+    let guard = org.guard_with_alerts(vec![
+        AlertChannel {
+            id: "ops-webhook".into(),
+            kind: AlertKind::Webhook,
+            url: Some(format!("{url}/hook")),
+            events: vec!["unexplained_outflow".into(), "kill_switch".into()],
+        },
+        AlertChannel {
+            id: "ops-slack".into(),
+            kind: AlertKind::Slack,
+            url: Some(format!("{url}/slack")),
+            events: vec!["unexplained_outflow".into()],
+        },
+        AlertChannel { id: "unset".into(), kind: AlertKind::Slack, url: None, events: vec!["kill_switch".into()] },
+    ]);
+    let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
+    rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    guard.watch_once("eth-local", 1000).await.unwrap();
+    guard.deliver_alerts().await.unwrap();
+    // Slack got its message at once; the webhook's first attempt failed (503) and is recorded.
+    let webhook_events = |seen: &Vec<(String, serde_json::Value)>| {
+        seen.iter()
+            .filter(|(p, _)| p == "hook")
+            .map(|(_, b)| b["event"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    {
+        let seen = seen.lock().unwrap();
+        let slack: Vec<&serde_json::Value> = seen.iter().filter(|(p, _)| p == "slack").map(|(_, b)| b).collect();
+        assert_eq!(slack.len(), 2, "one message per unexplained outflow (value and fee): {slack:?}");
+        assert!(slack[0]["text"].as_str().unwrap().contains(&rogue));
+        assert_eq!(webhook_events(&seen).len(), 2, "the first of three webhook posts failed");
+    }
+    let events = guard.ledger().events("unexplained_outflow").unwrap();
+    let first = guard.ledger().delivery(events[0].id, "ops-webhook").unwrap().unwrap();
+    assert_eq!(first, (1, false, Some("HTTP 503 Service Unavailable".into())));
+    let unset = guard.ledger().events("kill_switch").unwrap();
+    let (attempts, delivered, error) = guard.ledger().delivery(unset[0].id, "unset").unwrap().unwrap();
+    assert_eq!((attempts, delivered), (1, false));
+    assert!(error.unwrap().contains("url_env is not set"));
+    // After the backoff (1–1.25 s) the failed delivery goes through.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    guard.deliver_alerts().await.unwrap();
+    let mut got = webhook_events(&seen.lock().unwrap());
+    got.sort();
+    assert_eq!(got, ["kill_switch", "unexplained_outflow", "unexplained_outflow"]);
+    assert_eq!(guard.ledger().delivery(events[0].id, "ops-webhook").unwrap().unwrap(), (2, true, None));
+}

@@ -214,6 +214,11 @@ impl EvmOrg {
 
     /// A guard in this process, with the wallets' keys injected (no keystore to unlock).
     pub fn guard(&self) -> Arc<Guard> {
+        self.guard_with_alerts(vec![])
+    }
+
+    /// [`EvmOrg::guard`], delivering alerts to `alerts`.
+    pub fn guard_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<Guard> {
         let config = Arc::new(self.config());
         let ledger = Arc::new(
             Ledger::open(
@@ -238,7 +243,7 @@ impl EvmOrg {
         )
         .expect("client");
         let chains: Vec<Arc<dyn ChainClient>> = vec![Arc::new(client)];
-        Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)))
+        Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)).with_alerts(alerts))
     }
 
     /// The `spendguard` binary built next to this test binary.

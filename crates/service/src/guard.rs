@@ -214,6 +214,8 @@ pub struct Guard {
     ledger: Arc<Ledger>,
     chains: HashMap<String, Arc<dyn ChainClient>>,
     clock: Arc<dyn Clock>,
+    alerts: Vec<crate::alerts::AlertChannel>,
+    http: reqwest::Client,
 }
 
 /// How long a reserved-but-unsigned decision waits before background work takes it over
@@ -235,7 +237,46 @@ impl Guard {
         clock: Arc<dyn Clock>,
     ) -> Guard {
         let chains = chains.into_iter().map(|c| (c.chain_id().to_string(), c)).collect();
-        Guard { config, ledger, chains, clock }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        Guard { config, ledger, chains, clock, alerts: vec![], http }
+    }
+
+    /// Delivers alerts to these channels (their URLs resolved from the environment by the caller).
+    pub fn with_alerts(mut self, alerts: Vec<crate::alerts::AlertChannel>) -> Guard {
+        self.alerts = alerts;
+        self
+    }
+
+    /// Posts every due, undelivered event to each channel subscribed to its kind, recording
+    /// each attempt; a failure is retried later with backoff.
+    pub async fn deliver_alerts(&self) -> GuardResult<()> {
+        let now = self.clock.now();
+        for channel in &self.alerts {
+            let (id, kinds) = (channel.id.clone(), channel.events.clone());
+            let due = self.blocking(move |l| l.undelivered(&id, &kinds, now, crate::alerts::MAX_ATTEMPTS)).await?;
+            for event in due {
+                let outcome = match &channel.url {
+                    Some(url) => {
+                        crate::alerts::post(
+                            &self.http,
+                            url,
+                            &crate::alerts::payload(channel, &self.config.model.org_id, &event),
+                        )
+                        .await
+                    }
+                    None => Err(format!("channel {}: its url_env is not set", channel.id)),
+                };
+                let (id, event_id) = (channel.id.clone(), event.id);
+                let attempts = self.blocking(move |l| l.delivery(event_id, &id)).await?.map_or(0, |d| d.0);
+                if let Err(e) = &outcome {
+                    tracing::warn!(channel = %channel.id, event = event.id, error = %e, "alert delivery failed; will retry");
+                }
+                let retry = crate::alerts::next_attempt(now, attempts, event.id as u64 * 7919);
+                let id = channel.id.clone();
+                self.blocking(move |l| l.record_delivery(event_id, &id, outcome, retry, now)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -800,6 +841,9 @@ impl Guard {
             if let Err(e) = self.watch_once(&chain, WATCH_BLOCKS_PER_PASS).await {
                 tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
             }
+        }
+        if let Err(e) = self.deliver_alerts().await {
+            tracing::warn!(error = %e, "delivering alerts failed; will retry");
         }
         Ok(())
     }

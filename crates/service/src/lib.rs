@@ -11,9 +11,11 @@
 //!
 //! Everything that blocks (the ledger) runs on tokio's blocking pool.
 
+mod alerts;
 mod guard;
 mod tokens;
 
+pub use alerts::AlertChannel;
 pub use guard::{
     BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
     SystemClock, WalletBalances, MAX_REORG_DEPTH,

@@ -192,6 +192,10 @@ pub struct Finding {
 /// Something operators are told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// Sequence number.
+    pub id: i64,
+    /// Kind, e.g. `unexplained_outflow`, `kill_switch`, `notify_tier`.
+    pub kind: String,
     /// When.
     pub at: DateTime<Utc>,
     /// The decision it concerns.
@@ -501,6 +505,39 @@ impl Ledger {
     ) -> StoreResult<()> {
         let (kind, id, detail) = (kind.to_string(), decision_id.map(str::to_string), detail.to_string());
         self.call(move |w| w.record_event(&kind, id.as_deref(), &detail, at))
+    }
+
+    /// Events of the given kinds not yet delivered to `channel` and due for an attempt by
+    /// `now` (deliveries give up after `max_attempts`), oldest first.
+    pub fn undelivered(
+        &self,
+        channel: &str,
+        kinds: &[String],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let (channel, kinds) = (channel.to_string(), kinds.to_vec());
+        self.read(move |c| crate::writer::undelivered(c, &channel, &kinds, now, max_attempts))
+    }
+
+    /// Records one delivery attempt of an event to a channel: delivered, or failed with the
+    /// error and when to try again.
+    pub fn record_delivery(
+        &self,
+        event_id: i64,
+        channel: &str,
+        outcome: Result<(), String>,
+        next_attempt: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let channel = channel.to_string();
+        self.call(move |w| w.record_delivery(event_id, &channel, outcome, next_attempt, at))
+    }
+
+    /// (attempts, delivered, last error) of an event on a channel.
+    pub fn delivery(&self, event_id: i64, channel: &str) -> StoreResult<Option<(u32, bool, Option<String>)>> {
+        let channel = channel.to_string();
+        self.read(move |c| crate::writer::delivery(c, event_id, &channel))
     }
 
     /// Events of one kind, oldest first.

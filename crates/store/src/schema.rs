@@ -152,6 +152,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (chain, number)
     );
     "#,
+    // 4: alert deliveries: one row per (event, channel), every attempt counted.
+    r#"
+    CREATE TABLE alert_deliveries (
+        event_id        INTEGER NOT NULL,
+        channel         TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        delivered_at_us INTEGER,
+        last_error      TEXT,
+        next_attempt_us INTEGER NOT NULL,
+        PRIMARY KEY (event_id, channel)
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.

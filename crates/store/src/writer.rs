@@ -480,6 +480,7 @@ impl Writer {
             params![scope, freeze.frozen_by, freeze.reason, at],
         )?;
         self.freezes.push(freeze.clone());
+        self.record_event("kill_switch", None, &freeze.describe(), freeze.frozen_at)?;
         Ok(FreezeOutcome::Frozen(freeze))
     }
 
@@ -757,6 +758,13 @@ impl Writer {
                         .collect(),
                 };
                 let reason = format!("{} outflow from wallet {}", class.as_str(), o.wallet);
+                // The finding first, then the freezes it causes (each records a kill_switch event).
+                self.record_event(
+                    "unexplained_outflow",
+                    approved.as_ref().map(|a| a.decision_id.as_str()),
+                    &format!("{reason}: {}", evidence(&o)),
+                    at,
+                )?;
                 for scope in scopes {
                     let freeze = Freeze {
                         scope: scope.clone(),
@@ -769,12 +777,6 @@ impl Writer {
                         frozen.push(scope);
                     }
                 }
-                self.record_event(
-                    "unexplained_outflow",
-                    approved.as_ref().map(|a| a.decision_id.as_str()),
-                    &format!("{reason}: {}", evidence(&o)),
-                    at,
-                )?;
             }
             findings.push(crate::ledger::Finding {
                 outflow: o,
@@ -823,6 +825,29 @@ impl Writer {
         self.conn.execute(
             "INSERT INTO events (at_us, kind, decision_id, detail) VALUES (?1, ?2, ?3, ?4)",
             params![to_us(at), kind, id, detail],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn record_delivery(
+        &mut self,
+        event_id: i64,
+        channel: &str,
+        outcome: Result<(), String>,
+        next_attempt: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (delivered, error) = match outcome {
+            Ok(()) => (Some(to_us(at)), None),
+            Err(e) => (None, Some(e)),
+        };
+        self.conn.execute(
+            "INSERT INTO alert_deliveries (event_id, channel, attempts, delivered_at_us, last_error, next_attempt_us)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5)
+             ON CONFLICT (event_id, channel) DO UPDATE SET attempts = attempts + 1,
+                delivered_at_us = excluded.delivered_at_us, last_error = excluded.last_error,
+                next_attempt_us = excluded.next_attempt_us",
+            params![event_id, channel, delivered, error, to_us(next_attempt)],
         )?;
         Ok(())
     }
@@ -1042,11 +1067,20 @@ pub(crate) fn agent_for_token(conn: &Connection, hash: &str) -> StoreResult<Opti
         .optional()?)
 }
 
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<crate::ledger::Event> {
+    Ok(crate::ledger::Event {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        at: time_col(r, 2)?,
+        decision_id: r.get(3)?,
+        detail: r.get(4)?,
+    })
+}
+
 pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<crate::ledger::Event>> {
-    let mut stmt = conn.prepare_cached("SELECT at_us, decision_id, detail FROM events WHERE kind = ?1 ORDER BY id")?;
-    let rows = stmt.query_map(params![kind], |r| {
-        Ok(crate::ledger::Event { at: time_col(r, 0)?, decision_id: r.get(1)?, detail: r.get(2)? })
-    })?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, kind, at_us, decision_id, detail FROM events WHERE kind = ?1 ORDER BY id")?;
+    let rows = stmt.query_map(params![kind], event_from_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -1062,6 +1096,38 @@ pub(crate) fn stored_block_hash(conn: &Connection, chain: &str, number: u64) -> 
             "SELECT hash FROM chain_blocks WHERE chain = ?1 AND number = ?2",
             params![chain, number as i64],
             |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub(crate) fn undelivered(
+    conn: &Connection,
+    channel: &str,
+    kinds: &[String],
+    now: DateTime<Utc>,
+    max_attempts: u32,
+) -> StoreResult<Vec<crate::ledger::Event>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.id, e.kind, e.at_us, e.decision_id, e.detail FROM events e
+         LEFT JOIN alert_deliveries d ON d.event_id = e.id AND d.channel = ?1
+         WHERE d.delivered_at_us IS NULL AND (d.event_id IS NULL OR (d.next_attempt_us <= ?2 AND d.attempts < ?3))
+         ORDER BY e.id",
+    )?;
+    let rows = stmt.query_map(params![channel, to_us(now), max_attempts], event_from_row)?;
+    let all: Vec<crate::ledger::Event> = rows.collect::<Result<_, _>>()?;
+    Ok(all.into_iter().filter(|e| kinds.contains(&e.kind)).collect())
+}
+
+pub(crate) fn delivery(
+    conn: &Connection,
+    event_id: i64,
+    channel: &str,
+) -> StoreResult<Option<(u32, bool, Option<String>)>> {
+    Ok(conn
+        .query_row(
+            "SELECT attempts, delivered_at_us IS NOT NULL, last_error FROM alert_deliveries WHERE event_id = ?1 AND channel = ?2",
+            params![event_id, channel],
+            |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?)),
         )
         .optional()?)
 }

@@ -67,5 +67,18 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
             }
         }
     }
-    Ok(Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock))))
+    let alerts = config
+        .alerts
+        .iter()
+        .map(|a| spendguard_service::AlertChannel {
+            id: a.id.clone(),
+            kind: a.kind,
+            url: std::env::var(&a.url_env).ok().filter(|u| !u.is_empty()),
+            events: a.events.clone(),
+        })
+        .collect::<Vec<_>>();
+    for a in alerts.iter().filter(|a| a.url.is_none()) {
+        tracing::warn!(channel = %a.id, "alert channel has no URL (its url_env is not set): deliveries will fail and be recorded");
+    }
+    Ok(Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)).with_alerts(alerts)))
 }
