@@ -226,6 +226,15 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     let (attempts, delivered, error) = guard.ledger().delivery(unset[0].id, "unset").unwrap().unwrap();
     assert_eq!((attempts, delivered), (1, false));
     assert!(error.unwrap().contains("url_env is not set"));
+    // A second process's pass at the same moment posts nothing twice.
+    let other = org.guard_with_alerts(vec![AlertChannel {
+        id: "ops-slack".into(),
+        kind: AlertKind::Slack,
+        url: Some(format!("{url}/slack")),
+        events: vec!["unexplained_outflow".into()],
+    }]);
+    other.deliver_alerts().await.unwrap();
+    assert_eq!(seen.lock().unwrap().iter().filter(|(p, _)| p == "slack").count(), 2, "no duplicate alert");
     // After the backoff (1–1.25 s) the failed delivery goes through.
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     guard.deliver_alerts().await.unwrap();

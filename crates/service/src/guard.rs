@@ -255,6 +255,11 @@ impl Guard {
             let (id, kinds) = (channel.id.clone(), channel.events.clone());
             let due = self.blocking(move |l| l.undelivered(&id, &kinds, now, crate::alerts::MAX_ATTEMPTS)).await?;
             for event in due {
+                // Several processes run this pass; only the one that claims the attempt posts.
+                let (id, event_id, lease) = (channel.id.clone(), event.id, now + TimeDelta::seconds(30));
+                if !self.blocking(move |l| l.claim_delivery(event_id, &id, lease, now)).await? {
+                    continue;
+                }
                 let outcome = match &channel.url {
                     Some(url) => {
                         crate::alerts::post(

@@ -520,6 +520,19 @@ impl Ledger {
         self.read(move |c| crate::writer::undelivered(c, &channel, &kinds, now, max_attempts))
     }
 
+    /// Claims the next delivery attempt of an event to a channel until `lease_until`, so that of
+    /// several processes only one posts it. False when it is delivered, or claimed by another.
+    pub fn claim_delivery(
+        &self,
+        event_id: i64,
+        channel: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let channel = channel.to_string();
+        self.call(move |w| w.claim_delivery(event_id, &channel, lease_until, now))
+    }
+
     /// Records one delivery attempt of an event to a channel: delivered, or failed with the
     /// error and when to try again.
     pub fn record_delivery(

@@ -829,6 +829,22 @@ impl Writer {
         Ok(())
     }
 
+    pub(crate) fn claim_delivery(
+        &mut self,
+        event_id: i64,
+        channel: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let changed = self.conn.execute(
+            "INSERT INTO alert_deliveries (event_id, channel, attempts, next_attempt_us) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (event_id, channel) DO UPDATE SET next_attempt_us = excluded.next_attempt_us
+             WHERE delivered_at_us IS NULL AND next_attempt_us <= ?4",
+            params![event_id, channel, to_us(lease_until), to_us(now)],
+        )?;
+        Ok(changed == 1)
+    }
+
     pub(crate) fn record_delivery(
         &mut self,
         event_id: i64,
