@@ -243,3 +243,58 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     assert_eq!(got, ["kill_switch", "unexplained_outflow", "unexplained_outflow"]);
     assert_eq!(guard.ledger().delivery(events[0].id, "ops-webhook").unwrap().unwrap(), (2, true, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let agent_guard = org.guard();
+    let agent = McpAgent::connect(agent_guard.clone(), "buyer").await;
+    // Mixed traffic: spends through spendguard from both wallets, empty blocks, a rogue transfer.
+    for i in 0..8 {
+        let wallet = if i % 2 == 0 { "hot" } else { "cold" };
+        let r = agent.call("spend", json!({ "wallet": wallet, "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+        assert_eq!(r.data["status"], "executed", "{}", r.text);
+        rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    }
+    send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 1).await.unwrap();
+    for _ in 0..3 {
+        rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    }
+    // A fresh ledger copy indexes it all in one go: the reference.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference_db = reference_dir.path().join("spendguard.db");
+    {
+        // Copy decisions as they are now (WAL checkpointed by closing the guard's handles first).
+        drop(agent);
+        drop(agent_guard);
+        std::fs::copy(org.dir.path().join("spendguard.db"), &reference_db).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let from = org.dir.path().join(format!("spendguard.db{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, reference_dir.path().join(format!("spendguard.db{suffix}"))).unwrap();
+            }
+        }
+    }
+    // The real one is stopped twice in the middle of the backfill (5 blocks a pass) and resumed.
+    for _ in 0..2 {
+        let watcher = org.guard();
+        watcher.watch_once("eth-local", 5).await.unwrap();
+        drop(watcher);
+    }
+    let resumed = org.guard();
+    resumed.watch_once("eth-local", 1000).await.unwrap();
+    let got = resumed.ledger().outflows("eth-local").unwrap();
+
+    org.edit_config("database = \"spendguard.db\"", &format!("database = \"{}\"", reference_db.display()));
+    let reference = org.guard();
+    reference.watch_once("eth-local", 1000).await.unwrap();
+    let expected = reference.ledger().outflows("eth-local").unwrap();
+    assert_eq!(got, expected, "no gap, no duplicate");
+    // 8 spends (token + fee each, matched) and the rogue token transfer (token + fee, unexplained).
+    assert_eq!(got.len(), 18);
+    assert_eq!(got.iter().filter(|o| o.class == "matched").count(), 16);
+    assert_eq!(
+        resumed.ledger().chain_cursor("eth-local").unwrap(),
+        reference.ledger().chain_cursor("eth-local").unwrap()
+    );
+}

@@ -189,6 +189,21 @@ pub struct Finding {
     pub frozen: Vec<Scope>,
 }
 
+/// An outflow as the ledger recorded it, with how it reconciled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedOutflow {
+    /// Block (slot).
+    pub block: u64,
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Position in the transaction.
+    pub index: u64,
+    /// `native`, `token` or `fee`.
+    pub kind: String,
+    /// Reconciliation class.
+    pub class: String,
+}
+
 /// Something operators are told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -488,6 +503,12 @@ impl Ledger {
     pub fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
         let chain = chain.to_string();
         self.call(move |w| w.rewind(&chain, from, at))
+    }
+
+    /// Every outflow recorded for `chain`, in block and transaction order.
+    pub fn outflows(&self, chain: &str) -> StoreResult<Vec<RecordedOutflow>> {
+        let chain = chain.to_string();
+        self.read(move |c| crate::writer::load_outflows(c, &chain))
     }
 
     /// The next block the watcher of `chain` indexes, if it has started.

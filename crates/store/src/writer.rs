@@ -1147,3 +1147,19 @@ pub(crate) fn delivery(
         )
         .optional()?)
 }
+
+pub(crate) fn load_outflows(conn: &Connection, chain: &str) -> StoreResult<Vec<crate::ledger::RecordedOutflow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT block, tx_hash, idx, kind, class FROM outflows WHERE chain = ?1 ORDER BY block, tx_hash, kind, idx",
+    )?;
+    let rows = stmt.query_map(params![chain], |r| {
+        Ok(crate::ledger::RecordedOutflow {
+            block: r.get::<_, i64>(0)? as u64,
+            tx_hash: r.get(1)?,
+            index: r.get::<_, i64>(2)? as u64,
+            kind: r.get(3)?,
+            class: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
