@@ -14,21 +14,20 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let guard = org.guard();
     let agent = McpAgent::connect(guard.clone(), "buyer").await;
-    let mine = || async { rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap() };
 
     // Spends through spendguard: matched, nothing frozen.
     for (wallet, asset, amount) in [("hot", "TUSD", "5"), ("cold", "ETH", "0.001")] {
         let r = agent.call("spend", json!({ "wallet": wallet, "to": PAYEE, "amount": amount, "asset": asset })).await;
         assert_eq!(r.data["status"], "executed", "{}", r.text);
     }
-    mine().await;
+    org.mine().await;
     let findings = guard.watch_once("eth-local", 1000).await.unwrap();
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
     assert!(guard.ledger().freezes().unwrap().is_empty());
 
     // The hot wallet's key sends ETH directly.
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
-    mine().await;
+    org.mine().await;
     let findings = guard.watch_once("eth-local", 1000).await.unwrap();
     let kinds: Vec<(OutflowKind, Class)> = findings.iter().map(|f| (f.outflow.kind, f.class)).collect();
     assert_eq!(kinds, [(OutflowKind::Native, Class::Unexplained), (OutflowKind::Fee, Class::Unexplained)]);
@@ -49,7 +48,7 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
 
     // The cold wallet's key moves tokens directly: the same.
     let rogue_token = send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 2_500_000).await.unwrap();
-    mine().await;
+    org.mine().await;
     let findings = guard.watch_once("eth-local", 1000).await.unwrap();
     let token = findings.iter().find(|f| f.outflow.kind == OutflowKind::Token).expect("the token outflow");
     assert_eq!((token.class, token.outflow.tx_hash.as_str()), (Class::Unexplained, rogue_token.as_str()));
@@ -69,11 +68,10 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let guard = org.guard();
     let agent = McpAgent::connect(guard.clone(), "buyer").await;
-    let mine = || async { rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap() };
     let before = org.token_balance(PAYEE).await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5", "asset": "TUSD" })).await;
     let id = paid.data["decision_id"].as_str().unwrap().to_string();
-    mine().await;
+    org.mine().await;
     guard.tick().await.unwrap();
     guard.tick().await.unwrap();
     let status = |g: &spendguard_service::Guard| g.ledger().decision(&id).unwrap().unwrap();
@@ -82,7 +80,7 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     // Replace the last three blocks (the spend's among them) with empty ones, then grow the chain.
     rpc_call(&org.anvil.url, "anvil_reorg", json!([3, []])).await.unwrap();
     for _ in 0..3 {
-        mine().await;
+        org.mine().await;
     }
     let findings = guard.watch_once("eth-local", 1000).await.unwrap();
     assert!(findings.is_empty(), "no false finding: {findings:?}");
@@ -96,7 +94,7 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     // Followed again: re-sent if the reorg dropped it, confirmed, and matched once more.
     for _ in 0..4 {
         guard.tick().await.unwrap();
-        mine().await;
+        org.mine().await;
     }
     guard.tick().await.unwrap();
     assert_eq!(status(&guard).status, spendguard_core::SpendStatus::Confirmed);
@@ -125,7 +123,7 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
     });
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     // confirmations = 1: the rogue block is final once one more block is on top.
-    rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    org.mine().await;
     let final_at = std::time::Instant::now();
     let line = tokio::task::block_in_place(|| rx.recv_timeout(std::time::Duration::from_secs(20))).expect("a finding");
     let elapsed = final_at.elapsed();
@@ -202,7 +200,7 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
         AlertChannel { id: "unset".into(), kind: AlertKind::Slack, url: None, events: vec!["kill_switch".into()] },
     ]);
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
-    rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+    org.mine().await;
     guard.watch_once("eth-local", 1000).await.unwrap();
     guard.deliver_alerts().await.unwrap();
     // Slack got its message at once; the webhook's first attempt failed (503) and is recorded.
@@ -254,11 +252,11 @@ async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
         let wallet = if i % 2 == 0 { "hot" } else { "cold" };
         let r = agent.call("spend", json!({ "wallet": wallet, "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
         assert_eq!(r.data["status"], "executed", "{}", r.text);
-        rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+        org.mine().await;
     }
     send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 1).await.unwrap();
     for _ in 0..3 {
-        rpc_call(&org.anvil.url, "evm_mine", json!([])).await.unwrap();
+        org.mine().await;
     }
     // A fresh ledger copy indexes it all in one go: the reference.
     let reference_dir = tempfile::tempdir().unwrap();

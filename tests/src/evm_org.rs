@@ -286,6 +286,11 @@ impl EvmOrg {
         child.wait().is_ok_and(|s| s.success())
     }
 
+    /// Mines one block on the node.
+    pub async fn mine(&self) {
+        testing::rpc_call(&self.anvil.url, "evm_mine", serde_json::json!([])).await.expect("evm_mine");
+    }
+
     /// TUSD base units held by `owner`, read from the chain.
     pub async fn token_balance(&self, owner: &str) -> u128 {
         let out = testing::rpc_call(

@@ -523,14 +523,7 @@ impl Guard {
         if crate::guard::fail_point("after_sign") {
             std::process::exit(86);
         }
-        let tx = SignedTx {
-            hash: s.hash.clone(),
-            raw: s.raw.clone(),
-            sequence: s.sequence,
-            fee_cap: s.fee_cap,
-            fee_terms: s.fee_terms.clone(),
-        };
-        match client.broadcast(&tx).await {
+        match client.broadcast(&chain_tx(s)).await {
             Ok(()) => {}
             Err(e) if e.is_retryable() => {
                 tracing::warn!(decision = id, error = %e, "broadcast failed; will retry");
@@ -787,14 +780,7 @@ impl Guard {
                         Ok(None) if now - d.updated_at > REBROADCAST_AFTER => {
                             let id = d.id.clone();
                             if let Some(s) = self.blocking(move |l| l.signed_tx(&id)).await? {
-                                let tx = SignedTx {
-                                    hash: s.hash,
-                                    raw: s.raw,
-                                    sequence: s.sequence,
-                                    fee_cap: s.fee_cap,
-                                    fee_terms: s.fee_terms,
-                                };
-                                if let Err(e) = client.broadcast(&tx).await {
+                                if let Err(e) = client.broadcast(&chain_tx(&s)).await {
                                     tracing::warn!(decision = %d.id, error = %e, "re-broadcast failed");
                                 }
                             }
@@ -866,6 +852,17 @@ impl Guard {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+/// A stored signed transaction as the chain client sends it.
+fn chain_tx(s: &SignedRecord) -> SignedTx {
+    SignedTx {
+        hash: s.hash.clone(),
+        raw: s.raw.clone(),
+        sequence: s.sequence,
+        fee_cap: s.fee_cap,
+        fee_terms: s.fee_terms.clone(),
     }
 }
 
