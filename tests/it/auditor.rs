@@ -21,14 +21,14 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
         assert_eq!(r.data["status"], "executed", "{}", r.text);
     }
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap();
+    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
     assert!(guard.ledger().freezes().unwrap().is_empty());
 
     // The hot wallet's key sends ETH directly.
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap();
+    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     let kinds: Vec<(OutflowKind, Class)> = findings.iter().map(|f| (f.outflow.kind, f.class)).collect();
     assert_eq!(kinds, [(OutflowKind::Native, Class::Unexplained), (OutflowKind::Fee, Class::Unexplained)]);
     assert_eq!(findings[0].outflow.tx_hash, rogue);
@@ -49,7 +49,7 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     // The cold wallet's key moves tokens directly: the same.
     let rogue_token = send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 2_500_000).await.unwrap();
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap();
+    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     let token = findings.iter().find(|f| f.outflow.kind == OutflowKind::Token).expect("the token outflow");
     assert_eq!((token.class, token.outflow.tx_hash.as_str()), (Class::Unexplained, rogue_token.as_str()));
     assert_eq!(token.outflow.amount, "2.5".parse().unwrap());
@@ -59,7 +59,7 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     // Indexing is idempotent and durable: a fresh guard resumes after the last block.
     let events = guard.ledger().events("unexplained_outflow").unwrap().len();
     let again = org.guard();
-    assert!(again.watch_once("eth-local", 1000).await.unwrap().is_empty());
+    assert!(again.watch_once("eth-local", 1000).await.unwrap().findings.is_empty());
     assert_eq!(again.ledger().events("unexplained_outflow").unwrap().len(), events);
 }
 
@@ -82,7 +82,7 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     for _ in 0..3 {
         org.mine().await;
     }
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap();
+    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "no false finding: {findings:?}");
     let reopened = status(&guard);
     assert!(
@@ -294,5 +294,81 @@ async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     assert_eq!(
         resumed.ledger().chain_cursor("eth-local").unwrap(),
         reference.ledger().chain_cursor("eth-local").unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once() {
+    let org = EvmOrg::start("").await;
+    // cold starts with 10,000 ETH ($30,000,000) and 100,000 TUSD: $30,100,000.
+    org.edit_config(
+        "password_env = \"COLD_PASSWORD\"",
+        "password_env = \"COLD_PASSWORD\"\nbalance_low_usd = \"30099990\"",
+    );
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "saver").await; // 100 USD a day
+    let spend = |amount: &'static str| {
+        let (agent, org, guard) = (&agent, &org, &guard);
+        async move {
+            let r =
+                agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": amount, "asset": "TUSD" })).await;
+            assert_eq!(r.data["status"], "executed", "{}", r.text);
+            org.mine().await;
+            guard.tick().await.unwrap();
+        }
+    };
+    let events = |kind: &str| guard.ledger().events(kind).unwrap();
+
+    spend("70").await; // 70 %: nothing yet; $30,099,930 left: below the mark
+    assert!(events("limit_80_percent").is_empty());
+    assert_eq!(events("balance_low").len(), 1, "{:?}", events("balance_low"));
+    assert!(events("balance_low")[0].detail.starts_with("wallet cold holds $300999"), "{:?}", events("balance_low"));
+    spend("15").await; // 85 %: crossed
+    let crossed = events("limit_80_percent");
+    assert_eq!(crossed.len(), 1, "{crossed:?}");
+    assert!(
+        crossed[0].detail.contains("$85.00 of the agent:saver limit $100.00 (24h window, policy saver-daily)"),
+        "{crossed:?}"
+    );
+    assert!(crossed[0].detail.ends_with(": 85%"), "{crossed:?}");
+    spend("5").await; // 90 %: already past the mark
+    assert_eq!(events("limit_80_percent").len(), 1, "reported when crossed, not on every spend after");
+    assert_eq!(events("balance_low").len(), 1, "reported when it drops below, not on every spend after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_command_shows_backfill_progress() {
+    use std::io::BufRead;
+    let org = EvmOrg::start("").await;
+    rpc_call(&org.anvil.url, "anvil_mine", json!([1200])).await.unwrap();
+    let mut watcher = std::process::Command::new(EvmOrg::binary())
+        .arg("--config")
+        .arg(&org.config_path)
+        .arg("watch")
+        .envs(org.server_env())
+        .env("SPENDGUARD_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start spendguard watch");
+    let stderr = std::io::BufReader::new(watcher.stderr.take().unwrap());
+    let mut progress = vec![];
+    tokio::task::block_in_place(|| {
+        for line in stderr.lines().map_while(Result::ok).filter(|l| l.starts_with("eth-local:")) {
+            let done = line.contains("caught up");
+            progress.push(line);
+            if done {
+                break;
+            }
+        }
+    });
+    assert!(EvmOrg::stop_daemon(watcher));
+    // Head 1203 (3 set-up blocks + 1200), confirmations 1: blocks 0..=1202, 500 a pass.
+    assert_eq!(
+        progress,
+        [
+            "eth-local: indexed blocks 0..=499 (500 blocks); 703 to go to block 1202",
+            "eth-local: indexed blocks 500..=999 (500 blocks); 203 to go to block 1202",
+            "eth-local: caught up; indexed through block 1202",
+        ]
     );
 }

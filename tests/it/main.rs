@@ -11,3 +11,4 @@ mod race;
 mod revoke;
 mod rules;
 mod scenarios;
+mod watcher_faults;

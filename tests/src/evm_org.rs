@@ -219,7 +219,29 @@ impl EvmOrg {
 
     /// [`EvmOrg::guard`], delivering alerts to `alerts`.
     pub fn guard_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<Guard> {
-        let config = Arc::new(self.config());
+        self.guard_for(self.config(), alerts)
+    }
+
+    /// A second config beside the first, written as `name.toml` with each `(from, to)` edit
+    /// applied to the first's text (e.g. another database or RPC list).
+    pub fn variant(&self, name: &str, edits: &[(&str, &str)]) -> spendguard_config::Config {
+        let mut text = std::fs::read_to_string(&self.config_path).expect("config");
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?} not in the config");
+            text = text.replacen(from, to, 1);
+        }
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        spendguard_config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A guard in this process for `config` (this org's, or a [`EvmOrg::variant`]).
+    pub fn guard_for(
+        &self,
+        config: spendguard_config::Config,
+        alerts: Vec<spendguard_service::AlertChannel>,
+    ) -> Arc<Guard> {
+        let config = Arc::new(config);
         let ledger = Arc::new(
             Ledger::open(
                 &config.server.database,
@@ -238,6 +260,8 @@ impl EvmOrg {
                 chain_id: chain.chain_id.expect("chain id"),
                 rpc: chain.rpc.clone(),
                 max_fee_per_gas_gwei: chain.max_fee_per_gas_gwei,
+                rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
+                retries: EvmSettings::DEFAULT_RETRIES,
             },
             signers,
         )

@@ -6,6 +6,7 @@ pub mod anvil;
 pub mod evm_org;
 pub mod mcp_client;
 pub mod python;
+pub mod rpc_proxy;
 pub mod stdio_agent;
 
 use chrono::{DateTime, Utc};

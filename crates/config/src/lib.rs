@@ -35,6 +35,7 @@ pub const ALERT_EVENTS: &[&str] = &[
     "notify_tier",
     "watcher_stalled",
     "balance_low",
+    "missing_outflow",
 ];
 
 /// Formats a `[[report]]` can be written in.
@@ -102,6 +103,17 @@ pub struct ChainSettings {
     pub max_fee_per_gas_gwei: Option<Decimal>,
     /// Commitment (Solana).
     pub commitment: Commitment,
+    /// How long one RPC call may take before it counts as failed and is retried (extension).
+    pub rpc_timeout: TimeDelta,
+    /// Deepest reorg the watcher unwinds by itself; a deeper one stops it with an alert
+    /// (extension).
+    pub max_reorg_depth: u64,
+    /// How long the watcher may make no progress towards the final head before a
+    /// `watcher_stalled` alert (extension).
+    pub stall_after: TimeDelta,
+    /// How long a broadcast spend may go unseen on chain before it is reported missing
+    /// (extension).
+    pub missing_after: TimeDelta,
 }
 
 /// Key material of one wallet (paths resolved against the config's directory).
@@ -115,6 +127,9 @@ pub struct WalletKeys {
     pub password_env: Option<String>,
     /// Solana keypair file.
     pub keypair: Option<PathBuf>,
+    /// Below this USD value of its configured assets the wallet raises `balance_low`
+    /// (extension).
+    pub balance_low_usd: Option<Decimal>,
 }
 
 /// One `[[alert]]` channel.

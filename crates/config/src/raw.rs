@@ -141,6 +141,10 @@ pub(crate) struct RawChain {
     pub(crate) start_block: Option<u64>,
     pub(crate) max_fee_per_gas_gwei: Option<Money>,
     pub(crate) commitment: Option<RawCommitment>,
+    pub(crate) rpc_timeout: Option<DurationText>,
+    pub(crate) max_reorg_depth: Option<u64>,
+    pub(crate) stall_after: Option<DurationText>,
+    pub(crate) missing_after: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +173,7 @@ pub(crate) struct RawWallet {
     pub(crate) keystore: Option<String>,
     pub(crate) password_env: Option<String>,
     pub(crate) keypair: Option<String>,
+    pub(crate) balance_low_usd: Option<Money>,
 }
 
 #[derive(Debug, Deserialize)]

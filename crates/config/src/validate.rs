@@ -118,6 +118,9 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 }
             }
         }
+        if ch.max_reorg_depth == Some(0) {
+            c.err(p.key("max_reorg_depth"), "must be at least 1");
+        }
         if let Some(fee) = ch.max_fee_per_gas_gwei {
             if fee.0 <= Decimal::ZERO {
                 c.err(p.key("max_fee_per_gas_gwei"), "must be greater than zero");
@@ -137,6 +140,10 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
                 Some(RawCommitment::Finalized) => Commitment::Finalized,
                 _ => Commitment::Confirmed,
             },
+            rpc_timeout: ch.rpc_timeout.map_or(chrono::TimeDelta::seconds(10), |d| d.0),
+            max_reorg_depth: ch.max_reorg_depth.unwrap_or(64),
+            stall_after: ch.stall_after.map_or(chrono::TimeDelta::minutes(2), |d| d.0),
+            missing_after: ch.missing_after.map_or(chrono::TimeDelta::minutes(10), |d| d.0),
         });
     }
     let kind_of: HashMap<&str, ChainKind> = chains.iter().map(|ch| (ch.id.as_str(), ch.kind)).collect();
@@ -270,6 +277,7 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
             keystore: w.keystore.as_ref().map(|k| base_dir.join(k)),
             password_env: w.password_env.clone(),
             keypair: w.keypair.as_ref().map(|k| base_dir.join(k)),
+            balance_low_usd: w.balance_low_usd.and_then(|m| non_negative(&mut c, m.0, p.key("balance_low_usd"))),
         });
     }
 

@@ -197,6 +197,17 @@ pub struct Headroom {
 }
 
 impl Headroom {
+    /// True when this request takes the limit from below `fraction` of it to `fraction` or
+    /// more (open reservations count as used): the moment to warn once, not on every spend after.
+    pub fn crosses(&self, fraction: Decimal) -> bool {
+        if self.limit <= Decimal::ZERO {
+            return false;
+        }
+        let before = self.used + self.reserved;
+        let mark = self.limit * fraction;
+        before < mark && before + self.requested >= mark
+    }
+
     /// Formats one of the numbers in this limit's unit.
     pub fn fmt(&self, value: Decimal) -> String {
         if self.labels.unit == "USD" {
@@ -306,5 +317,37 @@ impl Evaluation {
     /// The code of the first denying reason.
     pub fn first_denial(&self) -> Option<ReasonCode> {
         self.reasons.iter().map(|r| r.code).find(|c| c.denies())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headroom(limit: i64, used: i64, reserved: i64, requested: i64) -> Headroom {
+        Headroom {
+            labels: Arc::new(HeadroomLabels {
+                policy_id: "p".into(),
+                rule: "limits[0]".into(),
+                scope: "agent:a".into(),
+                window: "24h".into(),
+                unit: "USD".into(),
+            }),
+            limit: Decimal::from(limit),
+            used: Decimal::from(used),
+            reserved: Decimal::from(reserved),
+            requested: Decimal::from(requested),
+            remaining: Decimal::from((limit - used - reserved).max(0)),
+        }
+    }
+
+    #[test]
+    fn a_limit_is_crossed_once_by_the_request_that_reaches_the_mark() {
+        let mark = Decimal::new(8, 1);
+        assert!(!headroom(100, 70, 0, 9).crosses(mark), "79 % is below");
+        assert!(headroom(100, 70, 0, 10).crosses(mark), "exactly 80 % crosses");
+        assert!(headroom(100, 40, 30, 15).crosses(mark), "reservations count as used");
+        assert!(!headroom(100, 80, 0, 5).crosses(mark), "already at the mark before");
+        assert!(!headroom(0, 0, 0, 5).crosses(mark), "a zero limit has no 80 %");
     }
 }

@@ -210,19 +210,19 @@ pub struct BalanceReport {
 
 /// The guard: ledger, chains and clock.
 pub struct Guard {
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     ledger: Arc<Ledger>,
-    chains: HashMap<String, Arc<dyn ChainClient>>,
-    clock: Arc<dyn Clock>,
+    pub(crate) chains: HashMap<String, Arc<dyn ChainClient>>,
+    pub(crate) clock: Arc<dyn Clock>,
     alerts: Vec<crate::alerts::AlertChannel>,
     http: reqwest::Client,
+    pub(crate) watchers: std::sync::Mutex<HashMap<String, crate::watch::WatcherState>>,
+    pub(crate) low_wallets: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a reserved-but-unsigned decision waits before background work takes it over
 /// (normally the request that reserved it signs it within milliseconds).
 const ORPHAN_AFTER: TimeDelta = TimeDelta::seconds(5);
-/// Deepest reorg the watcher unwinds by itself; deeper ones stop it with an alert.
-pub const MAX_REORG_DEPTH: u64 = 64;
 /// Most blocks one background pass indexes per chain (a backfill continues on the next pass).
 const WATCH_BLOCKS_PER_PASS: u64 = 500;
 /// How often a broadcast transaction without a receipt is sent again.
@@ -238,7 +238,16 @@ impl Guard {
     ) -> Guard {
         let chains = chains.into_iter().map(|c| (c.chain_id().to_string(), c)).collect();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Guard { config, ledger, chains, clock, alerts: vec![], http }
+        Guard {
+            config,
+            ledger,
+            chains,
+            clock,
+            alerts: vec![],
+            http,
+            watchers: Default::default(),
+            low_wallets: Default::default(),
+        }
     }
 
     /// Delivers alerts to these channels (their URLs resolved from the environment by the caller).
@@ -294,7 +303,7 @@ impl Guard {
         &self.ledger
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Ledger) -> Result<T, StoreError> + Send + 'static,
     ) -> GuardResult<T> {
@@ -311,7 +320,7 @@ impl Guard {
         self.blocking(move |l| l.agent_for_token(&hash)).await
     }
 
-    fn chain(&self, id: &str) -> GuardResult<&Arc<dyn ChainClient>> {
+    pub(crate) fn chain(&self, id: &str) -> GuardResult<&Arc<dyn ChainClient>> {
         self.chains.get(id).ok_or_else(|| GuardError::Invalid(format!("chain {id} has no client configured")))
     }
 
@@ -399,6 +408,9 @@ impl Guard {
             ReserveOutcome::Decided { receipt, replayed } => (receipt, replayed),
         };
         let id = receipt.decision_id.clone();
+        if !replayed && receipt.decision == Decision::Allow {
+            self.record_limit_warnings(agent, &receipt).await?;
+        }
         if !replayed {
             match receipt.status {
                 SpendStatus::Reserved => {
@@ -435,6 +447,31 @@ impl Guard {
             failure: record.failure,
             replayed,
         })
+    }
+
+    /// Records `limit_80_percent` for each limit this spend takes to 80 % of its size or more.
+    async fn record_limit_warnings(&self, agent: &str, receipt: &spendguard_store::Receipt) -> GuardResult<()> {
+        let threshold = Decimal::new(8, 1);
+        for h in receipt.headroom.iter().filter(|h| h.crosses(threshold)) {
+            let after = h.used + h.reserved + h.requested;
+            let amount = |v: Decimal| match h.labels.unit.as_str() {
+                "USD" => format!("${}", h.fmt(v)),
+                unit => format!("{} {unit}", h.fmt(v)),
+            };
+            let detail = format!(
+                "agent {agent}: {} of the {} limit {} ({} window, policy {}) used after decision {}: {}%",
+                amount(after),
+                h.labels.scope,
+                amount(h.limit),
+                h.labels.window,
+                h.labels.policy_id,
+                receipt.decision_id,
+                (after * Decimal::ONE_HUNDRED / h.limit).round_dp(0)
+            );
+            let (id, at) = (receipt.decision_id.clone(), self.clock.now());
+            self.blocking(move |l| l.record_event("limit_80_percent", Some(&id), &detail, at)).await?;
+        }
+        Ok(())
     }
 
     async fn record(&self, id: &str) -> GuardResult<DecisionRecord> {
@@ -547,7 +584,7 @@ impl Guard {
         self.blocking(move |l| l.mark_broadcast(&id2, at)).await
     }
 
-    async fn fail(&self, id: &str, reason: &str, sequence_used: bool) -> GuardResult<DecisionRecord> {
+    pub(crate) async fn fail(&self, id: &str, reason: &str, sequence_used: bool) -> GuardResult<DecisionRecord> {
         tracing::warn!(decision = id, reason, "spend failed");
         let (id2, reason, at) = (id.to_string(), reason.to_string(), self.clock.now());
         self.blocking(move |l| l.fail(&id2, &reason, sequence_used, at)).await
@@ -655,104 +692,6 @@ impl Guard {
         Ok(BalanceReport { wallets: out })
     }
 
-    /// Indexes `chain` from its cursor (or `start_block`) up to head − confirmations, at most
-    /// `max_blocks` blocks: each block's outflows of registered wallets are stored, reconciled
-    /// against their decisions, and unexplained or mismatched ones trip the kill switch.
-    /// Returns the findings that were not plain matches.
-    pub async fn watch_once(&self, chain: &str, max_blocks: u64) -> GuardResult<Vec<spendguard_store::Finding>> {
-        let settings = self
-            .config
-            .chain_settings(chain)
-            .ok_or_else(|| GuardError::Invalid(format!("chain {chain} is not configured")))?;
-        let client = Arc::clone(self.chain(chain)?);
-        let model = &self.config.model;
-        let wallets: Vec<&Wallet> = model.wallets.iter().filter(|w| w.chain == chain).collect();
-        let addresses: Vec<String> = wallets.iter().map(|w| w.address.clone()).collect();
-        let assets: Vec<Asset> = model.assets_on(chain).cloned().collect();
-        let head = client.head().await?;
-        let Some(target) = head.checked_sub(settings.confirmations) else { return Ok(vec![]) };
-        let chain_id = chain.to_string();
-        let mut next = match self.blocking(move |l| l.chain_cursor(&chain_id)).await? {
-            Some(n) => n,
-            None => settings.start_block,
-        };
-        let mut notable = vec![];
-        let end = target.min(next.saturating_add(max_blocks.saturating_sub(1)));
-        while next <= end {
-            let Some(block) = client.block_outflows(next, &addresses, &assets).await? else { break };
-            let outflows = block
-                .outflows
-                .into_iter()
-                .filter_map(|o| {
-                    let wallet = wallets.iter().find(|w| w.address == o.from)?;
-                    Some(spendguard_core::reconcile::Outflow {
-                        chain: chain.to_string(),
-                        block: block.number,
-                        tx_hash: o.tx_hash,
-                        index: o.index,
-                        kind: o.kind,
-                        wallet: wallet.id.clone(),
-                        recipient: o.to,
-                        asset: o.asset,
-                        token: o.token,
-                        amount: o.amount,
-                    })
-                })
-                .collect();
-            let (chain_id, hash, parent, at) = (chain.to_string(), block.hash, block.parent_hash, self.clock.now());
-            let findings =
-                match self.blocking(move |l| l.record_block(&chain_id, next, &hash, &parent, outflows, at)).await {
-                    Ok(f) => f,
-                    Err(GuardError::Store(StoreError::Reorg { .. })) => {
-                        next = self.unwind_reorg(chain, client.as_ref(), next).await?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-            for f in findings.into_iter().filter(|f| f.class != spendguard_core::reconcile::Class::Matched) {
-                tracing::warn!(
-                    chain,
-                    class = f.class.as_str(),
-                    frozen = ?f.frozen,
-                    evidence = %spendguard_core::reconcile::evidence(&f.outflow),
-                    "outflow did not reconcile"
-                );
-                notable.push(f);
-            }
-            next += 1;
-        }
-        Ok(notable)
-    }
-
-    /// Walks back from `at` (whose parent no longer matches) to the last block both the ledger
-    /// and the node agree on, rewinds everything above it, and returns where to index from.
-    /// A reorg deeper than [`MAX_REORG_DEPTH`] stops the watcher rather than guess.
-    async fn unwind_reorg(&self, chain: &str, client: &dyn ChainClient, at: u64) -> GuardResult<u64> {
-        let mut n = at.saturating_sub(1);
-        loop {
-            if at - n > MAX_REORG_DEPTH {
-                let detail =
-                    format!("chain {chain}: reorg deeper than {MAX_REORG_DEPTH} blocks below {at}; watcher stopped");
-                let (at_time, d) = (self.clock.now(), detail.clone());
-                self.blocking(move |l| l.record_event("watcher_stalled", None, &d, at_time)).await?;
-                return Err(GuardError::Invalid(detail));
-            }
-            let chain_id = chain.to_string();
-            let stored = self.blocking(move |l| l.block_hash(&chain_id, n)).await?;
-            let canonical = client.block_hash(n).await?;
-            if stored.is_none() || stored == canonical {
-                let (chain_id, now) = (chain.to_string(), self.clock.now());
-                let reopened = self.blocking(move |l| l.rewind(&chain_id, n + 1, now)).await?;
-                tracing::warn!(chain, from = n + 1, reopened = reopened.len(), "reorg: re-indexing");
-                return Ok(n + 1);
-            }
-            if n == 0 {
-                return Ok(0);
-            }
-            n -= 1;
-        }
-    }
-
     /// One pass of background work: broadcast what was signed, settle what landed, execute due
     /// delays (unless frozen), expire approvals, and pick up reservations a crash left unsigned.
     pub async fn tick(&self) -> GuardResult<()> {
@@ -773,8 +712,15 @@ impl Guard {
                             let settlement =
                                 spendguard_store::Settlement { success: o.success, block: o.block, fee: o.fee };
                             let id = d.id.clone();
-                            if let Err(e) = self.blocking(move |l| l.settle(&id, settlement, now)).await {
-                                tracing::warn!(decision = %d.id, error = %e, "recording the receipt failed; will retry");
+                            match self.blocking(move |l| l.settle(&id, settlement, now)).await {
+                                Err(e) => {
+                                    tracing::warn!(decision = %d.id, error = %e, "recording the receipt failed; will retry");
+                                }
+                                Ok(_) => {
+                                    if let Err(e) = self.check_balance_low(&d.wallet).await {
+                                        tracing::warn!(wallet = %d.wallet, error = %e, "balance check failed");
+                                    }
+                                }
                             }
                         }
                         Ok(None) if now - d.updated_at > REBROADCAST_AFTER => {
@@ -827,10 +773,12 @@ impl Guard {
             }
         }
         self.blocking(move |l| l.expire_approvals(now)).await?;
-        let watched: Vec<String> = self.chains.keys().cloned().collect();
-        for chain in watched {
-            if let Err(e) = self.watch_once(&chain, WATCH_BLOCKS_PER_PASS).await {
+        for (chain, client) in &self.chains {
+            if let Err(e) = self.watch_once(chain, WATCH_BLOCKS_PER_PASS).await {
                 tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
+            }
+            if let Err(e) = self.check_missing(chain, client.as_ref()).await {
+                tracing::warn!(chain, error = %e, "checking for missing spends failed; will retry");
             }
         }
         if let Err(e) = self.deliver_alerts().await {
@@ -856,7 +804,7 @@ impl Guard {
 }
 
 /// A stored signed transaction as the chain client sends it.
-fn chain_tx(s: &SignedRecord) -> SignedTx {
+pub(crate) fn chain_tx(s: &SignedRecord) -> SignedTx {
     SignedTx {
         hash: s.hash.clone(),
         raw: s.raw.clone(),

@@ -7,6 +7,8 @@
 //! - background loops ([`Guard::run`]) broadcast what was signed but not sent (after a crash),
 //!   follow broadcast transactions to their receipts, execute DELAY spends when due unless
 //!   cancelled or frozen meanwhile, and release approval requests that expired;
+//! - the watcher ([`Guard::watch_once`]) indexes every outflow of the registered wallets,
+//!   reconciles it, trips the kill switch, unwinds reorgs, and reports stalls and missing spends;
 //! - agents are known by bearer tokens, stored hashed.
 //!
 //! Everything that blocks (the ledger) runs on tokio's blocking pool.
@@ -14,10 +16,12 @@
 mod alerts;
 mod guard;
 mod tokens;
+mod watch;
 
 pub use alerts::AlertChannel;
 pub use guard::{
     BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
-    SystemClock, WalletBalances, MAX_REORG_DEPTH,
+    SystemClock, WalletBalances,
 };
 pub use tokens::{hash_token, new_token};
+pub use watch::WatchPass;

@@ -200,8 +200,20 @@ pub struct RecordedOutflow {
     pub index: u64,
     /// `native`, `token` or `fee`.
     pub kind: String,
+    /// Wallet it left.
+    pub wallet: String,
+    /// Recipient, when there is one.
+    pub recipient: Option<String>,
+    /// Asset key when configured.
+    pub asset: Option<String>,
+    /// Token contract or mint.
+    pub token: Option<String>,
+    /// Amount (asset units; base units for unknown tokens).
+    pub amount: rust_decimal::Decimal,
     /// Reconciliation class.
     pub class: String,
+    /// The decision it matched, if any.
+    pub decision_id: Option<String>,
 }
 
 /// Something operators are told about.
@@ -462,6 +474,14 @@ impl Ledger {
     /// Decisions signed or broadcast but not yet settled.
     pub fn in_flight(&self) -> StoreResult<Vec<DecisionRecord>> {
         self.read(|c| crate::writer::load_by_status(c, &[SpendStatus::Signed, SpendStatus::Broadcast]))
+    }
+
+    /// Decisions on `chain` broadcast at or before `deadline` and still not seen on chain.
+    /// Each is reported once (per broadcast) with a `missing_outflow` event; all are returned,
+    /// reported now or before, so the caller can release those the chain proves cannot land.
+    pub fn missing(&self, chain: &str, deadline: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
+        let chain = chain.to_string();
+        self.call(move |w| w.missing(&chain, deadline, at))
     }
 
     /// Reserved decisions not yet signed (work a crash may have interrupted).

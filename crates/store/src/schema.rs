@@ -164,6 +164,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (event_id, channel)
     );
     "#,
+    // 5: when a decision was (last) broadcast, from which the deadline of a missing one runs.
+    r#"
+    ALTER TABLE decisions ADD COLUMN broadcast_at_us INTEGER;
+    UPDATE decisions SET broadcast_at_us = updated_at_us WHERE status = 'broadcast';
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -621,7 +621,44 @@ impl Writer {
         if current.status == SpendStatus::Broadcast {
             return Ok(current);
         }
-        self.set_status(id, SpendStatus::Broadcast, at, None)
+        let record = self.set_status(id, SpendStatus::Broadcast, at, None)?;
+        self.conn.execute("UPDATE decisions SET broadcast_at_us = ?1 WHERE id = ?2", params![to_us(at), id])?;
+        Ok(record)
+    }
+
+    pub(crate) fn missing(
+        &mut self,
+        chain: &str,
+        deadline: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<DecisionRecord>> {
+        let overdue: Vec<(String, bool)> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT d.id, EXISTS (SELECT 1 FROM events e WHERE e.kind = 'missing_outflow' AND e.decision_id = d.id
+                    AND e.at_us >= d.broadcast_at_us)
+                 FROM decisions d
+                 WHERE d.chain = ?1 AND d.status = 'broadcast' AND d.broadcast_at_us <= ?2 ORDER BY d.seq",
+            )?;
+            let rows = stmt.query_map(params![chain, to_us(deadline)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut out = vec![];
+        for (id, reported) in overdue {
+            let d = load_decision(&self.conn, &id)?.ok_or_else(|| StoreError::UnknownDecision(id.clone()))?;
+            if !reported {
+                let detail = format!(
+                    "decision {id}: {} {} from wallet {} to {} was broadcast as {} but is not on chain {chain}",
+                    d.amount,
+                    d.asset.as_deref().unwrap_or("?"),
+                    d.wallet,
+                    d.recipient,
+                    d.tx_hash.as_deref().unwrap_or("?"),
+                );
+                self.record_event("missing_outflow", Some(&id), &detail, at)?;
+            }
+            out.push(d);
+        }
+        Ok(out)
     }
 
     pub(crate) fn settle(&mut self, id: &str, s: Settlement, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
@@ -799,7 +836,10 @@ impl Writer {
         for id in &reopened {
             self.set_status(id, SpendStatus::Broadcast, at, None)?;
             // Re-send at once: the orphaned block may have taken the transaction with it.
-            self.conn.execute("UPDATE decisions SET block = NULL, updated_at_us = 0 WHERE id = ?1", params![id])?;
+            self.conn.execute(
+                "UPDATE decisions SET block = NULL, updated_at_us = 0, broadcast_at_us = ?2 WHERE id = ?1",
+                params![id, to_us(at)],
+            )?;
         }
         self.conn.execute("DELETE FROM outflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
         self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
@@ -1150,7 +1190,8 @@ pub(crate) fn delivery(
 
 pub(crate) fn load_outflows(conn: &Connection, chain: &str) -> StoreResult<Vec<crate::ledger::RecordedOutflow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT block, tx_hash, idx, kind, class FROM outflows WHERE chain = ?1 ORDER BY block, tx_hash, kind, idx",
+        "SELECT block, tx_hash, idx, kind, wallet, recipient, asset, token, amount, class, decision_id
+         FROM outflows WHERE chain = ?1 ORDER BY block, tx_hash, kind, idx",
     )?;
     let rows = stmt.query_map(params![chain], |r| {
         Ok(crate::ledger::RecordedOutflow {
@@ -1158,7 +1199,13 @@ pub(crate) fn load_outflows(conn: &Connection, chain: &str) -> StoreResult<Vec<c
             tx_hash: r.get(1)?,
             index: r.get::<_, i64>(2)? as u64,
             kind: r.get(3)?,
-            class: r.get(4)?,
+            wallet: r.get(4)?,
+            recipient: r.get(5)?,
+            asset: r.get(6)?,
+            token: r.get(7)?,
+            amount: parsed(r, 8, decimal_from_store)?,
+            class: r.get(9)?,
+            decision_id: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

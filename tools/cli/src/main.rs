@@ -13,6 +13,7 @@ use spendguard_store::{FreezeOutcome, Ledger, LedgerOptions};
 use std::path::{Path, PathBuf};
 
 mod wiring;
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -394,11 +395,12 @@ fn watch(config: Config) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         let stop = shutdown_signal();
         tokio::pin!(stop);
+        let mut caught_up: HashSet<String> = HashSet::new();
         loop {
             for chain in &chains {
                 match guard.watch_once(chain, 500).await {
-                    Ok(findings) => {
-                        for f in findings {
+                    Ok(pass) => {
+                        for f in &pass.findings {
                             println!(
                                 "{} {}: {}",
                                 f.class.as_str(),
@@ -406,6 +408,7 @@ fn watch(config: Config) -> Result<ExitCode> {
                                 spendguard_core::reconcile::evidence(&f.outflow)
                             );
                         }
+                        report_progress(&pass, &mut caught_up);
                     }
                     Err(e) => tracing::warn!(chain, error = %e, "watching failed; will retry"),
                 }
@@ -417,6 +420,26 @@ fn watch(config: Config) -> Result<ExitCode> {
         }
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// Backfill progress on stderr: a line per pass while behind, one when caught up.
+fn report_progress(pass: &spendguard_service::WatchPass, caught_up: &mut HashSet<String>) {
+    let Some(target) = pass.target else { return };
+    if pass.caught_up() {
+        if caught_up.insert(pass.chain.clone()) {
+            eprintln!("{}: caught up; indexed through block {target}", pass.chain);
+        }
+    } else if pass.indexed > 0 {
+        caught_up.remove(&pass.chain);
+        let remaining = target + 1 - pass.next;
+        eprintln!(
+            "{}: indexed blocks {}..={} ({} blocks); {remaining} to go to block {target}",
+            pass.chain,
+            pass.from,
+            pass.next - 1,
+            pass.indexed
+        );
+    }
 }
 
 fn wallet(cmd: &WalletCommand) -> Result<ExitCode> {

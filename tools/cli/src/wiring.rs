@@ -57,6 +57,8 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
                         chain_id,
                         rpc: settings.rpc.clone(),
                         max_fee_per_gas_gwei: settings.max_fee_per_gas_gwei,
+                        rpc_timeout: settings.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
+                        retries: EvmSettings::DEFAULT_RETRIES,
                     },
                     signers,
                 )?;

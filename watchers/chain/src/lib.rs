@@ -189,6 +189,11 @@ pub trait ChainClient: Send + Sync {
     /// The outcome of a transaction, once it is included.
     async fn outcome(&self, hash: &str) -> ChainResult<Option<TxOutcome>>;
 
+    /// True when `tx`, sent from `from`, can no longer land: the chain's state at `final_block`
+    /// (a block no reorg will undo) rules it out. On EVM: the sender's nonce there is past the
+    /// transaction's, and the transaction itself is not in the chain. False when unsure.
+    async fn cannot_land(&self, tx: &SignedTx, from: &str, final_block: u64) -> ChainResult<bool>;
+
     /// The current head block (slot).
     async fn head(&self) -> ChainResult<u64>;
 
@@ -196,7 +201,9 @@ pub trait ChainClient: Send + Sync {
     async fn block_hash(&self, number: u64) -> ChainResult<Option<String>>;
 
     /// Every outflow of `watched` addresses in block `number`; `assets` name the configured
-    /// assets so amounts come back in asset units. `None` when the node has no such block yet.
+    /// assets so amounts come back in asset units. `None` when the chain has no such block yet;
+    /// a client that cannot tell "not yet" from a lagging node must return a retryable error
+    /// instead, so that no block is ever taken as empty.
     async fn block_outflows(
         &self,
         number: u64,

@@ -20,6 +20,7 @@ use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::str::FromStr;
+use std::time::Duration;
 
 alloy::sol! {
     /// The part of ERC-20 spendguard uses.
@@ -40,6 +41,27 @@ pub struct EvmSettings {
     pub rpc: Vec<String>,
     /// Most spendguard pays per gas, in gwei.
     pub max_fee_per_gas_gwei: Option<Decimal>,
+    /// How long one call to one URL may take before it counts as failed.
+    pub rpc_timeout: Duration,
+    /// How many more rounds over the URL list a retryable failure gets (with backoff).
+    pub retries: u32,
+}
+
+impl EvmSettings {
+    /// Retry rounds when none is configured: with [`backoff`] they span about 3 s.
+    pub const DEFAULT_RETRIES: u32 = 4;
+}
+
+/// Wait before retry round `round` (1-based): 200 ms doubling up to 5 s, with "equal jitter"
+/// (half fixed, half random) so many watchers hitting one rate limit do not retry in lock-step.
+pub fn backoff(round: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let full =
+        Duration::from_millis(200).saturating_mul(1 << round.saturating_sub(1).min(5)).min(Duration::from_secs(5));
+    // A fresh RandomState is randomly keyed: enough randomness for jitter without a dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = full / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
 }
 
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
@@ -97,28 +119,39 @@ impl EvmClient {
         }
     }
 
-    /// Runs `call` against each RPC URL in turn until one answers.
+    /// Runs `call` against each RPC URL in turn until one answers; when all fail with a
+    /// retryable error (timeout, connection, 429, 5xx, a lagging node's null), waits
+    /// [`backoff`] and goes round again, up to `retries` more rounds. Refusals are returned at once.
     async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
         let mut last = None;
-        for p in &self.providers {
-            match call(p.clone()).await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let err = self.error(e);
-                    if !err.is_retryable() {
-                        return Err(err);
-                    }
-                    tracing::warn!(chain = %self.settings.id, error = %err, "RPC failed; trying the next URL");
-                    last = Some(err);
+        for round in 0..=self.settings.retries {
+            if round > 0 {
+                tokio::time::sleep(backoff(round)).await;
+            }
+            for (i, p) in self.providers.iter().enumerate() {
+                let err = match tokio::time::timeout(self.settings.rpc_timeout, call(p.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => self.error(e),
+                    Err(_) => ChainError::Unavailable {
+                        chain: self.settings.id.clone(),
+                        message: format!("no answer within {:?}", self.settings.rpc_timeout),
+                    },
+                };
+                if !err.is_retryable() {
+                    return Err(err);
                 }
+                tracing::debug!(chain = %self.settings.id, url = i, round, error = %err, "RPC failed; trying again");
+                last = Some(err);
             }
         }
-        Err(last
-            .unwrap_or_else(|| ChainError::Unavailable { chain: self.settings.id.clone(), message: "no RPC".into() }))
+        let err = last
+            .unwrap_or_else(|| ChainError::Unavailable { chain: self.settings.id.clone(), message: "no RPC".into() });
+        tracing::warn!(chain = %self.settings.id, error = %err, "every RPC URL failed, retries exhausted");
+        Err(err)
     }
 
     fn address(&self, text: &str) -> ChainResult<Address> {
@@ -282,6 +315,19 @@ impl ChainClient for EvmClient {
         }))
     }
 
+    async fn cannot_land(&self, tx: &SignedTx, from: &str, final_block: u64) -> ChainResult<bool> {
+        let Some(nonce) = tx.sequence else { return Ok(false) };
+        let from = self.address(from)?;
+        let final_count = self
+            .rpc(|p| async move { p.get_transaction_count(from).block_id(BlockId::number(final_block)).await })
+            .await?;
+        if final_count <= nonce {
+            return Ok(false);
+        }
+        // The nonce is used at a final block: by this transaction, or by another one.
+        Ok(self.outcome(&tx.hash).await?.is_none())
+    }
+
     async fn head(&self) -> ChainResult<u64> {
         self.rpc(|p| p.get_block_number().into_future()).await
     }
@@ -300,17 +346,29 @@ impl ChainClient for EvmClient {
         use alloy::consensus::Transaction as _;
         use alloy::network::TransactionResponse as _;
         let bad = |message: String| ChainError::BadResponse { chain: self.settings.id.clone(), message };
-        let Some(block) =
-            self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await }).await?
-        else {
-            return Ok(None);
-        };
+        // The watcher asks only for blocks at or below the head: a null is a node that lags
+        // behind the one that reported the head, so it is retried on the other URLs.
+        let block = self
+            .rpc(|p| async move {
+                p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await?.ok_or(RpcError::NullResp)
+            })
+            .await?;
         let block_id = BlockId::hash(block.header.hash);
         // By hash, so a node that reorganised in between cannot hand us another block's receipts.
-        let receipts = self
-            .rpc(|p| async move { p.get_block_receipts(block_id).await })
-            .await?
-            .ok_or_else(|| bad(format!("no receipts for block {number}")))?;
+        // A node that has not caught up with the block answers null: that is retried (on the next
+        // URL too), never taken as "no receipts".
+        let receipts =
+            self.rpc(|p| async move { p.get_block_receipts(block_id).await?.ok_or(RpcError::NullResp) }).await?;
+        if receipts.len() != block.transactions.len() {
+            return Err(ChainError::Unavailable {
+                chain: self.settings.id.clone(),
+                message: format!(
+                    "block {number} has {} transactions but the node returned {} receipts",
+                    block.transactions.len(),
+                    receipts.len()
+                ),
+            });
+        }
         let watched: Vec<Address> = watched.iter().filter_map(|a| Address::from_str(a).ok()).collect();
         let native = assets.iter().find(|a| a.token.is_none());
         let token_asset = |contract: Address| {

@@ -1,0 +1,183 @@
+//! The watcher when the world misbehaves: RPC faults and a lagging node (through a
+//! fault-injecting proxy in front of a real anvil), a node that stays down, a reorg deeper than
+//! the configured limit, and a spend that never lands.
+
+use serde_json::json;
+use spendguard_core::SpendStatus;
+use spendguard_evm::testing::{rpc_call, send_native, send_token};
+use spendguard_tests::anvil::DEV_KEYS;
+use spendguard_tests::evm_org::*;
+use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
+use std::time::Duration;
+
+/// Anvil account 3: an address no wallet is registered for.
+const STRANGER: &str = DEV_KEYS[3];
+
+/// Mixed traffic from the wallets' keys (outside spendguard), from a stranger, and empty blocks.
+async fn mixed_traffic(org: &EvmOrg, rounds: usize) {
+    for i in 0..rounds {
+        send_native(&org.anvil.url, DEV_KEYS[1], PAYEE, 1_000_000_000_000 + i as u128).await.unwrap();
+        send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 1_000 + i as u128).await.unwrap();
+        send_native(&org.anvil.url, STRANGER, PAYEE, 1).await.unwrap();
+        rpc_call(&org.anvil.url, "anvil_mine", json!([2])).await.unwrap();
+    }
+    org.mine().await;
+}
+
+/// Runs passes of at most `per_pass` blocks until the watcher has caught up; returns how many
+/// passes failed on the way.
+async fn catch_up(guard: &spendguard_service::Guard, per_pass: u64) -> usize {
+    let mut failed = 0;
+    for _ in 0..500 {
+        match guard.watch_once("eth-local", per_pass).await {
+            Ok(pass) if pass.caught_up() => return failed,
+            Ok(_) => {}
+            Err(_) => failed += 1,
+        }
+    }
+    panic!("the watcher did not catch up in 500 passes ({failed} failed)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_faults_and_a_lagging_node_neither_skip_nor_double_count_a_block() {
+    let org = EvmOrg::start("").await;
+    mixed_traffic(&org, 10).await;
+
+    let reference = org.guard();
+    catch_up(&reference, 1000).await;
+    let expected = reference.ledger().outflows("eth-local").unwrap();
+    // Per round: native + fee (hot), token + fee (cold); the stranger's transfers are not ours.
+    assert_eq!(expected.len(), 40);
+
+    // The same chain through two unreliable URLs: the first lags 4 blocks behind the head it
+    // reports and sometimes has no receipts; the second rate-limits, fails and answers late.
+    let lagging =
+        RpcProxy::start(&org.anvil.url, Faults { lag: Some(4), null_receipts_every: Some(3), ..Faults::default() })
+            .await;
+    let flaky = RpcProxy::start(
+        &org.anvil.url,
+        Faults {
+            too_many_every: Some(4),
+            bad_gateway_every: Some(7),
+            slow_every: Some((19, Duration::from_millis(1500))),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
+    let config = org.variant(
+        "faulty",
+        &[
+            ("database = \"spendguard.db\"", "database = \"faulty.db\""),
+            (&rpc, &format!("rpc = [\"{}\", \"{}\"]\nrpc_timeout = \"1s\"", lagging.url, flaky.url)),
+        ],
+    );
+    let faulty = org.guard_for(config, vec![]);
+    let failed_passes = catch_up(&faulty, 7).await;
+    let got = faulty.ledger().outflows("eth-local").unwrap();
+
+    assert_eq!(got, expected, "no block skipped, no outflow counted twice");
+    assert_eq!(
+        faulty.ledger().chain_cursor("eth-local").unwrap(),
+        reference.ledger().chain_cursor("eth-local").unwrap()
+    );
+    let (lagging, flaky) = (lagging.stats(), flaky.stats());
+    for (stats, kinds) in
+        [(&lagging, &["lagging null block", "null receipts"][..]), (&flaky, &["429", "502", "slow"][..])]
+    {
+        for kind in kinds {
+            assert!(stats.injected.get(kind).is_some_and(|n| *n > 0), "{kind} was injected: {stats:?}");
+        }
+    }
+    eprintln!(
+        "faults injected: lagging {:?}, flaky {:?}; {failed_passes} passes failed",
+        lagging.injected, flaky.injected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_without_progress_raises_watcher_stalled_once_per_episode() {
+    let org = EvmOrg::start("").await;
+    org.mine().await;
+    let proxy = RpcProxy::start(&org.anvil.url, Faults { down: true, ..Faults::default() }).await;
+    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
+    let config = org.variant("stalling", &[(&rpc, &format!("rpc = [\"{}\"]\nstall_after = \"1s\"", proxy.url))]);
+    let guard = org.guard_for(config, vec![]);
+    let stalled = || guard.ledger().events("watcher_stalled").unwrap();
+
+    // Each failing pass spends its retries (about 1.5–3 s of backoff), more than stall_after.
+    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert_eq!(stalled().len(), 1, "{:?}", stalled());
+    assert!(stalled()[0].detail.contains("chain eth-local: no indexing progress for"), "{:?}", stalled());
+    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert_eq!(stalled().len(), 1, "one alert per stall, not one per pass");
+
+    proxy.set_faults(Faults::default());
+    assert!(guard.watch_once("eth-local", 100).await.unwrap().caught_up());
+    proxy.set_faults(Faults { down: true, ..Faults::default() });
+    org.mine().await;
+    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert_eq!(stalled().len(), 2, "a new stall after progress alerts again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_limit_stops_the_watcher_with_one_alert() {
+    let org = EvmOrg::start("").await;
+    for _ in 0..6 {
+        org.mine().await;
+    }
+    let config = org.variant("shallow", &[("confirmations = 1", "confirmations = 1\nmax_reorg_depth = 2")]);
+    let guard = org.guard_for(config, vec![]);
+    assert!(guard.watch_once("eth-local", 1000).await.unwrap().caught_up());
+    rpc_call(&org.anvil.url, "anvil_reorg", json!([4, []])).await.unwrap();
+    org.mine().await;
+    let err = guard.watch_once("eth-local", 1000).await.unwrap_err().to_string();
+    assert!(err.contains("reorg deeper than max_reorg_depth (2 blocks)"), "{err}");
+    let err_again = guard.watch_once("eth-local", 1000).await.unwrap_err().to_string();
+    assert_eq!(err, err_again, "stays stopped");
+    assert_eq!(guard.ledger().events("watcher_stalled").unwrap().len(), 1);
+    assert!(guard.ledger().events("reorg").unwrap().is_empty(), "nothing was unwound by guessing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_cannot() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let config = org.variant("missing", &[("confirmations = 1", "confirmations = 1\nmissing_after = \"1s\"")]);
+    let guard = org.guard_for(config, vec![]);
+    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+
+    // The spend is broadcast into the mempool, then the node forgets it, and the wallet's key
+    // (leaked) uses the same nonce for something else.
+    rpc_call(&org.anvil.url, "evm_setAutomine", json!([false])).await.unwrap();
+    let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5", "asset": "TUSD" })).await;
+    assert_eq!(r.data["status"], "executed", "{}", r.text);
+    let id = r.data["decision_id"].as_str().unwrap().to_string();
+    let hash = r.data["tx_hash"].as_str().unwrap().to_string();
+    rpc_call(&org.anvil.url, "anvil_dropTransaction", json!([hash])).await.unwrap();
+    rpc_call(&org.anvil.url, "evm_setAutomine", json!([true])).await.unwrap();
+    let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000).await.unwrap();
+    org.mine().await;
+
+    // Before its deadline it is only in flight; after, it is reported, and the chain's final
+    // state (the nonce taken by the rogue transfer) proves it cannot land: released.
+    guard.tick().await.unwrap();
+    assert_eq!(guard.ledger().decision(&id).unwrap().unwrap().status, SpendStatus::Broadcast);
+    assert!(guard.ledger().events("missing_outflow").unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    guard.tick().await.unwrap();
+    let events = guard.ledger().events("missing_outflow").unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].detail.contains(&hash), "{events:?}");
+    let record = guard.ledger().decision(&id).unwrap().unwrap();
+    assert_eq!(record.status, SpendStatus::Failed);
+    assert!(record.failure.as_deref().is_some_and(|f| f.starts_with("missing:")), "{record:?}");
+    let status = agent.call("spend_status", json!({ "decision_id": id })).await;
+    assert_eq!(status.data["status"], "failed", "{}", status.text);
+
+    // The rogue transfer itself is unexplained and froze the wallet; nothing is reported twice.
+    assert!(guard.ledger().outflows("eth-local").unwrap().iter().any(|o| o.tx_hash == rogue));
+    assert_eq!(guard.ledger().freezes().unwrap().len(), 1);
+    guard.tick().await.unwrap();
+    assert_eq!(guard.ledger().events("missing_outflow").unwrap().len(), 1);
+}

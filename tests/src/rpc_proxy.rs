@@ -1,0 +1,171 @@
+//! A JSON-RPC proxy in front of a real node that injects the faults watchers meet in
+//! production — HTTP 429, 5xx, answers slower than the client's timeout, a node that is down,
+//! and a lagging node that answers null for blocks it has not seen — and counts calls by method.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Which faults to inject; every "every" counts requests to this proxy, from 1.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer every n-th request with HTTP 429.
+    pub too_many_every: Option<u64>,
+    /// Answer every n-th request with HTTP 502.
+    pub bad_gateway_every: Option<u64>,
+    /// Hold every n-th request this long before forwarding it.
+    pub slow_every: Option<(u64, Duration)>,
+    /// Answer every request with HTTP 503.
+    pub down: bool,
+    /// Behave like a node this many blocks behind that still reports the real head: null for
+    /// the newest blocks by number.
+    pub lag: Option<u64>,
+    /// Answer every n-th `eth_getBlockReceipts` with null (a node that has the header only).
+    pub null_receipts_every: Option<u64>,
+}
+
+/// Counts of what the proxy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Requests forwarded (answered by the node), by JSON-RPC method.
+    pub forwarded: BTreeMap<String, u64>,
+    /// Faults injected, by kind.
+    pub injected: BTreeMap<&'static str, u64>,
+}
+
+struct Shared {
+    upstream: String,
+    http: reqwest::Client,
+    faults: Mutex<Faults>,
+    stats: Mutex<ProxyStats>,
+    requests: AtomicU64,
+    receipts: AtomicU64,
+}
+
+/// A running proxy; it stops when the test's runtime ends.
+pub struct RpcProxy {
+    /// The proxy's URL, to put in a config's `rpc` list.
+    pub url: String,
+    shared: Arc<Shared>,
+}
+
+impl RpcProxy {
+    /// Starts a proxy to `upstream` on a free port with these faults.
+    pub async fn start(upstream: &str, faults: Faults) -> RpcProxy {
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            http: reqwest::Client::new(),
+            faults: Mutex::new(faults),
+            stats: Mutex::new(ProxyStats::default()),
+            requests: AtomicU64::new(0),
+            receipts: AtomicU64::new(0),
+        });
+        let app = axum::Router::new().route("/", axum::routing::post(handle)).with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        RpcProxy { url, shared }
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> ProxyStats {
+        self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// Forgets the counts.
+    pub fn reset_stats(&self) {
+        *self.shared.stats.lock().unwrap() = ProxyStats::default();
+    }
+}
+
+fn every(n: Option<u64>, count: u64) -> bool {
+    n.is_some_and(|n| n > 0 && count % n == 0)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let count = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let faults = shared.faults.lock().unwrap().clone();
+    let inject = |kind: &'static str| *shared.stats.lock().unwrap().injected.entry(kind).or_default() += 1;
+    if faults.down {
+        inject("down");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if every(faults.too_many_every, count) {
+        inject("429");
+        return (StatusCode::TOO_MANY_REQUESTS, "rate limited").into_response();
+    }
+    if every(faults.bad_gateway_every, count) {
+        inject("502");
+        return (StatusCode::BAD_GATEWAY, "upstream unavailable").into_response();
+    }
+    if let Some((n, delay)) = faults.slow_every {
+        if every(Some(n), count) {
+            inject("slow");
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("proxy: not JSON: {e}")).into_response(),
+    };
+    let method = request["method"].as_str().unwrap_or("batch").to_string();
+    if method == "eth_getBlockReceipts" {
+        let n = shared.receipts.fetch_add(1, Ordering::SeqCst) + 1;
+        if every(faults.null_receipts_every, n) {
+            inject("null receipts");
+            return null_answer(&request);
+        }
+    }
+    if let (Some(lag), "eth_getBlockByNumber") = (faults.lag, method.as_str()) {
+        let asked =
+            request["params"][0].as_str().and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok());
+        if let (Some(asked), Some(head)) = (asked, upstream_head(&shared).await) {
+            if asked + lag > head {
+                inject("lagging null block");
+                return null_answer(&request);
+            }
+        }
+    }
+    let answer =
+        match shared.http.post(&shared.upstream).body(body).header("content-type", "application/json").send().await {
+            Ok(r) => r,
+            Err(e) => return (StatusCode::BAD_GATEWAY, format!("proxy: upstream: {e}")).into_response(),
+        };
+    let status = answer.status();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    *shared.stats.lock().unwrap().forwarded.entry(method).or_default() += 1;
+    (
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+        [("content-type", "application/json")],
+        bytes,
+    )
+        .into_response()
+}
+
+fn null_answer(request: &Value) -> Response {
+    axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": null })).into_response()
+}
+
+async fn upstream_head(shared: &Shared) -> Option<u64> {
+    let answer: Value = shared
+        .http
+        .post(&shared.upstream)
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": [] }))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    u64::from_str_radix(answer["result"].as_str()?.trim_start_matches("0x"), 16).ok()
+}
