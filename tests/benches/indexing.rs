@@ -1,0 +1,80 @@
+//! Watcher throughput against a real anvil: a few thousand blocks of mixed traffic indexed from
+//! scratch, directly and through a counting proxy (for RPC calls per block).
+//! Run: `cargo bench -p spendguard-tests --bench indexing` (needs anvil: `source tools/dev/deps.sh`).
+//! `INDEXING_ROUNDS` (default 700) sets the traffic: each round is four transactions in four
+//! blocks and two empty blocks. Under `cargo test` (no `--bench` argument) it runs three rounds
+//! as a smoke test.
+#![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
+
+use serde_json::json;
+use spendguard_evm::testing::{rpc_call, send_native, send_token};
+use spendguard_tests::anvil::DEV_KEYS;
+use spendguard_tests::evm_org::*;
+use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
+use std::time::Instant;
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let rounds: usize = match std::env::var("INDEXING_ROUNDS").ok().and_then(|r| r.parse().ok()) {
+        Some(n) => n,
+        None if benching => 700,
+        None => 3,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let org = EvmOrg::start("").await;
+        let started = Instant::now();
+        for i in 0..rounds as u128 {
+            // Outflows of both wallets (native and token), a stranger's transfer, and a token
+            // transfer *to* a wallet (not an outflow), then two empty blocks.
+            send_native(&org.anvil.url, DEV_KEYS[1], PAYEE, 1_000_000_000 + i).await.unwrap();
+            send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 1_000 + i).await.unwrap();
+            send_native(&org.anvil.url, DEV_KEYS[3], PAYEE, 1).await.unwrap();
+            send_token(&org.anvil.url, DEV_KEYS[0], &org.token, HOT, 1).await.unwrap();
+            rpc_call(&org.anvil.url, "anvil_mine", json!([2])).await.unwrap();
+        }
+        org.mine().await;
+        eprintln!("generated {} blocks of traffic in {:.1?}", rounds * 6, started.elapsed());
+
+        let direct = org.guard();
+        let (blocks, elapsed) = index_all(&direct).await;
+        let outflows = direct.ledger().outflows("eth-local").unwrap().len();
+        println!(
+            "direct:  {blocks} blocks, {outflows} outflows in {elapsed:.2?}: {:.0} blocks/s",
+            blocks as f64 / elapsed.as_secs_f64()
+        );
+
+        let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
+        let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
+        let config = org.variant(
+            "proxied",
+            &[
+                ("database = \"spendguard.db\"", "database = \"proxied.db\""),
+                (&rpc, &format!("rpc = [\"{}\"]", proxy.url)),
+            ],
+        );
+        let proxied = org.guard_for(config, vec![]);
+        let (blocks, elapsed) = index_all(&proxied).await;
+        let stats = proxy.stats();
+        let calls: u64 = stats.forwarded.values().sum();
+        println!(
+            "proxied: {blocks} blocks in {elapsed:.2?}: {:.0} blocks/s; {calls} RPC calls = {:.3} per block {:?}",
+            blocks as f64 / elapsed.as_secs_f64(),
+            calls as f64 / blocks as f64,
+            stats.forwarded
+        );
+    });
+}
+
+/// Indexes every final block in passes of 500, as the daemon does; returns blocks and time.
+async fn index_all(guard: &spendguard_service::Guard) -> (u64, std::time::Duration) {
+    let started = Instant::now();
+    let mut blocks = 0;
+    loop {
+        let pass = guard.watch_once("eth-local", 500).await.unwrap();
+        blocks += pass.indexed;
+        if pass.caught_up() {
+            return (blocks, started.elapsed());
+        }
+    }
+}
