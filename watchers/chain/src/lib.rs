@@ -77,6 +77,19 @@ impl ChainError {
     }
 }
 
+/// Wait before retry round `round` (1-based): 200 ms doubling up to 5 s, with "equal jitter"
+/// (half fixed, half random) so many watchers hitting one rate limit do not retry in lock-step.
+pub fn backoff(round: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let full = std::time::Duration::from_millis(200)
+        .saturating_mul(1 << round.saturating_sub(1).min(5))
+        .min(std::time::Duration::from_secs(5));
+    // A fresh RandomState is randomly keyed: enough randomness for jitter without a dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = full / 2;
+    half + std::time::Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
+}
+
 /// A transfer to sign: `amount` of `asset` from `from` to `to` (canonical addresses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {

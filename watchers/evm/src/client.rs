@@ -48,20 +48,8 @@ pub struct EvmSettings {
 }
 
 impl EvmSettings {
-    /// Retry rounds when none is configured: with [`backoff`] they span about 3 s.
+    /// Retry rounds when none is configured: with [`spendguard_chain::backoff`] they span about 3 s.
     pub const DEFAULT_RETRIES: u32 = 4;
-}
-
-/// Wait before retry round `round` (1-based): 200 ms doubling up to 5 s, with "equal jitter"
-/// (half fixed, half random) so many watchers hitting one rate limit do not retry in lock-step.
-pub fn backoff(round: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let full =
-        Duration::from_millis(200).saturating_mul(1 << round.saturating_sub(1).min(5)).min(Duration::from_secs(5));
-    // A fresh RandomState is randomly keyed: enough randomness for jitter without a dependency.
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let half = full / 2;
-    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
 }
 
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
@@ -121,7 +109,7 @@ impl EvmClient {
 
     /// Runs `call` against each RPC URL in turn until one answers; when all fail with a
     /// retryable error (timeout, connection, 429, 5xx, a lagging node's null), waits
-    /// [`backoff`] and goes round again, up to `retries` more rounds. Refusals are returned at once.
+    /// [`spendguard_chain::backoff`] and goes round again, up to `retries` more rounds. Refusals are returned at once.
     async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(RootProvider) -> Fut,
@@ -130,7 +118,7 @@ impl EvmClient {
         let mut last = None;
         for round in 0..=self.settings.retries {
             if round > 0 {
-                tokio::time::sleep(backoff(round)).await;
+                tokio::time::sleep(spendguard_chain::backoff(round)).await;
             }
             for (i, p) in self.providers.iter().enumerate() {
                 let err = match tokio::time::timeout(self.settings.rpc_timeout, call(p.clone())).await {

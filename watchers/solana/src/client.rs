@@ -1,0 +1,421 @@
+//! [`SolanaClient`]: spendguard's view of one Solana cluster through solana-client.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use solana_client::client_error::{ClientError, ClientErrorKind};
+use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_config::{RpcSendTransactionConfig, RpcTransactionConfig};
+use solana_client::rpc_request::RpcError;
+use solana_commitment_config::CommitmentConfig;
+use solana_keypair::Keypair;
+use solana_message::Message;
+use solana_pubkey::Pubkey;
+use solana_signature::Signature;
+use solana_signer::Signer as _;
+use solana_transaction::Transaction;
+use solana_transaction_status_client_types::UiTransactionEncoding;
+use spendguard_chain::{BlockOutflows, ChainClient, ChainError, ChainResult, Prepared, SignedTx, Transfer, TxOutcome};
+use spendguard_core::model::{Asset, ChainKind};
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Size of an SPL Token account, whose rent-exempt minimum a new associated account costs.
+const TOKEN_ACCOUNT_LEN: usize = 165;
+/// Lamports per SOL.
+const SOL_DECIMALS: u32 = 9;
+
+/// Connection settings of a Solana cluster (from the config's `[[chain]]`).
+#[derive(Debug, Clone)]
+pub struct SolanaSettings {
+    /// Configured chain id, e.g. `sol-local`.
+    pub id: String,
+    /// RPC URLs, in failover order.
+    pub rpc: Vec<String>,
+    /// Read at `finalized` rather than `confirmed`.
+    pub finalized: bool,
+    /// How long one call to one URL may take before it counts as failed.
+    pub rpc_timeout: Duration,
+    /// How many more rounds over the URL list a retryable failure gets (with backoff).
+    pub retries: u32,
+}
+
+/// One Solana cluster: balances, signing, broadcast and outcomes, with failover across URLs.
+pub struct SolanaClient {
+    settings: SolanaSettings,
+    clients: Vec<Arc<RpcClient>>,
+    keypairs: HashMap<Pubkey, Keypair>,
+    commitment: CommitmentConfig,
+}
+
+impl std::fmt::Debug for SolanaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys are never printed; only which addresses have one.
+        f.debug_struct("SolanaClient")
+            .field("settings", &self.settings)
+            .field("keypairs", &self.keypairs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SolanaClient {
+    /// A client for `settings` holding the given keys.
+    pub fn new(settings: SolanaSettings, keypairs: Vec<Keypair>) -> ChainResult<SolanaClient> {
+        if settings.rpc.is_empty() {
+            return Err(ChainError::BadResponse {
+                chain: settings.id.clone(),
+                message: "no RPC URL configured".into(),
+            });
+        }
+        let commitment = if settings.finalized { CommitmentConfig::finalized() } else { CommitmentConfig::confirmed() };
+        let clients = settings
+            .rpc
+            .iter()
+            .map(|url| {
+                Arc::new(RpcClient::new_with_timeout_and_commitment(url.clone(), settings.rpc_timeout, commitment))
+            })
+            .collect();
+        let keypairs = keypairs.into_iter().map(|k| (k.pubkey(), k)).collect();
+        Ok(SolanaClient { settings, clients, keypairs, commitment })
+    }
+
+    fn chain(&self) -> String {
+        self.settings.id.clone()
+    }
+
+    fn bad(&self, message: String) -> ChainError {
+        ChainError::BadResponse { chain: self.chain(), message }
+    }
+
+    fn error(&self, e: ClientError) -> ChainError {
+        match e.kind() {
+            ClientErrorKind::Io(_) | ClientErrorKind::Reqwest(_) | ClientErrorKind::Middleware(_) => {
+                ChainError::Unavailable { chain: self.chain(), message: e.to_string() }
+            }
+            // -32005: node unhealthy (behind); -32004/-32007..: slot/block not available yet.
+            ClientErrorKind::RpcError(RpcError::RpcResponseError { code, message, .. })
+                if matches!(code, -32005 | -32004 | -32014 | -32016) =>
+            {
+                ChainError::Unavailable { chain: self.chain(), message: message.clone() }
+            }
+            ClientErrorKind::RpcError(RpcError::RpcResponseError { message, .. }) => {
+                ChainError::Rejected { chain: self.chain(), reason: message.clone(), sequence_used: false }
+            }
+            ClientErrorKind::TransactionError(t) => {
+                ChainError::Rejected { chain: self.chain(), reason: t.to_string(), sequence_used: false }
+            }
+            _ => self.bad(e.to_string()),
+        }
+    }
+
+    /// Runs `call` against each RPC URL in turn until one answers; retryable failures go round
+    /// again after [`spendguard_chain::backoff`], up to `retries` more rounds.
+    async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
+    where
+        F: Fn(Arc<RpcClient>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut last = None;
+        for round in 0..=self.settings.retries {
+            if round > 0 {
+                tokio::time::sleep(spendguard_chain::backoff(round)).await;
+            }
+            for client in &self.clients {
+                let err = match tokio::time::timeout(self.settings.rpc_timeout, call(Arc::clone(client))).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => self.error(e),
+                    Err(_) => ChainError::Unavailable {
+                        chain: self.chain(),
+                        message: format!("no answer within {:?}", self.settings.rpc_timeout),
+                    },
+                };
+                if !err.is_retryable() {
+                    return Err(err);
+                }
+                tracing::debug!(chain = %self.settings.id, round, error = %err, "RPC failed; trying again");
+                last = Some(err);
+            }
+        }
+        Err(last.unwrap_or_else(|| ChainError::Unavailable { chain: self.chain(), message: "no RPC".into() }))
+    }
+
+    fn pubkey(&self, text: &str) -> ChainResult<Pubkey> {
+        Pubkey::from_str(text).map_err(|e| self.bad(format!("address {text}: {e}")))
+    }
+
+    /// Lamports (or token base units) of an account's SPL Token balance; 0 when it does not exist.
+    async fn token_units(&self, account: Pubkey) -> ChainResult<u64> {
+        let commitment = self.commitment;
+        let found = self.rpc(|c| async move { c.get_account_with_commitment(&account, commitment).await }).await?.value;
+        match found {
+            None => Ok(0),
+            // SPL Token account layout: mint (32), owner (32), amount (u64 LE), ...
+            Some(a) => a
+                .data
+                .get(64..72)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| self.bad(format!("token account {account} is not an SPL Token account"))),
+        }
+    }
+
+    fn token_program(&self, mint: &Pubkey, owner: &Pubkey) -> ChainResult<()> {
+        if *owner == spl_token_interface::ID {
+            Ok(())
+        } else {
+            Err(self.bad(format!(
+                "mint {mint} belongs to program {owner}, not SPL Token (Token-2022 mints are not supported)"
+            )))
+        }
+    }
+}
+
+/// `amount` in base units of an asset with `decimals`; it must be whole and fit in a u64.
+fn base_units(amount: Decimal, decimals: u32) -> ChainResult<u64> {
+    let scaled = Decimal::from(10u64.pow(decimals)).checked_mul(amount);
+    match scaled {
+        Some(s) if s.fract().is_zero() && s >= Decimal::ZERO => {
+            u64::try_from(s).map_err(|_| ChainError::Amount(format!("{amount} is too large")))
+        }
+        Some(_) => Err(ChainError::Amount(format!("{amount} has more than {decimals} decimals"))),
+        None => Err(ChainError::Amount(format!("{amount} is too large"))),
+    }
+}
+
+fn units(base: u64, decimals: u32) -> Decimal {
+    Decimal::from(base) / Decimal::from(10u64.pow(decimals))
+}
+
+#[async_trait]
+impl ChainClient for SolanaClient {
+    fn chain_id(&self) -> &str {
+        &self.settings.id
+    }
+
+    fn kind(&self) -> ChainKind {
+        ChainKind::Solana
+    }
+
+    async fn balances(&self, address: &str, assets: &[Asset]) -> ChainResult<Vec<Decimal>> {
+        let owner = self.pubkey(address)?;
+        let commitment = self.commitment;
+        let mut out = Vec::with_capacity(assets.len());
+        for asset in assets {
+            let base = match &asset.token {
+                None => {
+                    self.rpc(|c| async move { c.get_balance_with_commitment(&owner, commitment).await }).await?.value
+                }
+                Some(mint) => {
+                    let mint = self.pubkey(mint)?;
+                    self.token_units(spl_associated_token_account_interface::address::get_associated_token_address(
+                        &owner, &mint,
+                    ))
+                    .await?
+                }
+            };
+            out.push(units(base, asset.decimals));
+        }
+        Ok(out)
+    }
+
+    async fn prepare(&self, transfer: &Transfer) -> ChainResult<Prepared> {
+        let payer = self.pubkey(&transfer.from)?;
+        let keypair = self
+            .keypairs
+            .get(&payer)
+            .map(Keypair::insecure_clone)
+            .ok_or_else(|| ChainError::NoKey { chain: self.chain(), address: transfer.from.clone() })?;
+        let recipient = self.pubkey(&transfer.to)?;
+        let amount = base_units(transfer.amount, transfer.asset.decimals)?;
+        let commitment = self.commitment;
+        let mut instructions = vec![];
+        let mut rent = 0;
+        match &transfer.asset.token {
+            None => instructions.push(solana_system_interface::instruction::transfer(&payer, &recipient, amount)),
+            Some(mint) => {
+                use spl_associated_token_account_interface::address::get_associated_token_address;
+                let mint = self.pubkey(mint)?;
+                let mint_account = self
+                    .rpc(|c| async move { c.get_account_with_commitment(&mint, commitment).await })
+                    .await?
+                    .value
+                    .ok_or_else(|| self.bad(format!("mint {mint} does not exist")))?;
+                self.token_program(&mint, &mint_account.owner)?;
+                let source = get_associated_token_address(&payer, &mint);
+                let destination = get_associated_token_address(&recipient, &mint);
+                let exists = self
+                    .rpc(|c| async move { c.get_account_with_commitment(&destination, commitment).await })
+                    .await?
+                    .value
+                    .is_some();
+                if !exists {
+                    // The recipient has no account for this token yet: create it, paying its rent.
+                    instructions.push(
+                        spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent(
+                            &payer,
+                            &recipient,
+                            &mint,
+                            &spl_token_interface::ID,
+                        ),
+                    );
+                    rent = self
+                        .rpc(|c| async move { c.get_minimum_balance_for_rent_exemption(TOKEN_ACCOUNT_LEN).await })
+                        .await?;
+                }
+                let decimals = u8::try_from(transfer.asset.decimals)
+                    .map_err(|_| ChainError::Amount(format!("{} decimals", transfer.asset.decimals)))?;
+                instructions.push(
+                    spl_token_interface::instruction::transfer_checked(
+                        &spl_token_interface::ID,
+                        &source,
+                        &mint,
+                        &destination,
+                        &payer,
+                        &[],
+                        amount,
+                        decimals,
+                    )
+                    .map_err(|e| self.bad(format!("transfer_checked: {e}")))?,
+                );
+            }
+        }
+        let (blockhash, last_valid) =
+            self.rpc(|c| async move { c.get_latest_blockhash_with_commitment(commitment).await }).await?;
+        let message = Message::new_with_blockhash(&instructions, Some(&payer), &blockhash);
+        let fee = {
+            let message = message.clone();
+            self.rpc(|c| {
+                let message = message.clone();
+                async move { c.get_fee_for_message(&message).await }
+            })
+            .await?
+        };
+        let fee_cap = units(fee + rent, SOL_DECIMALS);
+        let fee_terms = if rent > 0 {
+            format!("fee {fee} lamports + {rent} lamports rent for the recipient's token account; blockhash {blockhash} valid to block height {last_valid}")
+        } else {
+            format!("fee {fee} lamports; blockhash {blockhash} valid to block height {last_valid}")
+        };
+        let chain = self.chain();
+        let sign = Box::new(move |_sequence: Option<u64>| -> ChainResult<SignedTx> {
+            let mut tx = Transaction::new_unsigned(message);
+            tx.try_sign(&[&keypair], blockhash)
+                .map_err(|e| ChainError::BadResponse { chain: chain.clone(), message: format!("signing: {e}") })?;
+            let raw = bincode::serialize(&tx)
+                .map_err(|e| ChainError::BadResponse { chain: chain.clone(), message: format!("encoding: {e}") })?;
+            Ok(SignedTx { hash: tx.signatures[0].to_string(), raw, sequence: None, fee_cap, fee_terms })
+        });
+        Ok(Prepared { sequence_floor: None, sign })
+    }
+
+    async fn broadcast(&self, signed: &SignedTx) -> ChainResult<()> {
+        let tx: Transaction =
+            bincode::deserialize(&signed.raw).map_err(|e| self.bad(format!("stored transaction: {e}")))?;
+        let config = RpcSendTransactionConfig {
+            preflight_commitment: Some(self.commitment.commitment),
+            ..RpcSendTransactionConfig::default()
+        };
+        let tx = &tx;
+        match self.rpc(|c| async move { c.send_transaction_with_config(tx, config).await.map(|_| ()) }).await {
+            Ok(()) => Ok(()),
+            // Sent before (a re-broadcast after a restart) and already in the ledger: success.
+            Err(ChainError::Rejected { reason, .. }) if reason.contains("already been processed") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn outcome(&self, hash: &str) -> ChainResult<Option<TxOutcome>> {
+        let signature = Signature::from_str(hash).map_err(|e| self.bad(format!("signature {hash}: {e}")))?;
+        let signatures = [signature];
+        let status = self.rpc(|c| async move { c.get_signature_statuses(&signatures).await }).await?.value;
+        let Some(Some(status)) = status.into_iter().next() else { return Ok(None) };
+        if !status.satisfies_commitment(self.commitment) {
+            return Ok(None);
+        }
+        let config = RpcTransactionConfig {
+            encoding: Some(UiTransactionEncoding::JsonParsed),
+            commitment: Some(self.commitment),
+            max_supported_transaction_version: Some(0),
+        };
+        let tx = self.rpc(|c| async move { c.get_transaction_with_config(&signature, config).await }).await?;
+        let json = serde_json::to_value(&tx).map_err(|e| self.bad(format!("transaction {hash}: {e}")))?;
+        Ok(Some(TxOutcome {
+            success: status.err.is_none(),
+            block: status.slot,
+            fee: units(fee_paid(&json), SOL_DECIMALS),
+        }))
+    }
+
+    async fn cannot_land(&self, tx: &SignedTx, _from: &str, _final_block: u64) -> ChainResult<bool> {
+        let decoded: Transaction =
+            bincode::deserialize(&tx.raw).map_err(|e| self.bad(format!("stored transaction: {e}")))?;
+        let blockhash = decoded.message.recent_blockhash;
+        let commitment = self.commitment;
+        if self.rpc(|c| async move { c.is_blockhash_valid(&blockhash, commitment).await }).await? {
+            return Ok(false);
+        }
+        // The blockhash has expired at our commitment: the transaction can only be in the chain
+        // already, or never.
+        Ok(self.outcome(&tx.hash).await?.is_none())
+    }
+
+    async fn head(&self) -> ChainResult<u64> {
+        let commitment = self.commitment;
+        self.rpc(|c| async move { c.get_slot_with_commitment(commitment).await }).await
+    }
+
+    async fn block_hash(&self, _number: u64) -> ChainResult<Option<String>> {
+        Err(self.bad("Solana outflows are indexed by signature, not by block".into()))
+    }
+
+    async fn block_outflows(
+        &self,
+        _number: u64,
+        _watched: &[String],
+        _assets: &[Asset],
+    ) -> ChainResult<Option<BlockOutflows>> {
+        Err(self.bad("Solana outflows are indexed by signature, not by block".into()))
+    }
+}
+
+/// What the fee payer paid beyond the SOL it transferred: the fee, plus the rent of accounts the
+/// transaction created for others. From a `jsonParsed` transaction: payer's balance drop minus
+/// its system transfers.
+fn fee_paid(json: &serde_json::Value) -> u64 {
+    // `getTransaction`'s answer: `meta` beside `transaction` (the two are flattened together).
+    let meta = &json["meta"];
+    let (pre, post) = (meta["preBalances"][0].as_u64().unwrap_or(0), meta["postBalances"][0].as_u64().unwrap_or(0));
+    let message = &json["transaction"]["message"];
+    let payer = message["accountKeys"][0]["pubkey"].as_str().unwrap_or_default();
+    let sent: u64 = message["instructions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["program"] == "system" && i["parsed"]["type"] == "transfer")
+        .filter(|i| i["parsed"]["info"]["source"] == payer)
+        .filter_map(|i| i["parsed"]["info"]["lamports"].as_u64())
+        .sum();
+    let dropped = pre.saturating_sub(post);
+    // A failed transaction moved nothing but still paid its fee.
+    if meta["err"].is_null() {
+        dropped.saturating_sub(sent)
+    } else {
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_convert_exactly_or_not_at_all() {
+        assert_eq!(base_units("1.5".parse().unwrap(), 9).unwrap(), 1_500_000_000);
+        assert_eq!(base_units("0.000001".parse().unwrap(), 6).unwrap(), 1);
+        assert!(matches!(base_units("0.0000001".parse().unwrap(), 6), Err(ChainError::Amount(_))));
+        assert!(matches!(base_units("100000000000000".parse().unwrap(), 9), Err(ChainError::Amount(_))));
+        assert_eq!(units(2_039_280, 9), "0.00203928".parse().unwrap());
+    }
+}

@@ -1,0 +1,22 @@
+//! spendguard on Solana, through solana-client (agave 3.1): keypair files, SOL and SPL Token
+//! transfers signed locally (creating the recipient's associated token account when needed),
+//! balances and outcomes.
+//!
+//! # Layout
+//! - [`client`]: [`SolanaClient`], the [`spendguard_chain::ChainClient`] for Solana chains.
+//! - [`keypair`]: reading and writing Solana CLI keypair files.
+//!
+//! Nothing solana-typed leaves this crate: addresses and signatures cross as base58 strings,
+//! amounts as decimals.
+
+pub mod client;
+pub mod keypair;
+
+pub use client::{SolanaClient, SolanaSettings};
+pub use solana_keypair::Keypair;
+
+/// The base58 address of a keypair.
+pub fn keypair_address(keypair: &Keypair) -> String {
+    use solana_signer::Signer as _;
+    keypair.pubkey().to_string()
+}
