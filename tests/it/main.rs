@@ -11,4 +11,5 @@ mod race;
 mod revoke;
 mod rules;
 mod scenarios;
+mod solana;
 mod watcher_faults;

@@ -266,7 +266,29 @@ impl EvmOrg {
             signers,
         )
         .expect("client");
-        let chains: Vec<Arc<dyn ChainClient>> = vec![Arc::new(client)];
+        let mut chains: Vec<Arc<dyn ChainClient>> = vec![Arc::new(client)];
+        for chain in config.chains.iter().filter(|c| c.kind == spendguard_core::model::ChainKind::Solana) {
+            let keypairs = config
+                .model
+                .wallets
+                .iter()
+                .filter(|w| w.chain == chain.id)
+                .filter_map(|w| config.wallet_keys(&w.id).and_then(|k| k.keypair.clone()))
+                .map(|path| spendguard_solana::keypair::read_keypair(&path).expect("keypair"))
+                .collect();
+            let client = spendguard_solana::SolanaClient::new(
+                spendguard_solana::SolanaSettings {
+                    id: chain.id.clone(),
+                    rpc: chain.rpc.clone(),
+                    finalized: chain.commitment == spendguard_config::Commitment::Finalized,
+                    rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
+                    retries: EvmSettings::DEFAULT_RETRIES,
+                },
+                keypairs,
+            )
+            .expect("solana client");
+            chains.push(Arc::new(client));
+        }
         Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)).with_alerts(alerts))
     }
 

@@ -8,6 +8,7 @@ pub mod mcp_client;
 pub mod python;
 pub mod rpc_proxy;
 pub mod stdio_agent;
+pub mod surfnet;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

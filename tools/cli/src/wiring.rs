@@ -7,6 +7,7 @@ use spendguard_config::Config;
 use spendguard_core::model::ChainKind;
 use spendguard_evm::{keystore, EvmClient, EvmSettings};
 use spendguard_service::{Guard, SystemClock};
+use spendguard_solana::{SolanaClient, SolanaSettings};
 use spendguard_store::{Ledger, LedgerOptions};
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -65,7 +66,36 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
                 chains.push(Arc::new(client));
             }
             ChainKind::Solana => {
-                tracing::warn!(chain = %settings.id, "Solana chains are not supported yet: spends there are refused");
+                let mut keypairs = vec![];
+                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id) {
+                    let Some(path) = config.wallet_keys(&wallet.id).and_then(|k| k.keypair.clone()) else {
+                        tracing::warn!(wallet = %wallet.id, "no keypair configured: this wallet cannot spend");
+                        continue;
+                    };
+                    let keypair = spendguard_solana::keypair::read_keypair(&path)
+                        .with_context(|| format!("wallet {}", wallet.id))?;
+                    let address = spendguard_solana::keypair_address(&keypair);
+                    if address != wallet.address {
+                        bail!(
+                            "wallet {}: the keypair {} holds the key of {address}, not {}",
+                            wallet.id,
+                            path.display(),
+                            wallet.address
+                        );
+                    }
+                    keypairs.push(keypair);
+                }
+                let client = SolanaClient::new(
+                    SolanaSettings {
+                        id: settings.id.clone(),
+                        rpc: settings.rpc.clone(),
+                        finalized: settings.commitment == spendguard_config::Commitment::Finalized,
+                        rpc_timeout: settings.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
+                        retries: EvmSettings::DEFAULT_RETRIES,
+                    },
+                    keypairs,
+                )?;
+                chains.push(Arc::new(client));
             }
         }
     }
