@@ -212,7 +212,7 @@ pub struct BalanceReport {
 pub struct Guard {
     pub(crate) config: Arc<Config>,
     ledger: Arc<Ledger>,
-    pub(crate) chains: HashMap<String, Arc<dyn ChainClient>>,
+    chains: HashMap<String, Arc<dyn ChainClient>>,
     pub(crate) clock: Arc<dyn Clock>,
     alerts: Vec<crate::alerts::AlertChannel>,
     http: reqwest::Client,
@@ -409,7 +409,10 @@ impl Guard {
         };
         let id = receipt.decision_id.clone();
         if !replayed && receipt.decision == Decision::Allow {
-            self.record_limit_warnings(agent, &receipt).await?;
+            // A warning that cannot be recorded must not stop the spend it warns about.
+            if let Err(e) = self.record_limit_warnings(agent, &receipt).await {
+                tracing::warn!(decision = %receipt.decision_id, error = %e, "recording limit_80_percent failed");
+            }
         }
         if !replayed {
             match receipt.status {

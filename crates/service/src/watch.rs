@@ -235,8 +235,8 @@ impl Guard {
             };
             if client.cannot_land(&chain_tx(&signed), &wallet.address, final_block).await? {
                 let why = format!(
-                    "missing: {} never landed, and the chain's state at final block {final_block} rules it out \
-                     (its nonce was used by another transaction)",
+                    "missing: {} never landed, and the chain's final state (block {final_block}) proves it no \
+                     longer can (EVM: its nonce went to another transaction; Solana: its blockhash expired)",
                     signed.hash
                 );
                 self.fail(&d.id, &why, true).await?;
