@@ -261,7 +261,7 @@ impl EvmOrg {
                 rpc: chain.rpc.clone(),
                 max_fee_per_gas_gwei: chain.max_fee_per_gas_gwei,
                 rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                retries: EvmSettings::DEFAULT_RETRIES,
+                retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
             },
             signers,
         )
@@ -282,7 +282,7 @@ impl EvmOrg {
                     rpc: chain.rpc.clone(),
                     finalized: chain.commitment == spendguard_config::Commitment::Finalized,
                     rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                    retries: EvmSettings::DEFAULT_RETRIES,
+                    retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
                 },
                 keypairs,
             )

@@ -59,7 +59,7 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
                         rpc: settings.rpc.clone(),
                         max_fee_per_gas_gwei: settings.max_fee_per_gas_gwei,
                         rpc_timeout: settings.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                        retries: EvmSettings::DEFAULT_RETRIES,
+                        retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
                     },
                     signers,
                 )?;
@@ -91,7 +91,7 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
                         rpc: settings.rpc.clone(),
                         finalized: settings.commitment == spendguard_config::Commitment::Finalized,
                         rpc_timeout: settings.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                        retries: EvmSettings::DEFAULT_RETRIES,
+                        retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
                     },
                     keypairs,
                 )?;

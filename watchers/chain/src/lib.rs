@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_core::model::{Asset, ChainKind};
+use std::time::Duration;
 
 /// Result alias of chain operations.
 pub type ChainResult<T> = Result<T, ChainError>;
@@ -79,15 +80,65 @@ impl ChainError {
 
 /// Wait before retry round `round` (1-based): 200 ms doubling up to 5 s, with "equal jitter"
 /// (half fixed, half random) so many watchers hitting one rate limit do not retry in lock-step.
-pub fn backoff(round: u32) -> std::time::Duration {
+pub fn backoff(round: u32) -> Duration {
     use std::hash::{BuildHasher, Hasher};
-    let full = std::time::Duration::from_millis(200)
-        .saturating_mul(1 << round.saturating_sub(1).min(5))
-        .min(std::time::Duration::from_secs(5));
+    let full =
+        Duration::from_millis(200).saturating_mul(1 << round.saturating_sub(1).min(5)).min(Duration::from_secs(5));
     // A fresh RandomState is randomly keyed: enough randomness for jitter without a dependency.
     let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let half = full / 2;
-    half + std::time::Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
+    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
+}
+
+/// How a client retries: how long one call to one URL may take, and how many more rounds over
+/// its URL list a retryable failure gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Per call, per URL.
+    pub timeout: Duration,
+    /// Extra rounds after the first.
+    pub retries: u32,
+}
+
+impl RetryPolicy {
+    /// Retry rounds when none is configured: with [`backoff`] they span about 3 s.
+    pub const DEFAULT_RETRIES: u32 = 4;
+}
+
+/// Runs `call` against each endpoint in turn until one answers; when all fail with a retryable
+/// error (timeout, connection, 429, 5xx, a lagging node's null), waits [`backoff`] and goes round
+/// again, up to `policy.retries` more rounds. Refusals are returned at once.
+pub async fn with_failover<C, T, F, Fut>(chain: &str, endpoints: &[C], policy: RetryPolicy, call: F) -> ChainResult<T>
+where
+    C: Clone,
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = ChainResult<T>>,
+{
+    let mut last = None;
+    for round in 0..=policy.retries {
+        if round > 0 {
+            tokio::time::sleep(backoff(round)).await;
+        }
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let err = match tokio::time::timeout(policy.timeout, call(endpoint.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => ChainError::Unavailable {
+                    chain: chain.to_string(),
+                    message: format!("no answer within {:?}", policy.timeout),
+                },
+            };
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            tracing::debug!(chain, url = i, round, error = %err, "RPC failed; trying again");
+            last = Some(err);
+        }
+    }
+    let err =
+        last.unwrap_or_else(|| ChainError::Unavailable { chain: chain.to_string(), message: "no RPC URL".into() });
+    tracing::warn!(chain, error = %err, "every RPC URL failed, retries exhausted");
+    Err(err)
 }
 
 /// A transfer to sign: `amount` of `asset` from `from` to `to` (canonical addresses).

@@ -13,7 +13,8 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_chain::{
-    BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Prepared, SignedTx, Transfer, TxOutcome,
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Prepared, RetryPolicy, SignedTx,
+    Transfer, TxOutcome,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::reconcile::OutflowKind;
@@ -43,13 +44,9 @@ pub struct EvmSettings {
     pub max_fee_per_gas_gwei: Option<Decimal>,
     /// How long one call to one URL may take before it counts as failed.
     pub rpc_timeout: Duration,
-    /// How many more rounds over the URL list a retryable failure gets (with backoff).
+    /// How many more rounds over the URL list a retryable failure gets (with backoff);
+    /// usually [`RetryPolicy::DEFAULT_RETRIES`].
     pub retries: u32,
-}
-
-impl EvmSettings {
-    /// Retry rounds when none is configured: with [`spendguard_chain::backoff`] they span about 3 s.
-    pub const DEFAULT_RETRIES: u32 = 4;
 }
 
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
@@ -107,39 +104,18 @@ impl EvmClient {
         }
     }
 
-    /// Runs `call` against each RPC URL in turn until one answers; when all fail with a
-    /// retryable error (timeout, connection, 429, 5xx, a lagging node's null), waits
-    /// [`spendguard_chain::backoff`] and goes round again, up to `retries` more rounds. Refusals are returned at once.
+    /// Runs `call` with failover, timeout and backoff ([`spendguard_chain::with_failover`]).
     async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
-        let mut last = None;
-        for round in 0..=self.settings.retries {
-            if round > 0 {
-                tokio::time::sleep(spendguard_chain::backoff(round)).await;
-            }
-            for (i, p) in self.providers.iter().enumerate() {
-                let err = match tokio::time::timeout(self.settings.rpc_timeout, call(p.clone())).await {
-                    Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) => self.error(e),
-                    Err(_) => ChainError::Unavailable {
-                        chain: self.settings.id.clone(),
-                        message: format!("no answer within {:?}", self.settings.rpc_timeout),
-                    },
-                };
-                if !err.is_retryable() {
-                    return Err(err);
-                }
-                tracing::debug!(chain = %self.settings.id, url = i, round, error = %err, "RPC failed; trying again");
-                last = Some(err);
-            }
-        }
-        let err = last
-            .unwrap_or_else(|| ChainError::Unavailable { chain: self.settings.id.clone(), message: "no RPC".into() });
-        tracing::warn!(chain = %self.settings.id, error = %err, "every RPC URL failed, retries exhausted");
-        Err(err)
+        let policy = RetryPolicy { timeout: self.settings.rpc_timeout, retries: self.settings.retries };
+        with_failover(&self.settings.id, &self.providers, policy, |p| {
+            let answer = call(p);
+            async move { answer.await.map_err(|e| self.error(e)) }
+        })
+        .await
     }
 
     fn address(&self, text: &str) -> ChainResult<Address> {

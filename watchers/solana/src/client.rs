@@ -14,7 +14,10 @@ use solana_signature::Signature;
 use solana_signer::Signer as _;
 use solana_transaction::Transaction;
 use solana_transaction_status_client_types::UiTransactionEncoding;
-use spendguard_chain::{BlockOutflows, ChainClient, ChainError, ChainResult, Prepared, SignedTx, Transfer, TxOutcome};
+use spendguard_chain::{
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainResult, Prepared, RetryPolicy, SignedTx, Transfer,
+    TxOutcome,
+};
 use spendguard_core::model::{Asset, ChainKind};
 use std::collections::HashMap;
 use std::future::Future;
@@ -110,35 +113,18 @@ impl SolanaClient {
         }
     }
 
-    /// Runs `call` against each RPC URL in turn until one answers; retryable failures go round
-    /// again after [`spendguard_chain::backoff`], up to `retries` more rounds.
+    /// Runs `call` with failover, timeout and backoff ([`spendguard_chain::with_failover`]).
     async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(Arc<RpcClient>) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let mut last = None;
-        for round in 0..=self.settings.retries {
-            if round > 0 {
-                tokio::time::sleep(spendguard_chain::backoff(round)).await;
-            }
-            for client in &self.clients {
-                let err = match tokio::time::timeout(self.settings.rpc_timeout, call(Arc::clone(client))).await {
-                    Ok(Ok(v)) => return Ok(v),
-                    Ok(Err(e)) => self.error(e),
-                    Err(_) => ChainError::Unavailable {
-                        chain: self.chain(),
-                        message: format!("no answer within {:?}", self.settings.rpc_timeout),
-                    },
-                };
-                if !err.is_retryable() {
-                    return Err(err);
-                }
-                tracing::debug!(chain = %self.settings.id, round, error = %err, "RPC failed; trying again");
-                last = Some(err);
-            }
-        }
-        Err(last.unwrap_or_else(|| ChainError::Unavailable { chain: self.chain(), message: "no RPC".into() }))
+        let policy = RetryPolicy { timeout: self.settings.rpc_timeout, retries: self.settings.retries };
+        with_failover(&self.settings.id, &self.clients, policy, |c| {
+            let answer = call(c);
+            async move { answer.await.map_err(|e| self.error(e)) }
+        })
+        .await
     }
 
     fn pubkey(&self, text: &str) -> ChainResult<Pubkey> {
