@@ -140,50 +140,12 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
     assert!(EvmOrg::stop_daemon(watcher), "watch stops cleanly on SIGTERM");
 }
 
-/// A local HTTP receiver that records what it is sent; it answers 503 to the first `fail_first`
-/// requests on `/hook`.
-async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>) {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-    let seen: Seen = Default::default();
-    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(fail_first));
-    let app = axum::Router::new()
-        .route(
-            "/{path}",
-            axum::routing::post(
-                |State((seen, failures)): State<(Seen, std::sync::Arc<std::sync::atomic::AtomicUsize>)>,
-                 Path(path): Path<String>,
-                 axum::Json(body): axum::Json<serde_json::Value>| async move {
-                    if path == "hook"
-                        && failures
-                            .fetch_update(
-                                std::sync::atomic::Ordering::SeqCst,
-                                std::sync::atomic::Ordering::SeqCst,
-                                |n| n.checked_sub(1),
-                            )
-                            .is_ok()
-                    {
-                        return StatusCode::SERVICE_UNAVAILABLE;
-                    }
-                    seen.lock().unwrap().push((path, body));
-                    StatusCode::OK
-                },
-            ),
-        )
-        .with_state((seen.clone(), failures));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     use spendguard_config::AlertKind;
     use spendguard_service::AlertChannel;
     let org = EvmOrg::start("").await;
-    let (url, seen) = receiver(1).await;
+    let (url, seen) = spendguard_tests::alert_receiver::receiver(1).await;
     let guard = org.guard_with_alerts(vec![
         AlertChannel {
             id: "ops-webhook".into(),

@@ -1,90 +1,67 @@
-//! Guarded spending on a real Solana JSON-RPC (surfpool, in-process) beside a real anvil: SOL
-//! spends signed and sent by spendguard, and an agent's limit pooled across both chains.
+//! Guarded spending and auditing on a real Solana JSON-RPC (surfpool, in-process) beside a real
+//! anvil: SOL and SPL spends signed and sent by spendguard, limits pooled across both chains,
+//! the signature-indexed watcher reconciling them, rogue transfers frozen, expired blockhashes
+//! re-signed once, and a watcher restarted through RPC faults indexing exactly once.
 
 use serde_json::json;
+use spendguard_core::model::Scope;
+use spendguard_core::reconcile::{Class, OutflowKind};
 use spendguard_core::SpendStatus;
-use spendguard_tests::evm_org::*;
+use spendguard_service::Guard;
+use spendguard_solana::testing;
+use spendguard_tests::evm_org::PAYEE;
 use spendguard_tests::mcp_client::McpAgent;
-use spendguard_tests::surfnet::Surfnet;
+use spendguard_tests::rpc_proxy::Faults;
+use spendguard_tests::solana_org::*;
+use std::time::Duration;
 
-/// A recipient with no account yet.
-const SOL_PAYEE: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
+/// Runs background passes until decision `id` reaches `status`; returns it.
+async fn settle(guard: &Guard, id: &str, status: SpendStatus) -> spendguard_store::DecisionRecord {
+    let mut record = guard.ledger().decision(id).unwrap().unwrap();
+    for _ in 0..150 {
+        guard.tick().await.unwrap();
+        record = guard.ledger().decision(id).unwrap().unwrap();
+        if record.status == status {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("decision {id} never became {status}: {record:?}");
+}
 
-/// The EVM org plus a Solana cluster with the wallet `sol-hot` (100 SOL, priced at $100), which
-/// `saver` (100 USD a day across all its wallets) may use.
-async fn two_chain_org() -> (EvmOrg, Surfnet, spendguard_config::Config) {
-    let org = EvmOrg::start("").await;
-    let keypair = spendguard_solana::Keypair::new();
-    let address = spendguard_solana::keypair_address(&keypair);
-    let keypair_path = org.dir.path().join("sol-hot.json");
-    spendguard_solana::keypair::write_keypair(&keypair_path, &keypair).unwrap();
-    let surfnet = tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || Surfnet::start(&[address], 100_000_000_000)
-    })
-    .await
-    .unwrap();
-    let solana = format!(
-        r#"[[chain]]
-id = "sol-local"
-kind = "solana"
-rpc = ["{url}"]
-commitment = "confirmed"
-
-[[asset]]
-chain = "sol-local"
-symbol = "SOL"
-decimals = 9
-price_usd = "100"
-
-[[wallet]]
-id = "sol-hot"
-chain = "sol-local"
-address = "{address}"
-keypair = "{keypair}"
-
-[[department]]"#,
-        url = surfnet.url,
-        keypair = keypair_path.display()
-    );
-    let config = org.variant(
-        "two-chains",
-        &[
-            ("[[department]]", &solana),
-            (
-                "id = \"saver\"\ndepartment = \"ops\"\nwallets = [\"hot\", \"cold\"]",
-                "id = \"saver\"\ndepartment = \"ops\"\nwallets = [\"hot\", \"cold\", \"sol-hot\"]",
-            ),
-        ],
-    );
-    (org, surfnet, config)
+/// Runs watcher passes until `sol-local` has `n` outflows recorded; returns the findings seen.
+async fn watch_until(guard: &Guard, n: usize) -> Vec<spendguard_store::Finding> {
+    let mut findings = vec![];
+    for _ in 0..150 {
+        if let Ok(pass) = guard.watch_once("sol-local", 1000).await {
+            findings.extend(pass.findings);
+        }
+        let recorded = guard.ledger().outflows("sol-local").unwrap();
+        if recorded.len() >= n {
+            assert_eq!(recorded.len(), n, "{recorded:#?}");
+            return findings;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sol-local never had {n} outflows: {:#?}", guard.ledger().outflows("sol-local").unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
-    let (org, _surfnet, config) = two_chain_org().await;
-    let guard = org.guard_for(config, vec![]);
+    let org = SolanaOrg::start("").await;
+    let guard = org.guard();
     let agent = McpAgent::connect(guard.clone(), "saver").await;
 
     // $20 of SOL: signed and sent by spendguard, confirmed with its fee.
     let paid =
         agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.2", "asset": "SOL" })).await;
     assert_eq!(paid.data["status"], "executed", "{}", paid.text);
-    let id = paid.data["decision_id"].as_str().unwrap().to_string();
-    let mut record = guard.ledger().decision(&id).unwrap().unwrap();
-    for _ in 0..100 {
-        guard.tick().await.unwrap();
-        record = guard.ledger().decision(&id).unwrap().unwrap();
-        if record.status == SpendStatus::Confirmed {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(record.status, SpendStatus::Confirmed, "{record:?}");
+    let record = settle(&guard, paid.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
     assert_eq!(record.fee_paid, Some("0.000005".parse().unwrap()), "{record:?}");
     let balance = agent.call("balance", json!({ "wallet": "sol-hot" })).await;
     let sol = &balance.data["wallets"][0]["balances"];
     assert_eq!(sol[0]["amount"], "99.799995", "{}", balance.text);
+    assert_eq!(sol[1]["amount"], "10000", "USDS is read from the wallet's token account: {}", balance.text);
 
     // $70 of TUSD on EVM: the day's budget is now $90 of $100, pooled across both chains.
     let evm = agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "70", "asset": "TUSD" })).await;
@@ -95,4 +72,91 @@ async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
     let fits =
         agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.1", "asset": "SOL" })).await;
     assert_eq!(fits.data["status"], "executed", "{}", fits.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
+    let org = SolanaOrg::start("").await;
+    let (url, seen) = spendguard_tests::alert_receiver::receiver(0).await;
+    let guard = org.guard_with_alerts(vec![spendguard_service::AlertChannel {
+        id: "ops-webhook".into(),
+        kind: spendguard_config::AlertKind::Webhook,
+        url: Some(format!("{url}/hook")),
+        events: vec!["unexplained_outflow".into(), "kill_switch".into()],
+    }]);
+    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+
+    // SOL, and USDS to a payee with no token account yet: spendguard creates it, paying its rent.
+    let sol =
+        agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.05", "asset": "SOL" })).await;
+    let usds =
+        agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "5", "asset": "USDS" })).await;
+    for r in [&sol, &usds] {
+        assert_eq!(r.data["status"], "executed", "{}", r.text);
+    }
+    settle(&guard, sol.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
+    let token_spend = settle(&guard, usds.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
+    assert_eq!(token_spend.fee_paid, Some("0.00204428".parse().unwrap()), "fee 5000 + rent 2039280 lamports");
+
+    // Each spend: its transfer and its fee, matched by signature.
+    let findings = watch_until(&guard, 4).await;
+    assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
+    let recorded = guard.ledger().outflows("sol-local").unwrap();
+    let token = recorded.iter().find(|o| o.kind == "token").expect("the USDS outflow");
+    assert_eq!(
+        (token.asset.as_deref(), token.recipient.as_deref(), token.amount, token.class.as_str()),
+        (Some("sol-local:USDS"), Some(SOL_PAYEE), "5".parse().unwrap(), "matched"),
+        "the recipient is the owner of the token account the tokens went to"
+    );
+    assert!(guard.ledger().freezes().unwrap().is_empty());
+
+    // The wallet's key sends SOL, and a token spendguard does not know, behind its back.
+    testing::mint_to(&org.surfnet.url, &org.treasury, &org.junk, SOL_PAYEE, 0).await.unwrap();
+    let rogue = testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
+    let rogue_junk = testing::send_token(&org.surfnet.url, &org.keypair, &org.junk, SOL_PAYEE, 7).await.unwrap();
+    let findings = watch_until(&guard, 8).await;
+    let seen_kinds: Vec<(OutflowKind, Class, &str)> =
+        findings.iter().map(|f| (f.outflow.kind, f.class, f.outflow.tx_hash.as_str())).collect();
+    assert_eq!(
+        seen_kinds,
+        [
+            (OutflowKind::Native, Class::Unexplained, rogue.as_str()),
+            (OutflowKind::Fee, Class::Unexplained, rogue.as_str()),
+            (OutflowKind::Token, Class::Unexplained, rogue_junk.as_str()),
+            (OutflowKind::Fee, Class::Unexplained, rogue_junk.as_str()),
+        ]
+    );
+    // The unknown mint is flagged: no asset, its base units, the mint named.
+    let junk = &findings[2].outflow;
+    assert_eq!((junk.asset.as_deref(), junk.token.as_deref(), junk.amount), (None, Some(org.junk.as_str()), 7.into()));
+    assert!(
+        spendguard_core::reconcile::evidence(junk).contains("unknown token"),
+        "{}",
+        spendguard_core::reconcile::evidence(junk)
+    );
+    assert_eq!(findings[0].outflow.amount, "0.001".parse().unwrap());
+    assert_eq!(findings[0].outflow.recipient.as_deref(), Some(SOL_PAYEE));
+    assert!(findings[0].frozen.contains(&Scope::Wallet("sol-hot".into())), "{:?}", findings[0].frozen);
+    let denied =
+        agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.01", "asset": "SOL" })).await;
+    assert!(
+        denied.is_error && denied.text.starts_with("KILL_SWITCH: wallet sol-hot is frozen by reconciler"),
+        "{}",
+        denied.text
+    );
+    assert!(denied.text.contains(&rogue), "the evidence names the transaction: {}", denied.text);
+
+    // Operators hear of it.
+    guard.deliver_alerts().await.unwrap();
+    let posted: Vec<String> =
+        seen.lock().unwrap().iter().map(|(_, body)| body["event"].as_str().unwrap_or_default().to_string()).collect();
+    assert!(
+        posted.iter().any(|e| e == "unexplained_outflow") && posted.iter().any(|e| e == "kill_switch"),
+        "{posted:?}"
+    );
+
+    // Indexing is durable: a restarted watcher resumes after each wallet's cursor.
+    let restarted = org.guard();
+    assert!(restarted.watch_once("sol-local", 1000).await.unwrap().findings.is_empty(), "nothing indexed twice");
+    assert_eq!(restarted.ledger().outflows("sol-local").unwrap().len(), 8);
 }

@@ -2,11 +2,13 @@
 //! in-memory ledger for engine tests, and helpers for times and amounts.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+pub mod alert_receiver;
 pub mod anvil;
 pub mod evm_org;
 pub mod mcp_client;
 pub mod python;
 pub mod rpc_proxy;
+pub mod solana_org;
 pub mod stdio_agent;
 pub mod surfnet;
 

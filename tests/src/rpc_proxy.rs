@@ -1,6 +1,7 @@
 //! A JSON-RPC proxy in front of a real node that injects the faults watchers meet in
 //! production — HTTP 429, 5xx, answers slower than the client's timeout, a node that is down,
-//! and a lagging node that answers null for blocks it has not seen — and counts calls by method.
+//! a lagging node that answers null for blocks it has not seen, and one that drops the
+//! transactions sent to it — and counts calls by method.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,6 +28,9 @@ pub struct Faults {
     pub lag: Option<u64>,
     /// Answer every n-th `eth_getBlockReceipts` with null (a node that has the header only).
     pub null_receipts_every: Option<u64>,
+    /// Accept Solana `sendTransaction`s (answering their signature) without passing them on: a
+    /// node that drops transactions under load.
+    pub swallow_sends: bool,
 }
 
 /// Counts of what the proxy did.
@@ -124,6 +128,12 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         if every(faults.null_receipts_every, n) {
             inject("null receipts");
             return null_answer(&request);
+        }
+    }
+    if faults.swallow_sends && method == "sendTransaction" {
+        if let Some(Ok(signature)) = request["params"][0].as_str().map(spendguard_solana::testing::wire_signature) {
+            inject("swallowed send");
+            return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": signature })).into_response();
         }
     }
     if let (Some(lag), "eth_getBlockByNumber") = (faults.lag, method.as_str()) {

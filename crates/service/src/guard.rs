@@ -10,7 +10,8 @@ use spendguard_core::model::{Asset, Wallet};
 use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Decision, Evaluation, Headroom, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
 use spendguard_store::{
-    Account, DecisionRecord, Ledger, ReserveOutcome, ReserveRequest, SignWith, SignedRecord, Signing, StoreError,
+    Account, DecisionRecord, Ledger, ReserveOutcome, ReserveRequest, Resigning, SignWith, SignedRecord, Signing,
+    StoreError,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -503,7 +504,7 @@ impl Guard {
         if record.status != SpendStatus::Reserved && record.status != SpendStatus::Signed {
             return Ok(record);
         }
-        let (wallet, asset) = self.wallet_and_asset(&record)?;
+        let (wallet, _) = self.wallet_and_asset(&record)?;
         let client = Arc::clone(self.chain(&wallet.chain)?);
         let signed = match self
             .blocking({
@@ -514,38 +515,11 @@ impl Guard {
         {
             Some(signed) => signed,
             None => {
-                let amount = parse_decimal(&record.amount).map_err(|e| GuardError::Invalid(e.to_string()))?;
-                let transfer = Transfer {
-                    from: wallet.address.clone(),
-                    to: record.recipient.clone(),
-                    asset: asset.clone(),
-                    amount,
-                };
-                let prepared = match client.prepare(&transfer).await {
-                    Ok(p) => p,
-                    Err(e) if e.is_retryable() => {
-                        tracing::warn!(decision = id, error = %e, "chain unavailable; will retry");
-                        return Ok(record);
-                    }
+                let (account, sign) = match self.prepare(&record, client.as_ref()).await {
+                    Ok(Some(prepared)) => prepared,
+                    Ok(None) => return Ok(record),
                     Err(e) => return self.fail(id, &e.to_string(), true).await,
                 };
-                let account = prepared.sequence_floor.map(|floor| Account {
-                    chain: wallet.chain.clone(),
-                    address: wallet.address.clone(),
-                    floor,
-                });
-                let sign = prepared.sign;
-                let sign: SignWith = Box::new(move |seq| {
-                    sign(seq)
-                        .map(|s| SignedRecord {
-                            hash: s.hash,
-                            raw: s.raw,
-                            sequence: s.sequence,
-                            fee_cap: s.fee_cap,
-                            fee_terms: s.fee_terms,
-                        })
-                        .map_err(|e| e.to_string())
-                });
                 let at = self.clock.now();
                 let id2 = id.to_string();
                 match self.blocking(move |l| l.sign(&id2, account, sign, at)).await {
@@ -559,6 +533,80 @@ impl Guard {
         self.broadcast(id, client.as_ref(), &signed).await
     }
 
+    /// Fetches what signing `record`'s transfer needs: the account whose nonce the ledger
+    /// allocates and the signing step. `Ok(None)` when the chain is unreachable (try later); an
+    /// error when it refuses.
+    async fn prepare(
+        &self,
+        record: &DecisionRecord,
+        client: &dyn ChainClient,
+    ) -> Result<Option<(Option<Account>, SignWith)>, ChainError> {
+        let (wallet, asset) = self.wallet_and_asset(record).map_err(|e| ChainError::Amount(e.to_string()))?;
+        let amount = parse_decimal(&record.amount).map_err(|e| ChainError::Amount(e.to_string()))?;
+        let transfer =
+            Transfer { from: wallet.address.clone(), to: record.recipient.clone(), asset: asset.clone(), amount };
+        let prepared = match client.prepare(&transfer).await {
+            Ok(p) => p,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(decision = %record.id, error = %e, "chain unavailable; will retry");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let account = prepared.sequence_floor.map(|floor| Account {
+            chain: wallet.chain.clone(),
+            address: wallet.address.clone(),
+            floor,
+        });
+        let sign = prepared.sign;
+        let sign: SignWith = Box::new(move |seq| {
+            sign(seq)
+                .map(|s| SignedRecord {
+                    hash: s.hash,
+                    raw: s.raw,
+                    sequence: s.sequence,
+                    fee_cap: s.fee_cap,
+                    fee_terms: s.fee_terms,
+                })
+                .map_err(|e| e.to_string())
+        });
+        Ok(Some((account, sign)))
+    }
+
+    /// A broadcast decision whose transaction `dead` the chain proved can never land: a
+    /// transaction without an account sequence (Solana) is re-signed once, with fresh chain
+    /// state, and sent; otherwise, or the second time, the decision fails and is released.
+    pub(crate) async fn replace_dead(
+        &self,
+        record: &DecisionRecord,
+        client: &dyn ChainClient,
+        dead: &SignedRecord,
+        why: &str,
+    ) -> GuardResult<DecisionRecord> {
+        let id = record.id.as_str();
+        if dead.sequence.is_some() {
+            return self.fail(id, why, true).await;
+        }
+        let (_, sign) = match self.prepare(record, client).await {
+            Ok(Some(prepared)) => prepared,
+            Ok(None) => return Ok(record.clone()),
+            Err(e) => return self.fail(id, &format!("{why}; re-signing it failed: {e}"), true).await,
+        };
+        let (id2, dead_hash, at) = (id.to_string(), dead.hash.clone(), self.clock.now());
+        match self.blocking(move |l| l.resign(&id2, &dead_hash, sign, at)).await {
+            Ok(Resigning::Resigned(signed)) => {
+                tracing::warn!(decision = id, dead = %dead.hash, new = %signed.hash, "expired transaction re-signed");
+                self.broadcast(id, client, &signed).await
+            }
+            Ok(Resigning::Exhausted) => {
+                self.fail(id, &format!("{why} (it had been re-signed once already)"), true).await
+            }
+            Ok(Resigning::Stale) => self.record(id).await,
+            Err(GuardError::Store(StoreError::SigningFailed(msg))) => self.fail(id, &msg, true).await,
+            Err(e) => Err(e),
+        }
+    }
+
     async fn broadcast(&self, id: &str, client: &dyn ChainClient, s: &SignedRecord) -> GuardResult<DecisionRecord> {
         if crate::guard::fail_point("after_sign") {
             std::process::exit(86);
@@ -570,9 +618,10 @@ impl Guard {
                 return self.record(id).await;
             }
             Err(ChainError::Rejected { reason, sequence_used, .. }) => {
-                // "Nonce too low" for our own transaction means it already landed (we were
-                // stopped between sending it and recording that): that is success.
-                if sequence_used && matches!(client.outcome(&s.hash).await, Ok(Some(_))) {
+                // "Nonce too low" (EVM) or "blockhash not found" (Solana) for our own transaction
+                // may mean it already landed (we were stopped between sending it and recording
+                // that): that is success.
+                if matches!(client.outcome(&s.hash).await, Ok(Some(_))) {
                     tracing::info!(decision = id, "transaction already on chain");
                 } else {
                     return self.fail(id, &format!("the node refused the transaction: {reason}"), sequence_used).await;
@@ -777,11 +826,8 @@ impl Guard {
         }
         self.blocking(move |l| l.expire_approvals(now)).await?;
         for (chain, client) in &self.chains {
-            // Solana is indexed by signature, which the watcher does not do yet.
-            if client.kind() == spendguard_core::model::ChainKind::Evm {
-                if let Err(e) = self.watch_once(chain, WATCH_BLOCKS_PER_PASS).await {
-                    tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
-                }
+            if let Err(e) = self.watch_once(chain, WATCH_BLOCKS_PER_PASS).await {
+                tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
             }
             if let Err(e) = self.check_missing(chain, client.as_ref()).await {
                 tracing::warn!(chain, error = %e, "checking for missing spends failed; will retry");

@@ -5,7 +5,7 @@
 use crate::guard::{chain_tx, Guard, GuardError, GuardResult};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use spendguard_chain::ChainClient;
+use spendguard_chain::{ChainClient, ChainOutflow, Indexing};
 use spendguard_core::model::{Asset, Wallet};
 use spendguard_core::reconcile::{evidence, Class, Outflow};
 use spendguard_store::{Finding, StoreError};
@@ -16,23 +16,67 @@ use std::sync::Arc;
 pub struct WatchPass {
     /// Chain id.
     pub chain: String,
-    /// The block the pass started from.
+    /// How the chain is indexed: by block (the numbers below are blocks, `indexed` counts
+    /// blocks) or by signature (they are slots, `indexed` counts transactions).
+    pub indexing: Indexing,
+    /// The block the pass started from; by signature, the oldest wallet cursor's slot.
     pub from: u64,
-    /// Blocks indexed in this pass.
+    /// Blocks (by signature: transactions) indexed in this pass.
     pub indexed: u64,
-    /// The next block to index.
+    /// The next block to index; by signature, one past the newest slot indexed.
     pub next: u64,
     /// head − confirmations, the last block final enough to index; `None` while the chain is
-    /// shorter than its confirmations.
+    /// shorter than its confirmations. By signature: the head slot at the chain's commitment.
     pub target: Option<u64>,
+    /// By signature: transactions listed but left for a later pass.
+    pub pending: u64,
     /// Outflows that did not reconcile as plain matches.
     pub findings: Vec<Finding>,
 }
 
+/// A chain's outflows as the ledger records them: each from a registered wallet, with its id.
+fn ledger_outflows(chain: &str, block: u64, outflows: Vec<ChainOutflow>, wallets: &[&Wallet]) -> Vec<Outflow> {
+    outflows
+        .into_iter()
+        .filter_map(|o| {
+            let wallet = wallets.iter().find(|w| w.address == o.from)?;
+            Some(Outflow {
+                chain: chain.to_string(),
+                block,
+                tx_hash: o.tx_hash,
+                index: o.index,
+                kind: o.kind,
+                wallet: wallet.id.clone(),
+                recipient: o.to,
+                asset: o.asset,
+                token: o.token,
+                amount: o.amount,
+            })
+        })
+        .collect()
+}
+
 impl WatchPass {
+    /// Keeps (and logs) the findings that are not plain matches.
+    fn note(&mut self, findings: Vec<Finding>) {
+        for f in findings.into_iter().filter(|f| f.class != Class::Matched) {
+            tracing::warn!(
+                chain = %self.chain,
+                class = f.class.as_str(),
+                frozen = ?f.frozen,
+                evidence = %evidence(&f.outflow),
+                "outflow did not reconcile"
+            );
+            self.findings.push(f);
+        }
+    }
+
     /// True when everything final has been indexed.
     pub fn caught_up(&self) -> bool {
-        self.target.is_none_or(|t| self.next > t)
+        match self.indexing {
+            Indexing::Blocks => self.target.is_none_or(|t| self.next > t),
+            Indexing::Signatures => self.pending == 0,
+        }
     }
 }
 
@@ -107,6 +151,9 @@ impl Guard {
             .chain_settings(chain)
             .ok_or_else(|| GuardError::Invalid(format!("chain {chain} is not configured")))?;
         let client = Arc::clone(self.chain(chain)?);
+        if client.indexing() == Indexing::Signatures {
+            return self.index_signatures(chain, client.as_ref(), settings.start_block, max_blocks).await;
+        }
         let model = &self.config.model;
         let wallets: Vec<&Wallet> = model.wallets.iter().filter(|w| w.chain == chain).collect();
         let addresses: Vec<String> = wallets.iter().map(|w| w.address.clone()).collect();
@@ -116,8 +163,16 @@ impl Guard {
             Some(n) => n,
             None => settings.start_block,
         };
-        let mut pass =
-            WatchPass { chain: chain.to_string(), from, indexed: 0, next: from, target: None, findings: vec![] };
+        let mut pass = WatchPass {
+            chain: chain.to_string(),
+            indexing: Indexing::Blocks,
+            from,
+            indexed: 0,
+            next: from,
+            target: None,
+            pending: 0,
+            findings: vec![],
+        };
         let head = client.head().await?;
         pass.target = head.checked_sub(settings.confirmations);
         let Some(target) = pass.target else { return Ok(pass) };
@@ -130,25 +185,7 @@ impl Guard {
             // A node without the block yet (it lags) answers None: wait for the next pass rather
             // than record an empty block.
             let Some(block) = client.block_outflows(number, &addresses, &assets).await? else { break };
-            let outflows = block
-                .outflows
-                .into_iter()
-                .filter_map(|o| {
-                    let wallet = wallets.iter().find(|w| w.address == o.from)?;
-                    Some(Outflow {
-                        chain: chain.to_string(),
-                        block: block.number,
-                        tx_hash: o.tx_hash,
-                        index: o.index,
-                        kind: o.kind,
-                        wallet: wallet.id.clone(),
-                        recipient: o.to,
-                        asset: o.asset,
-                        token: o.token,
-                        amount: o.amount,
-                    })
-                })
-                .collect();
+            let outflows = ledger_outflows(chain, block.number, block.outflows, &wallets);
             let (chain_id, hash, parent, at) = (chain.to_string(), block.hash, block.parent_hash, self.clock.now());
             let findings =
                 match self.blocking(move |l| l.record_block(&chain_id, number, &hash, &parent, outflows, at)).await {
@@ -159,18 +196,68 @@ impl Guard {
                     }
                     Err(e) => return Err(e),
                 };
-            for f in findings.into_iter().filter(|f| f.class != Class::Matched) {
-                tracing::warn!(
-                    chain,
-                    class = f.class.as_str(),
-                    frozen = ?f.frozen,
-                    evidence = %evidence(&f.outflow),
-                    "outflow did not reconcile"
-                );
-                pass.findings.push(f);
-            }
+            pass.note(findings);
             pass.indexed += 1;
             pass.next += 1;
+        }
+        Ok(pass)
+    }
+
+    /// Indexes a signature-indexed chain (Solana): for each registered wallet, the transactions
+    /// listed after its cursor, oldest first, each recorded with the cursor move in one ledger
+    /// transaction; at most `max_transactions` in the pass.
+    async fn index_signatures(
+        &self,
+        chain: &str,
+        client: &dyn ChainClient,
+        start_slot: u64,
+        max_transactions: u64,
+    ) -> GuardResult<WatchPass> {
+        let model = &self.config.model;
+        let wallets: Vec<&Wallet> = model.wallets.iter().filter(|w| w.chain == chain).collect();
+        let addresses: Vec<String> = wallets.iter().map(|w| w.address.clone()).collect();
+        let assets: Vec<Asset> = model.assets_on(chain).cloned().collect();
+        let mut pass = WatchPass {
+            chain: chain.to_string(),
+            indexing: Indexing::Signatures,
+            from: u64::MAX,
+            indexed: 0,
+            next: 0,
+            target: Some(client.head().await?),
+            pending: 0,
+            findings: vec![],
+        };
+        for wallet in &wallets {
+            let (chain_id, address) = (chain.to_string(), wallet.address.clone());
+            let cursor = self.blocking(move |l| l.wallet_cursor(&chain_id, &address)).await?;
+            pass.from = pass.from.min(cursor.as_ref().map_or(start_slot, |(_, slot)| *slot));
+            pass.next = pass.next.max(cursor.as_ref().map_or(start_slot, |(_, slot)| slot + 1));
+            let listed =
+                client.signatures_since(&wallet.address, cursor.as_ref().map(|(s, _)| s.as_str()), start_slot).await?;
+            for (n, listed_tx) in listed.iter().enumerate() {
+                let left = (listed.len() - n) as u64;
+                if pass.indexed >= max_transactions {
+                    pass.pending += left;
+                    break;
+                }
+                // Listed but not served yet (a lagging node): never skip it, wait for a later pass.
+                let Some(tx) = client.transaction_outflows(&listed_tx.signature, &addresses, &assets).await? else {
+                    pass.pending += left;
+                    break;
+                };
+                let outflows = ledger_outflows(chain, tx.slot, tx.outflows, &wallets);
+                let (chain_id, address, signature, at) =
+                    (chain.to_string(), wallet.address.clone(), listed_tx.signature.clone(), self.clock.now());
+                let findings = self
+                    .blocking(move |l| l.record_transaction(&chain_id, &address, &signature, tx.slot, outflows, at))
+                    .await?;
+                pass.note(findings);
+                pass.indexed += 1;
+                pass.next = pass.next.max(tx.slot + 1);
+            }
+        }
+        if pass.from == u64::MAX {
+            pass.from = start_slot;
         }
         Ok(pass)
     }
@@ -239,7 +326,7 @@ impl Guard {
                      longer can (EVM: its nonce went to another transaction; Solana: its blockhash expired)",
                     signed.hash
                 );
-                self.fail(&d.id, &why, true).await?;
+                self.replace_dead(&d, client, &signed, &why).await?;
             }
         }
         Ok(())

@@ -272,6 +272,18 @@ pub enum Signing {
     NotExecutable(SpendStatus),
 }
 
+/// The answer to [`Ledger::resign`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resigning {
+    /// Re-signed and stored, to be sent.
+    Resigned(SignedRecord),
+    /// It was re-signed once before: the decision should fail instead.
+    Exhausted,
+    /// Its transaction is no longer the dead one, or it is no longer broadcast (another pass
+    /// got there first): nothing to do.
+    Stale,
+}
+
 /// How a broadcast transaction ended on chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
@@ -429,6 +441,20 @@ impl Ledger {
         self.call(move |w| w.sign(&id, account, sign, at))
     }
 
+    /// Re-signs a broadcast decision whose transaction `dead_hash` the chain proved can never
+    /// land (Solana: blockhash expired, signature unknown), storing the new transaction before it
+    /// is sent; the decision goes back to `signed`. A decision is re-signed at most once.
+    pub fn resign(
+        &self,
+        decision_id: &str,
+        dead_hash: &str,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Resigning> {
+        let (id, dead) = (decision_id.to_string(), dead_hash.to_string());
+        self.call(move |w| w.resign(&id, &dead, sign, at))
+    }
+
     /// The signed transaction of a decision, if any.
     pub fn signed_tx(&self, decision_id: &str) -> StoreResult<Option<SignedRecord>> {
         self.read(|c| crate::writer::load_signed(c, decision_id))
@@ -510,6 +536,28 @@ impl Ledger {
     ) -> StoreResult<Vec<Finding>> {
         let (chain, hash, parent) = (chain.to_string(), hash.to_string(), parent_hash.to_string());
         self.call(move |w| w.record_block(&chain, number, &hash, &parent, outflows, at))
+    }
+
+    /// Records the outflows of one transaction of a signature-indexed chain (Solana) and, in the
+    /// same transaction, moves the watcher cursor of wallet `address` to it. Outflows are
+    /// reconciled as in [`Ledger::record_block`]; ones stored before are ignored.
+    pub fn record_transaction(
+        &self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        slot: u64,
+        outflows: Vec<spendguard_core::reconcile::Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Finding>> {
+        let (chain, address, signature) = (chain.to_string(), address.to_string(), signature.to_string());
+        self.call(move |w| w.record_transaction(&chain, &address, &signature, slot, outflows, at))
+    }
+
+    /// The newest transaction indexed for wallet `address` on signature-indexed `chain`: its
+    /// signature and slot.
+    pub fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>> {
+        self.read(|c| crate::writer::wallet_cursor(c, chain, address))
     }
 
     /// The stored hash of block `number` of `chain`.

@@ -20,5 +20,5 @@ mod writer;
 pub use error::{StoreError, StoreResult};
 pub use ledger::{
     Account, DecisionRecord, Event, Finding, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt,
-    RecordedOutflow, ReserveOutcome, ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
+    RecordedOutflow, ReserveOutcome, ReserveRequest, Resigning, Settlement, SignWith, SignedRecord, Signing,
 };

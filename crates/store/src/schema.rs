@@ -169,6 +169,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE decisions ADD COLUMN broadcast_at_us INTEGER;
     UPDATE decisions SET broadcast_at_us = updated_at_us WHERE status = 'broadcast';
     "#,
+    // 6: signature-indexed chains (Solana): each wallet's watcher cursor, the newest transaction
+    // indexed; and how often a decision was re-signed after its transaction expired unsent.
+    r#"
+    CREATE TABLE wallet_cursors (
+        chain     TEXT NOT NULL,
+        address   TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        slot      INTEGER NOT NULL,
+        PRIMARY KEY (chain, address)
+    );
+    ALTER TABLE decisions ADD COLUMN resigned INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The newest schema version this build knows.

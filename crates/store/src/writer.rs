@@ -4,7 +4,7 @@
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::{
     Account, Counters, DecisionRecord, Deliver, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome,
-    ReserveRequest, Settlement, SignWith, SignedRecord, Signing,
+    ReserveRequest, Resigning, Settlement, SignWith, SignedRecord, Signing,
 };
 use crate::schema;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -568,6 +568,43 @@ impl Writer {
         Ok(Signing::Signed(signed))
     }
 
+    /// Replaces the transaction of a broadcast decision that was proven dead (Solana: its
+    /// blockhash expired unlanded) with a new signing, once per decision. Returns `None` when it
+    /// was re-signed before.
+    pub(crate) fn resign(
+        &mut self,
+        id: &str,
+        dead_hash: &str,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Resigning> {
+        let current = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        // Only the transaction the caller proved dead is replaced: a concurrent pass that already
+        // re-signed (or a status change) leaves nothing to do.
+        if current.status != SpendStatus::Broadcast || current.tx_hash.as_deref() != Some(dead_hash) {
+            return Ok(Resigning::Stale);
+        }
+        let resigned: i64 =
+            self.conn.query_row("SELECT resigned FROM decisions WHERE id = ?1", params![id], |r| r.get(0))?;
+        if resigned > 0 {
+            return Ok(Resigning::Exhausted);
+        }
+        let signed = sign(None).map_err(StoreError::SigningFailed)?;
+        self.set_status(id, SpendStatus::Signed, at, None)?;
+        self.conn.execute(
+            "UPDATE decisions SET tx_hash = ?1, raw_tx = ?2, fee_cap = ?3, fee_terms = ?4, resigned = resigned + 1,
+                broadcast_at_us = NULL WHERE id = ?5",
+            params![signed.hash, signed.raw, signed.fee_cap.normalize().to_string(), signed.fee_terms, id],
+        )?;
+        self.record_event(
+            "resigned",
+            Some(id),
+            &format!("decision {id}: transaction {dead_hash} expired without landing; re-signed as {}", signed.hash),
+            at,
+        )?;
+        Ok(Resigning::Resigned(signed))
+    }
+
     /// The next nonce of an account: the lowest hole a refused transaction left (at or above
     /// the chain's floor), else the allocator's next, never below the floor.
     fn allocate_nonce(&mut self, a: &Account) -> StoreResult<u64> {
@@ -732,8 +769,6 @@ impl Writer {
         outflows: Vec<spendguard_core::reconcile::Outflow>,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<crate::ledger::Finding>> {
-        use spendguard_core::model::OutflowAction;
-        use spendguard_core::reconcile::{classify, evidence, Approved};
         let below: Option<String> = self
             .conn
             .query_row(
@@ -749,6 +784,37 @@ impl Writer {
             "INSERT OR REPLACE INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
             params![chain, number as i64, hash],
         )?;
+        self.reconcile(outflows, at)
+    }
+
+    /// Records a transaction of a signature-indexed chain and moves `address`'s cursor to it,
+    /// in one transaction: a watcher killed at any point resumes with no gap and no duplicate.
+    pub(crate) fn record_transaction(
+        &mut self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        slot: u64,
+        outflows: Vec<spendguard_core::reconcile::Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::ledger::Finding>> {
+        self.conn.execute(
+            "INSERT INTO wallet_cursors (chain, address, signature, slot) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (chain, address) DO UPDATE SET signature = excluded.signature, slot = excluded.slot",
+            params![chain, address, signature, slot as i64],
+        )?;
+        self.reconcile(outflows, at)
+    }
+
+    /// Stores outflows (once: one seen before is ignored), each classified against the decision
+    /// its transaction belongs to; unexplained and mismatched ones trip the configured freeze.
+    fn reconcile(
+        &mut self,
+        outflows: Vec<spendguard_core::reconcile::Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::ledger::Finding>> {
+        use spendguard_core::model::OutflowAction;
+        use spendguard_core::reconcile::{classify, evidence, Approved};
         let mut findings = vec![];
         for o in outflows {
             let approved = self
@@ -1144,6 +1210,16 @@ pub(crate) fn chain_cursor(conn: &Connection, chain: &str) -> StoreResult<Option
     let top: Option<i64> =
         conn.query_row("SELECT max(number) FROM chain_blocks WHERE chain = ?1", params![chain], |r| r.get(0))?;
     Ok(top.map(|n| n as u64 + 1))
+}
+
+pub(crate) fn wallet_cursor(conn: &Connection, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>> {
+    Ok(conn
+        .query_row(
+            "SELECT signature, slot FROM wallet_cursors WHERE chain = ?1 AND address = ?2",
+            params![chain, address],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?)
 }
 
 pub(crate) fn stored_block_hash(conn: &Connection, chain: &str, number: u64) -> StoreResult<Option<String>> {

@@ -424,21 +424,35 @@ fn watch(config: Config) -> Result<ExitCode> {
 
 /// Backfill progress on stderr: a line per pass while behind, one when caught up.
 fn report_progress(pass: &spendguard_service::WatchPass, caught_up: &mut HashSet<String>) {
+    use spendguard_chain::Indexing;
     let Some(target) = pass.target else { return };
+    let unit = match pass.indexing {
+        Indexing::Blocks => "block",
+        Indexing::Signatures => "slot",
+    };
     if pass.caught_up() {
         if caught_up.insert(pass.chain.clone()) {
-            eprintln!("{}: caught up; indexed through block {target}", pass.chain);
+            eprintln!("{}: caught up; indexed through {unit} {target}", pass.chain);
         }
     } else if pass.indexed > 0 {
         caught_up.remove(&pass.chain);
-        let remaining = target + 1 - pass.next;
-        eprintln!(
-            "{}: indexed blocks {}..={} ({} blocks); {remaining} to go to block {target}",
-            pass.chain,
-            pass.from,
-            pass.next - 1,
-            pass.indexed
-        );
+        match pass.indexing {
+            Indexing::Blocks => eprintln!(
+                "{}: indexed blocks {}..={} ({} blocks); {} to go to block {target}",
+                pass.chain,
+                pass.from,
+                pass.next - 1,
+                pass.indexed,
+                target + 1 - pass.next
+            ),
+            Indexing::Signatures => eprintln!(
+                "{}: indexed {} transactions through slot {}; {} more listed",
+                pass.chain,
+                pass.indexed,
+                pass.next.saturating_sub(1),
+                pass.pending
+            ),
+        }
     }
 }
 

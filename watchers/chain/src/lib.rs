@@ -232,6 +232,34 @@ pub struct BlockOutflows {
     pub outflows: Vec<ChainOutflow>,
 }
 
+/// How a chain's watcher finds the outflows of registered wallets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexing {
+    /// Block by block, following parent hashes to notice reorgs (EVM).
+    Blocks,
+    /// Per wallet, by the signatures of the transactions that involve it (Solana), read at the
+    /// chain's commitment.
+    Signatures,
+}
+
+/// A transaction that involves a watched address, as a signature-indexed chain lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRef {
+    /// Transaction signature.
+    pub signature: String,
+    /// Slot it landed in.
+    pub slot: u64,
+}
+
+/// The outflows of the watched addresses in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOutflows {
+    /// Slot it landed in.
+    pub slot: u64,
+    /// Outflows in the order of the transaction's instructions, the fee last.
+    pub outflows: Vec<ChainOutflow>,
+}
+
 /// One chain, as the service uses it.
 #[async_trait]
 pub trait ChainClient: Send + Sync {
@@ -274,4 +302,40 @@ pub trait ChainClient: Send + Sync {
         watched: &[String],
         assets: &[Asset],
     ) -> ChainResult<Option<BlockOutflows>>;
+
+    /// How this chain's watcher indexes it; [`Indexing::Blocks`] unless a client says otherwise.
+    fn indexing(&self) -> Indexing {
+        Indexing::Blocks
+    }
+
+    /// [`Indexing::Signatures`] chains: the transactions involving `address` that landed after
+    /// `until` (exclusive; from the start when `None`) and at or above slot `min_slot`, final at
+    /// the chain's commitment, oldest first.
+    async fn signatures_since(
+        &self,
+        address: &str,
+        until: Option<&str>,
+        min_slot: u64,
+    ) -> ChainResult<Vec<SignatureRef>> {
+        let _ = (address, until, min_slot);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain is indexed by block, not by signature".into(),
+        })
+    }
+
+    /// [`Indexing::Signatures`] chains: what left the `watched` addresses in transaction
+    /// `signature`, or `None` when the node does not have it at the chain's commitment yet.
+    async fn transaction_outflows(
+        &self,
+        signature: &str,
+        watched: &[String],
+        assets: &[Asset],
+    ) -> ChainResult<Option<TxOutflows>> {
+        let _ = (signature, watched, assets);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain is indexed by block, not by signature".into(),
+        })
+    }
 }

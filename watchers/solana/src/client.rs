@@ -2,10 +2,13 @@
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
+use serde_json::{json, Value};
 use solana_client::client_error::{ClientError, ClientErrorKind};
 use solana_client::nonblocking::rpc_client::RpcClient;
+use solana_client::rpc_client::GetConfirmedSignaturesForAddress2Config;
 use solana_client::rpc_config::{RpcSendTransactionConfig, RpcTransactionConfig};
 use solana_client::rpc_request::RpcError;
+use solana_client::rpc_request::RpcRequest;
 use solana_commitment_config::CommitmentConfig;
 use solana_keypair::Keypair;
 use solana_message::Message;
@@ -13,12 +16,14 @@ use solana_pubkey::Pubkey;
 use solana_signature::Signature;
 use solana_signer::Signer as _;
 use solana_transaction::Transaction;
+use solana_transaction_status_client_types::TransactionConfirmationStatus;
 use solana_transaction_status_client_types::UiTransactionEncoding;
 use spendguard_chain::{
-    with_failover, BlockOutflows, ChainClient, ChainError, ChainResult, Prepared, RetryPolicy, SignedTx, Transfer,
-    TxOutcome,
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Indexing, Prepared, RetryPolicy,
+    SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
 };
 use spendguard_core::model::{Asset, ChainKind};
+use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
@@ -29,6 +34,8 @@ use std::time::Duration;
 const TOKEN_ACCOUNT_LEN: usize = 165;
 /// Lamports per SOL.
 const SOL_DECIMALS: u32 = 9;
+/// Most signatures one `getSignaturesForAddress` page returns.
+const SIGNATURES_PAGE: usize = 1000;
 
 /// Connection settings of a Solana cluster (from the config's `[[chain]]`).
 #[derive(Debug, Clone)]
@@ -347,6 +354,86 @@ impl ChainClient for SolanaClient {
         Ok(self.outcome(&tx.hash).await?.is_none())
     }
 
+    fn indexing(&self) -> Indexing {
+        Indexing::Signatures
+    }
+
+    async fn signatures_since(
+        &self,
+        address: &str,
+        until: Option<&str>,
+        min_slot: u64,
+    ) -> ChainResult<Vec<SignatureRef>> {
+        let address = self.pubkey(address)?;
+        let until = until
+            .map(|s| Signature::from_str(s).map_err(|e| self.bad(format!("stored cursor {s}: {e}"))))
+            .transpose()?;
+        let commitment = self.commitment;
+        let mut newest_first = vec![];
+        let mut before = None;
+        // Pages run newest to oldest; stop at the cursor, below `min_slot`, or at the end.
+        loop {
+            let config = || GetConfirmedSignaturesForAddress2Config {
+                before,
+                until,
+                limit: Some(SIGNATURES_PAGE),
+                commitment: Some(commitment),
+            };
+            let page = self
+                .rpc(|c| {
+                    let config = config();
+                    async move { c.get_signatures_for_address_with_config(&address, config).await }
+                })
+                .await?;
+            let full = page.len() == SIGNATURES_PAGE;
+            let mut below_start = false;
+            for s in page {
+                if s.slot < min_slot {
+                    below_start = true;
+                    break;
+                }
+                // A node may list what is not yet final at our commitment (surfpool ignores the
+                // parameter): those are the newest, left for a later pass.
+                let final_enough = match (&s.confirmation_status, self.settings.finalized) {
+                    (None | Some(TransactionConfirmationStatus::Finalized), _) => true,
+                    (Some(TransactionConfirmationStatus::Confirmed), finalized) => !finalized,
+                    (Some(TransactionConfirmationStatus::Processed), _) => false,
+                };
+                let signature = Signature::from_str(&s.signature)
+                    .map_err(|e| self.bad(format!("getSignaturesForAddress listed {:?}: {e}", s.signature)))?;
+                before = Some(signature);
+                newest_first.push((SignatureRef { signature: s.signature, slot: s.slot }, final_enough));
+            }
+            if !full || below_start {
+                break;
+            }
+        }
+        // Oldest first, up to the first one not final yet: the cursor never skips past a gap.
+        Ok(newest_first.into_iter().rev().take_while(|(_, ok)| *ok).map(|(s, _)| s).collect())
+    }
+
+    async fn transaction_outflows(
+        &self,
+        signature: &str,
+        watched: &[String],
+        assets: &[Asset],
+    ) -> ChainResult<Option<TxOutflows>> {
+        Signature::from_str(signature).map_err(|e| self.bad(format!("signature {signature}: {e}")))?;
+        let params = json!([signature, {
+            "encoding": "jsonParsed",
+            "commitment": self.commitment.commitment,
+            "maxSupportedTransactionVersion": 0,
+        }]);
+        let found: Option<Value> = self
+            .rpc(|c| {
+                let params = params.clone();
+                async move { c.send(RpcRequest::GetTransaction, params).await }
+            })
+            .await?;
+        let Some(tx) = found else { return Ok(None) };
+        outflows_of(&tx, watched, assets).map(Some).map_err(|e| self.bad(format!("transaction {signature}: {e}")))
+    }
+
     async fn head(&self) -> ChainResult<u64> {
         let commitment = self.commitment;
         self.rpc(|c| async move { c.get_slot_with_commitment(commitment).await }).await
@@ -364,6 +451,131 @@ impl ChainClient for SolanaClient {
     ) -> ChainResult<Option<BlockOutflows>> {
         Err(self.bad("Solana outflows are indexed by signature, not by block".into()))
     }
+}
+
+/// The outflows of the `watched` addresses in a `getTransaction` answer (`jsonParsed`), from its
+/// balances before and after:
+/// - SOL: each top-level system transfer from a watched address is a native outflow to its
+///   destination; whatever else its balance dropped by (the fee, rent of accounts it created for
+///   others) is one fee outflow. A failed transaction moved nothing but still paid its fee.
+/// - SPL: each token account a watched address owns that lost tokens is a token outflow, to the
+///   owner of the account(s) its transfers went to (`None` when they went to several owners);
+///   an unconfigured mint keeps its base units and no asset, which reconciliation flags.
+fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOutflows, String> {
+    let slot = tx["slot"].as_u64().ok_or("no slot")?;
+    let meta = tx.get("meta").filter(|m| !m.is_null()).ok_or("no status metadata (meta)")?;
+    let message = &tx["transaction"]["message"];
+    let signature = tx["transaction"]["signatures"][0].as_str().ok_or("no signature")?.to_string();
+    let keys: Vec<&str> = message["accountKeys"]
+        .as_array()
+        .ok_or("no accountKeys (not jsonParsed?)")?
+        .iter()
+        .map(|k| k["pubkey"].as_str().or(k.as_str()).ok_or("an account key is not a string"))
+        .collect::<Result<_, _>>()?;
+    let failed = !meta["err"].is_null();
+    let top_level: Vec<&Value> = message["instructions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let inner: Vec<&Value> = meta["innerInstructions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|set| set["instructions"].as_array().into_iter().flatten())
+        .collect();
+    let native = assets.iter().find(|a| a.token.is_none());
+    let mut outflows = vec![];
+    let mut fees = vec![];
+    for (i, &key) in keys.iter().enumerate().filter(|(_, k)| watched.iter().any(|w| w == *k)) {
+        let balance =
+            |field: &str| meta[field][i].as_u64().ok_or_else(|| format!("{field}[{i}] is missing or not a number"));
+        let dropped = balance("preBalances")?.saturating_sub(balance("postBalances")?);
+        let mut sent = 0u64;
+        if !failed {
+            for (n, ins) in top_level.iter().enumerate() {
+                let is_transfer = ins["program"] == "system"
+                    && matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferWithSeed"));
+                if !is_transfer || ins["parsed"]["info"]["source"] != key {
+                    continue;
+                }
+                let info = &ins["parsed"]["info"];
+                let lamports = info["lamports"].as_u64().ok_or("a system transfer without lamports")?;
+                sent = sent.saturating_add(lamports);
+                outflows.push(ChainOutflow {
+                    tx_hash: signature.clone(),
+                    index: n as u64,
+                    kind: OutflowKind::Native,
+                    from: key.to_string(),
+                    to: info["destination"].as_str().map(str::to_string),
+                    token: None,
+                    asset: native.map(Asset::key),
+                    amount: units(lamports, SOL_DECIMALS),
+                });
+            }
+        }
+        let rest = dropped.saturating_sub(sent);
+        if rest > 0 {
+            fees.push(ChainOutflow {
+                tx_hash: signature.clone(),
+                index: 0,
+                kind: OutflowKind::Fee,
+                from: key.to_string(),
+                to: None,
+                token: None,
+                asset: native.map(Asset::key),
+                amount: units(rest, SOL_DECIMALS),
+            });
+        }
+    }
+    let token_balances = |field: &str| -> Vec<&Value> { meta[field].as_array().into_iter().flatten().collect() };
+    let (pre_tokens, post_tokens) = (token_balances("preTokenBalances"), token_balances("postTokenBalances"));
+    let amount_of = |entry: &Value| -> Result<u64, String> {
+        let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
+        text.parse().map_err(|e| format!("token amount {text:?}: {e}"))
+    };
+    let owner_of = |account: &str| -> Option<String> {
+        let index = keys.iter().position(|k| *k == account)?;
+        post_tokens.iter().chain(&pre_tokens).find(|b| b["accountIndex"] == index)?["owner"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for entry in &pre_tokens {
+        let Some(owner) = entry["owner"].as_str().filter(|o| watched.iter().any(|w| w == o)) else { continue };
+        let index = entry["accountIndex"].as_u64().ok_or("a token balance without accountIndex")?;
+        let mint = entry["mint"].as_str().ok_or("a token balance without mint")?;
+        let before = amount_of(entry)?;
+        // No balance after: the account was closed, its tokens gone with it.
+        let after = match post_tokens.iter().find(|b| b["accountIndex"] == index) {
+            Some(b) => amount_of(b)?,
+            None => 0,
+        };
+        let Some(lost) = before.checked_sub(after).filter(|l| *l > 0) else { continue };
+        let account = keys.get(index as usize).copied().ok_or_else(|| format!("accountIndex {index} out of range"))?;
+        let mut recipients: Vec<String> = top_level
+            .iter()
+            .chain(&inner)
+            .filter(|ins| ins["program"] == "spl-token")
+            .filter(|ins| matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferChecked")))
+            .filter(|ins| ins["parsed"]["info"]["source"] == account)
+            .filter_map(|ins| ins["parsed"]["info"]["destination"].as_str())
+            .map(|destination| owner_of(destination).unwrap_or_else(|| destination.to_string()))
+            .collect();
+        recipients.sort();
+        recipients.dedup();
+        let asset = assets.iter().find(|a| a.token.as_deref() == Some(mint));
+        outflows.push(ChainOutflow {
+            tx_hash: signature.clone(),
+            index,
+            kind: OutflowKind::Token,
+            from: owner.to_string(),
+            to: (recipients.len() == 1).then(|| recipients.remove(0)),
+            token: Some(mint.to_string()),
+            asset: asset.map(Asset::key),
+            amount: match asset {
+                Some(a) => units(lost, a.decimals),
+                None => Decimal::from(lost),
+            },
+        });
+    }
+    outflows.extend(fees);
+    Ok(TxOutflows { slot, outflows })
 }
 
 /// What the fee payer paid beyond the SOL it transferred: the fee, plus the rent of accounts the

@@ -5,12 +5,15 @@
 //! # Layout
 //! - [`client`]: [`SolanaClient`], the [`spendguard_chain::ChainClient`] for Solana chains.
 //! - [`keypair`]: reading and writing Solana CLI keypair files.
+//! - `testing` (feature `test-utils`): mints, minting and transfers outside spendguard, for tests.
 //!
 //! Nothing solana-typed leaves this crate: addresses and signatures cross as base58 strings,
 //! amounts as decimals.
 
 pub mod client;
 pub mod keypair;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 
 pub use client::{SolanaClient, SolanaSettings};
 pub use solana_keypair::Keypair;
