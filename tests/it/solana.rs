@@ -160,3 +160,113 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     assert!(restarted.watch_once("sol-local", 1000).await.unwrap().findings.is_empty(), "nothing indexed twice");
     assert_eq!(restarted.ledger().outflows("sol-local").unwrap().len(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
+    let org = SolanaOrg::start("missing_after = \"1s\"").await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+
+    // The node accepts the transaction and drops it: it never lands with this blockhash.
+    org.proxy.set_faults(Faults { swallow_sends: true, ..Faults::default() });
+    let paid =
+        agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.01", "asset": "SOL" })).await;
+    assert_eq!(paid.data["status"], "executed", "{}", paid.text);
+    let id = paid.data["decision_id"].as_str().unwrap().to_string();
+    let dropped = guard.ledger().signed_tx(&id).unwrap().unwrap().hash;
+    org.proxy.set_faults(Faults::default());
+
+    // Missing after 1 s, but only once its blockhash has expired (150 slots) is it proven dead
+    // and re-signed with a new one.
+    let started = std::time::Instant::now();
+    let record = settle(&guard, &id, SpendStatus::Confirmed).await;
+    let landed = record.tx_hash.clone().unwrap();
+    assert_ne!(landed, dropped, "confirmed under a new signature");
+    eprintln!("dropped transaction re-signed and confirmed after {:?}", started.elapsed());
+    assert_eq!(guard.ledger().events("missing_outflow").unwrap().len(), 1);
+    let resigned = guard.ledger().events("resigned").unwrap();
+    assert_eq!(resigned.len(), 1, "{resigned:?}");
+    assert!(resigned[0].detail.contains(&dropped) && resigned[0].detail.contains(&landed), "{}", resigned[0].detail);
+    assert!(org.proxy.stats().injected.get("swallowed send").is_some_and(|n| *n >= 1));
+
+    // Landed once: the payee got 0.01 SOL, and the watcher sees one matched transfer.
+    assert_eq!(org.lamports(SOL_PAYEE).await, 10_000_000);
+    watch_until(&guard, 2).await;
+    let recorded = guard.ledger().outflows("sol-local").unwrap();
+    assert!(recorded.iter().all(|o| o.tx_hash == landed && o.class == "matched"), "{recorded:#?}");
+    for _ in 0..5 {
+        guard.tick().await.unwrap();
+    }
+    assert_eq!(guard.ledger().decision(&id).unwrap().unwrap().status, SpendStatus::Confirmed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactly_once() {
+    let org = SolanaOrg::start("rpc_timeout = \"1s\"").await;
+    let guard = org.guard();
+    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+    // Spends through spendguard, then transfers behind its back.
+    for i in 1..=3 {
+        for asset in ["SOL", "USDS"] {
+            let amount = if asset == "SOL" { format!("0.00{i}") } else { format!("{i}") };
+            let r = agent
+                .call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": amount, "asset": asset }))
+                .await;
+            assert_eq!(r.data["status"], "executed", "{}", r.text);
+        }
+    }
+    // No background pass runs here: nothing is indexed into this database until the faults are on.
+    for i in 0..3 {
+        testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000 + i).await.unwrap();
+    }
+    drop(agent);
+    drop(guard);
+
+    // What a clean run records, straight from the node into a database of its own.
+    let direct = format!("rpc = [\"{}\"]", org.surfnet.url);
+    let proxied = format!("rpc = [\"{}\"]", org.proxy.url);
+    let reference = org.evm.guard_for(
+        org.variant(
+            "reference",
+            &[("database = \"spendguard.db\"", "database = \"reference.db\""), (&proxied, &direct)],
+        ),
+        vec![],
+    );
+    watch_until(&reference, 6 * 2 + 3 * 2).await;
+    let key = |o: &spendguard_store::RecordedOutflow| {
+        (o.tx_hash.clone(), o.kind.clone(), o.index, o.recipient.clone(), o.asset.clone(), o.amount)
+    };
+    let expected: Vec<_> = reference.ledger().outflows("sol-local").unwrap().iter().map(key).collect();
+    assert_eq!(expected.len(), 6 * 2 + 3 * 2, "transfer and fee of each spend and rogue transfer");
+
+    // The same, three transactions per pass, a fresh process (guard) every pass, through a node
+    // that rate-limits, fails and answers late.
+    org.proxy.set_faults(Faults {
+        too_many_every: Some(4),
+        bad_gateway_every: Some(7),
+        slow_every: Some((9, Duration::from_millis(1500))),
+        ..Faults::default()
+    });
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes < 100, "no progress");
+        let restarted = org.guard();
+        if let Ok(pass) = restarted.watch_once("sol-local", 3).await {
+            assert!(pass.indexed <= 3);
+            if pass.caught_up() && restarted.ledger().outflows("sol-local").unwrap().len() >= expected.len() {
+                break;
+            }
+        }
+    }
+    let ledger = org.guard();
+    let recorded = ledger.ledger().outflows("sol-local").unwrap();
+    assert_eq!(recorded.iter().map(key).collect::<Vec<_>>(), expected, "no gap, no duplicate");
+    assert_eq!(recorded.iter().filter(|o| o.class == "matched").count(), 12, "the spends' outflows matched");
+    assert_eq!(recorded.iter().filter(|o| o.class == "unexplained").count(), 6);
+    let injected = org.proxy.stats().injected;
+    for kind in ["429", "502", "slow"] {
+        assert!(injected.get(kind).is_some_and(|n| *n > 0), "{kind} never injected: {injected:?}");
+    }
+    eprintln!("{passes} passes, faults injected: {injected:?}");
+}

@@ -93,7 +93,7 @@ impl RpcProxy {
 }
 
 fn every(n: Option<u64>, count: u64) -> bool {
-    n.is_some_and(|n| n > 0 && count % n == 0)
+    n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {

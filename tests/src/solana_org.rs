@@ -162,6 +162,19 @@ wallets = ["hot", "cold", "sol-hot"]
         spendguard_config::load(&self.config_path).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Another config beside the two-chain one, written as `name.toml` with each `(from, to)`
+    /// edit applied to its text (e.g. another database or RPC URL).
+    pub fn variant(&self, name: &str, edits: &[(&str, &str)]) -> spendguard_config::Config {
+        let mut text = std::fs::read_to_string(&self.config_path).expect("config");
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?} not in the config");
+            text = text.replacen(from, to, 1);
+        }
+        let path = self.evm.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        spendguard_config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A guard in this process on the two-chain config (a new one is a restart).
     pub fn guard(&self) -> Arc<spendguard_service::Guard> {
         self.evm.guard_for(self.config(), vec![])

@@ -105,11 +105,11 @@ impl SolanaClient {
                 ChainError::Unavailable { chain: self.chain(), message: e.to_string() }
             }
             // -32005: node unhealthy (behind); -32004/-32007..: slot/block not available yet.
-            ClientErrorKind::RpcError(RpcError::RpcResponseError { code, message, .. })
-                if matches!(code, -32005 | -32004 | -32014 | -32016) =>
-            {
-                ChainError::Unavailable { chain: self.chain(), message: message.clone() }
-            }
+            ClientErrorKind::RpcError(RpcError::RpcResponseError {
+                code: -32005 | -32004 | -32014 | -32016,
+                message,
+                ..
+            }) => ChainError::Unavailable { chain: self.chain(), message: message.clone() },
             ClientErrorKind::RpcError(RpcError::RpcResponseError { message, .. }) => {
                 ChainError::Rejected { chain: self.chain(), reason: message.clone(), sequence_used: false }
             }
@@ -178,7 +178,7 @@ fn base_units(amount: Decimal, decimals: u32) -> ChainResult<u64> {
 }
 
 fn units(base: u64, decimals: u32) -> Decimal {
-    Decimal::from(base) / Decimal::from(10u64.pow(decimals))
+    (Decimal::from(base) / Decimal::from(10u64.pow(decimals))).normalize()
 }
 
 #[async_trait]
@@ -607,6 +607,47 @@ fn fee_paid(json: &serde_json::Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sol() -> Asset {
+        Asset { chain: "sol".into(), symbol: "SOL".into(), token: None, decimals: 9, price_usd: Decimal::ONE }
+    }
+
+    /// A `getTransaction` answer (jsonParsed) in which `payer` sends 0.5 SOL to `to`.
+    fn transfer_tx(err: Value, post_payer: u64) -> Value {
+        json!({
+            "slot": 42,
+            "transaction": {
+                "signatures": ["sig"],
+                "message": {
+                    "accountKeys": [{ "pubkey": "payer" }, { "pubkey": "to" }, { "pubkey": "11111111111111111111111111111111" }],
+                    "instructions": [{ "program": "system", "parsed": { "type": "transfer",
+                        "info": { "source": "payer", "destination": "to", "lamports": 500_000_000u64 } } }],
+                },
+            },
+            "meta": { "err": err, "fee": 5000, "preBalances": [1_000_000_000u64, 0, 1], "postBalances": [post_payer, 0, 1] },
+        })
+    }
+
+    #[test]
+    fn a_transfer_yields_its_value_and_its_fee_and_a_failed_one_only_its_fee() {
+        let watched = ["payer".to_string()];
+        let ok = outflows_of(&transfer_tx(Value::Null, 499_995_000), &watched, &[sol()]).unwrap();
+        let got: Vec<_> = ok.outflows.iter().map(|o| (o.kind, o.to.as_deref(), o.amount.to_string())).collect();
+        assert_eq!(got, [(OutflowKind::Native, Some("to"), "0.5".into()), (OutflowKind::Fee, None, "0.000005".into())]);
+        assert_eq!(ok.slot, 42);
+        let failed =
+            outflows_of(&transfer_tx(json!({ "InstructionError": [0, "Custom"] }), 999_995_000), &watched, &[sol()])
+                .unwrap();
+        let got: Vec<_> = failed.outflows.iter().map(|o| (o.kind, o.amount.to_string())).collect();
+        assert_eq!(got, [(OutflowKind::Fee, "0.000005".into())]);
+        // Not watched: nothing.
+        assert!(outflows_of(&transfer_tx(Value::Null, 499_995_000), &["to".into()], &[sol()])
+            .unwrap()
+            .outflows
+            .is_empty());
+        // Not jsonParsed, or no status: a clear error rather than a guess.
+        assert!(outflows_of(&json!({ "slot": 1, "transaction": {}, "meta": null }), &watched, &[]).is_err());
+    }
 
     #[test]
     fn amounts_convert_exactly_or_not_at_all() {

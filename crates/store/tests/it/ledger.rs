@@ -201,3 +201,39 @@ fn a_dry_run_writes_nothing_and_a_failed_job_does_not_disturb_the_change_counter
     let denied = decided(b.reserve(usdc("bot", "100")).unwrap());
     assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit, "b sees a's 910 USD");
 }
+
+#[test]
+fn a_dead_transaction_is_replaced_once_and_only_the_one_proven_dead() {
+    use spendguard_store::{Resigning, SignWith, SignedRecord};
+    let signing = |hash: &str| -> SignWith {
+        let hash = hash.to_string();
+        Box::new(move |_| {
+            Ok(SignedRecord {
+                hash,
+                raw: vec![1, 2, 3],
+                sequence: None,
+                fee_cap: "0.000005".parse().unwrap(),
+                fee_terms: "fee 5000 lamports".into(),
+            })
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    let r = decided(ledger.reserve(usdc("bot", "1")).unwrap());
+    let id = r.decision_id.as_str();
+    assert!(matches!(ledger.sign(id, None, signing("sig-1"), at(NOON)).unwrap(), spendguard_store::Signing::Signed(_)));
+    // Not broadcast yet: nothing to replace.
+    assert_eq!(ledger.resign(id, "sig-1", signing("sig-2"), at(NOON)).unwrap(), Resigning::Stale);
+    ledger.mark_broadcast(id, at(NOON)).unwrap();
+    // Another transaction than the one proven dead: left alone.
+    assert_eq!(ledger.resign(id, "sig-0", signing("sig-2"), at(NOON)).unwrap(), Resigning::Stale);
+    let Resigning::Resigned(new) = ledger.resign(id, "sig-1", signing("sig-2"), at(NOON)).unwrap() else { panic!() };
+    assert_eq!(new.hash, "sig-2");
+    let record = ledger.decision(id).unwrap().unwrap();
+    assert_eq!((record.status, record.tx_hash.as_deref()), (SpendStatus::Signed, Some("sig-2")));
+    assert_eq!(ledger.signed_tx(id).unwrap().unwrap().hash, "sig-2", "stored before it is sent");
+    // The second death is final: the caller fails the decision instead.
+    ledger.mark_broadcast(id, at(NOON)).unwrap();
+    assert_eq!(ledger.resign(id, "sig-2", signing("sig-3"), at(NOON)).unwrap(), Resigning::Exhausted);
+    assert_eq!(ledger.events("resigned").unwrap().len(), 1);
+}
