@@ -274,7 +274,7 @@ impl EvmOrg {
                 .iter()
                 .filter(|w| w.chain == chain.id)
                 .filter_map(|w| config.wallet_keys(&w.id).and_then(|k| k.keypair.clone()))
-                .map(|path| spendguard_solana::keypair::read_keypair(&path).expect("keypair"))
+                .map(|path| spendguard_solana::keypair::read_keypair(&path, None).expect("keypair"))
                 .collect();
             let client = spendguard_solana::SolanaClient::new(
                 spendguard_solana::SolanaSettings {

@@ -99,20 +99,31 @@ enum AgentCommand {
 
 #[derive(Subcommand)]
 enum WalletCommand {
-    /// Generate a new key into an encrypted keystore and print its address.
+    /// Generate a new key into a key file and print its address: an encrypted EVM keystore, or
+    /// with `--chain <solana chain>` a Solana keypair file (encrypted with `--password-env`).
     New(KeystoreArgs),
-    /// Encrypt an existing private key (hex, read from standard input) into a keystore.
+    /// Write an existing key, read from standard input, into a key file: EVM a hex private key;
+    /// Solana a keypair as a JSON array of 64 numbers or base58.
     Import(KeystoreArgs),
 }
 
 #[derive(Args)]
 struct KeystoreArgs {
-    /// Keystore file to write (never overwritten).
+    /// Chain the key is for (an id from the config): a Solana chain writes a keypair file;
+    /// without it, an EVM keystore.
     #[arg(long)]
-    keystore: PathBuf,
-    /// Environment variable holding the keystore password.
+    chain: Option<String>,
+    /// EVM keystore file to write (never overwritten).
+    #[arg(long, required_unless_present = "keypair")]
+    keystore: Option<PathBuf>,
+    /// Solana keypair file to write (never overwritten).
+    #[arg(long, conflicts_with = "keystore")]
+    keypair: Option<PathBuf>,
+    /// Environment variable holding the password: required for EVM keystores; for a Solana
+    /// keypair it encrypts the file (recommended), without it the file is the Solana CLI's
+    /// plain format.
     #[arg(long)]
-    password_env: String,
+    password_env: Option<String>,
 }
 
 #[derive(Args)]
@@ -210,7 +221,7 @@ fn operator_name(given: Option<String>) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Wallet(cmd) = &cli.command {
-        return wallet(cmd);
+        return wallet(cmd, &cli.config);
     }
     let config = load(&cli.config)?;
     match cli.command {
@@ -456,25 +467,82 @@ fn report_progress(pass: &spendguard_service::WatchPass, caught_up: &mut HashSet
     }
 }
 
-fn wallet(cmd: &WalletCommand) -> Result<ExitCode> {
-    let (args, secret) = match cmd {
-        WalletCommand::New(args) => (args, spendguard_evm::keystore::random_secret()?),
-        WalletCommand::Import(args) => {
-            let mut line = zeroize::Zeroizing::new(String::new());
-            std::io::stdin().read_line(&mut line).context("reading the private key from standard input")?;
-            (args, spendguard_evm::keystore::parse_secret(&line).context("the private key on standard input")?)
+fn wallet(cmd: &WalletCommand, config_path: &Path) -> Result<ExitCode> {
+    let (WalletCommand::New(args) | WalletCommand::Import(args)) = cmd;
+    let import = matches!(cmd, WalletCommand::Import(_));
+    let kind = match &args.chain {
+        None => spendguard_core::model::ChainKind::Evm,
+        Some(id) => {
+            let config = load(config_path)?;
+            let known: Vec<&str> = config.chains.iter().map(|c| c.id.as_str()).collect();
+            config.chains.iter().find(|c| &c.id == id).map(|c| c.kind).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--chain {id}: no such chain in {} (chains: {})",
+                    config_path.display(),
+                    known.join(", ")
+                )
+            })?
         }
     };
-    let password = zeroize::Zeroizing::new(
-        std::env::var(&args.password_env)
-            .map_err(|_| anyhow::anyhow!("the environment variable {} is not set", args.password_env))?,
-    );
-    if password.is_empty() {
-        bail!("the password in {} is empty", args.password_env);
+    let password = match &args.password_env {
+        None => None,
+        Some(env) => {
+            let password = zeroize::Zeroizing::new(
+                std::env::var(env).map_err(|_| anyhow::anyhow!("the environment variable {env} is not set"))?,
+            );
+            if password.is_empty() {
+                bail!("the password in {env} is empty");
+            }
+            Some(password)
+        }
+    };
+    match kind {
+        spendguard_core::model::ChainKind::Evm => {
+            let (Some(path), Some(password)) = (&args.keystore, &password) else {
+                bail!("an EVM key needs --keystore FILE and --password-env VAR");
+            };
+            let secret = if import {
+                let mut line = zeroize::Zeroizing::new(String::new());
+                std::io::stdin().read_line(&mut line).context("reading the private key from standard input")?;
+                spendguard_evm::keystore::parse_secret(&line).context("the private key on standard input")?
+            } else {
+                spendguard_evm::keystore::random_secret()?
+            };
+            let address = spendguard_evm::keystore::write_keystore(path, &secret, password)?;
+            println!("{address:#x}");
+            eprintln!("wrote {} (scrypt n=2^{})", path.display(), spendguard_chain::keystore::SCRYPT_LOG_N);
+        }
+        spendguard_core::model::ChainKind::Solana => {
+            use spendguard_solana::keypair;
+            let Some(path) = &args.keypair else { bail!("a Solana key needs --keypair FILE (not --keystore)") };
+            let key = if import {
+                let mut text = zeroize::Zeroizing::new(String::new());
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading the keypair from standard input")?;
+                keypair::parse_keypair(&text).context("the keypair on standard input")?
+            } else {
+                spendguard_solana::Keypair::new()
+            };
+            match &password {
+                Some(password) => {
+                    keypair::write_encrypted_keypair(path, &key, password)?;
+                    eprintln!(
+                        "wrote {} encrypted (scrypt n=2^{})",
+                        path.display(),
+                        spendguard_chain::keystore::SCRYPT_LOG_N
+                    );
+                }
+                None => {
+                    keypair::write_keypair(path, &key)?;
+                    eprintln!(
+                        "wrote {} UNENCRYPTED (Solana CLI format); use --password-env to encrypt it",
+                        path.display()
+                    );
+                }
+            }
+            println!("{}", spendguard_solana::keypair_address(&key));
+        }
     }
-    let address = spendguard_evm::keystore::write_keystore(&args.keystore, &secret, &password)?;
-    println!("{address:#x}");
-    eprintln!("wrote {} (scrypt n=2^{})", args.keystore.display(), spendguard_evm::keystore::SCRYPT_LOG_N);
     Ok(ExitCode::SUCCESS)
 }
 

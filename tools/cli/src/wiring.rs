@@ -68,12 +68,24 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
             ChainKind::Solana => {
                 let mut keypairs = vec![];
                 for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id) {
-                    let Some(path) = config.wallet_keys(&wallet.id).and_then(|k| k.keypair.clone()) else {
+                    let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
+                    let Some(path) = keys.keypair.clone() else {
                         tracing::warn!(wallet = %wallet.id, "no keypair configured: this wallet cannot spend");
                         continue;
                     };
-                    let keypair = spendguard_solana::keypair::read_keypair(&path)
-                        .with_context(|| format!("wallet {}", wallet.id))?;
+                    // An encrypted keypair file is unlocked with the password in password_env.
+                    let password = match &keys.password_env {
+                        Some(env) => Some(Zeroizing::new(std::env::var(env).map_err(|_| {
+                            anyhow::anyhow!(
+                                "wallet {}: the environment variable {env} (its keypair password) is not set",
+                                wallet.id
+                            )
+                        })?)),
+                        None => None,
+                    };
+                    let keypair =
+                        spendguard_solana::keypair::read_keypair(&path, password.as_deref().map(String::as_str))
+                            .with_context(|| format!("wallet {}", wallet.id))?;
                     let address = spendguard_solana::keypair_address(&keypair);
                     if address != wallet.address {
                         bail!(

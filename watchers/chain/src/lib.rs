@@ -9,6 +9,8 @@
 //!    sequence it allocated, inside its transaction, and stores the [`SignedTx`] before anyone
 //!    broadcasts it.
 
+pub mod keystore;
+
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_core::model::{Asset, ChainKind};

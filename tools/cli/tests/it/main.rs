@@ -318,3 +318,78 @@ fn agent_tokens_authenticate_only_their_agent_until_revoked() {
     let o = spendguard(&config, &["agent", "token", "nobody"]);
     assert!(stderr(&o).contains("no agent \"nobody\" is configured"), "{}", stderr(&o));
 }
+
+#[test]
+fn wallet_new_and_import_write_solana_keypairs_plain_or_encrypted() {
+    let (dir, config) = scratch("example.toml");
+    let env = [("KS_PASSWORD", "a long passphrase")];
+    let plain = dir.path().join("plain.json");
+    let o = spendguard_with(
+        Some(&config),
+        &["wallet", "new", "--chain", "sol-local", "--keypair", plain.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let address = stdout(&o).trim().to_string();
+    assert!((32..=44).contains(&address.len()), "a base58 address: {address}");
+    assert!(stderr(&o).contains("UNENCRYPTED"), "{}", stderr(&o));
+    let cli_format = std::fs::read_to_string(&plain).unwrap();
+    assert_eq!(serde_json::from_str::<Vec<u8>>(&cli_format).unwrap().len(), 64, "the Solana CLI's format");
+
+    // The same key imported into the encrypted form: same address, no key material in the file.
+    let encrypted = dir.path().join("encrypted.json");
+    let o = spendguard_with(
+        Some(&config),
+        &[
+            "wallet",
+            "import",
+            "--chain",
+            "sol-local",
+            "--keypair",
+            encrypted.to_str().unwrap(),
+            "--password-env",
+            "KS_PASSWORD",
+        ],
+        &env,
+        Some(&cli_format),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), address);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&encrypted).unwrap()).unwrap();
+    assert_eq!(
+        (json["address"].as_str(), &json["crypto"]["kdfparams"]["n"]),
+        (Some(address.as_str()), &serde_json::json!(262_144))
+    );
+    assert!(!std::fs::read_to_string(&encrypted).unwrap().contains(cli_format.trim()));
+    let again = spendguard_with(
+        Some(&config),
+        &["wallet", "new", "--chain", "sol-local", "--keypair", encrypted.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(1), "never overwritten");
+
+    // Mistakes are named.
+    let unknown =
+        spendguard_with(Some(&config), &["wallet", "new", "--chain", "sol-devnet", "--keypair", "x.json"], &[], None);
+    assert!(
+        stderr(&unknown).contains("--chain sol-devnet: no such chain") && stderr(&unknown).contains("sol-local"),
+        "{}",
+        stderr(&unknown)
+    );
+    let garbage = spendguard_with(
+        Some(&config),
+        &["wallet", "import", "--chain", "sol-local", "--keypair", dir.path().join("g.json").to_str().unwrap()],
+        &[],
+        Some("not a key"),
+    );
+    assert!(stderr(&garbage).contains("not a Solana keypair"), "{}", stderr(&garbage));
+    let evm_flags = spendguard_with(
+        Some(&config),
+        &["wallet", "new", "--chain", "sol-local", "--keystore", dir.path().join("k.json").to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert!(stderr(&evm_flags).contains("a Solana key needs --keypair FILE"), "{}", stderr(&evm_flags));
+}
