@@ -96,3 +96,89 @@ async fn the_python_sdk_over_streamable_http() {
     assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
     assert_eq!(received, 118_000_000 + extra, "5 + 50 + 3 + 60, and the DELAY spend if it ran before the freeze");
 }
+
+/// Runs one phase of tests/python/solana_agents.py; returns its standard output.
+fn solana_phase(scenario: serde_json::Value) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/solana_agents.py");
+    let mut child = Command::new(spendguard_tests::python::python())
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let out = child.wait_with_output().expect("python finished");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && stdout.contains(" passed, 0 failed"),
+        "the Python client's checks failed ({}):\n{stdout}\n--- stderr ---\n{}",
+        scenario["phase"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
+    use spendguard_tests::rpc_proxy::Faults;
+    use spendguard_tests::solana_org::{SolanaOrg, SOL_PAYEE};
+    let org = SolanaOrg::start("missing_after = \"1s\"").await;
+    // The daemon unlocks sol-hot from an encrypted keypair file.
+    let encrypted = org.evm.dir.path().join("sol-hot.encrypted.json");
+    spendguard_solana::keypair::write_encrypted_keypair(&encrypted, &org.keypair, "sol secret").unwrap();
+    let plain = org.evm.dir.path().join("sol-hot.json");
+    let config = org.variant(
+        "daemon",
+        &[(
+            &format!("keypair = \"{}\"", plain.display()),
+            &format!("keypair = \"{}\"\npassword_env = \"SOL_PASSWORD\"", encrypted.display()),
+        )],
+    );
+    let (server, url) = org.evm.start_daemon_for(&config.path, &[("SOL_PASSWORD", "sol secret")]);
+    let scenario = |phase: &str, extra: serde_json::Value| {
+        let mut s = json!({
+            "phase": phase, "url": url, "tokens": org.tokens, "sol_payee": SOL_PAYEE, "evm_payee": PAYEE,
+        });
+        s.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        s
+    };
+
+    // Spends at every tier in SOL and USDS; budgets pooled across chains, both ways.
+    tokio::task::block_in_place(|| solana_phase(scenario("spend", json!({}))));
+
+    // A node that drops the transaction: the daemon proves it dead once its blockhash expires,
+    // re-signs it once and it lands once.
+    org.proxy.set_faults(Faults { swallow_sends: true, ..Faults::default() });
+    let out = tokio::task::block_in_place(|| solana_phase(scenario("expire", json!({}))));
+    org.proxy.set_faults(Faults::default());
+    let line = out.lines().find_map(|l| l.strip_prefix("SPEND ")).expect("the SPEND line");
+    let (decision_id, tx_hash) = line.split_once(' ').unwrap();
+    let guard = org.guard();
+    for _ in 0..300 {
+        if guard.ledger().decision(decision_id).unwrap().unwrap().status == SpendStatus::Confirmed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(guard.ledger().events("resigned").unwrap().len(), 1);
+
+    // The wallet's key used behind spendguard's back: the daemon's watcher freezes the wallet.
+    spendguard_solana::testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
+    for _ in 0..300 {
+        if !guard.ledger().freezes().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!guard.ledger().events("kill_switch").unwrap().is_empty(), "the freeze is an alert event");
+    tokio::task::block_in_place(|| {
+        solana_phase(scenario("frozen", json!({ "expired": { "decision_id": decision_id, "tx_hash": tx_hash } })))
+    });
+    assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
+    // Every Solana spend spendguard made reconciled; the only unexplained outflows are the rogue's.
+    let outflows = guard.ledger().outflows("sol-local").unwrap();
+    let unexplained: Vec<_> = outflows.iter().filter(|o| o.class != "matched").collect();
+    assert_eq!(unexplained.len(), 2, "the rogue transfer and its fee: {unexplained:#?}");
+}

@@ -307,12 +307,19 @@ impl EvmOrg {
 
     /// Starts `spendguard serve` on a free port; returns the process and its `/mcp` URL.
     pub fn start_daemon(&self) -> (std::process::Child, String) {
+        self.start_daemon_for(&self.config_path, &[])
+    }
+
+    /// [`EvmOrg::start_daemon`] on another config (e.g. a variant), with `extra_env` beside the
+    /// keystore passwords.
+    pub fn start_daemon_for(&self, config: &Path, extra_env: &[(&str, &str)]) -> (std::process::Child, String) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(EvmOrg::binary())
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .envs(self.server_env())
+            .envs(extra_env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start spendguard serve");
