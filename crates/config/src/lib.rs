@@ -36,6 +36,7 @@ pub const ALERT_EVENTS: &[&str] = &[
     "watcher_stalled",
     "balance_low",
     "missing_outflow",
+    "resigned",
 ];
 
 /// Formats a `[[report]]` can be written in.

@@ -107,6 +107,57 @@ pub async fn send_token(rpc: &str, from: &Keypair, mint: &str, to: &str, base_un
     send(rpc, from, &[], &[instruction]).await
 }
 
+/// Sends `count` transfers from `from` to `to` without waiting for each: SOL (`mint` `None`,
+/// `first + i` lamports each) or `first + i` base units of `mint`. Returns once all are
+/// confirmed, with their signatures. For generating traffic fast.
+pub async fn send_many(
+    rpc: &str,
+    from: &Keypair,
+    mint: Option<&str>,
+    to: &str,
+    count: u64,
+    first: u64,
+) -> TestResult<Vec<String>> {
+    use spl_associated_token_account_interface::address::get_associated_token_address;
+    let client = RpcClient::new_with_commitment(rpc.to_string(), CommitmentConfig::confirmed());
+    let to = pubkey(to)?;
+    let mint = mint.map(pubkey).transpose()?;
+    let mut signatures = vec![];
+    let mut blockhash = client.get_latest_blockhash().await.map_err(|e| e.to_string())?;
+    for i in 0..count {
+        if i % 50 == 0 {
+            blockhash = client.get_latest_blockhash().await.map_err(|e| e.to_string())?;
+        }
+        let instruction = match &mint {
+            None => solana_system_interface::instruction::transfer(&from.pubkey(), &to, first + i),
+            Some(mint) => spl_token_interface::instruction::transfer(
+                &spl_token_interface::ID,
+                &get_associated_token_address(&from.pubkey(), mint),
+                &get_associated_token_address(&to, mint),
+                &from.pubkey(),
+                &[],
+                first + i,
+            )
+            .map_err(|e| e.to_string())?,
+        };
+        let tx = Transaction::new_signed_with_payer(&[instruction], Some(&from.pubkey()), &[from], blockhash);
+        signatures.push(client.send_transaction(&tx).await.map_err(|e| e.to_string())?);
+    }
+    for chunk in signatures.chunks(256) {
+        for _ in 0..600 {
+            let statuses = client.get_signature_statuses(chunk).await.map_err(|e| e.to_string())?.value;
+            let confirmed = statuses
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.satisfies_commitment(CommitmentConfig::confirmed())));
+            if confirmed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(signatures.iter().map(ToString::to_string).collect())
+}
+
 /// The signature of a transaction in `sendTransaction`'s wire form (base64 of its bincode), as a
 /// node that accepts it would answer.
 pub fn wire_signature(base64_tx: &str) -> TestResult<String> {
