@@ -1,5 +1,7 @@
 //! The chain traits spendguard's service talks to. Each chain SDK (alloy, solana-client) lives
-//! in its own crate behind [`ChainClient`]; only core types cross this boundary.
+//! in its own crate behind [`ChainClient`]; only core types cross this boundary. Also what every
+//! chain shares: failover with backoff ([`with_failover`]) and the encrypted key file format
+//! ([`keystore`]).
 //!
 //! # Signing protocol
 //! A spend is signed in two steps so that the ledger can allocate the account sequence (EVM

@@ -1,10 +1,11 @@
-//! spendguard on Solana, through solana-client (agave 3.1): keypair files, SOL and SPL Token
-//! transfers signed locally (creating the recipient's associated token account when needed),
-//! balances and outcomes.
+//! spendguard on Solana, through solana-client (agave 3.1): keypair files (plain or encrypted),
+//! SOL and SPL Token transfers signed locally (creating the recipient's associated token account
+//! when needed), balances, outcomes, and the watcher's view: the transactions involving a
+//! wallet, by signature, and what left it in each.
 //!
 //! # Layout
 //! - [`client`]: [`SolanaClient`], the [`spendguard_chain::ChainClient`] for Solana chains.
-//! - [`keypair`]: reading and writing Solana CLI keypair files.
+//! - [`keypair`]: Solana CLI keypair files and their encrypted form.
 //! - `testing` (feature `test-utils`): mints, minting and transfers outside spendguard, for tests.
 //!
 //! Nothing solana-typed leaves this crate: addresses and signatures cross as base58 strings,
