@@ -25,7 +25,13 @@ fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
         "revoked_agent": "retired",
         "revoked_token": org.tokens["retired"],
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mcp_agents.py");
+    run_python("mcp_agents.py", &scenario);
+}
+
+/// Runs tests/python/`script` with `scenario` on its standard input; asserts that every check
+/// passed and returns its standard output.
+fn run_python(script: &str, scenario: &serde_json::Value) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
     let mut child = Command::new(spendguard_tests::python::python())
         .arg(&script)
         .stdin(Stdio::piped())
@@ -35,13 +41,15 @@ fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
         .expect("run python");
     child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
     let out = child.wait_with_output().expect("python finished");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        out.status.success(),
-        "the Python client's checks failed:\n{stdout}\n--- stderr ---\n{}",
+        out.status.success() && stdout.contains(" passed, 0 failed"),
+        "the Python client's checks failed ({}):\n{stdout}\n--- stderr ---\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    eprint!("{stdout}");
+    stdout
 }
 
 /// What became of the scenario's 500 TUSD DELAY spend: executed if it fell due before the
@@ -97,29 +105,6 @@ async fn the_python_sdk_over_streamable_http() {
     assert_eq!(received, 118_000_000 + extra, "5 + 50 + 3 + 60, and the DELAY spend if it ran before the freeze");
 }
 
-/// Runs one phase of tests/python/solana_agents.py; returns its standard output.
-fn solana_phase(scenario: serde_json::Value) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/solana_agents.py");
-    let mut child = Command::new(spendguard_tests::python::python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
-    let out = child.wait_with_output().expect("python finished");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success() && stdout.contains(" passed, 0 failed"),
-        "the Python client's checks failed ({}):\n{stdout}\n--- stderr ---\n{}",
-        scenario["phase"],
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{stdout}");
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     use spendguard_tests::rpc_proxy::Faults;
@@ -146,12 +131,12 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     };
 
     // Spends at every tier in SOL and USDS; budgets pooled across chains, both ways.
-    tokio::task::block_in_place(|| solana_phase(scenario("spend", json!({}))));
+    tokio::task::block_in_place(|| run_python("solana_agents.py", &scenario("spend", json!({}))));
 
     // A node that drops the transaction: the daemon proves it dead once its blockhash expires,
     // re-signs it once and it lands once.
     org.proxy.set_faults(Faults { swallow_sends: true, ..Faults::default() });
-    let out = tokio::task::block_in_place(|| solana_phase(scenario("expire", json!({}))));
+    let out = tokio::task::block_in_place(|| run_python("solana_agents.py", &scenario("expire", json!({}))));
     org.proxy.set_faults(Faults::default());
     let line = out.lines().find_map(|l| l.strip_prefix("SPEND ")).expect("the SPEND line");
     let (decision_id, tx_hash) = line.split_once(' ').unwrap();
@@ -174,7 +159,10 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     }
     assert!(!guard.ledger().events("kill_switch").unwrap().is_empty(), "the freeze is an alert event");
     tokio::task::block_in_place(|| {
-        solana_phase(scenario("frozen", json!({ "expired": { "decision_id": decision_id, "tx_hash": tx_hash } })))
+        run_python(
+            "solana_agents.py",
+            &scenario("frozen", json!({ "expired": { "decision_id": decision_id, "tx_hash": tx_hash } })),
+        )
     });
     assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
     // Every Solana spend spendguard made reconciled; the only unexplained outflows are the rogue's.

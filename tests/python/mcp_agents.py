@@ -15,20 +15,10 @@ from contextlib import asynccontextmanager
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+
+from agent_checks import call, check, http_session, summary
 
 SCENARIO = json.load(sys.stdin)
-RESULTS = {"passed": 0, "failed": 0}
-
-
-def check(name, condition, detail=""):
-    if condition:
-        RESULTS["passed"] += 1
-        print(f"ok   {name}")
-    else:
-        RESULTS["failed"] += 1
-        print(f"FAIL {name}: {detail}")
 
 
 @asynccontextmanager
@@ -48,18 +38,8 @@ async def session(agent, token=None):
                 await s.initialize()
                 yield s
     else:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with create_mcp_http_client(headers=headers) as http:
-            async with streamable_http_client(SCENARIO["url"], http_client=http) as (read, write):
-                async with ClientSession(read, write) as s:
-                    await s.initialize()
-                    yield s
-
-
-async def call(s, tool, **args):
-    r = await s.call_tool(tool, args)
-    text = r.content[0].text if r.content else ""
-    return r.is_error, text, r.structured_content or {}
+        async with http_session(SCENARIO["url"], token) as s:
+            yield s
 
 
 def spend_args(wallet, amount, **extra):
@@ -141,8 +121,7 @@ async def main():
         refused = True
     check("a revoked agent is refused at authentication", refused)
 
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return RESULTS["failed"] == 0
+    return summary()
 
 
 if __name__ == "__main__":

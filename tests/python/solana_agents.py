@@ -12,39 +12,14 @@ import asyncio
 import json
 import sys
 import time
-from contextlib import asynccontextmanager
 
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from agent_checks import call, check, http_session, summary
 
 SCENARIO = json.load(sys.stdin)
-RESULTS = {"passed": 0, "failed": 0}
 
 
-def check(name, condition, detail=""):
-    if condition:
-        RESULTS["passed"] += 1
-        print(f"ok   {name}")
-    else:
-        RESULTS["failed"] += 1
-        print(f"FAIL {name}: {detail}")
-
-
-@asynccontextmanager
-async def session(agent):
-    headers = {"Authorization": f"Bearer {SCENARIO['tokens'][agent]}"}
-    async with create_mcp_http_client(headers=headers) as http:
-        async with streamable_http_client(SCENARIO["url"], http_client=http) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                yield s
-
-
-async def call(s, tool, **args):
-    r = await s.call_tool(tool, args)
-    text = r.content[0].text if r.content else ""
-    return r.is_error, text, r.structured_content or {}
+def session(agent):
+    return http_session(SCENARIO["url"], SCENARIO["tokens"][agent])
 
 
 def sol(amount, asset="SOL", wallet="sol-hot"):
@@ -136,8 +111,7 @@ async def frozen_phase():
 
 async def main():
     await {"spend": spend_phase, "expire": expire_phase, "frozen": frozen_phase}[SCENARIO["phase"]]()
-    print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
-    return RESULTS["failed"] == 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //! injects faults on demand), with a wallet holding SOL, a configured SPL token and one spendguard
 //! does not know.
 
-use crate::evm_org::EvmOrg;
+use crate::evm_org::{EvmOrg, BUYER_TIERS};
 use crate::rpc_proxy::{Faults, RpcProxy};
 use crate::surfnet::Surfnet;
 use spendguard_solana::testing;
@@ -18,21 +18,8 @@ pub const START_LAMPORTS: u64 = 100_000_000_000;
 /// USDS base units `sol-hot` starts with (10,000 USDS, 6 decimals).
 pub const START_USDS: u64 = 10_000_000_000;
 
-/// `sol-buyer`'s tiers (INSTANT ≤ 10, NOTIFY ≤ 100, DELAY ≤ 1000 after 2 s, APPROVAL above) and
 /// `pooler`'s 100 USD a day across both chains.
-const SOLANA_POLICIES: &str = r#"
-[[policy]]
-id = "sol-buyer"
-scope = "agent:sol-buyer"
-limits = [ { window = "24h", max_usd = "100000" } ]
-  [policy.tiers]
-  instant_max_usd = "10"
-  notify_max_usd = "100"
-  delay_max_usd = "1000"
-  delay = "2s"
-  approver_role = "approver"
-  approval_ttl = "1h"
-
+const POOLER_DAILY: &str = r#"
 [[policy]]
 id = "pooler-daily"
 scope = "agent:pooler"
@@ -85,6 +72,10 @@ impl SolanaOrg {
         testing::mint_to(&surfnet.url, &treasury, &usds, &address, START_USDS).await.expect("mint USDS");
         testing::mint_to(&surfnet.url, &treasury, &junk, &address, 1_000).await.expect("mint JUNK");
         let proxy = RpcProxy::start(&surfnet.url, Faults::default()).await;
+        // `sol-buyer` gets `buyer`'s tiers: INSTANT ≤ 10, NOTIFY ≤ 100, DELAY ≤ 1000 after 2 s,
+        // APPROVAL above.
+        let sol_buyer_tiers =
+            BUYER_TIERS.replace("\"buyer\"", "\"sol-buyer\"").replace("agent:buyer", "agent:sol-buyer");
         let solana = format!(
             r#"[[chain]]
 id = "sol-local"
@@ -122,7 +113,8 @@ id = "pooler"
 department = "ops"
 wallets = ["hot", "cold", "sol-hot"]
 
-{SOLANA_POLICIES}
+{sol_buyer_tiers}
+{POOLER_DAILY}
 
 [[department]]"#,
             url = proxy.url,
