@@ -515,7 +515,7 @@ impl Guard {
         {
             Some(signed) => signed,
             None => {
-                let (account, sign) = match self.prepare(&record, client.as_ref()).await {
+                let (account, sign) = match self.prepare(&record, client.as_ref()).await? {
                     Ok(Some(prepared)) => prepared,
                     Ok(None) => return Ok(record),
                     Err(e) => return self.fail(id, &e.to_string(), true).await,
@@ -534,24 +534,24 @@ impl Guard {
     }
 
     /// Fetches what signing `record`'s transfer needs: the account whose nonce the ledger
-    /// allocates and the signing step. `Ok(None)` when the chain is unreachable (try later); an
-    /// error when it refuses.
+    /// allocates and the signing step. `Ok(Ok(None))` when the chain is unreachable (try later);
+    /// `Ok(Err)` when the chain refuses; `Err` when the decision no longer fits the config.
     async fn prepare(
         &self,
         record: &DecisionRecord,
         client: &dyn ChainClient,
-    ) -> Result<Option<(Option<Account>, SignWith)>, ChainError> {
-        let (wallet, asset) = self.wallet_and_asset(record).map_err(|e| ChainError::Amount(e.to_string()))?;
-        let amount = parse_decimal(&record.amount).map_err(|e| ChainError::Amount(e.to_string()))?;
+    ) -> GuardResult<Result<Option<(Option<Account>, SignWith)>, ChainError>> {
+        let (wallet, asset) = self.wallet_and_asset(record)?;
+        let amount = parse_decimal(&record.amount).map_err(|e| GuardError::Invalid(e.to_string()))?;
         let transfer =
             Transfer { from: wallet.address.clone(), to: record.recipient.clone(), asset: asset.clone(), amount };
         let prepared = match client.prepare(&transfer).await {
             Ok(p) => p,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(decision = %record.id, error = %e, "chain unavailable; will retry");
-                return Ok(None);
+                return Ok(Ok(None));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(e)),
         };
         let account = prepared.sequence_floor.map(|floor| Account {
             chain: wallet.chain.clone(),
@@ -570,7 +570,7 @@ impl Guard {
                 })
                 .map_err(|e| e.to_string())
         });
-        Ok(Some((account, sign)))
+        Ok(Ok(Some((account, sign))))
     }
 
     /// A broadcast decision whose transaction `dead` the chain proved can never land: a
@@ -587,7 +587,7 @@ impl Guard {
         if dead.sequence.is_some() {
             return self.fail(id, why, true).await;
         }
-        let (_, sign) = match self.prepare(record, client).await {
+        let (_, sign) = match self.prepare(record, client).await? {
             Ok(Some(prepared)) => prepared,
             Ok(None) => return Ok(record.clone()),
             Err(e) => return self.fail(id, &format!("{why}; re-signing it failed: {e}"), true).await,
