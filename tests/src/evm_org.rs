@@ -45,6 +45,19 @@ fn keystores() -> &'static Path {
     })
 }
 
+/// Writes `name.toml` beside `base` with each `(from, to)` edit applied once to its text, and
+/// loads it.
+pub fn write_variant(base: &Path, name: &str, edits: &[(&str, &str)]) -> spendguard_config::Config {
+    let mut text = std::fs::read_to_string(base).expect("config");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} not in the config");
+        text = text.replacen(from, to, 1);
+    }
+    let path = base.with_file_name(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    spendguard_config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The organisation: its node, token, config file and agent tokens.
 pub struct EvmOrg {
     /// Holds the config, database and keystore copies.
@@ -225,14 +238,7 @@ impl EvmOrg {
     /// A second config beside the first, written as `name.toml` with each `(from, to)` edit
     /// applied to the first's text (e.g. another database or RPC list).
     pub fn variant(&self, name: &str, edits: &[(&str, &str)]) -> spendguard_config::Config {
-        let mut text = std::fs::read_to_string(&self.config_path).expect("config");
-        for (from, to) in edits {
-            assert!(text.contains(from), "{from:?} not in the config");
-            text = text.replacen(from, to, 1);
-        }
-        let path = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).expect("write config");
-        spendguard_config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+        write_variant(&self.config_path, name, edits)
     }
 
     /// A guard in this process for `config` (this org's, or a [`EvmOrg::variant`]).

@@ -157,14 +157,7 @@ wallets = ["hot", "cold", "sol-hot"]
     /// Another config beside the two-chain one, written as `name.toml` with each `(from, to)`
     /// edit applied to its text (e.g. another database or RPC URL).
     pub fn variant(&self, name: &str, edits: &[(&str, &str)]) -> spendguard_config::Config {
-        let mut text = std::fs::read_to_string(&self.config_path).expect("config");
-        for (from, to) in edits {
-            assert!(text.contains(from), "{from:?} not in the config");
-            text = text.replacen(from, to, 1);
-        }
-        let path = self.evm.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).expect("write config");
-        spendguard_config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+        crate::evm_org::write_variant(&self.config_path, name, edits)
     }
 
     /// A guard in this process on the two-chain config (a new one is a restart).
@@ -183,18 +176,5 @@ wallets = ["hot", "cold", "sol-hot"]
             .await
             .expect("getBalance");
         answer["value"].as_u64().expect("lamports")
-    }
-
-    /// Runs watcher passes on `sol-local` until it has caught up; panics after 200 passes.
-    pub async fn catch_up(&self, guard: &spendguard_service::Guard, per_pass: u64) -> spendguard_service::WatchPass {
-        for _ in 0..200 {
-            if let Ok(pass) = guard.watch_once("sol-local", per_pass).await {
-                if pass.caught_up() {
-                    return pass;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the Solana watcher did not catch up in 200 passes");
     }
 }

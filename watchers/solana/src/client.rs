@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use solana_client::client_error::{ClientError, ClientErrorKind};
 use solana_client::nonblocking::rpc_client::RpcClient;
 use solana_client::rpc_client::GetConfirmedSignaturesForAddress2Config;
-use solana_client::rpc_config::{RpcSendTransactionConfig, RpcTransactionConfig};
+use solana_client::rpc_config::RpcSendTransactionConfig;
 use solana_client::rpc_request::RpcError;
 use solana_client::rpc_request::RpcRequest;
 use solana_commitment_config::CommitmentConfig;
@@ -17,7 +17,6 @@ use solana_signature::Signature;
 use solana_signer::Signer as _;
 use solana_transaction::Transaction;
 use solana_transaction_status_client_types::TransactionConfirmationStatus;
-use solana_transaction_status_client_types::UiTransactionEncoding;
 use spendguard_chain::{
     with_failover, BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Indexing, Prepared, RetryPolicy,
     SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
@@ -152,6 +151,22 @@ impl SolanaClient {
                 .map(u64::from_le_bytes)
                 .ok_or_else(|| self.bad(format!("token account {account} is not an SPL Token account"))),
         }
+    }
+
+    /// `getTransaction` (jsonParsed, v0 transactions, at our commitment) as JSON; `None` when
+    /// the node does not have it.
+    async fn transaction_json(&self, signature: &str) -> ChainResult<Option<Value>> {
+        Signature::from_str(signature).map_err(|e| self.bad(format!("signature {signature}: {e}")))?;
+        let params = json!([signature, {
+            "encoding": "jsonParsed",
+            "commitment": self.commitment.commitment,
+            "maxSupportedTransactionVersion": 0,
+        }]);
+        self.rpc(|c| {
+            let params = params.clone();
+            async move { c.send(RpcRequest::GetTransaction, params).await }
+        })
+        .await
     }
 
     fn token_program(&self, mint: &Pubkey, owner: &Pubkey) -> ChainResult<()> {
@@ -327,18 +342,18 @@ impl ChainClient for SolanaClient {
         if !status.satisfies_commitment(self.commitment) {
             return Ok(None);
         }
-        let config = RpcTransactionConfig {
-            encoding: Some(UiTransactionEncoding::JsonParsed),
-            commitment: Some(self.commitment),
-            max_supported_transaction_version: Some(0),
-        };
-        let tx = self.rpc(|c| async move { c.get_transaction_with_config(&signature, config).await }).await?;
-        let json = serde_json::to_value(&tx).map_err(|e| self.bad(format!("transaction {hash}: {e}")))?;
-        Ok(Some(TxOutcome {
-            success: status.err.is_none(),
-            block: status.slot,
-            fee: units(fee_paid(&json), SOL_DECIMALS),
-        }))
+        // A status without the transaction behind it: a node still catching up; ask again later.
+        let Some(json) = self.transaction_json(hash).await? else { return Ok(None) };
+        // The fee payer's fee outflow: the fee plus the rent of accounts it created for others.
+        let payer = json["transaction"]["message"]["accountKeys"][0]["pubkey"].as_str().unwrap_or_default().to_string();
+        let fee = outflows_of(&json, &[payer], &[])
+            .map_err(|e| self.bad(format!("transaction {hash}: {e}")))?
+            .outflows
+            .iter()
+            .filter(|o| o.kind == OutflowKind::Fee)
+            .map(|o| o.amount)
+            .sum();
+        Ok(Some(TxOutcome { success: status.err.is_none(), block: status.slot, fee }))
     }
 
     async fn cannot_land(&self, tx: &SignedTx, _from: &str, _final_block: u64) -> ChainResult<bool> {
@@ -418,19 +433,7 @@ impl ChainClient for SolanaClient {
         watched: &[String],
         assets: &[Asset],
     ) -> ChainResult<Option<TxOutflows>> {
-        Signature::from_str(signature).map_err(|e| self.bad(format!("signature {signature}: {e}")))?;
-        let params = json!([signature, {
-            "encoding": "jsonParsed",
-            "commitment": self.commitment.commitment,
-            "maxSupportedTransactionVersion": 0,
-        }]);
-        let found: Option<Value> = self
-            .rpc(|c| {
-                let params = params.clone();
-                async move { c.send(RpcRequest::GetTransaction, params).await }
-            })
-            .await?;
-        let Some(tx) = found else { return Ok(None) };
+        let Some(tx) = self.transaction_json(signature).await? else { return Ok(None) };
         outflows_of(&tx, watched, assets).map(Some).map_err(|e| self.bad(format!("transaction {signature}: {e}")))
     }
 
@@ -576,32 +579,6 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
     }
     outflows.extend(fees);
     Ok(TxOutflows { slot, outflows })
-}
-
-/// What the fee payer paid beyond the SOL it transferred: the fee, plus the rent of accounts the
-/// transaction created for others. From a `jsonParsed` transaction: payer's balance drop minus
-/// its system transfers.
-fn fee_paid(json: &serde_json::Value) -> u64 {
-    // `getTransaction`'s answer: `meta` beside `transaction` (the two are flattened together).
-    let meta = &json["meta"];
-    let (pre, post) = (meta["preBalances"][0].as_u64().unwrap_or(0), meta["postBalances"][0].as_u64().unwrap_or(0));
-    let message = &json["transaction"]["message"];
-    let payer = message["accountKeys"][0]["pubkey"].as_str().unwrap_or_default();
-    let sent: u64 = message["instructions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["program"] == "system" && i["parsed"]["type"] == "transfer")
-        .filter(|i| i["parsed"]["info"]["source"] == payer)
-        .filter_map(|i| i["parsed"]["info"]["lamports"].as_u64())
-        .sum();
-    let dropped = pre.saturating_sub(post);
-    // A failed transaction moved nothing but still paid its fee.
-    if meta["err"].is_null() {
-        dropped.saturating_sub(sent)
-    } else {
-        dropped
-    }
 }
 
 #[cfg(test)]

@@ -83,28 +83,34 @@ pub async fn mint_to(rpc: &str, payer: &Keypair, mint: &str, owner: &str, base_u
     send(rpc, payer, &[], &instructions).await
 }
 
+/// A transfer of `amount` from `from` to `to`: lamports (`mint` `None`), or base units of `mint`
+/// between their associated token accounts (which must exist).
+fn transfer(from: &Keypair, mint: Option<&Pubkey>, to: &Pubkey, amount: u64) -> TestResult<Instruction> {
+    use spl_associated_token_account_interface::address::get_associated_token_address;
+    match mint {
+        None => Ok(solana_system_interface::instruction::transfer(&from.pubkey(), to, amount)),
+        Some(mint) => spl_token_interface::instruction::transfer(
+            &spl_token_interface::ID,
+            &get_associated_token_address(&from.pubkey(), mint),
+            &get_associated_token_address(to, mint),
+            &from.pubkey(),
+            &[],
+            amount,
+        )
+        .map_err(|e| e.to_string()),
+    }
+}
+
 /// Sends `lamports` from `from` to `to` with the key directly (a rogue transfer, as far as
 /// spendguard knows); returns the signature.
 pub async fn send_sol(rpc: &str, from: &Keypair, to: &str, lamports: u64) -> TestResult<String> {
-    let instruction = solana_system_interface::instruction::transfer(&from.pubkey(), &pubkey(to)?, lamports);
-    send(rpc, from, &[], &[instruction]).await
+    send(rpc, from, &[], &[transfer(from, None, &pubkey(to)?, lamports)?]).await
 }
 
 /// Sends `base_units` of `mint` from `from`'s associated token account to `to`'s (which must
 /// exist) with the key directly; returns the signature.
 pub async fn send_token(rpc: &str, from: &Keypair, mint: &str, to: &str, base_units: u64) -> TestResult<String> {
-    use spl_associated_token_account_interface::address::get_associated_token_address;
-    let mint = pubkey(mint)?;
-    let instruction = spl_token_interface::instruction::transfer(
-        &spl_token_interface::ID,
-        &get_associated_token_address(&from.pubkey(), &mint),
-        &get_associated_token_address(&pubkey(to)?, &mint),
-        &from.pubkey(),
-        &[],
-        base_units,
-    )
-    .map_err(|e| e.to_string())?;
-    send(rpc, from, &[], &[instruction]).await
+    send(rpc, from, &[], &[transfer(from, Some(&pubkey(mint)?), &pubkey(to)?, base_units)?]).await
 }
 
 /// Sends `count` transfers from `from` to `to` without waiting for each: SOL (`mint` `None`,
@@ -118,7 +124,6 @@ pub async fn send_many(
     count: u64,
     first: u64,
 ) -> TestResult<Vec<String>> {
-    use spl_associated_token_account_interface::address::get_associated_token_address;
     let client = RpcClient::new_with_commitment(rpc.to_string(), CommitmentConfig::confirmed());
     let to = pubkey(to)?;
     let mint = mint.map(pubkey).transpose()?;
@@ -128,18 +133,7 @@ pub async fn send_many(
         if i % 50 == 0 {
             blockhash = client.get_latest_blockhash().await.map_err(|e| e.to_string())?;
         }
-        let instruction = match &mint {
-            None => solana_system_interface::instruction::transfer(&from.pubkey(), &to, first + i),
-            Some(mint) => spl_token_interface::instruction::transfer(
-                &spl_token_interface::ID,
-                &get_associated_token_address(&from.pubkey(), mint),
-                &get_associated_token_address(&to, mint),
-                &from.pubkey(),
-                &[],
-                first + i,
-            )
-            .map_err(|e| e.to_string())?,
-        };
+        let instruction = transfer(from, mint.as_ref(), &to, first + i)?;
         let tx = Transaction::new_signed_with_payer(&[instruction], Some(&from.pubkey()), &[from], blockhash);
         signatures.push(client.send_transaction(&tx).await.map_err(|e| e.to_string())?);
     }
