@@ -5,6 +5,7 @@
 mod auditor;
 mod crash;
 mod mcp_evm;
+mod operators;
 mod properties;
 mod python_mcp;
 mod race;

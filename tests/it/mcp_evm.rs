@@ -190,7 +190,7 @@ async fn a_revoked_token_no_longer_authenticates() {
     let guard = org.guard();
     let token = &org.tokens["other"];
     assert_eq!(guard.authenticate(token).await.unwrap().as_deref(), Some("other"));
-    guard.ledger().revoke_agent("other", chrono::Utc::now()).unwrap();
+    guard.ledger().revoke_agent("other", "test", chrono::Utc::now()).unwrap();
     assert_eq!(guard.authenticate(token).await.unwrap(), None);
     assert_eq!(guard.authenticate("sgt_not-a-token").await.unwrap(), None);
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
     let guard = org.guard();
-    guard.ledger().revoke_agent("retired", chrono::Utc::now()).expect("revoke");
+    guard.ledger().revoke_agent("retired", "test", chrono::Utc::now()).expect("revoke");
     drop(guard);
     let env: serde_json::Map<String, serde_json::Value> =
         org.server_env().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();

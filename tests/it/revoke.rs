@@ -11,7 +11,7 @@ async fn a_running_stdio_session_stops_serving_once_its_token_is_revoked() {
         StdioAgent::spawn(&EvmOrg::binary(), &org.config_path, "other", &org.tokens["other"], &org.server_env());
     let (is_error, text, _) = agent.call("balance", json!({})).expect("served");
     assert!(!is_error, "{text}");
-    org.guard().ledger().revoke_agent("other", chrono::Utc::now()).unwrap();
+    org.guard().ledger().revoke_agent("other", "test", chrono::Utc::now()).unwrap();
     let refused = agent.request("tools/call", json!({ "name": "balance", "arguments": {} })).expect("answered");
     assert!(
         refused["error"]["message"].as_str().is_some_and(|m| m.contains("revoked")),

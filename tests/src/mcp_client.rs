@@ -1,4 +1,5 @@
-//! rmcp's own client talking to spendguard's server over an in-memory duplex pipe.
+//! rmcp's own client talking to spendguard's server over an in-memory duplex pipe, or to a
+//! running daemon over streamable HTTP.
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
@@ -35,6 +36,17 @@ impl McpAgent {
             }
         });
         let client = ().serve(client_io).await.expect("MCP handshake");
+        McpAgent { client }
+    }
+
+    /// Connects to a running daemon's `/mcp` over streamable HTTP with an agent's token.
+    pub async fn connect_http(url: &str, token: &str) -> McpAgent {
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        use rmcp::transport::StreamableHttpClientTransport;
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token.to_string()),
+        );
+        let client = ().serve(transport).await.expect("MCP handshake over HTTP");
         McpAgent { client }
     }
 

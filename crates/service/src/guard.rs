@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use spendguard_chain::{ChainClient, ChainError, SignedTx, Transfer};
 use spendguard_config::Config;
-use spendguard_core::engine::{covering_scopes, requested_asset_key};
+use spendguard_core::engine::requested_asset_key;
 use spendguard_core::model::{Asset, Wallet};
 use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Decision, Evaluation, Headroom, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
@@ -219,6 +219,7 @@ pub struct Guard {
     http: reqwest::Client,
     pub(crate) watchers: std::sync::Mutex<HashMap<String, crate::watch::WatcherState>>,
     pub(crate) low_wallets: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a reserved-but-unsigned decision waits before background work takes it over
@@ -248,6 +249,7 @@ impl Guard {
             http,
             watchers: Default::default(),
             low_wallets: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -286,12 +288,23 @@ impl Guard {
                 if let Err(e) = &outcome {
                     tracing::warn!(channel = %channel.id, event = event.id, error = %e, "alert delivery failed; will retry");
                 }
+                self.metrics.alert(&channel.id, outcome.is_ok());
                 let retry = crate::alerts::next_attempt(now, attempts, event.id as u64 * 7919);
                 let id = channel.id.clone();
                 self.blocking(move |l| l.record_delivery(event_id, &id, outcome, retry, now)).await?;
             }
         }
         Ok(())
+    }
+
+    /// The metrics of this guard (the daemon serves them at /metrics).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The configuration, shared.
+    pub fn config_arc(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
     }
 
     /// The configuration.
@@ -393,7 +406,12 @@ impl Guard {
             idempotency_key: args.idempotency_key.filter(|k| !k.is_empty()),
             memo: args.request.memo,
         };
+        let started = std::time::Instant::now();
         let outcome = self.blocking(move |l| l.reserve(reserve)).await?;
+        self.metrics.reservation(started.elapsed());
+        if let ReserveOutcome::Decided { receipt, replayed: false } = &outcome {
+            self.metrics.decision(receipt.decision.as_str());
+        }
         let (receipt, replayed) = match outcome {
             ReserveOutcome::IdempotencyConflict { original_decision_id } => {
                 let reason = Reason {
@@ -705,33 +723,13 @@ impl Guard {
                 ),
                 Err(e) => (vec![], Some(e)),
             };
-            // Headroom of every limit, asset by asset: a dry run of the smallest amount to the
-            // wallet itself, merged by rule.
-            let mut limits: Vec<Headroom> = vec![];
-            for asset in &assets {
-                let req = SpendRequest {
-                    agent: agent.to_string(),
-                    wallet: wallet.id.clone(),
-                    to: wallet.address.clone(),
-                    amount: Decimal::new(1, asset.decimals.min(28)),
-                    asset: Some(asset.key()),
-                    operation: None,
-                    at: self.clock.now(),
-                };
-                let mut known = Balances::new();
-                if let Some(b) = balances.iter().find(|b: &&AssetBalance| b.asset == asset.key()) {
-                    if let Ok(v) = parse_decimal(&b.amount) {
-                        known.insert(asset.key(), v);
-                    }
-                }
-                let eval = self.blocking(move |l| l.evaluate(req, known)).await?;
-                for mut h in eval.headroom {
-                    h.requested = Decimal::ZERO;
-                    if !limits.iter().any(|x| x.labels == h.labels) {
-                        limits.push(h);
-                    }
+            let mut known = Balances::new();
+            for b in &balances {
+                if let Ok(v) = parse_decimal(&b.amount) {
+                    known.insert(b.asset.clone(), v);
                 }
             }
+            let limits = self.limit_headroom(agent, wallet, known).await?;
             out.push(WalletBalances {
                 wallet: wallet.id.clone(),
                 chain: wallet.chain.clone(),
@@ -742,6 +740,39 @@ impl Guard {
             });
         }
         Ok(BalanceReport { wallets: out })
+    }
+
+    /// The room under every limit that applies to `agent` spending from `wallet`, asset by
+    /// asset: a dry run of the smallest amount to the wallet itself, merged by rule. `balances`
+    /// are the wallet's known balances (a balance-fraction limit without one fails closed).
+    pub(crate) async fn limit_headroom(
+        &self,
+        agent: &str,
+        wallet: &spendguard_core::model::Wallet,
+        balances: Balances,
+    ) -> GuardResult<Vec<Headroom>> {
+        let mut limits: Vec<Headroom> = vec![];
+        for asset in self.config.model.assets_on(&wallet.chain) {
+            let req = SpendRequest {
+                agent: agent.to_string(),
+                wallet: wallet.id.clone(),
+                to: wallet.address.clone(),
+                amount: Decimal::new(1, asset.decimals.min(28)),
+                asset: Some(asset.key()),
+                operation: None,
+                at: self.clock.now(),
+            };
+            let known: Balances =
+                balances.iter().filter(|(k, _)| **k == asset.key()).map(|(k, v)| (k.clone(), *v)).collect();
+            let eval = self.blocking(move |l| l.evaluate(req, known)).await?;
+            for mut h in eval.headroom {
+                h.requested = Decimal::ZERO;
+                if !limits.iter().any(|x| x.labels == h.labels) {
+                    limits.push(h);
+                }
+            }
+        }
+        Ok(limits)
     }
 
     /// One pass of background work: broadcast what was signed, settle what landed, execute due
@@ -791,36 +822,24 @@ impl Guard {
             }
         }
         let orphans = self.blocking(|l| l.unsigned_reserved()).await?;
-        for d in orphans.into_iter().filter(|d| now - d.updated_at > ORPHAN_AFTER) {
+        // An approved spend is executed at once (the approver may have used the CLI); others
+        // only once the process that reserved them had time to sign them itself.
+        for d in orphans.into_iter().filter(|d| d.approved_by.is_some() || now - d.updated_at > ORPHAN_AFTER) {
             if let Err(e) = self.execute(&d.id).await {
                 tracing::warn!(decision = %d.id, error = %e, "executing a reserved spend failed; will retry");
             }
         }
         let due = self.blocking(move |l| l.due_delays(now)).await?;
-        let freezes = self.blocking(|l| l.freezes()).await?;
         for d in due {
-            let model = &self.config.model;
-            let frozen = match (model.agent(&d.agent), model.wallet(&d.wallet)) {
-                (Some(a), Some(w)) => {
-                    let scopes = covering_scopes(a, w);
-                    freezes.iter().find(|f| scopes.contains(&f.scope)).map(|f| f.describe())
-                }
-                _ => Some("its agent or wallet is no longer configured".to_string()),
-            };
-            let (id, agent) = (d.id.clone(), d.agent.clone());
-            if let Some(why) = frozen {
-                let why = format!("not executed: {why}");
-                self.blocking(move |l| l.cancel(&agent, &id, &why, now)).await?;
-                continue;
-            }
-            match self.blocking(move |l| l.set_status(&id, SpendStatus::Reserved, now)).await {
-                Ok(_) => {
+            // Whether a freeze covers it is decided in the same transaction that starts it.
+            let id = d.id.clone();
+            match self.blocking(move |l| l.start_due(&id, now)).await {
+                Ok(Some(started)) if started.status == SpendStatus::Reserved => {
                     if let Err(e) = self.execute(&d.id).await {
                         tracing::warn!(decision = %d.id, error = %e, "executing a due spend failed; will retry");
                     }
                 }
-                // Another process took it first.
-                Err(GuardError::Store(StoreError::IllegalTransition { .. })) => {}
+                Ok(_) => {}
                 Err(e) => tracing::warn!(decision = %d.id, error = %e, "starting a due spend failed; will retry"),
             }
         }

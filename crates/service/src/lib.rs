@@ -15,6 +15,9 @@
 
 mod alerts;
 mod guard;
+mod metrics;
+mod operators;
+pub mod report;
 mod tokens;
 mod watch;
 
@@ -23,5 +26,7 @@ pub use guard::{
     BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
     SystemClock, WalletBalances,
 };
-pub use tokens::{hash_token, new_token};
+pub use metrics::Metrics;
+pub use operators::{Exposures, FrozenScope, LimitUse, PendingItem, Status, WalletStatus};
+pub use tokens::{hash_token, new_operator_token, new_token};
 pub use watch::WatchPass;

@@ -71,6 +71,15 @@ impl WatchPass {
         }
     }
 
+    /// How far behind the final head the watcher still is: blocks, or transactions listed but
+    /// not yet indexed.
+    pub fn behind(&self) -> u64 {
+        match self.indexing {
+            Indexing::Blocks => self.target.map_or(0, |t| (t + 1).saturating_sub(self.next)),
+            Indexing::Signatures => self.pending,
+        }
+    }
+
     /// True when everything final has been indexed.
     pub fn caught_up(&self) -> bool {
         match self.indexing {
@@ -104,6 +113,10 @@ impl Guard {
             return Err(GuardError::Invalid(why));
         }
         let result = self.index_chain(chain, max_blocks).await;
+        match &result {
+            Ok(pass) => self.metrics.watcher_lag(chain, pass.behind()),
+            Err(_) => self.metrics.watcher_error(chain),
+        }
         let now = self.clock.now();
         let stall_after = self.config.chain_settings(chain).map(|s| s.stall_after).unwrap_or_default();
         let progressed = matches!(&result, Ok(pass) if pass.indexed > 0 || pass.caught_up());

@@ -68,6 +68,12 @@ pub enum StoreError {
     /// An agent touched a decision that is not its own.
     #[error("decision {0:?} does not belong to this agent")]
     NotYours(String),
+    /// A decision's stored intent no longer matches the hash bound when it was made.
+    #[error("decision {0}: what it pays no longer matches the intent hash bound when it was decided; refusing to execute it")]
+    IntentChanged(String),
+    /// An operator may not do this.
+    #[error("{0}")]
+    NotPermitted(String),
     /// A status change the lifecycle does not allow.
     #[error("decision {id} is {from}; it cannot become {to}")]
     IllegalTransition {

@@ -105,6 +105,17 @@ pub enum FreezeOutcome {
     AlreadyFrozen(Freeze),
 }
 
+/// What decommissioning an agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decommissioned {
+    /// Live tokens revoked.
+    pub tokens_revoked: usize,
+    /// Scopes frozen (the agent, and each wallet only it used).
+    pub frozen: Vec<Scope>,
+    /// Its queued and pending decisions, released.
+    pub released: Vec<String>,
+}
+
 /// A decision as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRecord {
@@ -174,6 +185,13 @@ pub struct DecisionRecord {
     pub fee_paid: Option<String>,
     /// Why it failed or was released.
     pub failure: Option<String>,
+    /// Hash of what it pays (agent, wallet, chain, asset, recipient, amount, operation, memo),
+    /// bound when it was decided; approval and signing refuse a decision that no longer matches.
+    pub intent_hash: Option<String>,
+    /// Operator who approved it.
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    pub approved_at: Option<DateTime<Utc>>,
 }
 
 /// How one outflow reconciled, and what the kill switch did about it.
@@ -214,6 +232,10 @@ pub struct RecordedOutflow {
     pub class: String,
     /// The decision it matched, if any.
     pub decision_id: Option<String>,
+    /// Chain.
+    pub chain: String,
+    /// When the watcher recorded it (none for outflows recorded before this was kept).
+    pub seen_at: Option<DateTime<Utc>>,
 }
 
 /// Something operators are told about.
@@ -654,9 +676,104 @@ impl Ledger {
     }
 
     /// Revokes every token of `agent`; returns how many were live.
-    pub fn revoke_agent(&self, agent: &str, at: DateTime<Utc>) -> StoreResult<usize> {
-        let agent = agent.to_string();
-        self.call(move |w| w.revoke_agent(&agent, at))
+    pub fn revoke_agent(&self, agent: &str, by: &str, at: DateTime<Utc>) -> StoreResult<usize> {
+        let (agent, by) = (agent.to_string(), by.to_string());
+        self.call(move |w| w.revoke_agent(&agent, &by, at))
+    }
+
+    /// Approves a pending request as `operator` (who must hold its approver role); it becomes
+    /// reserved and is executed exactly as decided. `expected_hash` guards against approving
+    /// something other than what the operator was shown.
+    pub fn approve(
+        &self,
+        id: &str,
+        operator: &str,
+        expected_hash: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DecisionRecord> {
+        let (id, operator, expected) = (id.to_string(), operator.to_string(), expected_hash.map(str::to_string));
+        self.call(move |w| w.approve(&id, &operator, expected.as_deref(), at))
+    }
+
+    /// Rejects a pending request as `operator`; its reservation is released.
+    pub fn reject(&self, id: &str, operator: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord> {
+        let (id, operator, reason) = (id.to_string(), operator.to_string(), reason.to_string());
+        self.call(move |w| w.reject(&id, &operator, &reason, at))
+    }
+
+    /// An operator cancels a queued (DELAY) spend.
+    pub fn cancel_delay(
+        &self,
+        id: &str,
+        operator: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DecisionRecord> {
+        let (id, operator, reason) = (id.to_string(), operator.to_string(), reason.to_string());
+        self.call(move |w| w.cancel_delay(&id, &operator, &reason, at))
+    }
+
+    /// Starts a due DELAY spend (reserved for execution), or releases it when a freeze covers
+    /// it now, in one transaction. `None` when it is no longer queued.
+    pub fn start_due(&self, id: &str, at: DateTime<Utc>) -> StoreResult<Option<DecisionRecord>> {
+        let id = id.to_string();
+        self.call(move |w| w.start_due(&id, at))
+    }
+
+    /// Revokes an agent, freezes it and every wallet only it uses (on every chain), and releases
+    /// its queued and pending spends, in one transaction.
+    pub fn decommission(&self, agent: &str, by: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<Decommissioned> {
+        let (agent, by, reason) = (agent.to_string(), by.to_string(), reason.to_string());
+        self.call(move |w| w.decommission(&agent, &by, &reason, at))
+    }
+
+    /// Records the configuration in use (its hash and a summary) in the audit log, if it differs
+    /// from the last one recorded. Returns whether it did.
+    pub fn record_config(&self, hash: &str, summary: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let (hash, summary) = (hash.to_string(), summary.to_string());
+        self.call(move |w| w.record_config(&hash, &summary, at))
+    }
+
+    /// Stores a new token for a configured operator (its hash).
+    pub fn add_operator_token(&self, operator: &str, token_hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let (operator, hash) = (operator.to_string(), token_hash.to_string());
+        self.call(move |w| w.add_operator_token(&operator, &hash, at))
+    }
+
+    /// The operator a live operator token (by hash) belongs to.
+    pub fn operator_for_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        self.read(|c| crate::writer::operator_for_token(c, token_hash))
+    }
+
+    /// Decisions in any of `statuses`, oldest first.
+    pub fn decisions_in(&self, statuses: &[SpendStatus]) -> StoreResult<Vec<DecisionRecord>> {
+        self.read(|c| crate::writer::load_by_status(c, statuses))
+    }
+
+    /// Checks the audit chain from its first entry; with `anchor`, also that it still passes
+    /// through an entry recorded earlier.
+    pub fn verify_audit(&self, anchor: Option<&crate::audit::Anchor>) -> StoreResult<crate::audit::AuditCheck> {
+        self.read(|c| crate::audit::verify(c, anchor))
+    }
+
+    /// Audit entries matching `filter`, in sequence order.
+    pub fn audit_entries(&self, filter: &crate::audit::AuditFilter) -> StoreResult<Vec<crate::audit::AuditEntry>> {
+        self.read(|c| crate::audit::export(c, filter))
+    }
+
+    /// The newest audit entry's sequence and hash.
+    pub fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+        self.read(crate::audit::head)
+    }
+
+    /// Every outflow recorded, of every chain, oldest first.
+    pub fn all_outflows(&self) -> StoreResult<Vec<RecordedOutflow>> {
+        self.read(crate::writer::load_all_outflows)
+    }
+
+    /// Every event, oldest first.
+    pub fn all_events(&self) -> StoreResult<Vec<Event>> {
+        self.read(crate::writer::load_all_events)
     }
 
     /// The agent a live token (by hash) belongs to.

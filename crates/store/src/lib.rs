@@ -12,6 +12,7 @@
 //! - WAL journaling, `synchronous = FULL`: a decision reported to a caller survives a crash.
 //! - Schema versions live in `PRAGMA user_version` ([`schema`](crate)).
 
+pub mod audit;
 mod error;
 mod ledger;
 mod schema;
@@ -19,6 +20,7 @@ mod writer;
 
 pub use error::{StoreError, StoreResult};
 pub use ledger::{
-    Account, DecisionRecord, Event, Finding, FreezeOutcome, Ledger, LedgerOptions, LedgerStats, Receipt,
-    RecordedOutflow, ReserveOutcome, ReserveRequest, Resigning, Settlement, SignWith, SignedRecord, Signing,
+    Account, DecisionRecord, Decommissioned, Event, Finding, FreezeOutcome, Ledger, LedgerOptions, LedgerStats,
+    Receipt, RecordedOutflow, ReserveOutcome, ReserveRequest, Resigning, Settlement, SignWith, SignedRecord, Signing,
 };
+pub use writer::intent_hash_of;

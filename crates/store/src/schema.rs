@@ -181,6 +181,34 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE decisions ADD COLUMN resigned INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: operators. The hash-chained audit log (see audit.rs); the intent hash bound to each
+    // decision when it is made, checked at approval and at signing; who approved; operator tokens.
+    r#"
+    CREATE TABLE audit_log (
+        seq         INTEGER PRIMARY KEY,
+        at_us       INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        decision_id TEXT,
+        agent       TEXT,
+        wallet      TEXT,
+        usd         TEXT,
+        detail      TEXT NOT NULL,
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_log (at_us);
+    ALTER TABLE decisions ADD COLUMN intent_hash TEXT;
+    ALTER TABLE decisions ADD COLUMN approved_by TEXT;
+    ALTER TABLE decisions ADD COLUMN approved_at_us INTEGER;
+    ALTER TABLE outflows ADD COLUMN seen_at_us INTEGER;
+    CREATE TABLE operator_tokens (
+        token_hash    TEXT PRIMARY KEY,
+        operator      TEXT NOT NULL,
+        created_at_us INTEGER NOT NULL,
+        revoked_at_us INTEGER
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.

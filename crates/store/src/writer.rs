@@ -1,6 +1,7 @@
 //! The writer thread's state: the write connection, the in-memory usage index and freezes, and
 //! the group-commit loop.
 
+use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::{
     Account, Counters, DecisionRecord, Deliver, FreezeOutcome, Job, LedgerOptions, Receipt, ReserveOutcome,
@@ -23,6 +24,9 @@ use std::sync::Arc;
 const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(48);
 /// Every this many batches the index and idempotency table are pruned.
 const PRUNE_EVERY: u64 = 1024;
+
+mod operations;
+pub(crate) use operations::operator_for_token;
 
 pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<Connection> {
     let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
@@ -379,6 +383,18 @@ impl Writer {
         let reasons = serde_json::to_string(&eval.reasons).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let headroom = serde_json::to_string(&eval.headroom).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let at_us = to_us(request.at);
+        let recipient = spend.map_or_else(|| request.to.clone(), |s| s.recipient.clone());
+        let intent = intent_hash(&Intent {
+            id: &id,
+            agent: &request.agent,
+            wallet: &request.wallet,
+            chain: spend.map(|s| s.chain.as_str()),
+            asset: spend.map(|s| s.asset.as_str()),
+            recipient: &recipient,
+            amount: &amount,
+            operation: request.operation.as_deref(),
+            memo: memo.as_deref(),
+        });
         let change_seq = self.change_seq()?;
         let seq: i64 = self
             .conn
@@ -386,9 +402,9 @@ impl Writer {
                 "INSERT INTO decisions (id, created_at_us, updated_at_us, agent, wallet, department, chain, asset,
                     recipient, amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status,
                     reasons, headroom, execute_after_us, approval_expires_us, approver_role, request_hash,
-                    idempotency_key, change_seq)
+                    idempotency_key, change_seq, intent_hash)
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                    ?20, ?21, ?22, ?23, ?24, ?25, ?26)
+                    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
                  RETURNING seq",
             )?
             .query_row(
@@ -400,7 +416,7 @@ impl Writer {
                     self.model.agent(&request.agent).and_then(|a| a.department.clone()),
                     spend.map(|s| s.chain.clone()),
                     spend.map(|s| s.asset.clone()),
-                    spend.map_or_else(|| request.to.clone(), |s| s.recipient.clone()),
+                    recipient,
                     amount,
                     spend.map(|s| s.usd.normalize().to_string()),
                     spend.map(|s| s.price_usd.normalize().to_string()),
@@ -419,9 +435,36 @@ impl Writer {
                     hash,
                     idempotency_key,
                     change_seq,
+                    intent,
                 ],
                 |r| r.get(0),
             )?;
+        let codes: Vec<&str> = eval.reasons.iter().map(|r| r.code.as_str()).collect();
+        self.audit(
+            AuditInput {
+                kind: "decision",
+                actor: &request.agent,
+                decision_id: Some(&id),
+                agent: Some(&request.agent),
+                wallet: Some(&request.wallet),
+                usd: spend.map(|s| s.usd.normalize().to_string()).as_deref(),
+                detail: serde_json::json!({
+                    "decision": eval.decision.as_str(),
+                    "tier": eval.tier.as_str(),
+                    "status": status.as_str(),
+                    "chain": spend.map(|s| s.chain.as_str()),
+                    "asset": spend.map(|s| s.asset.as_str()),
+                    "amount": amount,
+                    "recipient": recipient,
+                    "operation": request.operation,
+                    "reasons": codes,
+                    "intent_hash": intent,
+                    "execute_after": execute_after.map(|t| t.to_rfc3339()),
+                    "approval_expires_at": approval_expires_at.map(|t| t.to_rfc3339()),
+                }),
+            },
+            request.at,
+        )?;
         let receipt = Receipt {
             decision_id: id.clone(),
             status,
@@ -480,6 +523,23 @@ impl Writer {
             params![scope, freeze.frozen_by, freeze.reason, at],
         )?;
         self.freezes.push(freeze.clone());
+        self.audit(
+            AuditInput {
+                kind: "freeze",
+                actor: &freeze.frozen_by,
+                agent: match &freeze.scope {
+                    Scope::Agent(a) => Some(a),
+                    _ => None,
+                },
+                wallet: match &freeze.scope {
+                    Scope::Wallet(w) => Some(w),
+                    _ => None,
+                },
+                detail: serde_json::json!({"scope": scope, "reason": freeze.reason, "evidence": freeze.evidence}),
+                ..AuditInput::default()
+            },
+            freeze.frozen_at,
+        )?;
         self.record_event("kill_switch", None, &freeze.describe(), freeze.frozen_at)?;
         Ok(FreezeOutcome::Frozen(freeze))
     }
@@ -501,6 +561,23 @@ impl Writer {
             params![key, by, ack, to_us(at)],
         )?;
         self.freezes.retain(|f| f.scope != scope);
+        self.audit(
+            AuditInput {
+                kind: "unfreeze",
+                actor: by,
+                agent: match &scope {
+                    Scope::Agent(a) => Some(a),
+                    _ => None,
+                },
+                wallet: match &scope {
+                    Scope::Wallet(w) => Some(w),
+                    _ => None,
+                },
+                detail: serde_json::json!({"scope": key, "ack": ack}),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
         Ok(true)
     }
 
@@ -526,7 +603,22 @@ impl Writer {
             params![next.as_str(), to_us(at), change_seq, id, failure],
         )?;
         self.reindex(id)?;
-        load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
+        let record = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        self.audit_decision(
+            "status",
+            "spendguard",
+            &record,
+            serde_json::json!({
+                "from": current.status.as_str(),
+                "to": next.as_str(),
+                "failure": failure,
+                "tx_hash": record.tx_hash,
+                "block": record.block,
+                "fee_paid": record.fee_paid,
+            }),
+            at,
+        )?;
+        Ok(record)
     }
 
     pub(crate) fn sign(
@@ -543,6 +635,7 @@ impl Writer {
         if current.status != SpendStatus::Reserved {
             return Ok(Signing::NotExecutable(current.status));
         }
+        self.check_intent(&current)?;
         let sequence = match &account {
             Some(a) => Some(self.allocate_nonce(a)?),
             None => None,
@@ -565,6 +658,20 @@ impl Writer {
             ],
         )?;
         self.reindex(id)?;
+        self.audit_decision(
+            "signed",
+            "spendguard",
+            &current,
+            serde_json::json!({
+                "from": current.status.as_str(),
+                "to": "signed",
+                "tx_hash": signed.hash,
+                "nonce": signed.sequence,
+                "fee_cap": signed.fee_cap.normalize().to_string(),
+                "fee_terms": signed.fee_terms,
+            }),
+            at,
+        )?;
         Ok(Signing::Signed(signed))
     }
 
@@ -833,7 +940,7 @@ impl Writer {
             let class = classify(&o, approved.as_ref());
             let inserted = self.conn.execute(
                 "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
-                    class, decision_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    class, decision_id, seen_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     o.chain,
                     o.block as i64,
@@ -847,8 +954,33 @@ impl Writer {
                     o.amount.normalize().to_string(),
                     class.as_str(),
                     approved.as_ref().map(|a| a.decision_id.clone()),
+                    to_us(at),
                 ],
             )?;
+            if inserted == 1 {
+                self.audit(
+                    AuditInput {
+                        kind: "outflow",
+                        actor: "reconciler",
+                        decision_id: approved.as_ref().map(|a| a.decision_id.as_str()),
+                        wallet: Some(&o.wallet),
+                        detail: serde_json::json!({
+                            "class": class.as_str(),
+                            "chain": o.chain,
+                            "block": o.block,
+                            "tx_hash": o.tx_hash,
+                            "index": o.index,
+                            "kind": o.kind.as_str(),
+                            "recipient": o.recipient,
+                            "asset": o.asset,
+                            "token": o.token,
+                            "amount": o.amount.normalize().to_string(),
+                        }),
+                        ..AuditInput::default()
+                    },
+                    at,
+                )?;
+            }
             let mut frozen = vec![];
             // Seen before (a re-index): its consequences were applied then.
             if inserted == 1 && class.trips_kill_switch() {
@@ -932,6 +1064,17 @@ impl Writer {
             "INSERT INTO events (at_us, kind, decision_id, detail) VALUES (?1, ?2, ?3, ?4)",
             params![to_us(at), kind, id, detail],
         )?;
+        let event_id = self.conn.last_insert_rowid();
+        self.audit(
+            AuditInput {
+                kind: "event",
+                actor: "spendguard",
+                decision_id: id,
+                detail: serde_json::json!({"event_id": event_id, "event": kind, "detail": detail}),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
         Ok(())
     }
 
@@ -971,6 +1114,15 @@ impl Writer {
                 next_attempt_us = excluded.next_attempt_us",
             params![event_id, channel, delivered, error, to_us(next_attempt)],
         )?;
+        self.audit(
+            AuditInput {
+                kind: "alert_delivery",
+                actor: "spendguard",
+                detail: serde_json::json!({"event_id": event_id, "channel": channel, "delivered": delivered.is_some(), "error": error}),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
         Ok(())
     }
 
@@ -982,15 +1134,124 @@ impl Writer {
             "INSERT INTO agent_tokens (token_hash, agent, created_at_us) VALUES (?1, ?2, ?3)",
             params![hash, agent, to_us(at)],
         )?;
+        self.audit(
+            AuditInput {
+                kind: "agent_token",
+                actor: "cli",
+                agent: Some(agent),
+                detail: serde_json::json!({"token_hash_prefix": &hash[..hash.len().min(12)]}),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
         Ok(())
     }
 
-    pub(crate) fn revoke_agent(&mut self, agent: &str, at: DateTime<Utc>) -> StoreResult<usize> {
-        Ok(self.conn.execute(
+    pub(crate) fn revoke_agent(&mut self, agent: &str, by: &str, at: DateTime<Utc>) -> StoreResult<usize> {
+        let revoked = self.conn.execute(
             "UPDATE agent_tokens SET revoked_at_us = ?1 WHERE agent = ?2 AND revoked_at_us IS NULL",
             params![to_us(at), agent],
-        )?)
+        )?;
+        self.audit(
+            AuditInput {
+                kind: "agent_revoked",
+                actor: by,
+                agent: Some(agent),
+                detail: serde_json::json!({"tokens_revoked": revoked}),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
+        Ok(revoked)
     }
+
+    /// Appends to the audit log, in this job's transaction.
+    pub(crate) fn audit(&mut self, entry: AuditInput<'_>, at: DateTime<Utc>) -> StoreResult<()> {
+        crate::audit::append(&self.conn, entry, at).map(|_| ())
+    }
+
+    /// Appends an entry about a decision, naming its agent, wallet and USD value.
+    fn audit_decision(
+        &mut self,
+        kind: &str,
+        actor: &str,
+        d: &DecisionRecord,
+        detail: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.audit(
+            AuditInput {
+                kind,
+                actor,
+                decision_id: Some(&d.id),
+                agent: Some(&d.agent),
+                wallet: Some(&d.wallet),
+                usd: d.usd.as_deref(),
+                detail,
+            },
+            at,
+        )
+    }
+
+    /// Refuses a decision whose stored intent no longer hashes to what was bound when it was
+    /// made: someone changed what would be paid after it was decided (or approved).
+    pub(crate) fn check_intent(&self, d: &DecisionRecord) -> StoreResult<()> {
+        let bound: Option<String> =
+            self.conn.query_row("SELECT intent_hash FROM decisions WHERE id = ?1", params![d.id], |r| r.get(0))?;
+        // Decisions made before intent hashes existed have none to check.
+        match bound {
+            Some(bound) if bound != intent_hash_of(d) => Err(StoreError::IntentChanged(d.id.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a decision pays, as bound by its intent hash.
+pub(crate) struct Intent<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) agent: &'a str,
+    pub(crate) wallet: &'a str,
+    pub(crate) chain: Option<&'a str>,
+    pub(crate) asset: Option<&'a str>,
+    pub(crate) recipient: &'a str,
+    pub(crate) amount: &'a str,
+    pub(crate) operation: Option<&'a str>,
+    pub(crate) memo: Option<&'a str>,
+}
+
+/// SHA-256 over every field of an intent, each length-prefixed so no two intents collide.
+pub(crate) fn intent_hash(i: &Intent<'_>) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        i.id,
+        i.agent,
+        i.wallet,
+        i.chain.unwrap_or(""),
+        i.asset.unwrap_or(""),
+        i.recipient,
+        i.amount,
+        i.operation.unwrap_or(""),
+        i.memo.unwrap_or(""),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The intent hash of a stored decision, from its fields as they are now.
+pub fn intent_hash_of(d: &DecisionRecord) -> String {
+    intent_hash(&Intent {
+        id: &d.id,
+        agent: &d.agent,
+        wallet: &d.wallet,
+        chain: d.chain.as_deref(),
+        asset: d.asset.as_deref(),
+        recipient: &d.recipient,
+        amount: &d.amount,
+        operation: d.operation.as_deref(),
+        memo: d.memo.as_deref(),
+    })
 }
 
 /// Hash of everything that makes two requests "the same" for idempotency (not the time).
@@ -1103,7 +1364,7 @@ const DECISION_COLUMNS: &str =
     "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
     execute_after_us, approval_expires_us, approver_role, idempotency_key, nonce, tx_hash, fee_cap, fee_terms, block,
-    fee_paid, failure";
+    fee_paid, failure, intent_hash, approved_by, approved_at_us";
 
 fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
@@ -1140,6 +1401,9 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
         block: r.get::<_, Option<i64>>(30)?.map(|n| n as u64),
         fee_paid: r.get(31)?,
         failure: r.get(32)?,
+        intent_hash: r.get(33)?,
+        approved_by: r.get(34)?,
+        approved_at: time_col_opt(r, 35)?,
     })
 }
 
@@ -1197,6 +1461,12 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<crate::ledger::Event> {
         decision_id: r.get(3)?,
         detail: r.get(4)?,
     })
+}
+
+pub(crate) fn load_all_events(conn: &Connection) -> StoreResult<Vec<crate::ledger::Event>> {
+    let mut stmt = conn.prepare_cached("SELECT id, kind, at_us, decision_id, detail FROM events ORDER BY id")?;
+    let rows = stmt.query_map([], event_from_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 pub(crate) fn load_events(conn: &Connection, kind: &str) -> StoreResult<Vec<crate::ledger::Event>> {
@@ -1265,9 +1535,17 @@ pub(crate) fn delivery(
 }
 
 pub(crate) fn load_outflows(conn: &Connection, chain: &str) -> StoreResult<Vec<crate::ledger::RecordedOutflow>> {
+    query_outflows(conn, Some(chain))
+}
+
+pub(crate) fn load_all_outflows(conn: &Connection) -> StoreResult<Vec<crate::ledger::RecordedOutflow>> {
+    query_outflows(conn, None)
+}
+
+fn query_outflows(conn: &Connection, chain: Option<&str>) -> StoreResult<Vec<crate::ledger::RecordedOutflow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT block, tx_hash, idx, kind, wallet, recipient, asset, token, amount, class, decision_id
-         FROM outflows WHERE chain = ?1 ORDER BY block, tx_hash, kind, idx",
+        "SELECT block, tx_hash, idx, kind, wallet, recipient, asset, token, amount, class, decision_id, chain, seen_at_us
+         FROM outflows WHERE ?1 IS NULL OR chain = ?1 ORDER BY chain, block, tx_hash, kind, idx",
     )?;
     let rows = stmt.query_map(params![chain], |r| {
         Ok(crate::ledger::RecordedOutflow {
@@ -1282,6 +1560,8 @@ pub(crate) fn load_outflows(conn: &Connection, chain: &str) -> StoreResult<Vec<c
             amount: parsed(r, 8, decimal_from_store)?,
             class: r.get(9)?,
             decision_id: r.get(10)?,
+            chain: r.get(11)?,
+            seen_at: time_col_opt(r, 12)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -9,9 +9,10 @@ use spendguard_core::engine::requested_asset_key;
 use spendguard_core::model::Scope;
 use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Evaluation, Freeze, SpendRequest};
-use spendguard_store::{FreezeOutcome, Ledger, LedgerOptions};
+use spendguard_store::{FreezeOutcome, Ledger};
 use std::path::{Path, PathBuf};
 
+mod ops;
 mod wiring;
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -81,6 +82,45 @@ enum Command {
     /// Create or import wallet keys (keystores are written with scrypt n = 2^18).
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Approval requests: list, show, approve, reject.
+    #[command(subcommand)]
+    Approvals(ops::ApprovalsCommand),
+    /// Queued DELAY spends: list, cancel.
+    #[command(subcommand)]
+    Delays(ops::DelaysCommand),
+    /// Operator credentials for the daemon's admin API.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// The hash-chained audit log: verify, export.
+    #[command(subcommand)]
+    Audit(ops::AuditCommand),
+    /// The reconciliation report of a period.
+    Report(ops::ReportArgs),
+    /// Every wallet's balances, today's spend and limit utilisation; pending approvals, queued
+    /// delays and freezes.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Projected spend from queued, pending and in-flight decisions over a horizon.
+    Exposures {
+        /// How far ahead, e.g. 24h or 7d.
+        #[arg(long, default_value = "24h")]
+        horizon: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Issue an admin API token for a configured operator; printed once, stored as a hash.
+    Token {
+        /// Operator id.
+        operator: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +134,21 @@ enum AgentCommand {
     Revoke {
         /// Agent id.
         agent: String,
+        /// Operator doing it (default: cli:$USER).
+        #[arg(long = "as")]
+        operator: Option<String>,
+    },
+    /// Revoke an agent, freeze it and every wallet only it uses (on every chain), and release
+    /// its queued and pending spends, in one step.
+    Decommission {
+        /// Agent id.
+        agent: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Operator doing it (default: cli:$USER).
+        #[arg(long = "as")]
+        operator: Option<String>,
     },
 }
 
@@ -211,8 +266,7 @@ fn load(path: &Path) -> Result<Config> {
 }
 
 fn open_ledger(config: &Config, now: DateTime<Utc>) -> Result<Ledger> {
-    Ledger::open(&config.server.database, Arc::new(config.model.clone()), now, LedgerOptions::default())
-        .with_context(|| format!("opening the ledger {}", config.server.database.display()))
+    wiring::open_ledger_at(config, now)
 }
 
 fn operator_name(given: Option<String>) -> String {
@@ -275,15 +329,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Agent(AgentCommand::Revoke { agent }) => {
+        Command::Agent(AgentCommand::Revoke { agent, operator }) => {
             if config.model.agent(&agent).is_none() {
                 bail!("no agent {agent:?} is configured");
             }
             let ledger = open_ledger(&config, Utc::now())?;
-            let n = ledger.revoke_agent(&agent, Utc::now())?;
+            let n = ledger.revoke_agent(&agent, &operator_name(operator), Utc::now())?;
             println!("revoked {n} token(s) of {agent}: it can no longer authenticate");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(AgentCommand::Decommission { agent, reason, operator }) => {
+            ops::decommission(&config, &agent, &operator_name(operator), &reason)
+        }
+        Command::Approvals(cmd) => ops::approvals(&config, cmd),
+        Command::Delays(cmd) => ops::delays(&config, cmd),
+        Command::Operator(OperatorCommand::Token { operator }) => ops::operator_token(&config, &operator),
+        Command::Audit(cmd) => ops::audit(&config, cmd),
+        Command::Report(args) => ops::report(&config, args),
+        Command::Status { json } => ops::status(&config, json),
+        Command::Exposures { horizon, json } => ops::exposures(&config, &horizon, json),
         Command::Wallet(_) => unreachable!("handled before the config is loaded"),
         Command::Frozen => {
             let ledger = open_ledger(&config, Utc::now())?;
@@ -305,7 +369,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
@@ -339,7 +403,7 @@ fn mcp(config: Config, agent: &str) -> Result<ExitCode> {
         Some(owner) if owner == agent => {}
         _ => bail!("SPENDGUARD_TOKEN is not a live token of agent {agent} (unknown, revoked, or another agent's)"),
     }
-    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    let guard = wiring::build_guard(Arc::clone(&config), ledger, wiring::Keys::Unlocked)?;
     runtime()?.block_on(async move {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let background = tokio::spawn(Arc::clone(&guard).run(BACKGROUND_INTERVAL, async move {
@@ -357,7 +421,7 @@ fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
     let addr = listen.unwrap_or(config.server.listen);
     let config = Arc::new(config);
     let ledger = Arc::new(wiring::open_ledger(&config)?);
-    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    let guard = wiring::build_guard(Arc::clone(&config), ledger, wiring::Keys::Unlocked)?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
@@ -370,6 +434,10 @@ fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
         let background = tokio::spawn(Arc::clone(&guard).run(BACKGROUND_INTERVAL, async move {
             let _ = rx2.wait_for(|stop| *stop).await;
         }));
+        let mut rx4 = rx.clone();
+        let reports = tokio::spawn(Arc::clone(&guard).run_reports(async move {
+            let _ = rx4.wait_for(|stop| *stop).await;
+        }));
         let mut rx3 = rx.clone();
         let server = spendguard_mcp::serve_http(guard, listener, async move {
             let _ = rx3.wait_for(|stop| *stop).await;
@@ -380,7 +448,9 @@ fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Result<ExitCod
             let _ = tx.send(true);
         };
         let (served, ()) = tokio::join!(server, stopper);
+        // Whatever a background pass has started (a spend being signed and sent) finishes first.
         let _ = background.await;
+        let _ = reports.await;
         drop(rx);
         served.context("serving HTTP")
     })?;
@@ -402,7 +472,7 @@ fn watch(config: Config) -> Result<ExitCode> {
         .collect();
     let config = Arc::new(config);
     let ledger = Arc::new(wiring::open_ledger(&config)?);
-    let guard = wiring::build_guard(Arc::clone(&config), ledger)?;
+    let guard = wiring::build_guard(Arc::clone(&config), ledger, wiring::Keys::Unlocked)?;
     runtime()?.block_on(async move {
         let stop = shutdown_signal();
         tokio::pin!(stop);

@@ -12,21 +12,41 @@ use spendguard_store::{Ledger, LedgerOptions};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Opens the ledger of `config`.
+/// Opens the ledger of `config`, recording the configuration in the audit log when it changed
+/// since the last process recorded it.
 pub(crate) fn open_ledger(config: &Config) -> Result<Ledger> {
-    Ledger::open(&config.server.database, Arc::new(config.model.clone()), chrono::Utc::now(), LedgerOptions::default())
-        .with_context(|| format!("opening the ledger {}", config.server.database.display()))
+    open_ledger_at(config, chrono::Utc::now())
 }
 
-/// The guard for `config`, with every configured key unlocked. A wallet with a keystore whose
-/// password is missing or wrong stops start-up: better than discovering it at the first spend.
-pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Arc<Guard>> {
+/// [`open_ledger`] with its usage index loaded as of `now` (a dry run in the past or future).
+pub(crate) fn open_ledger_at(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Result<Ledger> {
+    let ledger = Ledger::open(&config.server.database, Arc::new(config.model.clone()), now, LedgerOptions::default())
+        .with_context(|| format!("opening the ledger {}", config.server.database.display()))?;
+    let text = std::fs::read(&config.path).with_context(|| format!("reading {}", config.path.display()))?;
+    let hash = spendguard_service::hash_token(&String::from_utf8_lossy(&text));
+    ledger.record_config(&hash, config.summary().trim_end(), chrono::Utc::now())?;
+    Ok(ledger)
+}
+
+/// Whether a guard unlocks the wallets' keys (to sign) or only reads chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// Unlock every configured key; a missing password stops start-up.
+    Unlocked,
+    /// Unlock nothing: balances, status and reports only.
+    Locked,
+}
+
+/// The guard for `config`. With [`Keys::Unlocked`], every configured key is unlocked, and a
+/// wallet whose password is missing or wrong stops start-up: better than discovering it at the
+/// first spend.
+pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>, keys: Keys) -> Result<Arc<Guard>> {
     let mut chains: Vec<Arc<dyn ChainClient>> = vec![];
     for settings in &config.chains {
         match settings.kind {
             ChainKind::Evm => {
                 let mut signers = vec![];
-                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id) {
+                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id && keys == Keys::Unlocked) {
                     let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
                     let (Some(path), Some(env)) = (&keys.keystore, &keys.password_env) else {
                         tracing::warn!(wallet = %wallet.id, "no keystore configured: this wallet cannot spend");
@@ -67,7 +87,7 @@ pub(crate) fn build_guard(config: Arc<Config>, ledger: Arc<Ledger>) -> Result<Ar
             }
             ChainKind::Solana => {
                 let mut keypairs = vec![];
-                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id) {
+                for wallet in config.model.wallets.iter().filter(|w| w.chain == settings.id && keys == Keys::Unlocked) {
                     let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
                     let Some(path) = keys.keypair.clone() else {
                         tracing::warn!(wallet = %wallet.id, "no keypair configured: this wallet cannot spend");

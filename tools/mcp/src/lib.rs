@@ -1,11 +1,14 @@
 //! spendguard's MCP server: the five tools of shared/spec/MCP_TOOLS.md, served over stdio (one
-//! process per agent) and streamable HTTP (bearer tokens).
+//! process per agent) and streamable HTTP (bearer tokens); and the daemon's other HTTP routes:
+//! the operators' admin API under `/admin` (operator tokens), `/healthz` and Prometheus
+//! `/metrics`.
 //!
 //! The calling agent is whoever authenticated — the token checked at launch on stdio, the
 //! bearer token of each HTTP request — never a tool argument. Denials are tool results with
 //! `isError: true` whose text starts with the reason code; protocol errors are kept for
 //! malformed requests.
 
+mod admin;
 mod http_server;
 mod tools;
 

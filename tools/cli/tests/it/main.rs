@@ -393,3 +393,93 @@ fn wallet_new_and_import_write_solana_keypairs_plain_or_encrypted() {
     );
     assert!(stderr(&evm_flags).contains("a Solana key needs --keypair FILE"), "{}", stderr(&evm_flags));
 }
+
+/// An audit log of a dozen entries, written through the CLI.
+fn audited() -> (tempfile::TempDir, PathBuf) {
+    let (dir, config) = scratch("example.toml");
+    for _ in 0..3 {
+        for (cmd, text) in [("freeze", "--reason"), ("unfreeze", "--ack")] {
+            let o = spendguard(&config, &[cmd, "--agent", "refund-bot", text, "checking", "--as", "ops@acme.example"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    }
+    let o = spendguard(&config, &["audit", "verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ok: 10 entries, chain intact; head 10:"), "{}", stdout(&o));
+    (dir, config)
+}
+
+#[test]
+fn audit_verify_names_the_first_edited_deleted_inserted_or_reordered_entry() {
+    let tamperings: [(&str, &str, &str); 5] = [
+        (
+            "edit",
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 4",
+            "first bad entry is 4: its contents do not match",
+        ),
+        ("delete", "DELETE FROM audit_log WHERE seq = 3", "first bad entry is 3: entry 3 is missing"),
+        (
+            "insert",
+            "UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 5;
+             UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1005;
+             INSERT INTO audit_log (seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash, hash)
+                SELECT 5, at_us, kind, 'mallory', decision_id, agent, wallet, usd, detail, hash, hash
+                FROM audit_log WHERE seq = 4;",
+            "first bad entry is 5: its contents do not match",
+        ),
+        (
+            "reorder",
+            "UPDATE audit_log SET seq = -1 WHERE seq = 6; UPDATE audit_log SET seq = 6 WHERE seq = 7;
+             UPDATE audit_log SET seq = 7 WHERE seq = -1;",
+            "first bad entry is 6: its previous-hash does not match",
+        ),
+        ("edit the first", "UPDATE audit_log SET at_us = at_us + 1 WHERE seq = 1", "first bad entry is 1"),
+    ];
+    for (what, sql, expected) in tamperings {
+        let (dir, config) = audited();
+        let db = rusqlite::Connection::open(dir.path().join("spendguard.db")).unwrap();
+        db.execute_batch(sql).unwrap();
+        drop(db);
+        let o = spendguard(&config, &["audit", "verify"]);
+        assert_eq!(o.status.code(), Some(3), "{what}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains(expected), "{what}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn audit_verify_with_an_anchor_catches_a_cut_tail() {
+    let (dir, config) = audited();
+    let o = spendguard(&config, &["audit", "verify"]);
+    let head = stdout(&o).trim().rsplit(' ').next().unwrap().to_string();
+    assert!(spendguard(&config, &["audit", "verify", "--anchor", &head]).status.success());
+    let db = rusqlite::Connection::open(dir.path().join("spendguard.db")).unwrap();
+    db.execute("DELETE FROM audit_log WHERE seq >= 9", []).unwrap();
+    drop(db);
+    // Without the anchor, a cut tail looks like a shorter log; the anchor shows what is gone.
+    assert!(spendguard(&config, &["audit", "verify"]).status.success());
+    let o = spendguard(&config, &["audit", "verify", "--anchor", &head]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).contains("first bad entry is 10: the anchored entry 10 is gone"), "{}", stdout(&o));
+    let o = spendguard(&config, &["audit", "verify", "--anchor", "ten"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--anchor must be SEQ:HASH"), "{}", stderr(&o));
+}
+
+#[test]
+fn audit_export_filters_and_writes_jsonl_or_csv() {
+    let (_dir, config) = audited();
+    let o = spendguard(&config, &["audit", "export", "--agent", "refund-bot", "--format", "jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "3 freezes and 3 unfreezes name the agent");
+    assert!(lines.iter().all(|l| l["agent"] == "refund-bot" && l["hash"].as_str().unwrap().len() == 64));
+    assert_eq!(lines[0]["detail"]["scope"], "agent:refund-bot");
+    let o = spendguard(&config, &["audit", "export", "--format", "csv", "--from", "2000-01-01", "--to", "2000-01-02"]);
+    assert_eq!(stdout(&o), "seq,at,kind,actor,decision_id,agent,wallet,usd,detail,prev_hash,hash\n");
+    let o = spendguard(&config, &["audit", "export", "--format", "xml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--format \"xml\": use jsonl or csv"), "{}", stderr(&o));
+    // Only entries with a USD value pass a --min-usd filter.
+    let o = spendguard(&config, &["audit", "export", "--min-usd", "1"]);
+    assert_eq!(stdout(&o), "");
+}

@@ -1,0 +1,270 @@
+//! Operators at work on a real anvil and a real daemon: approvals (CLI and admin API, roles,
+//! the intent hash), delays cancelled or frozen, freezes, decommissioning, status, exposures,
+//! reports, health and metrics, and the audit chain behind all of it.
+
+use serde_json::{json, Value};
+use spendguard_tests::evm_org::*;
+use spendguard_tests::mcp_client::McpAgent;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+/// `spendguard --config CONFIG ARGS…`.
+pub(crate) fn cli(config: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(EvmOrg::binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("SPENDGUARD_LOG", "error")
+        .output()
+        .expect("run spendguard")
+}
+
+pub(crate) fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub(crate) fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An admin API call as an operator; returns the status and the JSON answer.
+async fn admin(base: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/admin{path}");
+    let mut req = if method == "GET" { client.get(&url) } else { client.post(&url) };
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..150 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+const SOLO: &str = r#"
+[[wallet]]
+id = "solo"
+chain = "eth-local"
+address = "0x14dc79964da2c08b23698b3d3cc7ca32193d9955"
+
+[[agent]]
+id = "solo-bot"
+department = "ops"
+wallets = ["solo"]
+
+[[operator]]
+id = "viewer@e2e.example"
+roles = ["viewer"]
+
+[[report]]
+id = "every-2s"
+schedule = "*/2 * * * * *"
+formats = ["json", "html"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_approve_reject_cancel_freeze_and_decommission() {
+    let org = EvmOrg::start(&format!("{BUYER_TIERS}{SOLO}")).await;
+    let config = org.config_path.clone();
+    let (daemon, url) = org.start_daemon();
+    let base = url.trim_end_matches("/mcp").to_string();
+    let agent = McpAgent::connect_http(&url, &org.tokens["buyer"]).await;
+    let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
+    let before = org.token_balance(PAYEE).await;
+
+    // Operator tokens for the admin API.
+    let token = |op: &str| {
+        let o = cli(&config, &["operator", "token", op]);
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o).trim().to_string()
+    };
+    let (approver, viewer) = (token("ops@e2e.example"), token("viewer@e2e.example"));
+    let o = cli(&config, &["operator", "token", "nobody@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("no operator \"nobody@e2e.example\""), "{}", err(&o));
+
+    // Three approval requests and a delay.
+    let mut pending = vec![];
+    for amount in ["1500", "1200", "1100"] {
+        let r = agent.call("spend", pay(amount)).await;
+        assert_eq!(r.data["status"], "pending_approval", "{}", r.text);
+        pending.push(r.data["decision_id"].as_str().unwrap().to_string());
+    }
+    let listed = out(&cli(&config, &["approvals", "list"]));
+    assert!(pending.iter().all(|id| listed.contains(id.as_str())), "{listed}");
+    let shown: Value = serde_json::from_str(&out(&cli(&config, &["approvals", "show", &pending[0]]))).unwrap();
+    let intent = shown["intent_hash"].as_str().expect("intent hash").to_string();
+    assert_eq!(intent.len(), 64);
+
+    // Roles: the viewer may not approve, through either door.
+    let o = cli(&config, &["approvals", "approve", &pending[0], "--as", "viewer@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("does not hold the role \"approver\""), "{}", err(&o));
+    let (status, body) = admin(&base, &viewer, "POST", &format!("/approvals/{}/approve", pending[0]), None).await;
+    assert_eq!(status, 403, "{body}");
+    // No token, or an agent's token, is not an operator.
+    assert_eq!(admin(&base, "", "GET", "/approvals", None).await.0, 401);
+    assert_eq!(admin(&base, &org.tokens["buyer"], "GET", "/approvals", None).await.0, 401);
+
+    // Approving binds the intent hash shown: a different one is refused, the right one executes.
+    let approve = format!("/approvals/{}/approve", pending[0]);
+    let (status, body) = admin(&base, &approver, "POST", &approve, Some(json!({"intent_hash": "00".repeat(32)}))).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = admin(&base, &approver, "POST", &approve, Some(json!({"intent_hash": intent}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["tx_hash"].as_str().is_some_and(|h| h.starts_with("0x")), "{body}");
+    let (status, _) = admin(&base, &approver, "POST", &approve, None).await;
+    assert_eq!(status, 403, "approving twice is refused");
+
+    // Reject through the CLI; its reservation is released.
+    let o = cli(&config, &["approvals", "reject", &pending[1], "--as", "ops@e2e.example", "--reason", "not budgeted"]);
+    assert!(o.status.success(), "{}", err(&o));
+    // An intent changed in the database after the request is never approved.
+    let db = org.dir.path().join("spendguard.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE decisions SET amount = '1' WHERE id = ?1", [&pending[2]]).unwrap();
+    let o = cli(&config, &["approvals", "approve", &pending[2], "--as", "ops@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("intent hash"), "{}", err(&o));
+    conn.execute("UPDATE decisions SET amount = '1100' WHERE id = ?1", [&pending[2]]).unwrap();
+    // The CLI approves; it cannot unlock keys here (no passwords), so the daemon executes it.
+    let o = cli(&config, &["approvals", "approve", &pending[2], "--as", "ops@e2e.example"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("spendguard serve"), "{}", out(&o));
+
+    // A delay cancelled by an operator, and one a freeze catches before it is due.
+    let delayed = agent.call("spend", pay("500")).await;
+    let delayed = delayed.data["decision_id"].as_str().unwrap().to_string();
+    assert!(out(&cli(&config, &["delays", "list"])).contains(&delayed));
+    let o = cli(&config, &["delays", "cancel", &delayed, "--as", "ops@e2e.example", "--reason", "duplicate"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let frozen_later = agent.call("spend", pay("400")).await;
+    let frozen_later = frozen_later.data["decision_id"].as_str().unwrap().to_string();
+    let (status, body) =
+        admin(&base, &approver, "POST", "/freeze", Some(json!({"scope": "agent:buyer", "reason": "review"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let guard = org.guard();
+    let d = |id: String| {
+        let guard = guard.clone();
+        async move { guard.decision(&id).await.unwrap().unwrap() }
+    };
+    wait_for("the frozen delay to be released", async || d(frozen_later.clone()).await.status.as_str() == "released")
+        .await;
+    assert!(d(frozen_later.clone()).await.failure.unwrap().contains("not executed: agent buyer is frozen"));
+    let (status, body) =
+        admin(&base, &approver, "POST", "/unfreeze", Some(json!({"scope": "agent:buyer", "ack": ""}))).await;
+    assert_eq!(status, 400, "an unfreeze needs an ack: {body}");
+    let (status, body) =
+        admin(&base, &approver, "POST", "/unfreeze", Some(json!({"scope": "agent:buyer", "ack": "reviewed"}))).await;
+    assert_eq!((status, &body["unfrozen"]), (200, &json!(true)), "{body}");
+
+    // Both approved spends land, each exactly once; the rejected and cancelled ones never do.
+    for id in [&pending[0], &pending[2]] {
+        wait_for("an approved spend to confirm", async || d(id.clone()).await.status.as_str() == "confirmed").await;
+    }
+    assert_eq!(org.token_balance(PAYEE).await - before, (1500 + 1100) * 1_000_000);
+    assert_eq!(d(pending[1].clone()).await.failure.as_deref(), Some("rejected by ops@e2e.example: not budgeted"));
+    assert_eq!(d(pending[2].clone()).await.approved_by.as_deref(), Some("ops@e2e.example"));
+    assert_eq!(d(delayed.clone()).await.failure.as_deref(), Some("cancelled by ops@e2e.example: duplicate"));
+
+    // Exposures: one open approval request.
+    let open = agent.call("spend", pay("1300")).await;
+    assert_eq!(open.data["status"], "pending_approval");
+    let e: Value = serde_json::from_str(&out(&cli(&config, &["exposures", "--horizon", "24h", "--json"]))).unwrap();
+    assert_eq!((e["pending_usd"].as_str(), e["total_usd"].as_str()), (Some("1300.00"), Some("1300.00")), "{e}");
+    let o = cli(&config, &["exposures", "--horizon", "soon"]);
+    assert!(!o.status.success() && err(&o).contains("--horizon \"soon\""), "{}", err(&o));
+
+    // Decommission: the CLI for an agent sharing its wallets, the API for one with its own.
+    let o = cli(&config, &["agent", "decommission", "other", "--reason", "retired", "--as", "ops@e2e.example"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).matches("frozen: ").count(), 1, "cold is shared, only the agent is frozen: {}", out(&o));
+    let (status, body) =
+        admin(&base, &approver, "POST", "/agents/solo-bot/decommission", Some(json!({"reason": "key leaked"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["frozen"], json!(["agent:solo-bot", "wallet:solo"]));
+    let frozen = out(&cli(&config, &["frozen"]));
+    assert!(frozen.contains("wallet:solo\tby ops@e2e.example") && frozen.contains("agent:other"), "{frozen}");
+
+    // Status: balances, today's spend, utilisation, the open request, the freezes.
+    let status_text = out(&cli(&config, &["status"]));
+    for expected in
+        ["wallet hot (eth-local", "spent today: $2600.00", "agent buyer:", "% ", "pending approvals (1)", "wallet:solo"]
+    {
+        assert!(status_text.contains(expected), "missing {expected:?} in\n{status_text}");
+    }
+    let s: Value = serde_json::from_str(&out(&cli(&config, &["status", "--json"]))).unwrap();
+    let hot = s["wallets"].as_array().unwrap().iter().find(|w| w["wallet"] == "hot").unwrap();
+    assert!(hot["balances"].as_array().unwrap().iter().any(|b| b[0] == "eth-local:TUSD"), "{hot}");
+
+    // The report: the daemon's watcher matched both approved transfers; nothing unexplained.
+    wait_for("the watcher to match the approved spends", async || {
+        let r: Value = serde_json::from_str(&out(&cli(
+            &config,
+            &["report", "--from", "2020-01-01", "--to", "2100-01-01", "--format", "json"],
+        )))
+        .unwrap();
+        r["reconciliation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["class"] == "matched" && c["count"].as_u64() >= Some(2))
+    })
+    .await;
+    let r: Value = serde_json::from_str(&out(&cli(
+        &config,
+        &["report", "--from", "2020-01-01", "--to", "2100-01-01", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(r["totals"]["org"]["usd"], "2600.00", "{r}");
+    assert!(r["exceptions"].as_array().unwrap().is_empty(), "{r}");
+    for format in ["csv", "md", "html"] {
+        let o = cli(&config, &["report", "--from", "2020-01-01", "--to", "2100-01-01", "--format", format]);
+        assert!(o.status.success() && out(&o).contains("buyer"), "{format}: {}", err(&o));
+    }
+    let o = cli(&config, &["report", "--from", "yesterday", "--to", "2100-01-01"]);
+    assert!(!o.status.success() && err(&o).contains("--from \"yesterday\" is not a time"), "{}", err(&o));
+
+    // The daemon wrote its scheduled reports; its health and metrics answer.
+    let reports = org.dir.path().join("reports");
+    wait_for("a scheduled report", async || {
+        std::fs::read_dir(&reports)
+            .is_ok_and(|d| d.filter_map(Result::ok).any(|f| f.file_name().to_string_lossy().ends_with(".html")))
+    })
+    .await;
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    for expected in [
+        "spendguard_decisions_total{outcome=\"require_approval\"} 4",
+        "spendguard_decisions_total{outcome=\"delay\"} 2",
+        "spendguard_reservation_seconds_count 6",
+        "spendguard_watcher_lag{chain=\"eth-local\"}",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected:?} in\n{metrics}");
+    }
+
+    // Everything above is in the audit log, and the chain is intact.
+    let o = cli(&config, &["audit", "verify"]);
+    assert!(o.status.success() && out(&o).starts_with("ok: "), "{}{}", out(&o), err(&o));
+    let o = cli(&config, &["audit", "export", "--agent", "buyer", "--min-usd", "1000", "--format", "jsonl"]);
+    let kinds: Vec<String> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .collect();
+    for kind in ["decision", "approved", "rejected", "status", "signed"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} entry in {kinds:?}");
+    }
+    assert!(EvmOrg::stop_daemon(daemon), "the daemon stops cleanly on SIGTERM");
+}
