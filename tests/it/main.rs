@@ -10,6 +10,7 @@ mod properties;
 mod python_mcp;
 mod race;
 mod revoke;
+mod report_html;
 mod rules;
 mod scenarios;
 mod solana;

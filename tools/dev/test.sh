@@ -10,6 +10,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
 source tools/dev/deps.sh
+# The HTML report is checked in a real browser: Debian's chromium.
+if [ -z "${SPENDGUARD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    command -v apt-get >/dev/null || { echo "chromium is missing: install it, or set SPENDGUARD_CHROMIUM" >&2; exit 1; }
+    echo "== installing chromium (Debian) for the HTML report test"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== formatting"
 cargo fmt --all --check
