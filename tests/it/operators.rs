@@ -268,3 +268,58 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     }
     assert!(EvmOrg::stop_daemon(daemon), "the daemon stops cleanly on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling() {
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let (daemon, url) = org.start_daemon();
+    let before = org.token_balance(PAYEE).await;
+    // Six clients pay 1 TUSD (INSTANT: reserved, signed and broadcast before the answer) as
+    // fast as they can, until the daemon is gone.
+    let mut clients = vec![];
+    for c in 0..6 {
+        let agent = McpAgent::connect_http(&url, &org.tokens["buyer"]).await;
+        clients.push(tokio::spawn(async move {
+            let mut answered = vec![];
+            for i in 0.. {
+                let args = json!({ "wallet": if c % 2 == 0 { "hot" } else { "cold" }, "to": PAYEE, "amount": "1",
+                    "asset": "TUSD", "idempotency_key": format!("load-{c}-{i}") });
+                match agent.try_call("spend", args).await {
+                    Ok(r) => {
+                        assert_eq!(r.data["status"], "executed", "{}", r.text);
+                        answered.push(r.data["decision_id"].as_str().unwrap().to_string());
+                    }
+                    Err(_) => break,
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(EvmOrg::stop_daemon(daemon), "the daemon exits cleanly on SIGTERM");
+    let mut answered = vec![];
+    for c in clients {
+        answered.extend(c.await.unwrap());
+    }
+    assert!(answered.len() >= 10, "the load was real: {} spends answered", answered.len());
+
+    // Every answered spend is in the ledger, broadcast; nothing was left reserved or unsent.
+    let guard = org.guard();
+    let decisions = guard.ledger().decisions(None).unwrap();
+    let stuck: Vec<_> = decisions.iter().filter(|d| matches!(d.status.as_str(), "reserved" | "signed")).collect();
+    assert!(stuck.is_empty(), "dangling after shutdown: {stuck:?}");
+    for id in &answered {
+        let d = decisions.iter().find(|d| &d.id == id).unwrap_or_else(|| panic!("answered {id} is not in the ledger"));
+        assert!(d.tx_hash.is_some(), "{id} answered without its transaction");
+    }
+    // Restarted, the guard settles them all: the payee got exactly one token per decision.
+    let (daemon, _) = org.start_daemon();
+    wait_for("every spend to confirm", async || {
+        guard.ledger().decisions(None).unwrap().iter().all(|d| d.status.as_str() == "confirmed")
+    })
+    .await;
+    assert!(EvmOrg::stop_daemon(daemon));
+    let confirmed = guard.ledger().decisions(None).unwrap().len() as u128;
+    assert!(confirmed >= answered.len() as u128);
+    assert_eq!(org.token_balance(PAYEE).await - before, confirmed * 1_000_000);
+}

@@ -52,14 +52,20 @@ impl McpAgent {
 
     /// Calls a tool with JSON arguments.
     pub async fn call(&self, tool: &str, args: Value) -> ToolReply {
+        self.try_call(tool, args).await.unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
+    /// [`McpAgent::call`], with a protocol or transport failure (a server gone) as an error.
+    pub async fn try_call(&self, tool: &str, args: Value) -> Result<ToolReply, String> {
         let Value::Object(map) = args else { panic!("tool arguments must be an object") };
-        let r = self
-            .client
-            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+        // A call sent as the server goes away may never be answered: give up after a while.
+        let call = self.client.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), call)
             .await
-            .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"));
+            .map_err(|_| "no answer within 20 s".to_string())?
+            .map_err(|e| format!("protocol error {e}"))?;
         let text = r.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default();
-        ToolReply { is_error: r.is_error.unwrap_or(false), text, data: r.structured_content.unwrap_or(Value::Null) }
+        Ok(ToolReply { is_error: r.is_error.unwrap_or(false), text, data: r.structured_content.unwrap_or(Value::Null) })
     }
 
     /// The tools as listed to the model.
