@@ -24,7 +24,7 @@ pub const PAYEE2: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
 
 /// Writing a keystore at n = 2^18 takes a second, so the two are written once into a shared
 /// directory and reused (each written under a private name, then renamed into place).
-fn keystores() -> &'static Path {
+pub fn keystores() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join("spendguard-test-keystores-v1");

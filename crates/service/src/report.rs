@@ -274,7 +274,7 @@ impl Guard {
                 class: class.to_string(),
                 count,
                 amounts: amounts.into_iter().map(|(a, v)| (a, fmt_units(v))).collect(),
-                usd: fmt_usd(usd),
+                usd: fmt_usd(usd.round_dp(2)),
             })
             .collect();
 
@@ -283,6 +283,16 @@ impl Guard {
         for a in &model.agents {
             for w in a.wallets.iter().filter_map(|w| model.wallet(w)) {
                 for h in self.limit_headroom(&a.id, w, Balances::new()).await? {
+                    // A limit over the agent (or wider) is the same from each of its wallets.
+                    let seen = limits.iter().any(|l: &LimitUtilisation| {
+                        l.agent == a.id
+                            && l.policy == h.labels.policy_id
+                            && l.rule == h.labels.rule
+                            && l.scope == h.labels.scope
+                    });
+                    if seen {
+                        continue;
+                    }
                     let used = h.used + h.reserved;
                     let percent = if h.limit > Decimal::ZERO {
                         (used * Decimal::ONE_HUNDRED / h.limit).round_dp(1).try_into().unwrap_or(0.0)

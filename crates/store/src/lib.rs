@@ -1,5 +1,6 @@
 //! spendguard's ledger on SQLite: every decision, the reservations that hold budget, idempotency
-//! keys and kill-switch state.
+//! keys, kill-switch state, operator actions, and the hash-chained audit log ([`audit`]) of all
+//! of it.
 //!
 //! # Design
 //! - [`Ledger`] is the one handle. Its writer thread owns the write connection and an in-memory

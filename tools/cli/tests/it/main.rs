@@ -1,4 +1,5 @@
-//! The `spendguard` binary as operators use it: check, evaluate, freeze, unfreeze, frozen.
+//! The `spendguard` binary as operators use it: check, evaluate, freeze, unfreeze, frozen, and the
+//! audit log (verify against every kind of tampering, export).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::{Path, PathBuf};

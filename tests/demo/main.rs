@@ -1,0 +1,264 @@
+//! The demo (`tools/dev/demo.sh`): an organisation on local chains — anvil, and surfpool for
+//! Solana — with two departments, three agents and wallets on both chains, run through the MCP
+//! tools of a real `spendguard serve`, with an operator approving, cancelling and watching the
+//! kill switch catch a rogue transfer. Ends with the status and the reconciliation report.
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
+
+use serde_json::{json, Value};
+use spendguard_tests::anvil::{Anvil, DEV_KEYS};
+use spendguard_tests::evm_org::{keystores, EvmOrg, PASSWORD_ENVS};
+use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::surfnet::Surfnet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const GITHUB: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
+const CLOUD: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
+const ATTACKER: &str = "0x976ea74026e726554db657fa54763abd0c3a0aa9";
+const SOL_VENDOR: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
+
+fn step(text: &str) {
+    println!("\n\x1b[1m== {text}\x1b[0m");
+}
+
+fn say(agent: &str, what: &str, r: &spendguard_tests::mcp_client::ToolReply) {
+    let d = &r.data;
+    if r.is_error {
+        println!("  {agent}: {what} → refused: {}", r.text.lines().next().unwrap_or(""));
+    } else {
+        let extra = d["tx_hash"].as_str().map(|h| format!(" tx {}", &h[..18.min(h.len())])).unwrap_or_default();
+        println!(
+            "  {agent}: {what} → {} ({}){extra}",
+            d["status"].as_str().unwrap_or("?"),
+            d["tier"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+/// The `spendguard` binary beside this one.
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPENDGUARD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.with_file_name("spendguard")
+}
+
+struct Demo {
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Demo {
+    fn cli(&self, args: &[&str]) -> String {
+        let o = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SPENDGUARD_LOG", "error")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "spendguard {args:?} failed: {}{out}", String::from_utf8_lossy(&o.stderr));
+        out
+    }
+
+    fn show(&self, args: &[&str]) {
+        println!("$ spendguard {}", args.join(" "));
+        for line in self.cli(args).lines() {
+            println!("  {line}");
+        }
+    }
+
+    fn serve(&self) -> (Child, String) {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SPENDGUARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        (child, line.trim().trim_start_matches("spendguard listening on ").to_string())
+    }
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the demo timed out waiting for {what}");
+}
+
+#[allow(clippy::too_many_lines)]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let out_dir = std::env::args().nth(1).map_or_else(|| std::env::temp_dir().join("spendguard-demo"), PathBuf::from);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    std::fs::create_dir_all(&out_dir).unwrap();
+
+    step("Local chains: anvil (EVM) and a surfpool surfnet (Solana)");
+    let anvil = Anvil::start(None);
+    let sol_key = spendguard_solana::Keypair::new();
+    let treasury = spendguard_solana::Keypair::new();
+    let sol_address = spendguard_solana::keypair_address(&sol_key);
+    let surfnet = tokio::task::spawn_blocking({
+        let funded = [sol_address.clone(), spendguard_solana::keypair_address(&treasury)];
+        move || Surfnet::start(&funded, 100_000_000_000)
+    })
+    .await
+    .unwrap();
+    let bytecode =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/evm/TestToken.bin")).unwrap();
+    let usdc =
+        spendguard_evm::testing::deploy_token(&anvil.url, DEV_KEYS[0], &bytecode, "USD Coin", "USDC", 10u128.pow(13))
+            .await
+            .unwrap();
+    let (eth_ops, eth_research) = (
+        spendguard_evm::testing::address_of(DEV_KEYS[1]).unwrap(),
+        spendguard_evm::testing::address_of(DEV_KEYS[2]).unwrap(),
+    );
+    for w in [&eth_ops, &eth_research] {
+        spendguard_evm::testing::send_token(&anvil.url, DEV_KEYS[0], &usdc, w, 50_000 * 1_000_000).await.unwrap();
+    }
+    let sol_usdc = spendguard_solana::testing::create_mint(&surfnet.url, &treasury, 6).await.unwrap();
+    spendguard_solana::testing::mint_to(&surfnet.url, &treasury, &sol_usdc, &sol_address, 50_000 * 1_000_000)
+        .await
+        .unwrap();
+    println!("  anvil {}  USDC {usdc}\n  surfnet {}  USDC mint {sol_usdc}", anvil.url, surfnet.url);
+
+    step("The organisation: two departments, three agents, wallets on both chains");
+    for name in ["hot.json", "cold.json"] {
+        std::fs::copy(keystores().join(name), out_dir.join(name)).unwrap();
+    }
+    let sol_keypair = out_dir.join("sol-ops.json");
+    spendguard_solana::keypair::write_keypair(&sol_keypair, &sol_key).unwrap();
+    let config = out_dir.join("spendguard.toml");
+    let toml = include_str!("org.toml")
+        .replace("{ANVIL}", &anvil.url)
+        .replace("{SURFNET}", &surfnet.url)
+        .replace("{USDC}", &usdc)
+        .replace("{SOL_USDC}", &sol_usdc)
+        .replace("{ETH_OPS}", &eth_ops)
+        .replace("{ETH_RESEARCH}", &eth_research)
+        .replace("{SOL_OPS}", &sol_address)
+        .replace("{DIR}", &out_dir.display().to_string());
+    std::fs::write(&config, toml).unwrap();
+    let env = PASSWORD_ENVS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let demo = Demo { config, env };
+    demo.show(&["check"]);
+
+    step("Tokens: one per agent, one for the treasurer's admin API");
+    let mut tokens = std::collections::HashMap::new();
+    for agent in ["procurement-bot", "research-bot", "refund-bot"] {
+        tokens.insert(agent, demo.cli(&["agent", "token", agent]).trim().to_string());
+    }
+    let operator_token = demo.cli(&["operator", "token", "treasurer@acme.example"]).trim().to_string();
+    let (daemon, url) = demo.serve();
+    let base = url.trim_end_matches("/mcp").to_string();
+    println!("  spendguard serve: MCP at {url}, admin at {base}/admin");
+    let procurement = McpAgent::connect_http(&url, &tokens["procurement-bot"]).await;
+    let research = McpAgent::connect_http(&url, &tokens["research-bot"]).await;
+    let refunds = McpAgent::connect_http(&url, &tokens["refund-bot"]).await;
+    let pay =
+        |wallet: &str, to: &str, amount: &str| json!({"wallet": wallet, "to": to, "amount": amount, "asset": "USDC"});
+
+    step("procurement-bot pays at every tier, on both chains, through the MCP tools");
+    let r = procurement.call("spend", pay("eth-ops", GITHUB, "8")).await;
+    say("procurement-bot", "8 USDC to GitHub on Ethereum", &r);
+    let r = procurement.call("spend", pay("sol-ops", SOL_VENDOR, "60")).await;
+    say("procurement-bot", "60 USDC to a vendor on Solana", &r);
+    let delayed = procurement.call("spend", pay("eth-ops", CLOUD, "300")).await;
+    say("procurement-bot", "300 USDC to the cloud provider", &delayed);
+    let cancelled = procurement.call("spend", pay("eth-ops", CLOUD, "250")).await;
+    say("procurement-bot", "250 USDC to the cloud provider (a duplicate)", &cancelled);
+    let approval = procurement.call("spend", pay("eth-ops", CLOUD, "900")).await;
+    say("procurement-bot", "900 USDC annual plan", &approval);
+    let r = refunds.call("spend", json!({"wallet": "eth-ops", "to": GITHUB, "amount": "20", "asset": "USDC"})).await;
+    say("refund-bot", "20 USDC without naming an operation", &r);
+
+    step("The treasurer cancels the duplicate and approves the annual plan");
+    let cancelled_id = cancelled.data["decision_id"].as_str().unwrap();
+    let approval_id = approval.data["decision_id"].as_str().unwrap();
+    demo.show(&["delays", "list"]);
+    demo.show(&["delays", "cancel", cancelled_id, "--as", "treasurer@acme.example", "--reason", "duplicate order"]);
+    demo.show(&["approvals", "list"]);
+    let shown: Value = serde_json::from_str(&demo.cli(&["approvals", "show", approval_id])).unwrap();
+    let intent = shown["intent_hash"].as_str().unwrap().to_string();
+    println!("  intent hash bound at request time: {intent}");
+    let approved: Value = reqwest::Client::new()
+        .post(format!("{base}/admin/approvals/{approval_id}/approve"))
+        .bearer_auth(&operator_token)
+        .json(&json!({"intent_hash": intent}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    println!("  POST /admin/approvals/{approval_id}/approve → {approved}");
+
+    step("research-bot's 100 USD a day is pooled across chains");
+    let r = research.call("spend", pay("eth-research", CLOUD, "70")).await;
+    say("research-bot", "70 USDC on Ethereum", &r);
+    let r = research.call("spend", pay("sol-ops", SOL_VENDOR, "40")).await;
+    say("research-bot", "40 USDC on Solana", &r);
+
+    step("The queued 300 USDC executes when due; everything lands");
+    let guard_db = out_dir.join("spendguard.db");
+    let status_of = |id: String| {
+        let db = guard_db.clone();
+        async move {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.query_row("SELECT status FROM decisions WHERE id = ?1", [&id], |r| r.get::<_, String>(0)).unwrap()
+        }
+    };
+    let delayed_id = delayed.data["decision_id"].as_str().unwrap().to_string();
+    until("the delayed spend to confirm", async || status_of(delayed_id.clone()).await == "confirmed").await;
+    until("the approved spend to confirm", async || status_of(approval_id.to_string()).await == "confirmed").await;
+    let r = procurement.call("spend_status", json!({"decision_id": delayed_id})).await;
+    println!("  spend_status {delayed_id}: {} tx {}", r.data["status"], r.data["tx_hash"]);
+
+    step("A leaked key: someone moves 1,000 USDC out of eth-ops without asking spendguard");
+    let rogue =
+        spendguard_evm::testing::send_token(&anvil.url, DEV_KEYS[1], &usdc, ATTACKER, 1_000 * 1_000_000).await.unwrap();
+    println!("  rogue transaction {rogue}");
+    until("the auditor to freeze eth-ops", async || demo.cli(&["frozen"]).contains("wallet:eth-ops")).await;
+    demo.show(&["frozen"]);
+    let r = procurement.call("spend", pay("eth-ops", GITHUB, "5")).await;
+    say("procurement-bot", "5 USDC from eth-ops after the freeze", &r);
+
+    step("Status");
+    demo.show(&["status"]);
+    demo.show(&["exposures", "--horizon", "24h"]);
+
+    step("The reconciliation report and the audit chain");
+    let now = chrono::Utc::now();
+    let from = (now - chrono::TimeDelta::days(1)).to_rfc3339();
+    let to = (now + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let reports = out_dir.join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    for format in ["md", "html", "json", "csv"] {
+        let path = reports.join(format!("reconciliation.{format}"));
+        demo.cli(&["report", "--from", &from, "--to", &to, "--format", format, "--out", &path.display().to_string()]);
+    }
+    let md = std::fs::read_to_string(reports.join("reconciliation.md")).unwrap();
+    for line in
+        md.lines().skip_while(|l| !l.starts_with("## Reconciliation")).take_while(|l| !l.starts_with("## Spend per"))
+    {
+        println!("  {line}");
+    }
+    demo.show(&["audit", "verify"]);
+    println!("\nreports written to {}", reports.display());
+    println!("(the organisation's config, database and keys are in {})", out_dir.display());
+    assert!(EvmOrg::stop_daemon(daemon), "the daemon stops cleanly");
+}
