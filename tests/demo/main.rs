@@ -117,10 +117,9 @@ async fn main() {
     })
     .await
     .unwrap();
-    let bytecode =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/evm/TestToken.bin")).unwrap();
+    let bytecode = spendguard_tests::TEST_TOKEN_BIN;
     let usdc =
-        spendguard_evm::testing::deploy_token(&anvil.url, DEV_KEYS[0], &bytecode, "USD Coin", "USDC", 10u128.pow(13))
+        spendguard_evm::testing::deploy_token(&anvil.url, DEV_KEYS[0], bytecode, "USD Coin", "USDC", 10u128.pow(13))
             .await
             .unwrap();
     let (eth_ops, eth_research) = (

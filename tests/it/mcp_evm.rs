@@ -209,7 +209,7 @@ async fn tools_list_matches_the_golden_snapshot() {
         assert_eq!(a["readOnlyHint"], read_only, "{}", t["name"]);
         assert_eq!(a["destructiveHint"], t["name"] == "spend", "{}", t["name"]);
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/mcp/tools_list.json");
+    let path = spendguard_tests::manifest_dir().join("../fixtures/mcp/tools_list.json");
     let pretty = serde_json::to_string_pretty(&tools).unwrap() + "\n";
     if std::env::var_os("SPENDGUARD_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -31,7 +31,7 @@ fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
 /// Runs tests/python/`script` with `scenario` on its standard input; asserts that every check
 /// passed and returns its standard output.
 fn run_python(script: &str, scenario: &serde_json::Value) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let script = spendguard_tests::manifest_dir().join("python").join(script);
     let mut child = Command::new(spendguard_tests::python::python())
         .arg(&script)
         .stdin(Stdio::piped())

@@ -30,7 +30,7 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     let scenario =
         json!({ "urls": [url_a, url_b], "token": org.tokens["buyer"], "payee": PAYEE2, "clients": 32, "spends": 5 });
     let mut child = Command::new(python)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/race.py"))
+        .arg(spendguard_tests::manifest_dir().join("python/race.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -178,11 +178,9 @@ impl EvmOrg {
     /// `policies` and issues a token per agent.
     pub async fn start(policies: &str) -> EvmOrg {
         let anvil = Anvil::start(None);
-        let bytecode =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/evm/TestToken.bin"))
-                .expect("fixtures/evm/TestToken.bin");
+        let bytecode = crate::TEST_TOKEN_BIN;
         let token =
-            testing::deploy_token(&anvil.url, DEV_KEYS[0], &bytecode, "Test USD", "TUSD", 10_000_000 * 1_000_000)
+            testing::deploy_token(&anvil.url, DEV_KEYS[0], bytecode, "Test USD", "TUSD", 10_000_000 * 1_000_000)
                 .await
                 .expect("deploy TUSD");
         for wallet in [HOT, COLD] {

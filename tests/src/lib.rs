@@ -18,6 +18,15 @@ use spendguard_core::usage::{EntryState, LedgerEntry, UsageIndex};
 use spendguard_core::{evaluate, Balances, Context, Evaluation, Freeze, Model, ReasonCode, SpendRequest};
 use std::path::{Path, PathBuf};
 
+/// This crate's directory, as `cargo test` says at run time: a test binary reused from a shared
+/// target dir may have been built by a checkout elsewhere, whose path `env!` would keep.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+}
+
+/// The test ERC-20's compiled bytecode (fixtures/evm), built into the binary.
+pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin");
+
 /// The organisation every engine test starts from: two chains, four assets, three agents in two
 /// departments, three wallets, two merchants. Tests append their `[[policy]]` tables.
 pub const BASE_ORG: &str = r#"

@@ -176,6 +176,15 @@ pub struct Exposures {
     pub items: Vec<PendingItem>,
 }
 
+/// How much of a limit is used or reserved, in percent to one decimal (0 for a zero limit).
+pub(crate) fn percent_used(h: &spendguard_core::Headroom) -> Decimal {
+    if h.limit > Decimal::ZERO {
+        ((h.used + h.reserved) * Decimal::ONE_HUNDRED / h.limit).round_dp(1)
+    } else {
+        Decimal::ZERO
+    }
+}
+
 fn usd_of(d: &DecisionRecord) -> Decimal {
     d.usd.as_deref().and_then(|u| parse_decimal(u).ok()).unwrap_or_default()
 }
@@ -304,12 +313,7 @@ impl Guard {
                     .limits
                     .iter()
                     .map(|h| {
-                        let used = h.used + h.reserved;
-                        let percent = if h.limit > Decimal::ZERO {
-                            (used * Decimal::ONE_HUNDRED / h.limit).round_dp(1)
-                        } else {
-                            Decimal::ZERO
-                        };
+                        let (used, percent) = (h.used + h.reserved, percent_used(h));
                         LimitUse {
                             policy: h.labels.policy_id.clone(),
                             rule: h.labels.rule.clone(),

@@ -294,11 +294,7 @@ impl Guard {
                         continue;
                     }
                     let used = h.used + h.reserved;
-                    let percent = if h.limit > Decimal::ZERO {
-                        (used * Decimal::ONE_HUNDRED / h.limit).round_dp(1).try_into().unwrap_or(0.0)
-                    } else {
-                        0.0
-                    };
+                    let percent = crate::operators::percent_used(&h).try_into().unwrap_or(0.0);
                     limits.push(LimitUtilisation {
                         agent: a.id.clone(),
                         wallet: w.id.clone(),

@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/config")
+    // At run time: a test binary built in a shared target dir by another checkout keeps that
+    // checkout's path in env!.
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../fixtures/config")
 }
 
 /// A scratch copy of a fixture config, so its database lands in a temporary directory.
