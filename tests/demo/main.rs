@@ -10,7 +10,7 @@ use spendguard_tests::evm_org::{keystores, EvmOrg, PASSWORD_ENVS};
 use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::surfnet::Surfnet;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

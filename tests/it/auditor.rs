@@ -243,12 +243,12 @@ async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     }
     let resumed = org.guard();
     resumed.watch_once("eth-local", 1000).await.unwrap();
-    let got = resumed.ledger().outflows("eth-local").unwrap();
+    let got = spendguard_tests::timeless(resumed.ledger().outflows("eth-local").unwrap());
 
     org.edit_config("database = \"spendguard.db\"", &format!("database = \"{}\"", reference_db.display()));
     let reference = org.guard();
     reference.watch_once("eth-local", 1000).await.unwrap();
-    let expected = reference.ledger().outflows("eth-local").unwrap();
+    let expected = spendguard_tests::timeless(reference.ledger().outflows("eth-local").unwrap());
     assert_eq!(got, expected, "no gap, no duplicate");
     // 8 spends (token + fee each, matched) and the rogue token transfer (token + fee, unexplained).
     assert_eq!(got.len(), 18);

@@ -5,7 +5,6 @@ use serde_json::json;
 use spendguard_core::SpendStatus;
 use spendguard_tests::evm_org::*;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {

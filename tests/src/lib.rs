@@ -24,6 +24,11 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
 }
 
+/// Outflows without the moment each was recorded, to compare what two watchers indexed.
+pub fn timeless(outflows: Vec<spendguard_store::RecordedOutflow>) -> Vec<spendguard_store::RecordedOutflow> {
+    outflows.into_iter().map(|o| spendguard_store::RecordedOutflow { seen_at: None, ..o }).collect()
+}
+
 /// The test ERC-20's compiled bytecode (fixtures/evm), built into the binary.
 pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin");
 

@@ -220,6 +220,18 @@ pub struct Guard {
     pub(crate) watchers: std::sync::Mutex<HashMap<String, crate::watch::WatcherState>>,
     pub(crate) low_wallets: std::sync::Mutex<std::collections::HashSet<String>>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Spends being decided or executed for an agent right now.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one agent request as being worked on until dropped (also when its future is
+/// cancelled).
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How long a reserved-but-unsigned decision waits before background work takes it over
@@ -250,6 +262,7 @@ impl Guard {
             watchers: Default::default(),
             low_wallets: Default::default(),
             metrics: Default::default(),
+            busy: Default::default(),
         }
     }
 
@@ -295,6 +308,17 @@ impl Guard {
             }
         }
         Ok(())
+    }
+
+    /// How many spends are being decided or executed for agents right now: a shutdown waits for
+    /// them to finish before it ends the agents' sessions.
+    pub fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn start_work(&self) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(Arc::clone(&self.busy))
     }
 
     /// The metrics of this guard (the daemon serves them at /metrics).
@@ -393,6 +417,7 @@ impl Guard {
 
     /// `spend`: evaluate, reserve, and execute at once when the tier allows.
     pub async fn spend(&self, agent: &str, args: SpendArgs) -> GuardResult<SpendOutcome> {
+        let _busy = self.start_work();
         let req = match self.request(agent, &args.request) {
             Ok(r) => r,
             Err(reason) => return Ok(SpendOutcome::refused(None, Tier::Instant, vec![reason])),

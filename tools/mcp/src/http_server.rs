@@ -10,7 +10,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use spendguard_service::Guard;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,31 +43,18 @@ async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, nex
 /// The HTTP routes: `/mcp` (agent tokens), `/admin` (operator tokens), `/healthz` and
 /// `/metrics`.
 pub fn router(guard: Arc<Guard>) -> Router {
-    routes(guard, CancellationToken::new(), Arc::default())
+    routes(guard, CancellationToken::new())
 }
 
-/// Counts tool calls (MCP POSTs) being answered, so shutdown can wait for them.
-async fn count_in_flight(State(in_flight): State<Arc<AtomicUsize>>, request: Request, next: Next) -> Response {
-    if request.method() != axum::http::Method::POST {
-        return next.run(request).await;
-    }
-    in_flight.fetch_add(1, Ordering::SeqCst);
-    let response = next.run(request).await;
-    in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
-}
-
-fn routes(guard: Arc<Guard>, sessions: CancellationToken, in_flight: Arc<AtomicUsize>) -> Router {
+fn routes(guard: Arc<Guard>, sessions: CancellationToken) -> Router {
     let factory_guard = Arc::clone(&guard);
     let mcp = StreamableHttpService::new(
         move || Ok(SpendguardServer::new(Arc::clone(&factory_guard), Identity::PerRequest)),
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default().with_cancellation_token(sessions),
     );
-    let agents = Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(Arc::clone(&guard), authenticate))
-        .layer(middleware::from_fn_with_state(in_flight, count_in_flight));
+    let agents =
+        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(Arc::clone(&guard), authenticate));
     let health_guard = Arc::clone(&guard);
     let metrics_guard = Arc::clone(&guard);
     agents
@@ -91,30 +77,31 @@ fn routes(guard: Arc<Guard>, sessions: CancellationToken, in_flight: Arc<AtomicU
         )
 }
 
-/// Most time a shutdown waits for tool calls being answered.
+/// Most time a shutdown waits for spends being worked on.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves [`router`] on `listener` until `shutdown` completes. Then no new connection is
-/// accepted, tool calls being answered finish (up to 30 s), and only then are the agents'
-/// sessions (their open event streams) closed.
+/// accepted, spends being decided or executed finish (up to 30 s), and only then are the
+/// agents' sessions (their open event streams, which also carry tool answers) closed.
 pub async fn serve_http(
     guard: Arc<Guard>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sessions = CancellationToken::new();
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let drain = {
-        let (sessions, in_flight) = (sessions.clone(), Arc::clone(&in_flight));
+        let (sessions, guard) = (sessions.clone(), Arc::clone(&guard));
         tokio::spawn(async move {
             if stopped.await.is_err() {
                 return;
             }
             let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-            while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            while guard.busy() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // A moment for the last answers to be written to their streams.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             sessions.cancel();
         })
     };
@@ -122,7 +109,7 @@ pub async fn serve_http(
         shutdown.await;
         let _ = stopping.send(());
     };
-    let served = axum::serve(listener, routes(guard, sessions, in_flight)).with_graceful_shutdown(graceful).await;
+    let served = axum::serve(listener, routes(guard, sessions)).with_graceful_shutdown(graceful).await;
     drain.abort();
     served
 }
