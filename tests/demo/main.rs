@@ -103,8 +103,14 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let out_dir = std::env::args().nth(1).map_or_else(|| std::env::temp_dir().join("spendguard-demo"), PathBuf::from);
+    // Each run starts afresh, but only ever wipes a directory an earlier demo made.
+    let marker = out_dir.join(".spendguard-demo");
+    if out_dir.exists() && !marker.exists() && std::fs::read_dir(&out_dir).unwrap().next().is_some() {
+        panic!("{} exists and is not the demo's: give the demo an empty or new directory", out_dir.display());
+    }
     let _ = std::fs::remove_dir_all(&out_dir);
     std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(&marker, "written by spendguard-demo; removed on its next run\n").unwrap();
 
     step("Local chains: anvil (EVM) and a surfpool surfnet (Solana)");
     let anvil = Anvil::start(None);

@@ -4,6 +4,7 @@
 
 mod auditor;
 mod crash;
+mod demo;
 mod mcp_evm;
 mod operators;
 mod properties;

@@ -142,6 +142,16 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     let o = cli(&config, &["approvals", "approve", &pending[2], "--as", "ops@e2e.example"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("spendguard serve"), "{}", out(&o));
+    let guard = org.guard();
+    let d = |id: String| {
+        let guard = guard.clone();
+        async move { guard.decision(&id).await.unwrap().unwrap() }
+    };
+    // (Before the freeze below: a freeze stops an approved spend that was not signed yet.)
+    wait_for("the daemon to execute the CLI's approval", async || {
+        matches!(d(pending[2].clone()).await.status.as_str(), "broadcast" | "confirmed")
+    })
+    .await;
 
     // A delay cancelled by an operator, and one a freeze catches before it is due.
     let delayed = agent.call("spend", pay("500")).await;
@@ -154,11 +164,6 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     let (status, body) =
         admin(&base, &approver, "POST", "/freeze", Some(json!({"scope": "agent:buyer", "reason": "review"}))).await;
     assert_eq!(status, 200, "{body}");
-    let guard = org.guard();
-    let d = |id: String| {
-        let guard = guard.clone();
-        async move { guard.decision(&id).await.unwrap().unwrap() }
-    };
     wait_for("the frozen delay to be released", async || d(frozen_later.clone()).await.status.as_str() == "released")
         .await;
     assert!(d(frozen_later.clone()).await.failure.unwrap().contains("not executed: agent buyer is frozen"));

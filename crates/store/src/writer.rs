@@ -635,6 +635,12 @@ impl Writer {
         if current.status != SpendStatus::Reserved {
             return Ok(Signing::NotExecutable(current.status));
         }
+        // A freeze that landed after the reservation (or the approval) still stops it: nothing
+        // is signed for a frozen agent or wallet.
+        if let Some(frozen) = self.freeze_covering(&current) {
+            let released = self.set_status(id, SpendStatus::Released, at, Some(&format!("not executed: {frozen}")))?;
+            return Ok(Signing::NotExecutable(released.status));
+        }
         self.check_intent(&current)?;
         let sequence = match &account {
             Some(a) => Some(self.allocate_nonce(a)?),

@@ -40,7 +40,7 @@ impl Writer {
     }
 
     /// The freeze that covers a decision's agent or wallet now, if any.
-    fn freeze_covering(&self, d: &DecisionRecord) -> Option<String> {
+    pub(super) fn freeze_covering(&self, d: &DecisionRecord) -> Option<String> {
         match (self.model.agent(&d.agent), self.model.wallet(&d.wallet)) {
             (Some(a), Some(w)) => {
                 let scopes = covering_scopes(a, w);

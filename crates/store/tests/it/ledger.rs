@@ -237,3 +237,25 @@ fn a_dead_transaction_is_replaced_once_and_only_the_one_proven_dead() {
     assert_eq!(ledger.resign(id, "sig-2", signing("sig-3"), at(NOON)).unwrap(), Resigning::Exhausted);
     assert_eq!(ledger.events("resigned").unwrap().len(), 1);
 }
+
+#[test]
+fn a_freeze_after_the_reservation_stops_the_signing_and_releases_it() {
+    use spendguard_store::{SignedRecord, Signing};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir.path().join("l.db"));
+    let r = decided(ledger.reserve(usdc("bot", "5")).unwrap());
+    assert_eq!(r.status, SpendStatus::Reserved);
+    let freeze = Freeze {
+        scope: Scope::Agent("bot".into()),
+        frozen_by: "ops".into(),
+        reason: "incident".into(),
+        frozen_at: at(NOON),
+        evidence: None,
+    };
+    assert!(matches!(ledger.freeze(freeze).unwrap(), FreezeOutcome::Frozen(_)));
+    let never = Box::new(|_| -> Result<SignedRecord, String> { panic!("a frozen spend must not be signed") });
+    let outcome = ledger.sign(&r.decision_id, None, never, at(NOON)).unwrap();
+    assert_eq!(outcome, Signing::NotExecutable(SpendStatus::Released));
+    let d = ledger.decision(&r.decision_id).unwrap().unwrap();
+    assert!(d.failure.unwrap().starts_with("not executed: agent bot is frozen by ops"));
+}

@@ -1,0 +1,34 @@
+//! The README's first command, run as it is: the demo must go end to end on the local chains.
+
+use spendguard_tests::evm_org::EvmOrg;
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_spendguard-demo"))
+        .arg(out.path())
+        .env("SPENDGUARD_BIN", EvmOrg::binary())
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "the demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    for expected in [
+        "→ executed (INSTANT)",
+        "→ executed (NOTIFY)",
+        "→ queued (DELAY)",
+        "→ pending_approval (APPROVAL)",
+        "cancelled dec_",
+        "\"approved_by\":\"treasurer@acme.example\"",
+        "40 USDC on Solana → refused: WINDOW_LIMIT",
+        "wallet:eth-ops\tby reconciler",
+        "after the freeze → refused: KILL_SWITCH",
+        "pending approvals (0)",
+        "| unexplained | 2 |",
+        "ok: ",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in the demo's output:\n{stdout}");
+    }
+    for format in ["md", "html", "json", "csv"] {
+        assert!(out.path().join(format!("reports/reconciliation.{format}")).exists(), "no {format} report");
+    }
+}
