@@ -732,28 +732,7 @@ impl Guard {
         let mut out = vec![];
         for w in wallets {
             let Some(wallet) = model.wallet(w) else { continue };
-            let assets: Vec<Asset> = model.assets_on(&wallet.chain).cloned().collect();
-            let read = match self.chains.get(&wallet.chain) {
-                Some(c) => c.balances(&wallet.address, &assets).await.map_err(|e| e.to_string()),
-                None => Err(format!("chain {} has no client configured", wallet.chain)),
-            };
-            let (balances, balance_error) = match read {
-                Ok(amounts) => (
-                    assets
-                        .iter()
-                        .zip(amounts)
-                        .map(|(a, v)| AssetBalance { asset: a.key(), amount: v.normalize().to_string() })
-                        .collect(),
-                    None,
-                ),
-                Err(e) => (vec![], Some(e)),
-            };
-            let mut known = Balances::new();
-            for b in &balances {
-                if let Ok(v) = parse_decimal(&b.amount) {
-                    known.insert(b.asset.clone(), v);
-                }
-            }
+            let (known, balances, balance_error) = self.read_balances(wallet).await;
             let limits = self.limit_headroom(agent, wallet, known).await?;
             out.push(WalletBalances {
                 wallet: wallet.id.clone(),
@@ -765,6 +744,31 @@ impl Guard {
             });
         }
         Ok(BalanceReport { wallets: out })
+    }
+
+    /// Live balances of every configured asset of `wallet`'s chain: as numbers, as listed to
+    /// agents and operators, and why they could not be read.
+    pub(crate) async fn read_balances(
+        &self,
+        wallet: &spendguard_core::model::Wallet,
+    ) -> (Balances, Vec<AssetBalance>, Option<String>) {
+        let assets: Vec<Asset> = self.config.model.assets_on(&wallet.chain).cloned().collect();
+        let read = match self.chains.get(&wallet.chain) {
+            Some(c) => c.balances(&wallet.address, &assets).await.map_err(|e| e.to_string()),
+            None => Err(format!("chain {} has no client configured", wallet.chain)),
+        };
+        match read {
+            Ok(amounts) => {
+                let known: Balances = assets.iter().zip(&amounts).map(|(a, v)| (a.key(), *v)).collect();
+                let listed = assets
+                    .iter()
+                    .zip(amounts)
+                    .map(|(a, v)| AssetBalance { asset: a.key(), amount: v.normalize().to_string() })
+                    .collect();
+                (known, listed, None)
+            }
+            Err(e) => (Balances::new(), vec![], Some(e)),
+        }
     }
 
     /// The room under every limit that applies to `agent` spending from `wallet`, asset by

@@ -8,12 +8,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the reservation latency histogram.
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const LATENCY_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 #[derive(Default)]
 struct Values {
     decisions: BTreeMap<String, u64>,
-    latency_buckets: Vec<u64>,
+    latency_buckets: [u64; LATENCY_BUCKETS.len()],
     latency_sum: f64,
     latency_count: u64,
     watcher_lag: BTreeMap<String, u64>,
@@ -29,11 +29,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn with<T>(&self, f: impl FnOnce(&mut Values) -> T) -> T {
-        let mut v = self.values.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if v.latency_buckets.is_empty() {
-            v.latency_buckets = vec![0; LATENCY_BUCKETS.len()];
-        }
-        f(&mut v)
+        f(&mut self.values.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// A decision was made (outcome: allow, notify, delay, require_approval, deny).

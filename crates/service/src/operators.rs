@@ -220,12 +220,23 @@ impl Guard {
     /// Approves a pending request as `operator` and executes it at once: exactly the intent that
     /// was requested (its hash is checked again when it is signed).
     pub async fn approve(&self, id: &str, operator: &str, expected_hash: Option<&str>) -> GuardResult<DecisionRecord> {
+        self.record_approval(id, operator, expected_hash).await?;
+        self.execute(id).await
+    }
+
+    /// Records an approval without executing it (a process that cannot sign leaves that to the
+    /// daemon, whose next pass executes approved spends at once).
+    pub async fn record_approval(
+        &self,
+        id: &str,
+        operator: &str,
+        expected_hash: Option<&str>,
+    ) -> GuardResult<DecisionRecord> {
         let now = self.clock.now();
         // An expired request is released first, so approving it is refused.
         self.blocking(move |l| l.expire_approvals(now)).await?;
-        let (id2, op, expected) = (id.to_string(), operator.to_string(), expected_hash.map(str::to_string));
-        self.blocking(move |l| l.approve(&id2, &op, expected.as_deref(), now)).await.map_err(permission)?;
-        self.execute(id).await
+        let (id, op, expected) = (id.to_string(), operator.to_string(), expected_hash.map(str::to_string));
+        self.blocking(move |l| l.approve(&id, &op, expected.as_deref(), now)).await.map_err(permission)
     }
 
     /// Rejects a pending request as `operator`; its reservation is released.
@@ -299,48 +310,28 @@ impl Guard {
                 .filter(|d| !matches!(d.status, SpendStatus::Queued | SpendStatus::PendingApproval))
                 .map(usd_of)
                 .sum();
+            // The chain is read once per wallet; each agent's limits are dry runs against it.
+            let (known, listed, balance_error) = self.read_balances(w).await;
             let mut agents = vec![];
-            let mut balances = vec![];
-            let mut balance_error = None;
             for a in model.agents_of_wallet(&w.id) {
-                let report = self.balance(&a.id, Some(&w.id)).await?;
-                let Some(wb) = report.wallets.into_iter().next() else { continue };
-                if balances.is_empty() && balance_error.is_none() {
-                    balances = wb.balances.iter().map(|b| (b.asset.clone(), b.amount.clone())).collect();
-                    balance_error = wb.balance_error.clone();
-                }
-                let uses = wb
-                    .limits
+                let uses = self
+                    .limit_headroom(&a.id, w, known.clone())
+                    .await?
                     .iter()
-                    .map(|h| {
-                        let (used, percent) = (h.used + h.reserved, percent_used(h));
-                        LimitUse {
-                            policy: h.labels.policy_id.clone(),
-                            rule: h.labels.rule.clone(),
-                            scope: h.labels.scope.clone(),
-                            window: h.labels.window.clone(),
-                            unit: h.labels.unit.clone(),
-                            limit: h.fmt(h.limit),
-                            used: h.fmt(used),
-                            percent: percent.normalize().to_string(),
-                        }
+                    .map(|h| LimitUse {
+                        policy: h.labels.policy_id.clone(),
+                        rule: h.labels.rule.clone(),
+                        scope: h.labels.scope.clone(),
+                        window: h.labels.window.clone(),
+                        unit: h.labels.unit.clone(),
+                        limit: h.fmt(h.limit),
+                        used: h.fmt(h.used + h.reserved),
+                        percent: percent_used(h).normalize().to_string(),
                     })
                     .collect();
                 agents.push((a.id.clone(), uses));
             }
-            if agents.is_empty() {
-                // A wallet no agent uses still has balances worth showing.
-                let assets: Vec<_> = model.assets_on(&w.chain).cloned().collect();
-                match self.chain(&w.chain) {
-                    Ok(c) => match c.balances(&w.address, &assets).await {
-                        Ok(v) => {
-                            balances = assets.iter().zip(v).map(|(a, v)| (a.key(), v.normalize().to_string())).collect()
-                        }
-                        Err(e) => balance_error = Some(e.to_string()),
-                    },
-                    Err(e) => balance_error = Some(e.to_string()),
-                }
-            }
+            let balances = listed.into_iter().map(|b| (b.asset, b.amount)).collect();
             let frozen = freezes.iter().any(|f| f.scope == Scope::Wallet(w.id.clone()) || f.scope == Scope::Org);
             wallets.push(WalletStatus {
                 wallet: w.id.clone(),

@@ -244,6 +244,8 @@ impl Guard {
                 });
             }
         }
+        let by_id: std::collections::HashMap<&str, &spendguard_store::DecisionRecord> =
+            decisions.iter().map(|d| (d.id.as_str(), d)).collect();
         for e in events.iter().filter(|e| in_period(e.at)) {
             let class = match e.kind.as_str() {
                 "missing_outflow" => "missing",
@@ -252,7 +254,7 @@ impl Guard {
             };
             let entry = classes.entry(class).or_insert((0, BTreeMap::new(), Decimal::ZERO));
             entry.0 += 1;
-            let d = e.decision_id.as_deref().and_then(|id| decisions.iter().find(|d| d.id == id));
+            let d = e.decision_id.as_deref().and_then(|id| by_id.get(id).copied());
             if let Some(d) = d {
                 *entry.1.entry(d.asset.clone().unwrap_or_default()).or_default() +=
                     parse_decimal(&d.amount).unwrap_or_default();

@@ -80,11 +80,7 @@ fn entry_hash(
 /// Appends an entry after the current head. Runs inside the writer's transaction, so two
 /// processes never append at once.
 pub(crate) fn append(conn: &Connection, e: AuditInput<'_>, at: DateTime<Utc>) -> StoreResult<i64> {
-    let head: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (seq, prev) = match head {
+    let (seq, prev) = match head(conn)? {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS.to_string()),
     };

@@ -527,14 +527,8 @@ impl Writer {
             AuditInput {
                 kind: "freeze",
                 actor: &freeze.frozen_by,
-                agent: match &freeze.scope {
-                    Scope::Agent(a) => Some(a),
-                    _ => None,
-                },
-                wallet: match &freeze.scope {
-                    Scope::Wallet(w) => Some(w),
-                    _ => None,
-                },
+                agent: scope_agent(&freeze.scope),
+                wallet: scope_wallet(&freeze.scope),
                 detail: serde_json::json!({"scope": scope, "reason": freeze.reason, "evidence": freeze.evidence}),
                 ..AuditInput::default()
             },
@@ -565,14 +559,8 @@ impl Writer {
             AuditInput {
                 kind: "unfreeze",
                 actor: by,
-                agent: match &scope {
-                    Scope::Agent(a) => Some(a),
-                    _ => None,
-                },
-                wallet: match &scope {
-                    Scope::Wallet(w) => Some(w),
-                    _ => None,
-                },
+                agent: scope_agent(&scope),
+                wallet: scope_wallet(&scope),
                 detail: serde_json::json!({"scope": key, "ack": ack}),
                 ..AuditInput::default()
             },
@@ -1209,6 +1197,22 @@ impl Writer {
             Some(bound) if bound != intent_hash_of(d) => Err(StoreError::IntentChanged(d.id.clone())),
             _ => Ok(()),
         }
+    }
+}
+
+/// The agent a scope names, for the audit log.
+fn scope_agent(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::Agent(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// The wallet a scope names, for the audit log.
+fn scope_wallet(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::Wallet(w) => Some(w),
+        _ => None,
     }
 }
 

@@ -193,12 +193,7 @@ pub(crate) fn approvals(config: &Config, cmd: ApprovalsCommand) -> Result<ExitCo
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         ApprovalsCommand::Approve { id, operator, intent_hash } => {
-            let now = Utc::now();
-            guard.ledger().expire_approvals(now)?;
-            let d = guard
-                .ledger()
-                .approve(&id, &operator, intent_hash.as_deref(), now)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let d = rt.block_on(guard.record_approval(&id, &operator, intent_hash.as_deref()))?;
             println!(
                 "approved {} by {operator}: {} {} to {}",
                 d.id,
@@ -216,7 +211,7 @@ pub(crate) fn approvals(config: &Config, cmd: ApprovalsCommand) -> Result<ExitCo
             }
         }
         ApprovalsCommand::Reject { id, operator, reason } => {
-            let d = guard.ledger().reject(&id, &operator, &reason, Utc::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let d = rt.block_on(guard.reject(&id, &operator, &reason))?;
             println!("rejected {} by {operator}; its reservation is released", d.id);
         }
     }

@@ -24,12 +24,16 @@ impl Writer {
         Ok(d)
     }
 
+    /// A configured operator.
+    fn operator(&self, operator: &str) -> StoreResult<&spendguard_core::model::Operator> {
+        self.model
+            .operator(operator)
+            .ok_or_else(|| StoreError::NotPermitted(format!("no operator {operator:?} is configured")))
+    }
+
     /// The operator, if configured and holding the role `d` needs.
     fn approver(&self, operator: &str, d: &DecisionRecord) -> StoreResult<()> {
-        let op = self
-            .model
-            .operator(operator)
-            .ok_or_else(|| StoreError::NotPermitted(format!("no operator {operator:?} is configured")))?;
+        let op = self.operator(operator)?;
         match d.approver_role.as_deref() {
             Some(role) if !op.roles.iter().any(|r| r == role) => Err(StoreError::NotPermitted(format!(
                 "operator {operator} does not hold the role {role:?} that decision {} needs",
@@ -118,9 +122,7 @@ impl Writer {
         reason: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<DecisionRecord> {
-        if self.model.operator(operator).is_none() {
-            return Err(StoreError::NotPermitted(format!("no operator {operator:?} is configured")));
-        }
+        self.operator(operator)?;
         let d = load_decision(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
         if d.status != SpendStatus::Queued {
             return Err(StoreError::NotPermitted(format!(
@@ -233,9 +235,7 @@ impl Writer {
 
     /// Stores a new operator token (its hash).
     pub(crate) fn add_operator_token(&mut self, operator: &str, hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        if self.model.operator(operator).is_none() {
-            return Err(StoreError::NotPermitted(format!("no operator {operator:?} is configured")));
-        }
+        self.operator(operator)?;
         self.conn.execute(
             "INSERT INTO operator_tokens (token_hash, operator, created_at_us) VALUES (?1, ?2, ?3)",
             params![hash, operator, to_us(at)],
