@@ -8,6 +8,7 @@
 
 use serde_json::json;
 use spendguard_evm::testing::{rpc_call, send_native, send_token};
+use spendguard_store::OutflowStore;
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
@@ -36,9 +37,9 @@ fn main() {
         org.mine().await;
         eprintln!("generated {} blocks of traffic in {:.1?}", rounds * 6, started.elapsed());
 
-        let direct = org.guard();
+        let direct = org.node().await;
         let (blocks, elapsed) = index_all(&direct).await;
-        let outflows = direct.ledger().outflows("eth-local").unwrap().len();
+        let outflows = direct.ledger().outflows(Some("eth-local")).await.unwrap().len();
         println!(
             "direct:  {blocks} blocks, {outflows} outflows in {elapsed:.2?}: {:.0} blocks/s",
             blocks as f64 / elapsed.as_secs_f64()
@@ -53,7 +54,7 @@ fn main() {
                 (&rpc, &format!("rpc = [\"{}\"]", proxy.url)),
             ],
         );
-        let proxied = org.guard_for(config, vec![]);
+        let proxied = org.node_for(config, vec![]).await;
         let (blocks, elapsed) = index_all(&proxied).await;
         let stats = proxy.stats();
         let calls: u64 = stats.forwarded.values().sum();
@@ -67,7 +68,7 @@ fn main() {
 }
 
 /// Indexes every final block in passes of 500, as the daemon does; returns blocks and time.
-async fn index_all(guard: &spendguard_service::Guard) -> (u64, std::time::Duration) {
+async fn index_all(guard: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
     let started = Instant::now();
     let mut blocks = 0;
     loop {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
 
 use spendguard_solana::testing;
+use spendguard_store::OutflowStore;
 use spendguard_tests::solana_org::{SolanaOrg, SOL_PAYEE};
 use std::time::Instant;
 
@@ -32,18 +33,21 @@ fn main() {
         eprintln!("generated {transactions} transactions in {:.1?}", started.elapsed());
 
         let proxied = format!("rpc = [\"{}\"]", org.proxy.url);
-        let direct = org.evm.guard_for(
-            org.variant(
-                "direct",
-                &[
-                    ("database = \"spendguard.db\"", "database = \"direct.db\""),
-                    (&proxied, &format!("rpc = [\"{}\"]", org.surfnet.url)),
-                ],
-            ),
-            vec![],
-        );
+        let direct = org
+            .evm
+            .node_for(
+                org.variant(
+                    "direct",
+                    &[
+                        ("database = \"spendguard.db\"", "database = \"direct.db\""),
+                        (&proxied, &format!("rpc = [\"{}\"]", org.surfnet.url)),
+                    ],
+                ),
+                vec![],
+            )
+            .await;
         let (indexed, elapsed) = index_all(&direct).await;
-        let outflows = direct.ledger().outflows("sol-local").unwrap().len();
+        let outflows = direct.ledger().outflows(Some("sol-local")).await.unwrap().len();
         println!(
             "direct:  {indexed} transactions, {outflows} outflows in {elapsed:.2?}: {:.0} transactions/s",
             indexed as f64 / elapsed.as_secs_f64()
@@ -51,7 +55,7 @@ fn main() {
         assert!(indexed >= transactions, "every transaction indexed ({indexed} of at least {transactions})");
 
         org.proxy.reset_stats();
-        let through_proxy = org.guard();
+        let through_proxy = org.node().await;
         let (indexed, elapsed) = index_all(&through_proxy).await;
         let stats = org.proxy.stats();
         let calls: u64 = stats.forwarded.values().sum();
@@ -67,7 +71,7 @@ fn main() {
 
 /// Indexes every listed transaction in passes of 500, as the daemon does; returns how many and
 /// the time it took.
-async fn index_all(guard: &spendguard_service::Guard) -> (u64, std::time::Duration) {
+async fn index_all(guard: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
     let started = Instant::now();
     let mut indexed = 0;
     loop {

@@ -3,17 +3,18 @@
 //! and the next spend through MCP is refused with the evidence.
 
 use serde_json::json;
-use spendguard_core::reconcile::{Class, OutflowKind};
+use spendguard_core::reconcile::OutflowKind;
 use spendguard_evm::testing::{rpc_call, send_native, send_token};
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
 
     // Spends through spendguard: matched, nothing frozen.
     for (wallet, asset, amount) in [("hot", "TUSD", "5"), ("cold", "ETH", "0.001")] {
@@ -23,7 +24,7 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     org.mine().await;
     let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
-    assert!(guard.ledger().freezes().unwrap().is_empty());
+    assert!(guard.ledger().freezes().await.unwrap().is_empty());
 
     // The hot wallet's key sends ETH directly.
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
@@ -57,49 +58,58 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     assert!(denied.is_error && denied.text.contains(&rogue_token), "{}", denied.text);
 
     // Indexing is idempotent and durable: a fresh guard resumes after the last block.
-    let events = guard.ledger().events("unexplained_outflow").unwrap().len();
-    let again = org.guard();
+    let events = guard.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap().len();
+    let again = org.node().await;
     assert!(again.watch_once("eth-local", 1000).await.unwrap().findings.is_empty());
-    assert_eq!(again.ledger().events("unexplained_outflow").unwrap().len(), events);
+    assert_eq!(again.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap().len(), events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let before = org.token_balance(PAYEE).await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5", "asset": "TUSD" })).await;
     let id = paid.data["decision_id"].as_str().unwrap().to_string();
     org.mine().await;
-    guard.tick().await.unwrap();
-    guard.tick().await.unwrap();
-    let status = |g: &spendguard_service::Guard| g.ledger().decision(&id).unwrap().unwrap();
-    assert_eq!(status(&guard).status, spendguard_core::SpendStatus::Confirmed);
+    guard.tick().await;
+    guard.tick().await;
+    let status = async || guard.ledger().decision(&id).await.unwrap().unwrap();
+    let confirmed = status().await;
+    assert_eq!(confirmed.status, SpendStatus::Confirmed);
+    let tx_hash = confirmed.tx_hash.clone().expect("signed");
 
     // Replace the last three blocks (the spend's among them) with empty ones, then grow the chain.
+    // Whatever anvil does with the orphaned transaction, it is gone from its pool too: only
+    // spendguard sending it again can land it.
     rpc_call(&org.anvil.url, "anvil_reorg", json!([3, []])).await.unwrap();
+    rpc_call(&org.anvil.url, "anvil_dropTransaction", json!([tx_hash])).await.unwrap();
     for _ in 0..3 {
         org.mine().await;
     }
+    let gone = rpc_call(&org.anvil.url, "eth_getTransactionByHash", json!([tx_hash])).await.unwrap();
+    assert!(gone.is_null(), "the node no longer knows the spend's transaction: {gone}");
     let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "no false finding: {findings:?}");
-    let reopened = status(&guard);
-    assert!(
-        matches!(reopened.status, spendguard_core::SpendStatus::Broadcast | spendguard_core::SpendStatus::Confirmed),
-        "{reopened:?}"
-    );
-    assert_eq!(guard.ledger().events("reorg").unwrap().len(), 1);
+    let reopened = status().await;
+    assert_eq!(reopened.status, SpendStatus::Broadcast, "the reorg reopened it: {reopened:?}");
+    assert_eq!(reopened.block, None);
+    assert_eq!(guard.ledger().events(Some(EventKind::Reorg)).await.unwrap().len(), 1);
 
-    // Followed again: re-sent if the reorg dropped it, confirmed, and matched once more.
+    // Followed again: re-sent by spendguard (the node had lost it), confirmed, matched once more.
+    guard.tick().await;
+    let resent = rpc_call(&org.anvil.url, "eth_getTransactionByHash", json!([tx_hash])).await.unwrap();
+    assert!(!resent.is_null(), "spendguard sent the same signed transaction again");
     for _ in 0..4 {
-        guard.tick().await.unwrap();
         org.mine().await;
+        guard.tick().await;
     }
-    guard.tick().await.unwrap();
-    assert_eq!(status(&guard).status, spendguard_core::SpendStatus::Confirmed);
-    assert!(guard.ledger().freezes().unwrap().is_empty(), "no false freeze");
+    assert_eq!(status().await.status, SpendStatus::Confirmed);
+    assert!(guard.ledger().freezes().await.unwrap().is_empty(), "no false freeze");
     assert_eq!(org.token_balance(PAYEE).await - before, 5_000_000, "landed exactly once");
+    let matched = guard.ledger().reconciliation(&id).await.unwrap();
+    assert_eq!(matched, Some(Class::Matched), "matched again after the reorg");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +120,9 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
         .arg("--config")
         .arg(&org.config_path)
         .arg("watch")
-        .envs(org.server_env())
+        .env("SPENDGUARD_LOG", "error")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start spendguard watch");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -121,6 +132,19 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
             let _ = tx.send(line);
         }
     });
+    // The clock starts once the watcher is up and has caught up with the chain, not while the
+    // process is still starting (on a busy machine that alone can take seconds).
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let stderr = watcher.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("eth-local: caught up") {
+                let _ = up_tx.send(());
+            }
+        }
+    });
+    tokio::task::block_in_place(|| up_rx.recv_timeout(std::time::Duration::from_secs(60)))
+        .expect("spendguard watch reports that it caught up with the chain");
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     // confirmations = 1: the rogue block is final once one more block is on top.
     org.mine().await;
@@ -129,7 +153,7 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
     let elapsed = final_at.elapsed();
     assert!(line.starts_with("unexplained hot: native 0.001 eth-local:ETH"), "{line}");
     assert!(line.contains(&rogue), "{line}");
-    let freezes = org.guard().ledger().freezes().unwrap();
+    let freezes = org.node().await.ledger().freezes().await.unwrap();
     assert_eq!(freezes.len(), 1);
     assert_eq!((freezes[0].frozen_by.as_str(), freezes[0].scope.to_string()), ("reconciler", "wallet:hot".to_string()));
     eprintln!("rogue transfer final → wallet frozen in {elapsed:?} (poll interval 1s)");
@@ -146,25 +170,27 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     use spendguard_service::AlertChannel;
     let org = EvmOrg::start("").await;
     let (url, seen) = spendguard_tests::alert_receiver::receiver(1).await;
-    let guard = org.guard_with_alerts(vec![
-        AlertChannel {
-            id: "ops-webhook".into(),
-            kind: AlertKind::Webhook,
-            url: Some(format!("{url}/hook")),
-            events: vec!["unexplained_outflow".into(), "kill_switch".into()],
-        },
-        AlertChannel {
-            id: "ops-slack".into(),
-            kind: AlertKind::Slack,
-            url: Some(format!("{url}/slack")),
-            events: vec!["unexplained_outflow".into()],
-        },
-        AlertChannel { id: "unset".into(), kind: AlertKind::Slack, url: None, events: vec!["kill_switch".into()] },
-    ]);
+    let guard = org
+        .node_with_alerts(vec![
+            AlertChannel {
+                id: "ops-webhook".into(),
+                kind: AlertKind::Webhook,
+                url: Some(format!("{url}/hook")),
+                events: vec![EventKind::UnexplainedOutflow, EventKind::KillSwitch],
+            },
+            AlertChannel {
+                id: "ops-slack".into(),
+                kind: AlertKind::Slack,
+                url: Some(format!("{url}/slack")),
+                events: vec![EventKind::UnexplainedOutflow],
+            },
+            AlertChannel { id: "unset".into(), kind: AlertKind::Slack, url: None, events: vec![EventKind::KillSwitch] },
+        ])
+        .await;
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     org.mine().await;
     guard.watch_once("eth-local", 1000).await.unwrap();
-    guard.deliver_alerts().await.unwrap();
+    guard.services.alerts.pass().await.unwrap();
     // Slack got its message at once; the webhook's first attempt failed (503) and is recorded.
     let webhook_events = |seen: &Vec<(String, serde_json::Value)>| {
         seen.iter()
@@ -179,36 +205,51 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
         assert!(slack[0]["text"].as_str().unwrap().contains(&rogue));
         assert_eq!(webhook_events(&seen).len(), 2, "the first of three webhook posts failed");
     }
-    let events = guard.ledger().events("unexplained_outflow").unwrap();
-    let first = guard.ledger().delivery(events[0].id, "ops-webhook").unwrap().unwrap();
-    assert_eq!(first, (1, false, Some("HTTP 503 Service Unavailable".into())));
-    let unset = guard.ledger().events("kill_switch").unwrap();
-    let (attempts, delivered, error) = guard.ledger().delivery(unset[0].id, "unset").unwrap().unwrap();
-    assert_eq!((attempts, delivered), (1, false));
-    assert!(error.unwrap().contains("url_env is not set"));
+    let events = guard.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap();
+    let first = guard.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        spendguard_store::Delivery {
+            attempts: 1,
+            delivered: false,
+            last_error: Some("HTTP 503 Service Unavailable".into())
+        }
+    );
+    let unset = guard.ledger().events(Some(EventKind::KillSwitch)).await.unwrap();
+    let unset = guard.ledger().delivery(unset[0].id, "unset").await.unwrap().unwrap();
+    assert_eq!((unset.attempts, unset.delivered), (1, false));
+    assert!(unset.last_error.unwrap().contains("url_env is not set"));
     // A second process's pass at the same moment posts nothing twice.
-    let other = org.guard_with_alerts(vec![AlertChannel {
-        id: "ops-slack".into(),
-        kind: AlertKind::Slack,
-        url: Some(format!("{url}/slack")),
-        events: vec!["unexplained_outflow".into()],
-    }]);
-    other.deliver_alerts().await.unwrap();
+    let other = org
+        .node_with_alerts(vec![AlertChannel {
+            id: "ops-slack".into(),
+            kind: AlertKind::Slack,
+            url: Some(format!("{url}/slack")),
+            events: vec![EventKind::UnexplainedOutflow],
+        }])
+        .await;
+    other.services.alerts.pass().await.unwrap();
     assert_eq!(seen.lock().unwrap().iter().filter(|(p, _)| p == "slack").count(), 2, "no duplicate alert");
-    // After the backoff (1–1.25 s) the failed delivery goes through.
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    guard.deliver_alerts().await.unwrap();
+    // Not before its backoff (1–1.25 s) ends; then the failed delivery goes through.
+    guard.services.alerts.pass().await.unwrap();
+    assert_eq!(webhook_events(&seen.lock().unwrap()).len(), 2, "retried only after its backoff");
+    spendguard_tests::wait_until("the failed delivery's retry", std::time::Duration::from_secs(30), async || {
+        guard.services.alerts.pass().await.unwrap();
+        webhook_events(&seen.lock().unwrap()).len() == 3
+    })
+    .await;
     let mut got = webhook_events(&seen.lock().unwrap());
     got.sort();
     assert_eq!(got, ["kill_switch", "unexplained_outflow", "unexplained_outflow"]);
-    assert_eq!(guard.ledger().delivery(events[0].id, "ops-webhook").unwrap().unwrap(), (2, true, None));
+    let retried = guard.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
+    assert_eq!((retried.attempts, retried.delivered, retried.last_error), (2, true, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let agent_guard = org.guard();
-    let agent = McpAgent::connect(agent_guard.clone(), "buyer").await;
+    let agent_guard = org.node().await;
+    let agent = McpAgent::connect(&agent_guard.services, "buyer").await;
     // Mixed traffic: spends through spendguard from both wallets, empty blocks, a rogue transfer.
     for i in 0..8 {
         let wallet = if i % 2 == 0 { "hot" } else { "cold" };
@@ -237,25 +278,25 @@ async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     }
     // The real one is stopped twice in the middle of the backfill (5 blocks a pass) and resumed.
     for _ in 0..2 {
-        let watcher = org.guard();
+        let watcher = org.node().await;
         watcher.watch_once("eth-local", 5).await.unwrap();
         drop(watcher);
     }
-    let resumed = org.guard();
+    let resumed = org.node().await;
     resumed.watch_once("eth-local", 1000).await.unwrap();
-    let got = spendguard_tests::timeless(resumed.ledger().outflows("eth-local").unwrap());
+    let got = spendguard_tests::timeless(resumed.ledger().outflows(Some("eth-local")).await.unwrap());
 
     org.edit_config("database = \"spendguard.db\"", &format!("database = \"{}\"", reference_db.display()));
-    let reference = org.guard();
+    let reference = org.node().await;
     reference.watch_once("eth-local", 1000).await.unwrap();
-    let expected = spendguard_tests::timeless(reference.ledger().outflows("eth-local").unwrap());
+    let expected = spendguard_tests::timeless(reference.ledger().outflows(Some("eth-local")).await.unwrap());
     assert_eq!(got, expected, "no gap, no duplicate");
     // 8 spends (token + fee each, matched) and the rogue token transfer (token + fee, unexplained).
     assert_eq!(got.len(), 18);
-    assert_eq!(got.iter().filter(|o| o.class == "matched").count(), 16);
+    assert_eq!(got.iter().filter(|o| o.class == Class::Matched).count(), 16);
     assert_eq!(
-        resumed.ledger().chain_cursor("eth-local").unwrap(),
-        reference.ledger().chain_cursor("eth-local").unwrap()
+        resumed.ledger().chain_cursor("eth-local").await.unwrap(),
+        reference.ledger().chain_cursor("eth-local").await.unwrap()
     );
 }
 
@@ -267,8 +308,8 @@ async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once
         "password_env = \"COLD_PASSWORD\"",
         "password_env = \"COLD_PASSWORD\"\nbalance_low_usd = \"30099990\"",
     );
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "saver").await; // 100 USD a day
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "saver").await; // 100 USD a day
     let spend = |amount: &'static str| {
         let (agent, org, guard) = (&agent, &org, &guard);
         async move {
@@ -276,17 +317,18 @@ async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once
                 agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": amount, "asset": "TUSD" })).await;
             assert_eq!(r.data["status"], "executed", "{}", r.text);
             org.mine().await;
-            guard.tick().await.unwrap();
+            guard.tick().await;
         }
     };
-    let events = |kind: &str| guard.ledger().events(kind).unwrap();
+    let events = async |kind| guard.ledger().events(Some(kind)).await.unwrap();
 
     spend("70").await; // 70 %: nothing yet; $30,099,930 left: below the mark
-    assert!(events("limit_80_percent").is_empty());
-    assert_eq!(events("balance_low").len(), 1, "{:?}", events("balance_low"));
-    assert!(events("balance_low")[0].detail.starts_with("wallet cold holds $300999"), "{:?}", events("balance_low"));
+    assert!(events(EventKind::Limit80Percent).await.is_empty());
+    let low = events(EventKind::BalanceLow).await;
+    assert_eq!(low.len(), 1, "{low:?}");
+    assert!(low[0].detail.starts_with("wallet cold holds $300999"), "{low:?}");
     spend("15").await; // 85 %: crossed
-    let crossed = events("limit_80_percent");
+    let crossed = events(EventKind::Limit80Percent).await;
     assert_eq!(crossed.len(), 1, "{crossed:?}");
     assert!(
         crossed[0].detail.contains("$85.00 of the agent:saver limit $100.00 (24h window, policy saver-daily)"),
@@ -294,8 +336,8 @@ async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once
     );
     assert!(crossed[0].detail.ends_with(": 85%"), "{crossed:?}");
     spend("5").await; // 90 %: already past the mark
-    assert_eq!(events("limit_80_percent").len(), 1, "reported when crossed, not on every spend after");
-    assert_eq!(events("balance_low").len(), 1, "reported when it drops below, not on every spend after");
+    assert_eq!(events(EventKind::Limit80Percent).await.len(), 1, "reported when crossed, not on every spend after");
+    assert_eq!(events(EventKind::BalanceLow).await.len(), 1, "reported when it drops below, not on every spend after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,9 @@
 //! skipped or reused.
 
 use serde_json::json;
-use spendguard_core::SpendStatus;
 use spendguard_evm::testing::rpc_call;
 use spendguard_tests::evm_org::*;
+use spendguard_tests::prelude::*;
 use spendguard_tests::stdio_agent::StdioAgent;
 use std::time::Duration;
 
@@ -15,24 +15,24 @@ async fn nonce_of(org: &EvmOrg, address: &str) -> u64 {
 }
 
 async fn wait_confirmed(org: &EvmOrg, id: &str) {
-    let guard = org.guard();
+    let guard = org.node().await;
     for _ in 0..150 {
-        if guard.ledger().decision(id).unwrap().is_some_and(|d| d.status == SpendStatus::Confirmed) {
+        if guard.ledger().decision(id).await.unwrap().is_some_and(|d| d.status == SpendStatus::Confirmed) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("decision {id} was not confirmed after the restart: {:?}", guard.ledger().decision(id).unwrap());
+    panic!("decision {id} was not confirmed after the restart: {:?}", guard.ledger().decision(id).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_signing_or_after_broadcast_loses_nothing_and_doubles_nothing() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let bin = EvmOrg::binary();
+    let bin = spendguard_tests::binary::spendguard_with_fail_points();
     let env = org.server_env();
     let token = org.tokens["buyer"].clone();
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
-    let ledger_decisions = || org.guard().ledger().decisions(Some("buyer")).unwrap();
+    let ledger_decisions = async || org.node().await.ledger().decisions(Some("buyer")).await.unwrap();
 
     // 1. Killed after the signed transaction is stored, before it is broadcast.
     let mut crashing = StdioAgent::spawn(
@@ -44,7 +44,7 @@ async fn a_crash_after_signing_or_after_broadcast_loses_nothing_and_doubles_noth
     );
     assert!(crashing.call("spend", pay("5")).is_none(), "the process should die mid-spend");
     assert_eq!(crashing.wait().code(), Some(86));
-    let signed = ledger_decisions().pop().expect("the decision was recorded");
+    let signed = ledger_decisions().await.pop().expect("the decision was recorded");
     assert_eq!((signed.status, signed.nonce), (SpendStatus::Signed, Some(0)));
     assert_eq!(nonce_of(&org, HOT).await, 0, "nothing was sent");
 
@@ -65,14 +65,14 @@ async fn a_crash_after_signing_or_after_broadcast_loses_nothing_and_doubles_noth
     );
     assert!(crashing.call("spend", pay("6")).is_none());
     assert_eq!(crashing.wait().code(), Some(87));
-    let sent = ledger_decisions().pop().expect("recorded");
+    let sent = ledger_decisions().await.pop().expect("recorded");
     assert_eq!((sent.status, sent.nonce), (SpendStatus::Signed, Some(2)));
     let agent = StdioAgent::spawn(&bin, &org.config_path, "buyer", &token, &env);
     wait_confirmed(&org, &sent.id).await;
     drop(agent);
 
     // Three decisions, three transactions, nonces 0, 1, 2: none skipped, none reused.
-    let all = ledger_decisions();
+    let all = ledger_decisions().await;
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|d| d.status == SpendStatus::Confirmed), "{all:?}");
     let mut nonces: Vec<u64> = all.iter().map(|d| d.nonce.unwrap()).collect();

@@ -5,13 +5,14 @@ use spendguard_core::model::Scope;
 use spendguard_core::Freeze;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::prelude::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spends_at_every_tier() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let before = org.token_balance(PAYEE).await;
 
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD", "memo": "e2e" });
@@ -22,7 +23,7 @@ async fn spends_at_every_tier() {
 
     let notify = agent.call("spend", pay("50")).await;
     assert_eq!((notify.data["status"].as_str(), notify.data["tier"].as_str()), (Some("executed"), Some("NOTIFY")));
-    let events = guard.ledger().events("notify_tier").unwrap();
+    let events = guard.ledger().events(Some(EventKind::NotifyTier)).await.unwrap();
     assert_eq!(events.len(), 1, "NOTIFY records a notification event");
 
     let delayed = agent.call("spend", pay("500")).await;
@@ -38,14 +39,15 @@ async fn spends_at_every_tier() {
     assert!(approval.data["approval_expires_at"].is_string());
 
     // Not yet due: nothing happens to the queued spend.
-    guard.tick().await.unwrap();
+    guard.tick().await;
     let id = delayed.data["decision_id"].as_str().unwrap();
     assert_eq!(agent.call("spend_status", json!({ "decision_id": id })).await.data["status"], "queued");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    guard.tick().await.unwrap();
-    guard.tick().await.unwrap();
-    let status = agent.call("spend_status", json!({ "decision_id": id })).await;
-    assert!(matches!(status.data["status"].as_str(), Some("executed" | "confirmed")), "{}", status.text);
+    spendguard_tests::wait_until("the DELAY spend to be executed once due", Duration::from_secs(30), async || {
+        guard.tick().await;
+        let status = agent.call("spend_status", json!({ "decision_id": id })).await;
+        matches!(status.data["status"].as_str(), Some("executed" | "confirmed"))
+    })
+    .await;
 
     // The approval request can be cancelled by the agent; its budget is released.
     let pending = approval.data["decision_id"].as_str().unwrap();
@@ -55,7 +57,7 @@ async fn spends_at_every_tier() {
     assert!(again.is_error && again.text.starts_with("INVALID_REQUEST"), "{}", again.text);
 
     // Everything executed landed: 5 + 50 + 500 TUSD, confirmed with receipts.
-    guard.tick().await.unwrap();
+    guard.tick().await;
     assert_eq!(org.token_balance(PAYEE).await - before, 555 * 1_000_000);
     let first = agent.call("spend_status", json!({ "decision_id": instant.data["decision_id"] })).await;
     assert_eq!(first.data["status"], "confirmed", "{}", first.text);
@@ -66,8 +68,8 @@ async fn spends_at_every_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_eth_spend_lands_and_balance_reads_the_chain() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE2, "amount": "0.001" })).await;
     assert_eq!(r.data["status"], "executed", "{}", r.text);
     let balance = agent.call("balance", json!({ "wallet": "hot" })).await;
@@ -86,7 +88,7 @@ async fn native_eth_spend_lands_and_balance_reads_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_budget_pools_both_wallets() {
     let org = EvmOrg::start("").await;
-    let agent = McpAgent::connect(org.guard(), "saver").await;
+    let agent = McpAgent::connect(&org.node().await.services, "saver").await;
     let first = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "60", "asset": "TUSD" })).await;
     assert_eq!(first.data["status"], "executed", "{}", first.text);
     let second = agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "50", "asset": "TUSD" })).await;
@@ -102,7 +104,7 @@ async fn the_daily_budget_pools_both_wallets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_retry_pays_once_and_a_conflicting_key_is_refused() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let agent = McpAgent::connect(org.guard(), "buyer").await;
+    let agent = McpAgent::connect(&org.node().await.services, "buyer").await;
     let before = org.token_balance(PAYEE).await;
     let args = json!({ "wallet": "hot", "to": PAYEE, "amount": "7", "asset": "TUSD", "idempotency_key": "inv-1" });
     let first = agent.call("spend", args.clone()).await;
@@ -123,8 +125,8 @@ async fn an_idempotent_retry_pays_once_and_a_conflicting_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_can_still_read_but_not_spend() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     guard
         .ledger()
@@ -135,6 +137,7 @@ async fn a_frozen_agent_can_still_read_but_not_spend() {
             frozen_at: chrono::Utc::now(),
             evidence: None,
         })
+        .await
         .unwrap();
     let denied = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(
@@ -152,8 +155,8 @@ async fn a_frozen_agent_can_still_read_but_not_spend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let other = McpAgent::connect(guard.clone(), "other").await;
+    let guard = org.node().await;
+    let other = McpAgent::connect(&guard.services, "other").await;
     let r = other.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(
         r.is_error && r.text.starts_with("WALLET_NOT_ASSIGNED: wallet hot is not assigned to agent other"),
@@ -162,7 +165,7 @@ async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
     );
     let b = other.call("balance", json!({ "wallet": "hot" })).await;
     assert!(b.is_error && b.text.starts_with("WALLET_NOT_ASSIGNED"), "{}", b.text);
-    let buyer = McpAgent::connect(guard.clone(), "buyer").await;
+    let buyer = McpAgent::connect(&guard.services, "buyer").await;
     let mine = buyer.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     let peek = other.call("spend_status", json!({ "decision_id": mine.data["decision_id"] })).await;
     assert!(peek.is_error && peek.text.starts_with("UNKNOWN_DECISION"), "{}", peek.text);
@@ -171,8 +174,8 @@ async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_balance_is_refused_before_signing_and_bad_amounts_are_explained() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let r =
         agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "100000.000001", "asset": "TUSD" })).await;
     assert!(r.is_error && r.text.starts_with("INSUFFICIENT_BALANCE: wallet cold holds 100000"), "{}", r.text);
@@ -187,19 +190,19 @@ async fn insufficient_balance_is_refused_before_signing_and_bad_amounts_are_expl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_no_longer_authenticates() {
     let org = EvmOrg::start("").await;
-    let guard = org.guard();
+    let guard = org.node().await;
     let token = &org.tokens["other"];
-    assert_eq!(guard.authenticate(token).await.unwrap().as_deref(), Some("other"));
-    guard.ledger().revoke_agent("other", "test", chrono::Utc::now()).unwrap();
-    assert_eq!(guard.authenticate(token).await.unwrap(), None);
-    assert_eq!(guard.authenticate("sgt_not-a-token").await.unwrap(), None);
+    assert_eq!(guard.services.credentials.agent(token).await.unwrap().as_deref(), Some("other"));
+    guard.ledger().revoke_agent("other", "test", chrono::Utc::now()).await.unwrap();
+    assert_eq!(guard.services.credentials.agent(token).await.unwrap(), None);
+    assert_eq!(guard.services.credentials.agent("sgt_not-a-token").await.unwrap(), None);
 }
 
 /// What the model sees is reviewed: `SPENDGUARD_BLESS=1` rewrites fixtures/mcp/tools_list.json.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_list_matches_the_golden_snapshot() {
     let org = EvmOrg::start("").await;
-    let agent = McpAgent::connect(org.guard(), "buyer").await;
+    let agent = McpAgent::connect(&org.node().await.services, "buyer").await;
     let tools = agent.tools().await;
     let names: Vec<&str> = tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 5);
@@ -222,16 +225,16 @@ async fn tools_list_matches_the_golden_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fee_cap_is_recorded_and_a_chain_above_it_is_refused() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
-    let record = guard.ledger().decision(paid.data["decision_id"].as_str().unwrap()).unwrap().unwrap();
-    let fee_cap: rust_decimal::Decimal = record.fee_cap.as_deref().unwrap().parse().unwrap();
+    let record = guard.ledger().decision(paid.data["decision_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let fee_cap = record.fee_cap.unwrap();
     assert!(fee_cap > rust_decimal::Decimal::ZERO);
     assert!(record.fee_terms.as_deref().unwrap().starts_with("gas "), "{:?}", record.fee_terms);
     // A cap below the chain's base fee: nothing is signed, the reservation is released.
     org.edit_config("max_fee_per_gas_gwei = \"100\"", "max_fee_per_gas_gwei = \"0.000000001\"");
-    let capped = McpAgent::connect(org.guard(), "buyer").await;
+    let capped = McpAgent::connect(&org.node().await.services, "buyer").await;
     let r = capped.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(r.is_error && r.text.starts_with("SPEND_FAILED: chain eth-local: fee"), "{}", r.text);
     assert!(r.text.contains("exceeds the cap 0.000000001 gwei"), "{}", r.text);
@@ -242,8 +245,8 @@ async fn the_fee_cap_is_recorded_and_a_chain_above_it_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes() {
     let org = EvmOrg::start(&BUYER_TIERS.replace("approval_ttl = \"1h\"", "approval_ttl = \"1s\"")).await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
     let approval = agent.call("spend", pay("5000")).await;
     assert_eq!(approval.data["status"], "pending_approval");
@@ -264,11 +267,18 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
             frozen_at: chrono::Utc::now(),
             evidence: None,
         })
+        .await
         .unwrap();
     let before = org.token_balance(PAYEE).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    guard.tick().await.unwrap();
     let status = |r: &spendguard_tests::mcp_client::ToolReply| json!({ "decision_id": r.data["decision_id"] });
+    // The request expires after 1 s, the DELAY spend falls due after 2 s (and meets the freeze).
+    spendguard_tests::wait_until("the expiry and the frozen delay", Duration::from_secs(30), async || {
+        guard.tick().await;
+        let expired = agent.call("spend_status", status(&approval)).await;
+        let held = agent.call("spend_status", status(&queued_frozen)).await;
+        expired.data["status"] == "released" && held.data["status"] == "released"
+    })
+    .await;
     let expired = agent.call("spend_status", status(&approval)).await;
     assert_eq!(
         (expired.data["status"].as_str(), expired.data["failure"].as_str()),
@@ -281,5 +291,30 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
         "{}",
         held.text
     );
+    assert_eq!(org.token_balance(PAYEE).await, before, "nothing left the wallet");
+}
+
+/// An agent no policy with a limit bounds spends nothing, however small: `NO_POLICY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_no_limit_bounds_is_refused_no_policy() {
+    let org = EvmOrg::start("").await;
+    // Without the organisation's ceiling, only saver is bounded (saver-daily).
+    let config = org.variant(
+        "uncovered",
+        &[("id = \"e2e-ceiling\"\nscope = \"org\"", "id = \"e2e-ceiling\"\nscope = \"agent:saver\"")],
+    );
+    let node = org.node_for(config, vec![]).await;
+    let other = McpAgent::connect(&node.services, "other").await;
+    let before = org.token_balance(PAYEE).await;
+    let r = other.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "0.01", "asset": "TUSD" })).await;
+    assert!(
+        r.is_error && r.text.starts_with("NO_POLICY: no policy with a limit (per_tx_usd or limits) covers agent other"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.data["status"], "denied");
+    let eval =
+        other.call("evaluate", json!({ "wallet": "cold", "to": PAYEE, "amount": "0.01", "asset": "TUSD" })).await;
+    assert!(eval.text.starts_with("deny NO_POLICY: "), "{}", eval.text);
     assert_eq!(org.token_balance(PAYEE).await, before, "nothing left the wallet");
 }

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::prelude::*;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -45,14 +46,8 @@ async fn admin(base: &str, token: &str, method: &str, path: &str, body: Option<V
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    for _ in 0..150 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for {what}");
+async fn wait_for(what: &str, done: impl AsyncFnMut() -> bool) {
+    spendguard_tests::wait_until(what, Duration::from_secs(30), done).await;
 }
 
 const SOLO: &str = r#"
@@ -142,10 +137,10 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     let o = cli(&config, &["approvals", "approve", &pending[2], "--as", "ops@e2e.example"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("spendguard serve"), "{}", out(&o));
-    let guard = org.guard();
+    let guard = org.node().await;
     let d = |id: String| {
         let guard = guard.clone();
-        async move { guard.decision(&id).await.unwrap().unwrap() }
+        async move { guard.services.operators.decision(&id).await.unwrap().unwrap() }
     };
     // (Before the freeze below: a freeze stops an approved spend that was not signed yet.)
     wait_for("the daemon to execute the CLI's approval", async || {
@@ -202,10 +197,34 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     let frozen = out(&cli(&config, &["frozen"]));
     assert!(frozen.contains("wallet:solo\tby ops@e2e.example") && frozen.contains("agent:other"), "{frozen}");
 
-    // Status: balances, today's spend, utilisation, the open request, the freezes.
-    let status_text = out(&cli(&config, &["status"]));
+    // Status: balances, today's spend, utilisation, the open request, the freezes. "Today" is the
+    // UTC day the status was taken on: a run across midnight expects what that day holds.
+    let (status_text, day) = loop {
+        let day = chrono::Utc::now().date_naive();
+        let text = out(&cli(&config, &["status"]));
+        if chrono::Utc::now().date_naive() == day {
+            break (text, day);
+        }
+    };
+    let spent_on_day: rust_decimal::Decimal = guard
+        .ledger()
+        .decisions(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.wallet == "hot" && d.created_at.date_naive() == day)
+        .filter(|d| d.status.counts_as().is_some())
+        .filter(|d| !matches!(d.status, SpendStatus::Queued | SpendStatus::PendingApproval))
+        .map(|d| d.usd.unwrap())
+        .sum();
+    let all_today = guard.ledger().decisions(None).await.unwrap().iter().all(|d| d.created_at.date_naive() == day);
+    let spent_today = if all_today {
+        "spent today: $2600.00".to_string()
+    } else {
+        format!("spent today: ${}", spendguard_service::Usd(spent_on_day))
+    };
     for expected in
-        ["wallet hot (eth-local", "spent today: $2600.00", "agent buyer:", "% ", "pending approvals (1)", "wallet:solo"]
+        ["wallet hot (eth-local", &spent_today, "agent buyer:", "% ", "pending approvals (1)", "wallet:solo"]
     {
         assert!(status_text.contains(expected), "missing {expected:?} in\n{status_text}");
     }
@@ -282,8 +301,10 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
     // Six clients pay 1 TUSD (INSTANT: reserved, signed and broadcast before the answer) as
     // fast as they can, until the daemon is gone.
     let mut clients = vec![];
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for c in 0..6 {
         let agent = McpAgent::connect_http(&url, &org.tokens["buyer"]).await;
+        let count = std::sync::Arc::clone(&count);
         clients.push(tokio::spawn(async move {
             let mut answered = vec![];
             for i in 0.. {
@@ -293,6 +314,7 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
                     Ok(r) => {
                         assert_eq!(r.data["status"], "executed", "{}", r.text);
                         answered.push(r.data["decision_id"].as_str().unwrap().to_string());
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     Err(_) => break,
                 }
@@ -300,7 +322,12 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
             answered
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The daemon is stopped under load: once the clients have had ten spends answered, while
+    // they keep paying.
+    spendguard_tests::wait_until("ten answered spends", Duration::from_secs(120), async || {
+        count.load(std::sync::atomic::Ordering::SeqCst) >= 10
+    })
+    .await;
     assert!(EvmOrg::stop_daemon(daemon), "the daemon exits cleanly on SIGTERM");
     let mut answered = vec![];
     for c in clients {
@@ -309,8 +336,8 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
     assert!(answered.len() >= 10, "the load was real: {} spends answered", answered.len());
 
     // Every answered spend is in the ledger, broadcast; nothing was left reserved or unsent.
-    let guard = org.guard();
-    let decisions = guard.ledger().decisions(None).unwrap();
+    let guard = org.node().await;
+    let decisions = guard.ledger().decisions(None).await.unwrap();
     let stuck: Vec<_> = decisions.iter().filter(|d| matches!(d.status.as_str(), "reserved" | "signed")).collect();
     assert!(stuck.is_empty(), "dangling after shutdown: {stuck:?}");
     for id in &answered {
@@ -320,11 +347,97 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
     // Restarted, the guard settles them all: the payee got exactly one token per decision.
     let (daemon, _) = org.start_daemon();
     wait_for("every spend to confirm", async || {
-        guard.ledger().decisions(None).unwrap().iter().all(|d| d.status.as_str() == "confirmed")
+        guard.ledger().decisions(None).await.unwrap().iter().all(|d| d.status.as_str() == "confirmed")
     })
     .await;
     assert!(EvmOrg::stop_daemon(daemon));
-    let confirmed = guard.ledger().decisions(None).unwrap().len() as u128;
+    let confirmed = guard.ledger().decisions(None).await.unwrap().len() as u128;
     assert!(confirmed >= answered.len() as u128);
     assert_eq!(org.token_balance(PAYEE).await - before, confirmed * 1_000_000);
+}
+
+const ROLES: &str = r#"
+[[operator]]
+id = "viewer@e2e.example"
+roles = ["viewer"]
+
+[[operator]]
+id = "security@e2e.example"
+roles = ["security"]
+
+[roles]
+unfreeze_reconciler = ["security"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_action_needs_its_role_and_lifting_a_reconciler_freeze_its_own() {
+    use spendguard_evm::testing::send_native;
+    let org = EvmOrg::start(&format!("{BUYER_TIERS}{ROLES}")).await;
+    let config = org.config_path.clone();
+    let (daemon, url) = org.start_daemon();
+    let base = url.trim_end_matches("/mcp").to_string();
+    let token = |op: &str| {
+        let o = cli(&config, &["operator", "token", op]);
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o).trim().to_string()
+    };
+    let (admin_token, viewer, security) =
+        (token("ops@e2e.example"), token("viewer@e2e.example"), token("security@e2e.example"));
+    let agent = McpAgent::connect_http(&url, &org.tokens["buyer"]).await;
+    let queued = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "500", "asset": "TUSD" })).await;
+    assert_eq!(queued.data["status"], "queued", "{}", queued.text);
+    let id = queued.data["decision_id"].as_str().unwrap().to_string();
+
+    // A viewer reads, and may do nothing else: not freeze, unfreeze, cancel or decommission.
+    assert_eq!(admin(&base, &viewer, "GET", "/approvals", None).await.0, 200);
+    assert_eq!(admin(&base, &viewer, "GET", "/frozen", None).await.0, 200);
+    let writes = [
+        ("/freeze".to_string(), json!({"scope": "agent:buyer", "reason": "curious"})),
+        ("/unfreeze".to_string(), json!({"scope": "agent:buyer", "ack": "curious"})),
+        (format!("/delays/{id}/cancel"), json!({"reason": "curious"})),
+        ("/agents/other/decommission".to_string(), json!({"reason": "curious"})),
+    ];
+    for (path, body) in writes {
+        let (status, answer) = admin(&base, &viewer, "POST", &path, Some(body)).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("operator viewer@e2e.example may not"), "{answer}");
+    }
+    // The CLI refuses the same, and names what is missing.
+    let o = cli(&config, &["freeze", "--agent", "buyer", "--reason", "curious", "--as", "viewer@e2e.example"]);
+    assert!(
+        !o.status.success() && err(&o).contains("may not freeze: that needs one of the roles \"admin\""),
+        "{}",
+        err(&o)
+    );
+    let o = cli(&config, &["delays", "cancel", &id, "--as", "viewer@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("may not cancel a queued spend"), "{}", err(&o));
+    let o = cli(&config, &["freeze", "--agent", "buyer", "--reason", "x", "--as", "nobody@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("no operator \"nobody@e2e.example\" is configured"), "{}", err(&o));
+    assert!(out(&cli(&config, &["frozen"])).contains("nothing is frozen"));
+
+    // An admin freezes and lifts an operator's freeze.
+    let (status, body) =
+        admin(&base, &admin_token, "POST", "/freeze", Some(json!({"scope": "agent:buyer", "reason": "review"}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        admin(&base, &admin_token, "POST", "/unfreeze", Some(json!({"scope": "agent:buyer", "ack": "reviewed"}))).await;
+    assert_eq!((status, &body["unfrozen"]), (200, &json!(true)), "{body}");
+
+    // Money leaves hot with no decision behind it: the daemon's reconciler freezes the wallet.
+    send_native(&org.anvil.url, spendguard_tests::anvil::DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
+    org.mine().await;
+    wait_for("the reconciler to freeze hot", async || {
+        out(&cli(&config, &["frozen"])).contains("wallet:hot\tby reconciler")
+    })
+    .await;
+    // Lifting it takes the role [roles] unfreeze_reconciler names, which the admin lacks.
+    let lift = json!({"scope": "wallet:hot", "ack": "key rotated"});
+    let (status, body) = admin(&base, &admin_token, "POST", "/unfreeze", Some(lift.clone())).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unfreeze what the reconciler froze"), "{body}");
+    let o = cli(&config, &["unfreeze", "--wallet", "hot", "--ack", "key rotated", "--as", "ops@e2e.example"]);
+    assert!(!o.status.success() && err(&o).contains("unfreeze_reconciler"), "{}", err(&o));
+    let (status, body) = admin(&base, &security, "POST", "/unfreeze", Some(lift)).await;
+    assert_eq!((status, &body["unfrozen"]), (200, &json!(true)), "{body}");
+    assert!(EvmOrg::stop_daemon(daemon));
 }

@@ -2,15 +2,15 @@
 //! stdio and over streamable HTTP, on a real anvil. The scenario is tests/python/mcp_agents.py.
 
 use serde_json::json;
-use spendguard_core::SpendStatus;
 use spendguard_tests::evm_org::*;
+use spendguard_tests::prelude::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
-    let guard = org.guard();
-    guard.ledger().revoke_agent("retired", "test", chrono::Utc::now()).expect("revoke");
-    drop(guard);
+async fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
+    let node = org.node().await;
+    node.ledger().revoke_agent("retired", "test", chrono::Utc::now()).await.expect("revoke");
+    drop(node);
     let env: serde_json::Map<String, serde_json::Value> =
         org.server_env().into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
     let scenario = json!({
@@ -24,7 +24,7 @@ fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
         "revoked_agent": "retired",
         "revoked_token": org.tokens["retired"],
     });
-    run_python("mcp_agents.py", &scenario);
+    tokio::task::block_in_place(|| run_python("mcp_agents.py", &scenario));
 }
 
 /// Runs tests/python/`script` with `scenario` on its standard input; asserts that every check
@@ -51,44 +51,32 @@ fn run_python(script: &str, scenario: &serde_json::Value) -> String {
     stdout
 }
 
-/// What became of the scenario's 500 TUSD DELAY spend: executed if it fell due before the
-/// scenario froze the buyer, otherwise released because of the freeze. Waits until it settles.
-async fn delayed_spend_landed(org: &EvmOrg) -> bool {
-    let guard = org.guard();
-    for _ in 0..100 {
-        let delayed = guard
-            .ledger()
-            .decisions(Some("buyer"))
-            .unwrap()
-            .into_iter()
-            .find(|d| d.amount == "500")
-            .expect("the DELAY spend");
-        match delayed.status {
-            SpendStatus::Confirmed => return true,
-            SpendStatus::Released => {
-                assert!(delayed.failure.as_deref().is_some_and(|f| f.contains("frozen")), "{:?}", delayed.failure);
-                return false;
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+/// Waits until every spend the scenario made is settled: none reserved, signed or broadcast.
+/// With `settle`, this process runs the background passes itself (no server is left running).
+async fn settled(org: &EvmOrg, settle: bool) {
+    let node = org.node().await;
+    spendguard_tests::wait_until("every spend to settle", std::time::Duration::from_secs(60), async || {
+        if settle {
+            node.tick().await;
         }
-    }
-    panic!("the DELAY spend never settled");
+        let open = [SpendStatus::Reserved, SpendStatus::Signed, SpendStatus::Broadcast];
+        node.ledger().decisions_in(&open).await.unwrap().is_empty()
+    })
+    .await;
+    let delayed = node.ledger().decisions(Some("buyer")).await.unwrap();
+    let delayed = delayed.iter().find(|d| d.amount == rust_decimal::Decimal::from(500)).expect("the DELAY spend");
+    assert_eq!(delayed.status, SpendStatus::Confirmed, "the DELAY spend executed before the freeze: {delayed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_over_stdio() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let before = org.token_balance(PAYEE).await;
-    tokio::task::block_in_place(|| run_scenario(&org, "stdio", None));
-    // No server runs now: one background pass settles what the stdio servers left.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let guard = org.guard();
-    for _ in 0..3 {
-        guard.tick().await.unwrap();
-    }
-    let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
-    // 5 + 50 + 3 (idempotent: once) + 60 TUSD.
-    assert_eq!(org.token_balance(PAYEE).await - before, 118_000_000 + extra);
+    run_scenario(&org, "stdio", None).await;
+    // No server runs now: this process's background passes settle what the stdio servers left.
+    settled(&org, true).await;
+    // 5 + 50 + 3 (idempotent: once) + 60 TUSD, and the 500 TUSD DELAY spend.
+    assert_eq!(org.token_balance(PAYEE).await - before, 618_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,12 +84,12 @@ async fn the_python_sdk_over_streamable_http() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let before = org.token_balance(PAYEE).await;
     let (server, url) = org.start_daemon();
-    tokio::task::block_in_place(|| run_scenario(&org, "http", Some(&url)));
-    // The daemon settles the DELAY spend once it is due (2 s).
-    let extra = if delayed_spend_landed(&org).await { 500_000_000 } else { 0 };
+    run_scenario(&org, "http", Some(&url)).await;
+    // The daemon settles everything, the DELAY spend included.
+    settled(&org, false).await;
     let received = org.token_balance(PAYEE).await - before;
     assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
-    assert_eq!(received, 118_000_000 + extra, "5 + 50 + 3 + 60, and the DELAY spend if it ran before the freeze");
+    assert_eq!(received, 618_000_000, "5 + 50 + 3 + 60, and the DELAY spend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,24 +127,25 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     org.proxy.set_faults(Faults::default());
     let line = out.lines().find_map(|l| l.strip_prefix("SPEND ")).expect("the SPEND line");
     let (decision_id, tx_hash) = line.split_once(' ').unwrap();
-    let guard = org.guard();
-    for _ in 0..300 {
-        if guard.ledger().decision(decision_id).unwrap().unwrap().status == SpendStatus::Confirmed {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(guard.ledger().events("resigned").unwrap().len(), 1);
+    let guard = org.node().await;
+    spendguard_tests::wait_until("the re-signed spend to confirm", std::time::Duration::from_secs(60), async || {
+        guard.ledger().decision(decision_id).await.unwrap().unwrap().status == SpendStatus::Confirmed
+    })
+    .await;
+    assert_eq!(guard.ledger().events(Some(EventKind::Resigned)).await.unwrap().len(), 1);
 
     // The wallet's key used behind spendguard's back: the daemon's watcher freezes the wallet.
     spendguard_solana::testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
-    for _ in 0..300 {
-        if !guard.ledger().freezes().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(!guard.ledger().events("kill_switch").unwrap().is_empty(), "the freeze is an alert event");
+    spendguard_tests::wait_until(
+        "the daemon's watcher to freeze sol-hot",
+        std::time::Duration::from_secs(60),
+        async || !guard.ledger().freezes().await.unwrap().is_empty(),
+    )
+    .await;
+    assert!(
+        !guard.ledger().events(Some(EventKind::KillSwitch)).await.unwrap().is_empty(),
+        "the freeze is an alert event"
+    );
     tokio::task::block_in_place(|| {
         run_python(
             "solana_agents.py",
@@ -165,7 +154,7 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     });
     assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
     // Every Solana spend spendguard made reconciled; the only unexplained outflows are the rogue's.
-    let outflows = guard.ledger().outflows("sol-local").unwrap();
-    let unexplained: Vec<_> = outflows.iter().filter(|o| o.class != "matched").collect();
+    let outflows = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    let unexplained: Vec<_> = outflows.iter().filter(|o| o.class != Class::Matched).collect();
     assert_eq!(unexplained.len(), 2, "the rogue transfer and its fee: {unexplained:#?}");
 }

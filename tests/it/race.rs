@@ -3,9 +3,9 @@
 //! actually left the wallet never exceeds the limit.
 
 use serde_json::{json, Value};
-use spendguard_core::SpendStatus;
 use spendguard_evm::testing::rpc_call;
 use spendguard_tests::evm_org::*;
+use spendguard_tests::prelude::*;
 use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -43,14 +43,16 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     assert_eq!(outcomes.len(), 160);
 
     // Let both daemons settle every receipt.
-    let guard = org.guard();
-    for _ in 0..100 {
-        let open = guard.ledger().in_flight().unwrap().len() + guard.ledger().unsigned_reserved().unwrap().len();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let guard = org.node().await;
+    spendguard_tests::wait_until(
+        "both daemons to settle every spend",
+        std::time::Duration::from_secs(60),
+        async || {
+            let open = [SpendStatus::Reserved, SpendStatus::Signed, SpendStatus::Broadcast];
+            guard.ledger().decisions_in(&open).await.unwrap().is_empty()
+        },
+    )
+    .await;
     for daemon in [a, b] {
         assert!(EvmOrg::stop_daemon(daemon), "daemons stop cleanly on SIGTERM");
     }
@@ -78,8 +80,14 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     nonces.sort_unstable();
     assert_eq!(nonces, (0..admitted.len() as u128).collect::<Vec<_>>(), "consecutive nonces");
     assert!(wei_sent <= 50_000_000_000_000_000, "ETH sent {wei_sent} wei exceeds the 0.05 ETH limit");
-    let confirmed =
-        guard.ledger().decisions(Some("buyer")).unwrap().iter().filter(|d| d.status == SpendStatus::Confirmed).count();
+    let confirmed = guard
+        .ledger()
+        .decisions(Some("buyer"))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.status == SpendStatus::Confirmed)
+        .count();
     assert_eq!(confirmed, admitted.len());
     eprintln!("{} of 160 spends admitted, {wei_sent} wei sent, nonces 0..{}", admitted.len(), admitted.len());
 }

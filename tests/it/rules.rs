@@ -527,3 +527,51 @@ scope = "agent:alice"
     assert_eq!(e.tier, Tier::Delay, "without instant or notify thresholds the first tier is DELAY");
     assert_eq!(e.reasons[0].detail, "executes after 10m unless cancelled");
 }
+
+/// Fail closed: a spend that no policy with a limit covers is denied, however large or small,
+/// with every other reason still reported; tiers, schedules and allowlists alone bound nothing.
+#[test]
+fn a_spend_no_limit_bounds_is_denied_no_policy() {
+    let unbounded = BASE_ORG.replace("[[policy]]\nid = \"ceiling\"\nscope = \"org\"\nper_tx_usd = \"1000000000\"", "");
+    assert_ne!(unbounded, BASE_ORG, "the harness's ceiling is gone");
+    let extra = r#"[[policy]]
+id = "alice-tiers"
+scope = "agent:alice"
+  [policy.tiers]
+  instant_max_usd = "10"
+  approver_role = "approver"
+
+[[policy]]
+id = "bob-daily"
+scope = "agent:bob"
+limits = [ { window = "day", max_usd = "100" } ]
+"#;
+    let model =
+        spendguard_config::parse(&format!("{unbounded}\n{extra}"), std::path::Path::new("t.toml")).unwrap().model;
+    let mut sb = Sandbox::new("");
+    sb.model = model;
+    // 9,000 ETH is 27 million USD; alice has tiers but no limit.
+    let whale = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "9000", None, MON));
+    assert_eq!(whale.decision, Decision::Deny);
+    assert_eq!(denials(&whale), [ReasonCode::NoPolicy]);
+    assert!(whale.reasons[0].detail.contains("covers agent alice spending from wallet eth-hot"), "{whale:?}");
+    let tiny = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "0.01", Some("USDC"), MON));
+    assert_eq!(denials(&tiny), [ReasonCode::NoPolicy], "small or large: nothing bounds it");
+    // carol has no policy at all; bob's own limit bounds him.
+    assert_eq!(
+        denials(&sb.evaluate(&request("carol", "eth-cold", PLAIN_EVM, "1", Some("USDC"), MON))),
+        [ReasonCode::NoPolicy]
+    );
+    assert!(sb.evaluate(&request("bob", "eth-hot", PLAIN_EVM, "1", Some("USDC"), MON)).is_allowed());
+    // A limit over the wallet bounds every agent using it.
+    let wallet =
+        format!("{unbounded}\n{extra}\n[[policy]]\nid = \"hot\"\nscope = \"wallet:eth-hot\"\nper_tx_usd = \"50\"\n");
+    let model = spendguard_config::parse(&wallet, std::path::Path::new("t.toml")).unwrap().model;
+    let mut sb = Sandbox::new("");
+    sb.model = model;
+    assert!(sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "5", Some("USDC"), MON)).is_allowed());
+    assert_eq!(
+        denials(&sb.evaluate(&request("alice", "sol-hot", PLAIN_SOL, "5", Some("USDC"), MON))),
+        [ReasonCode::NoPolicy]
+    );
+}

@@ -2,29 +2,30 @@
 
 use chrono::TimeDelta;
 use spendguard_core::{Balances, Decision, ReasonCode, SpendRequest, SpendStatus, Tier};
-use spendguard_store::{Ledger, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest};
+use spendguard_store::{DecisionStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqliteStore};
 use spendguard_tests::*;
 use std::sync::Arc;
 
 struct Field {
     _dir: tempfile::TempDir,
-    ledger: Ledger,
+    ledger: SqliteStore,
 }
 
 fn field(policies: &str) -> Field {
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(model(policies));
     let ledger =
-        Ledger::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default())
+        SqliteStore::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default())
             .unwrap();
     Field { _dir: dir, ledger }
 }
 
 impl Field {
-    fn spend(&self, request: SpendRequest) -> Receipt {
+    async fn spend(&self, request: SpendRequest) -> Receipt {
         match self
             .ledger
             .reserve(ReserveRequest { request, balances: Balances::new(), idempotency_key: None, memo: None })
+            .await
             .unwrap()
         {
             ReserveOutcome::Decided { receipt, .. } => receipt,
@@ -37,8 +38,8 @@ fn codes(r: &Receipt) -> Vec<ReasonCode> {
     r.reasons.iter().map(|r| r.code).filter(|c| c.denies()).collect()
 }
 
-#[test]
-fn a_budget_spent_on_one_chain_denies_the_next_spend_on_another() {
+#[tokio::test]
+async fn a_budget_spent_on_one_chain_denies_the_next_spend_on_another() {
     let f = field(
         r#"[[policy]]
 id = "alice-daily"
@@ -46,11 +47,11 @@ scope = "agent:alice"
 limits = [ { window = "24h", max_usd = "1000" } ]
 "#,
     );
-    let first = f.spend(request("alice", "eth-hot", PLAIN_EVM, "999", Some("USDC"), "2026-11-23T10:00:00Z"));
+    let first = f.spend(request("alice", "eth-hot", PLAIN_EVM, "999", Some("USDC"), "2026-11-23T10:00:00Z")).await;
     assert_eq!(first.status, SpendStatus::Reserved);
     // It executes: from now on it is spend, not a reservation.
-    f.ledger.set_status(&first.decision_id, SpendStatus::Signed, at("2026-11-23T10:00:01Z")).unwrap();
-    let second = f.spend(request("alice", "sol-hot", PLAIN_SOL, "499", Some("USDC"), "2026-11-23T11:00:00Z"));
+    f.ledger.set_status(&first.decision_id, SpendStatus::Signed, at("2026-11-23T10:00:01Z")).await.unwrap();
+    let second = f.spend(request("alice", "sol-hot", PLAIN_SOL, "499", Some("USDC"), "2026-11-23T11:00:00Z")).await;
     assert_eq!(second.decision, Decision::Deny);
     assert_eq!(codes(&second), [ReasonCode::WindowLimit]);
     assert_eq!(
@@ -58,12 +59,12 @@ limits = [ { window = "24h", max_usd = "1000" } ]
         "agent alice 24h spend 999.00 + reserved 0.00 + 499.00 = 1498.00 USD exceeds 1000.00 USD"
     );
     assert_eq!(second.status, SpendStatus::Denied);
-    let recorded = f.ledger.decision(&second.decision_id).unwrap().unwrap();
+    let recorded = f.ledger.decision(&second.decision_id).await.unwrap().unwrap();
     assert_eq!((recorded.status, recorded.chain.as_deref()), (SpendStatus::Denied, Some("sol")));
 }
 
-#[test]
-fn four_tiers_at_5_50_500_and_5000_usd() {
+#[tokio::test]
+async fn four_tiers_at_5_50_500_and_5000_usd() {
     let f = field(
         r#"[[policy]]
 id = "tiers"
@@ -78,11 +79,11 @@ scope = "agent:alice"
 "#,
     );
     let when = "2026-11-23T10:00:00Z";
-    let got: Vec<(Decision, Tier, SpendStatus)> = ["5", "50", "500", "5000"]
-        .iter()
-        .map(|a| f.spend(request("alice", "eth-hot", PLAIN_EVM, a, Some("USDC"), when)))
-        .map(|r| (r.decision, r.tier, r.status))
-        .collect();
+    let mut got: Vec<(Decision, Tier, SpendStatus)> = vec![];
+    for a in ["5", "50", "500", "5000"] {
+        let r = f.spend(request("alice", "eth-hot", PLAIN_EVM, a, Some("USDC"), when)).await;
+        got.push((r.decision, r.tier, r.status));
+    }
     assert_eq!(
         got,
         [
@@ -92,15 +93,18 @@ scope = "agent:alice"
             (Decision::RequireApproval, Tier::Approval, SpendStatus::PendingApproval),
         ]
     );
-    let delayed = f.spend(request("alice", "eth-hot", PLAIN_EVM, "500", Some("USDC"), when));
+    let delayed = f.spend(request("alice", "eth-hot", PLAIN_EVM, "500", Some("USDC"), when)).await;
     assert_eq!(delayed.execute_after, Some(at(when) + TimeDelta::minutes(5)));
-    let approval = f.spend(request("alice", "eth-hot", PLAIN_EVM, "5000", Some("USDC"), when));
+    let approval = f.spend(request("alice", "eth-hot", PLAIN_EVM, "5000", Some("USDC"), when)).await;
     assert_eq!(approval.approval_expires_at, Some(at(when) + TimeDelta::hours(1)));
-    assert_eq!(f.ledger.decision(&approval.decision_id).unwrap().unwrap().approver_role.as_deref(), Some("approver"));
+    assert_eq!(
+        f.ledger.decision(&approval.decision_id).await.unwrap().unwrap().approver_role.as_deref(),
+        Some("approver")
+    );
 }
 
-#[test]
-fn the_sixth_spend_inside_an_hour_is_denied() {
+#[tokio::test]
+async fn the_sixth_spend_inside_an_hour_is_denied() {
     let f = field(
         r#"[[policy]]
 id = "velocity"
@@ -109,25 +113,20 @@ limits = [ { window = "1h", max_count = 5 } ]
 "#,
     );
     for minute in [0, 10, 20, 30, 40] {
-        let r = f.spend(request(
-            "alice",
-            "eth-hot",
-            PLAIN_EVM,
-            "1",
-            Some("USDC"),
-            &format!("2026-11-23T10:{minute:02}:00Z"),
-        ));
+        let r = f
+            .spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), &format!("2026-11-23T10:{minute:02}:00Z")))
+            .await;
         assert_eq!(r.status, SpendStatus::Reserved);
     }
-    let sixth = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:50:00Z"));
+    let sixth = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:50:00Z")).await;
     assert_eq!(codes(&sixth), [ReasonCode::VelocityLimit]);
     // Denials do not count: an hour after the first, one slot opens again.
-    let later = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T11:00:01Z"));
+    let later = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T11:00:01Z")).await;
     assert_eq!(later.status, SpendStatus::Reserved);
 }
 
-#[test]
-fn a_saturday_spend_against_a_weekday_schedule() {
+#[tokio::test]
+async fn a_saturday_spend_against_a_weekday_schedule() {
     let f = field(
         r#"[[policy]]
 id = "office-hours"
@@ -135,14 +134,14 @@ scope = "agent:alice"
 schedule = { days = ["mon", "tue", "wed", "thu", "fri"], hours = "09:00-18:00", timezone = "America/New_York" }
 "#,
     );
-    let saturday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-21T16:00:00Z"));
+    let saturday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-21T16:00:00Z")).await;
     assert_eq!(codes(&saturday), [ReasonCode::OutsideSchedule]);
-    let monday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T16:00:00Z"));
+    let monday = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T16:00:00Z")).await;
     assert_eq!(monday.status, SpendStatus::Reserved);
 }
 
-#[test]
-fn a_gambling_merchant_is_blocked_before_an_allow_rule_that_would_match() {
+#[tokio::test]
+async fn a_gambling_merchant_is_blocked_before_an_allow_rule_that_would_match() {
     let f = field(
         r#"[[policy]]
 id = "recipients"
@@ -155,13 +154,13 @@ scope = "agent:alice"
   ]
 "#,
     );
-    let r = f.spend(request("alice", "eth-hot", CASINO, "1", Some("USDC"), "2026-11-23T10:00:00Z"));
+    let r = f.spend(request("alice", "eth-hot", CASINO, "1", Some("USDC"), "2026-11-23T10:00:00Z")).await;
     assert_eq!(codes(&r), [ReasonCode::RecipientBlocked]);
     assert_eq!(r.reasons[0].rule, "recipients.rules[0]");
 }
 
-#[test]
-fn a_released_reservation_gives_its_budget_back() {
+#[tokio::test]
+async fn a_released_reservation_gives_its_budget_back() {
     let f = field(
         r#"[[policy]]
 id = "p"
@@ -169,11 +168,11 @@ scope = "agent:alice"
 limits = [ { window = "day", max_usd = "100" } ]
 "#,
     );
-    let held = f.spend(request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), "2026-11-23T10:00:00Z"));
-    let blocked = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:01:00Z"));
+    let held = f.spend(request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), "2026-11-23T10:00:00Z")).await;
+    let blocked = f.spend(request("alice", "eth-hot", PLAIN_EVM, "1", Some("USDC"), "2026-11-23T10:01:00Z")).await;
     assert_eq!(codes(&blocked), [ReasonCode::WindowLimit]);
     assert!(blocked.reasons[0].detail.contains("spend 0.00 + reserved 100.00 + 1.00"), "{}", blocked.reasons[0].detail);
-    f.ledger.set_status(&held.decision_id, SpendStatus::Released, at("2026-11-23T10:02:00Z")).unwrap();
-    let again = f.spend(request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), "2026-11-23T10:03:00Z"));
+    f.ledger.set_status(&held.decision_id, SpendStatus::Released, at("2026-11-23T10:02:00Z")).await.unwrap();
+    let again = f.spend(request("alice", "eth-hot", PLAIN_EVM, "100", Some("USDC"), "2026-11-23T10:03:00Z")).await;
     assert_eq!(again.status, SpendStatus::Reserved);
 }

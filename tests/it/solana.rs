@@ -5,22 +5,22 @@
 
 use serde_json::json;
 use spendguard_core::model::Scope;
-use spendguard_core::reconcile::{Class, OutflowKind};
-use spendguard_core::SpendStatus;
-use spendguard_service::Guard;
+use spendguard_core::reconcile::{Finding, OutflowKind};
 use spendguard_solana::testing;
 use spendguard_tests::evm_org::PAYEE;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::node::TestNode;
+use spendguard_tests::prelude::*;
 use spendguard_tests::rpc_proxy::Faults;
 use spendguard_tests::solana_org::*;
 use std::time::Duration;
 
 /// Runs background passes until decision `id` reaches `status`; returns it.
-async fn settle(guard: &Guard, id: &str, status: SpendStatus) -> spendguard_store::DecisionRecord {
-    let mut record = guard.ledger().decision(id).unwrap().unwrap();
+async fn settle(guard: &TestNode, id: &str, status: SpendStatus) -> spendguard_store::DecisionRecord {
+    let mut record = guard.ledger().decision(id).await.unwrap().unwrap();
     for _ in 0..150 {
-        guard.tick().await.unwrap();
-        record = guard.ledger().decision(id).unwrap().unwrap();
+        guard.tick().await;
+        record = guard.ledger().decision(id).await.unwrap().unwrap();
         if record.status == status {
             return record;
         }
@@ -30,27 +30,27 @@ async fn settle(guard: &Guard, id: &str, status: SpendStatus) -> spendguard_stor
 }
 
 /// Runs watcher passes until `sol-local` has `n` outflows recorded; returns the findings seen.
-async fn watch_until(guard: &Guard, n: usize) -> Vec<spendguard_store::Finding> {
+async fn watch_until(guard: &TestNode, n: usize) -> Vec<Finding> {
     let mut findings = vec![];
     for _ in 0..150 {
         if let Ok(pass) = guard.watch_once("sol-local", 1000).await {
             findings.extend(pass.findings);
         }
-        let recorded = guard.ledger().outflows("sol-local").unwrap();
+        let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
         if recorded.len() >= n {
             assert_eq!(recorded.len(), n, "{recorded:#?}");
             return findings;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("sol-local never had {n} outflows: {:#?}", guard.ledger().outflows("sol-local").unwrap());
+    panic!("sol-local never had {n} outflows: {:#?}", guard.ledger().outflows(Some("sol-local")).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
     let org = SolanaOrg::start("").await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "saver").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "saver").await;
 
     // $20 of SOL: signed and sent by spendguard, confirmed with its fee.
     let paid =
@@ -78,13 +78,15 @@ async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
 async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     let org = SolanaOrg::start("").await;
     let (url, seen) = spendguard_tests::alert_receiver::receiver(0).await;
-    let guard = org.guard_with_alerts(vec![spendguard_service::AlertChannel {
-        id: "ops-webhook".into(),
-        kind: spendguard_config::AlertKind::Webhook,
-        url: Some(format!("{url}/hook")),
-        events: vec!["unexplained_outflow".into(), "kill_switch".into()],
-    }]);
-    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+    let guard = org
+        .node_with_alerts(vec![spendguard_service::AlertChannel {
+            id: "ops-webhook".into(),
+            kind: spendguard_config::AlertKind::Webhook,
+            url: Some(format!("{url}/hook")),
+            events: vec![EventKind::UnexplainedOutflow, EventKind::KillSwitch],
+        }])
+        .await;
+    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
 
     // SOL, and USDS to a payee with no token account yet: spendguard creates it, paying its rent.
     let sol =
@@ -101,14 +103,14 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     // Each spend: its transfer and its fee, matched by signature.
     let findings = watch_until(&guard, 4).await;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
-    let recorded = guard.ledger().outflows("sol-local").unwrap();
-    let token = recorded.iter().find(|o| o.kind == "token").expect("the USDS outflow");
+    let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    let token = recorded.iter().find(|o| o.kind == OutflowKind::Token).expect("the USDS outflow");
     assert_eq!(
-        (token.asset.as_deref(), token.recipient.as_deref(), token.amount, token.class.as_str()),
-        (Some("sol-local:USDS"), Some(SOL_PAYEE), "5".parse().unwrap(), "matched"),
+        (token.asset.as_deref(), token.recipient.as_deref(), token.amount, token.class),
+        (Some("sol-local:USDS"), Some(SOL_PAYEE), "5".parse().unwrap(), Class::Matched),
         "the recipient is the owner of the token account the tokens went to"
     );
-    assert!(guard.ledger().freezes().unwrap().is_empty());
+    assert!(guard.ledger().freezes().await.unwrap().is_empty());
 
     // The wallet's key sends SOL, and a token spendguard does not know, behind its back.
     testing::mint_to(&org.surfnet.url, &org.treasury, &org.junk, SOL_PAYEE, 0).await.unwrap();
@@ -147,7 +149,7 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     assert!(denied.text.contains(&rogue), "the evidence names the transaction: {}", denied.text);
 
     // Operators hear of it.
-    guard.deliver_alerts().await.unwrap();
+    guard.services.alerts.pass().await.unwrap();
     let posted: Vec<String> =
         seen.lock().unwrap().iter().map(|(_, body)| body["event"].as_str().unwrap_or_default().to_string()).collect();
     assert!(
@@ -156,16 +158,16 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     );
 
     // Indexing is durable: a restarted watcher resumes after each wallet's cursor.
-    let restarted = org.guard();
+    let restarted = org.node().await;
     assert!(restarted.watch_once("sol-local", 1000).await.unwrap().findings.is_empty(), "nothing indexed twice");
-    assert_eq!(restarted.ledger().outflows("sol-local").unwrap().len(), 8);
+    assert_eq!(restarted.ledger().outflows(Some("sol-local")).await.unwrap().len(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
     let org = SolanaOrg::start("missing_after = \"1s\"").await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
 
     // The node accepts the transaction and drops it: it never lands with this blockhash.
     org.proxy.set_faults(Faults { swallow_sends: true, ..Faults::default() });
@@ -173,7 +175,7 @@ async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
         agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.01", "asset": "SOL" })).await;
     assert_eq!(paid.data["status"], "executed", "{}", paid.text);
     let id = paid.data["decision_id"].as_str().unwrap().to_string();
-    let dropped = guard.ledger().signed_tx(&id).unwrap().unwrap().hash;
+    let dropped = guard.ledger().signed_tx(&id).await.unwrap().unwrap().hash;
     org.proxy.set_faults(Faults::default());
 
     // Missing after 1 s, but only once its blockhash has expired (150 slots) is it proven dead
@@ -183,8 +185,8 @@ async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
     let landed = record.tx_hash.clone().unwrap();
     assert_ne!(landed, dropped, "confirmed under a new signature");
     eprintln!("dropped transaction re-signed and confirmed after {:?}", started.elapsed());
-    assert_eq!(guard.ledger().events("missing_outflow").unwrap().len(), 1);
-    let resigned = guard.ledger().events("resigned").unwrap();
+    assert_eq!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
+    let resigned = guard.ledger().events(Some(EventKind::Resigned)).await.unwrap();
     assert_eq!(resigned.len(), 1, "{resigned:?}");
     assert!(resigned[0].detail.contains(&dropped) && resigned[0].detail.contains(&landed), "{}", resigned[0].detail);
     assert!(org.proxy.stats().injected.get("swallowed send").is_some_and(|n| *n >= 1));
@@ -192,19 +194,19 @@ async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
     // Landed once: the payee got 0.01 SOL, and the watcher sees one matched transfer.
     assert_eq!(org.lamports(SOL_PAYEE).await, 10_000_000);
     watch_until(&guard, 2).await;
-    let recorded = guard.ledger().outflows("sol-local").unwrap();
-    assert!(recorded.iter().all(|o| o.tx_hash == landed && o.class == "matched"), "{recorded:#?}");
+    let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    assert!(recorded.iter().all(|o| o.tx_hash == landed && o.class == Class::Matched), "{recorded:#?}");
     for _ in 0..5 {
-        guard.tick().await.unwrap();
+        guard.tick().await;
     }
-    assert_eq!(guard.ledger().decision(&id).unwrap().unwrap().status, SpendStatus::Confirmed);
+    assert_eq!(guard.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Confirmed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactly_once() {
     let org = SolanaOrg::start("rpc_timeout = \"1s\"").await;
-    let guard = org.guard();
-    let agent = McpAgent::connect(guard.clone(), "sol-buyer").await;
+    let guard = org.node().await;
+    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
     // Spends through spendguard, then transfers behind its back.
     for i in 1..=3 {
         for asset in ["SOL", "USDS"] {
@@ -225,18 +227,21 @@ async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactl
     // What a clean run records, straight from the node into a database of its own.
     let direct = format!("rpc = [\"{}\"]", org.surfnet.url);
     let proxied = format!("rpc = [\"{}\"]", org.proxy.url);
-    let reference = org.evm.guard_for(
-        org.variant(
-            "reference",
-            &[("database = \"spendguard.db\"", "database = \"reference.db\""), (&proxied, &direct)],
-        ),
-        vec![],
-    );
+    let reference = org
+        .evm
+        .node_for(
+            org.variant(
+                "reference",
+                &[("database = \"spendguard.db\"", "database = \"reference.db\""), (&proxied, &direct)],
+            ),
+            vec![],
+        )
+        .await;
     watch_until(&reference, 6 * 2 + 3 * 2).await;
     let key = |o: &spendguard_store::RecordedOutflow| {
-        (o.tx_hash.clone(), o.kind.clone(), o.index, o.recipient.clone(), o.asset.clone(), o.amount)
+        (o.tx_hash.clone(), o.kind, o.index, o.recipient.clone(), o.asset.clone(), o.amount)
     };
-    let expected: Vec<_> = reference.ledger().outflows("sol-local").unwrap().iter().map(key).collect();
+    let expected: Vec<_> = reference.ledger().outflows(Some("sol-local")).await.unwrap().iter().map(key).collect();
     assert_eq!(expected.len(), 6 * 2 + 3 * 2, "transfer and fee of each spend and rogue transfer");
 
     // The same, three transactions per pass, a fresh process (guard) every pass, through a node
@@ -251,19 +256,20 @@ async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactl
     loop {
         passes += 1;
         assert!(passes < 100, "no progress");
-        let restarted = org.guard();
+        let restarted = org.node().await;
         if let Ok(pass) = restarted.watch_once("sol-local", 3).await {
             assert!(pass.indexed <= 3);
-            if pass.caught_up() && restarted.ledger().outflows("sol-local").unwrap().len() >= expected.len() {
+            if pass.caught_up() && restarted.ledger().outflows(Some("sol-local")).await.unwrap().len() >= expected.len()
+            {
                 break;
             }
         }
     }
-    let ledger = org.guard();
-    let recorded = ledger.ledger().outflows("sol-local").unwrap();
+    let ledger = org.node().await;
+    let recorded = ledger.ledger().outflows(Some("sol-local")).await.unwrap();
     assert_eq!(recorded.iter().map(key).collect::<Vec<_>>(), expected, "no gap, no duplicate");
-    assert_eq!(recorded.iter().filter(|o| o.class == "matched").count(), 12, "the spends' outflows matched");
-    assert_eq!(recorded.iter().filter(|o| o.class == "unexplained").count(), 6);
+    assert_eq!(recorded.iter().filter(|o| o.class == Class::Matched).count(), 12, "the spends' outflows matched");
+    assert_eq!(recorded.iter().filter(|o| o.class == Class::Unexplained).count(), 6);
     let injected = org.proxy.stats().injected;
     for kind in ["429", "502", "slow"] {
         assert!(injected.get(kind).is_some_and(|n| *n > 0), "{kind} never injected: {injected:?}");

@@ -8,6 +8,7 @@ use spendguard_evm::testing::{rpc_call, send_native, send_token};
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::prelude::*;
 use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ async fn mixed_traffic(org: &EvmOrg, rounds: usize) {
 
 /// Runs passes of at most `per_pass` blocks until the watcher has caught up; returns how many
 /// passes failed on the way.
-async fn catch_up(guard: &spendguard_service::Guard, per_pass: u64) -> usize {
+async fn catch_up(guard: &spendguard_tests::node::TestNode, per_pass: u64) -> usize {
     let mut failed = 0;
     for _ in 0..500 {
         match guard.watch_once("eth-local", per_pass).await {
@@ -44,9 +45,9 @@ async fn rpc_faults_and_a_lagging_node_neither_skip_nor_double_count_a_block() {
     let org = EvmOrg::start("").await;
     mixed_traffic(&org, 10).await;
 
-    let reference = org.guard();
+    let reference = org.node().await;
     catch_up(&reference, 1000).await;
-    let expected = spendguard_tests::timeless(reference.ledger().outflows("eth-local").unwrap());
+    let expected = spendguard_tests::timeless(reference.ledger().outflows(Some("eth-local")).await.unwrap());
     // Per round: native + fee (hot), token + fee (cold); the stranger's transfers are not ours.
     assert_eq!(expected.len(), 40);
 
@@ -73,14 +74,14 @@ async fn rpc_faults_and_a_lagging_node_neither_skip_nor_double_count_a_block() {
             (&rpc, &format!("rpc = [\"{}\", \"{}\"]\nrpc_timeout = \"1s\"", lagging.url, flaky.url)),
         ],
     );
-    let faulty = org.guard_for(config, vec![]);
+    let faulty = org.node_for(config, vec![]).await;
     let failed_passes = catch_up(&faulty, 7).await;
-    let got = spendguard_tests::timeless(faulty.ledger().outflows("eth-local").unwrap());
+    let got = spendguard_tests::timeless(faulty.ledger().outflows(Some("eth-local")).await.unwrap());
 
     assert_eq!(got, expected, "no block skipped, no outflow counted twice");
     assert_eq!(
-        faulty.ledger().chain_cursor("eth-local").unwrap(),
-        reference.ledger().chain_cursor("eth-local").unwrap()
+        faulty.ledger().chain_cursor("eth-local").await.unwrap(),
+        reference.ledger().chain_cursor("eth-local").await.unwrap()
     );
     let (lagging, flaky) = (lagging.stats(), flaky.stats());
     for (stats, kinds) in
@@ -103,22 +104,23 @@ async fn a_watcher_without_progress_raises_watcher_stalled_once_per_episode() {
     let proxy = RpcProxy::start(&org.anvil.url, Faults { down: true, ..Faults::default() }).await;
     let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
     let config = org.variant("stalling", &[(&rpc, &format!("rpc = [\"{}\"]\nstall_after = \"1s\"", proxy.url))]);
-    let guard = org.guard_for(config, vec![]);
-    let stalled = || guard.ledger().events("watcher_stalled").unwrap();
+    let guard = org.node_for(config, vec![]).await;
+    let stalled = async || guard.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap();
 
     // Each failing pass spends its retries (about 1.5–3 s of backoff), more than stall_after.
     assert!(guard.watch_once("eth-local", 100).await.is_err());
-    assert_eq!(stalled().len(), 1, "{:?}", stalled());
-    assert!(stalled()[0].detail.contains("chain eth-local: no indexing progress for"), "{:?}", stalled());
+    let first = stalled().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].detail.contains("chain eth-local: no indexing progress for"), "{first:?}");
     assert!(guard.watch_once("eth-local", 100).await.is_err());
-    assert_eq!(stalled().len(), 1, "one alert per stall, not one per pass");
+    assert_eq!(stalled().await.len(), 1, "one alert per stall, not one per pass");
 
     proxy.set_faults(Faults::default());
     assert!(guard.watch_once("eth-local", 100).await.unwrap().caught_up());
     proxy.set_faults(Faults { down: true, ..Faults::default() });
     org.mine().await;
     assert!(guard.watch_once("eth-local", 100).await.is_err());
-    assert_eq!(stalled().len(), 2, "a new stall after progress alerts again");
+    assert_eq!(stalled().await.len(), 2, "a new stall after progress alerts again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +130,7 @@ async fn a_reorg_deeper_than_the_limit_stops_the_watcher_with_one_alert() {
         org.mine().await;
     }
     let config = org.variant("shallow", &[("confirmations = 1", "confirmations = 1\nmax_reorg_depth = 2")]);
-    let guard = org.guard_for(config, vec![]);
+    let guard = org.node_for(config, vec![]).await;
     assert!(guard.watch_once("eth-local", 1000).await.unwrap().caught_up());
     rpc_call(&org.anvil.url, "anvil_reorg", json!([4, []])).await.unwrap();
     org.mine().await;
@@ -136,16 +138,16 @@ async fn a_reorg_deeper_than_the_limit_stops_the_watcher_with_one_alert() {
     assert!(err.contains("reorg deeper than max_reorg_depth (2 blocks)"), "{err}");
     let err_again = guard.watch_once("eth-local", 1000).await.unwrap_err().to_string();
     assert_eq!(err, err_again, "stays stopped");
-    assert_eq!(guard.ledger().events("watcher_stalled").unwrap().len(), 1);
-    assert!(guard.ledger().events("reorg").unwrap().is_empty(), "nothing was unwound by guessing");
+    assert_eq!(guard.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap().len(), 1);
+    assert!(guard.ledger().events(Some(EventKind::Reorg)).await.unwrap().is_empty(), "nothing was unwound by guessing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_cannot() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let config = org.variant("missing", &[("confirmations = 1", "confirmations = 1\nmissing_after = \"1s\"")]);
-    let guard = org.guard_for(config, vec![]);
-    let agent = McpAgent::connect(guard.clone(), "buyer").await;
+    let guard = org.node_for(config, vec![]).await;
+    let agent = McpAgent::connect(&guard.services, "buyer").await;
 
     // The spend is broadcast into the mempool, then the node forgets it, and the wallet's key
     // (leaked) uses the same nonce for something else.
@@ -161,23 +163,23 @@ async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_canno
 
     // Before its deadline it is only in flight; after, it is reported, and the chain's final
     // state (the nonce taken by the rogue transfer) proves it cannot land: released.
-    guard.tick().await.unwrap();
-    assert_eq!(guard.ledger().decision(&id).unwrap().unwrap().status, SpendStatus::Broadcast);
-    assert!(guard.ledger().events("missing_outflow").unwrap().is_empty());
+    guard.tick().await;
+    assert_eq!(guard.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Broadcast);
+    assert!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    guard.tick().await.unwrap();
-    let events = guard.ledger().events("missing_outflow").unwrap();
+    guard.tick().await;
+    let events = guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].detail.contains(&hash), "{events:?}");
-    let record = guard.ledger().decision(&id).unwrap().unwrap();
+    let record = guard.ledger().decision(&id).await.unwrap().unwrap();
     assert_eq!(record.status, SpendStatus::Failed);
     assert!(record.failure.as_deref().is_some_and(|f| f.starts_with("missing:")), "{record:?}");
     let status = agent.call("spend_status", json!({ "decision_id": id })).await;
     assert_eq!(status.data["status"], "failed", "{}", status.text);
 
     // The rogue transfer itself is unexplained and froze the wallet; nothing is reported twice.
-    assert!(guard.ledger().outflows("eth-local").unwrap().iter().any(|o| o.tx_hash == rogue));
-    assert_eq!(guard.ledger().freezes().unwrap().len(), 1);
-    guard.tick().await.unwrap();
-    assert_eq!(guard.ledger().events("missing_outflow").unwrap().len(), 1);
+    assert!(guard.ledger().outflows(Some("eth-local")).await.unwrap().iter().any(|o| o.tx_hash == rogue));
+    assert_eq!(guard.ledger().freezes().await.unwrap().len(), 1);
+    guard.tick().await;
+    assert_eq!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
 }

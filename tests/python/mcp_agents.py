@@ -7,6 +7,7 @@ Prints one line per check and a closing "N passed, N failed"; exits non-zero on 
 """
 
 import asyncio
+import time
 import json
 import os
 import subprocess
@@ -57,9 +58,11 @@ async def main():
         check("evaluate is marked read-only", evaluate_tool.annotations.read_only_hint is True, evaluate_tool.annotations)
 
         tiers = {}
+        decisions = {}
         for amount in ["5", "50", "500", "5000"]:
             err, text, data = await call(s, "spend", **spend_args("hot", amount, memo="python e2e"))
             tiers[amount] = (data.get("status"), data.get("tier"))
+            decisions[amount] = data.get("decision_id")
         check(
             "spends at every tier",
             tiers
@@ -81,6 +84,16 @@ async def main():
 
         _, _, status = await call(s, "spend_status", decision_id=first["decision_id"])
         check("spend_status follows a spend", status.get("status") in ("executed", "confirmed") and status.get("tx_hash") == first.get("tx_hash"), status)
+
+        # The DELAY spend executes once due (2 s): this server's background work (stdio) or the
+        # daemon's (HTTP) sends it. Waited for here, before the freeze below.
+        deadline = time.monotonic() + 60
+        while True:
+            _, _, delayed = await call(s, "spend_status", decision_id=decisions["500"])
+            if delayed.get("status") in ("executed", "confirmed") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        check("the DELAY spend executes once due", delayed.get("status") in ("executed", "confirmed") and delayed.get("tx_hash"), delayed)
 
     async with session("saver") as s:
         await call(s, "spend", **spend_args("hot", "60"))

@@ -2,13 +2,13 @@
 //! with MCP tokens, and a config file — the fixture of every EVM end-to-end test.
 
 use crate::anvil::{Anvil, DEV_KEYS};
-use spendguard_chain::ChainClient;
-use spendguard_evm::{testing, EvmClient, EvmSettings};
-use spendguard_service::{Guard, SystemClock};
-use spendguard_store::{Ledger, LedgerOptions};
+use crate::node::TestNode;
+use spendguard_evm::testing;
+use spendguard_node::KeyRing;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Keystore passwords, passed to servers through these environment variables.
 pub const PASSWORD_ENVS: [(&str, &str); 2] = [("HOT_PASSWORD", "hot secret"), ("COLD_PASSWORD", "cold secret")];
@@ -21,6 +21,18 @@ pub const COLD: &str = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc";
 pub const PAYEE: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
 /// A second payee.
 pub const PAYEE2: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
+
+/// Issues a token for each of `agents` through the credentials service of a node without keys;
+/// returns them by agent.
+pub async fn issue_tokens(config: spendguard_config::Config, agents: &[&str]) -> HashMap<String, String> {
+    let node = spendguard_node::build(config, spendguard_node::Keys::Locked).await.expect("node");
+    let mut tokens = HashMap::new();
+    for agent in agents {
+        let token = node.services.credentials.issue_agent_token(agent, "test").await.expect("token");
+        tokens.insert(agent.to_string(), token);
+    }
+    tokens
+}
 
 /// Writing a keystore at n = 2^18 takes a second, so the two are written once into a shared
 /// directory and reused (each written under a private name, then renamed into place).
@@ -144,12 +156,18 @@ wallets = ["cold"]
 
 [[operator]]
 id = "ops@e2e.example"
-roles = ["approver"]
+roles = ["approver", "admin"]
 
 [[policy]]
 id = "saver-daily"
 scope = "agent:saver"
 limits = [ {{ window = "24h", max_usd = "100" }} ]
+
+# Every agent is bounded by some limit (spendguard denies what no limit covers: NO_POLICY).
+[[policy]]
+id = "e2e-ceiling"
+scope = "org"
+limits = [ {{ window = "day", max_usd = "100000000" }} ]
 
 {policies}
 "#,
@@ -193,21 +211,7 @@ impl EvmOrg {
         let config_path = dir.path().join("spendguard.toml");
         std::fs::write(&config_path, org_toml(&anvil.url, &token, dir.path(), policies)).expect("write config");
         let config = spendguard_config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
-        let ledger = Ledger::open(
-            &config.server.database,
-            Arc::new(config.model.clone()),
-            chrono::Utc::now(),
-            LedgerOptions::default(),
-        )
-        .expect("ledger");
-        let mut tokens = HashMap::new();
-        for agent in ["buyer", "saver", "other", "retired"] {
-            let token = spendguard_service::new_token().expect("token");
-            ledger
-                .add_agent_token(agent, &spendguard_service::hash_token(&token), chrono::Utc::now())
-                .expect("store token");
-            tokens.insert(agent.to_string(), token);
-        }
+        let tokens = issue_tokens(config, &["buyer", "saver", "other", "retired"]).await;
         EvmOrg { dir, anvil, config_path, token, tokens }
     }
 
@@ -223,14 +227,14 @@ impl EvmOrg {
         spendguard_config::load(&self.config_path).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A guard in this process, with the wallets' keys injected (no keystore to unlock).
-    pub fn guard(&self) -> Arc<Guard> {
-        self.guard_with_alerts(vec![])
+    /// A node in this process, with the wallets' keys given (no keystore to unlock).
+    pub async fn node(&self) -> Arc<TestNode> {
+        self.node_with_alerts(vec![]).await
     }
 
-    /// [`EvmOrg::guard`], delivering alerts to `alerts`.
-    pub fn guard_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<Guard> {
-        self.guard_for(self.config(), alerts)
+    /// [`EvmOrg::node`], delivering alerts to `alerts`.
+    pub async fn node_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<TestNode> {
+        self.node_for(self.config(), alerts).await
     }
 
     /// A second config beside the first, written as `name.toml` with each `(from, to)` edit
@@ -239,74 +243,29 @@ impl EvmOrg {
         write_variant(&self.config_path, name, edits)
     }
 
-    /// A guard in this process for `config` (this org's, or a [`EvmOrg::variant`]).
-    pub fn guard_for(
+    /// A node in this process for `config` (this org's, or a [`EvmOrg::variant`]): the keys of
+    /// `hot` and `cold`, and of every plain Solana keypair file the config names.
+    pub async fn node_for(
         &self,
         config: spendguard_config::Config,
         alerts: Vec<spendguard_service::AlertChannel>,
-    ) -> Arc<Guard> {
-        let config = Arc::new(config);
-        let ledger = Arc::new(
-            Ledger::open(
-                &config.server.database,
-                Arc::new(config.model.clone()),
-                chrono::Utc::now(),
-                LedgerOptions::default(),
-            )
-            .expect("ledger"),
-        );
-        let signers =
-            [DEV_KEYS[1], DEV_KEYS[2]].iter().map(|k| k.trim_start_matches("0x").parse().expect("key")).collect();
-        let chain = config.chain_settings("eth-local").expect("eth-local");
-        let client = EvmClient::new(
-            EvmSettings {
-                id: chain.id.clone(),
-                chain_id: chain.chain_id.expect("chain id"),
-                rpc: chain.rpc.clone(),
-                max_fee_per_gas_gwei: chain.max_fee_per_gas_gwei,
-                rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
-            },
-            signers,
-        )
-        .expect("client");
-        let mut chains: Vec<Arc<dyn ChainClient>> = vec![Arc::new(client)];
-        for chain in config.chains.iter().filter(|c| c.kind == spendguard_core::model::ChainKind::Solana) {
-            let keypairs = config
-                .model
-                .wallets
-                .iter()
-                .filter(|w| w.chain == chain.id)
-                .filter_map(|w| config.wallet_keys(&w.id).and_then(|k| k.keypair.clone()))
-                .map(|path| spendguard_solana::keypair::read_keypair(&path, None).expect("keypair"))
-                .collect();
-            let client = spendguard_solana::SolanaClient::new(
-                spendguard_solana::SolanaSettings {
-                    id: chain.id.clone(),
-                    rpc: chain.rpc.clone(),
-                    finalized: chain.commitment == spendguard_config::Commitment::Finalized,
-                    rpc_timeout: chain.rpc_timeout.to_std().unwrap_or(std::time::Duration::from_secs(10)),
-                    retries: spendguard_chain::RetryPolicy::DEFAULT_RETRIES,
-                },
-                keypairs,
-            )
-            .expect("solana client");
-            chains.push(Arc::new(client));
+    ) -> Arc<TestNode> {
+        let mut keys = KeyRing::default();
+        for key in [DEV_KEYS[1], DEV_KEYS[2]] {
+            keys.add_evm("eth-local", key.trim_start_matches("0x").parse().expect("dev key"));
         }
-        Arc::new(Guard::new(config, ledger, chains, Arc::new(SystemClock)).with_alerts(alerts))
+        for wallet in &config.model.wallets {
+            if let Some(path) = config.wallet_keys(&wallet.id).and_then(|k| k.keypair.clone()) {
+                let keypair = spendguard_solana::keypair::read_keypair(&path, None).expect("keypair");
+                keys.add_solana(&wallet.chain, keypair);
+            }
+        }
+        TestNode::build(config, keys, alerts).await
     }
 
-    /// The `spendguard` binary built next to this test binary.
+    /// The `spendguard` binary built next to this test binary, from these sources.
     pub fn binary() -> PathBuf {
-        let exe = std::env::current_exe().expect("current exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let bin = dir.join("spendguard");
-        assert!(
-            bin.exists(),
-            "{} is missing: build it with `cargo build --bin spendguard` (tools/dev/test.sh does)",
-            bin.display()
-        );
-        bin
+        crate::binary::spendguard()
     }
 
     /// Starts `spendguard serve` on a free port; returns the process and its `/mcp` URL.
@@ -337,10 +296,22 @@ impl EvmOrg {
         (child, url)
     }
 
-    /// Stops a daemon with SIGTERM; true when it exited cleanly.
+    /// Stops a daemon with SIGTERM; true when it exited cleanly. One still running a minute
+    /// later is killed, and the test fails.
     pub fn stop_daemon(mut child: std::process::Child) -> bool {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        child.wait().is_ok_and(|s| s.success())
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("spendguard (pid {}) did not stop within 60 s of SIGTERM", child.id());
+                }
+            }
+        }
     }
 
     /// Mines one block on the node.

@@ -1,11 +1,15 @@
 //! Shared harness of spendguard's end-to-end tests: an organisation built from TOML, an
-//! in-memory ledger for engine tests, and helpers for times and amounts.
+//! in-memory ledger for engine tests, organisations on real chains ([`evm_org`],
+//! [`solana_org`]), nodes built as the daemon builds them ([`node`]), the checked `spendguard`
+//! binary ([`binary`]), MCP clients, and helpers for times, amounts and waiting.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 pub mod alert_receiver;
 pub mod anvil;
+pub mod binary;
 pub mod evm_org;
 pub mod mcp_client;
+pub mod node;
 pub mod python;
 pub mod rpc_proxy;
 pub mod solana_org;
@@ -22,6 +26,29 @@ use std::path::{Path, PathBuf};
 /// target dir may have been built by a checkout elsewhere, whose path `env!` would keep.
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+}
+
+/// What end-to-end tests use all the time: the ledger's traits (to read it), event kinds,
+/// statuses and classes.
+pub mod prelude {
+    pub use spendguard_core::reconcile::Class;
+    pub use spendguard_core::{EventKind, SpendStatus};
+    pub use spendguard_store::{
+        AuditStore, CredentialStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore, ReportStore, SigningStore,
+    };
+}
+
+/// Waits until `done` holds, checking every 100 ms; fails the test naming `what` after
+/// `deadline`.
+pub async fn wait_until(what: &str, deadline: std::time::Duration, mut done: impl AsyncFnMut() -> bool) {
+    let give_up = std::time::Instant::now() + deadline;
+    loop {
+        if done().await {
+            return;
+        }
+        assert!(std::time::Instant::now() < give_up, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Outflows without the moment each was recorded, to compare what two watchers indexed.
@@ -128,6 +155,14 @@ addresses = ["eth:0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"]
 [[operator]]
 id = "ops@acme.example"
 roles = ["approver"]
+
+# Every spend must be bounded by some limit (else it is denied NO_POLICY): a per-transaction
+# ceiling over the whole organisation, far above anything the tests spend, bounds them all
+# without adding a headroom entry of its own.
+[[policy]]
+id = "ceiling"
+scope = "org"
+per_tx_usd = "1000000000"
 "#;
 
 /// An EVM recipient that is no known merchant.

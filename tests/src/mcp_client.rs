@@ -6,7 +6,7 @@ use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use spendguard_mcp::{Identity, SpendguardServer};
-use spendguard_service::Guard;
+use spendguard_service::Services;
 use std::sync::Arc;
 
 /// What a tool call returned.
@@ -26,10 +26,14 @@ pub struct McpAgent {
 }
 
 impl McpAgent {
-    /// Connects a client to a fresh server connection for `agent`.
-    pub async fn connect(guard: Arc<Guard>, agent: &str) -> McpAgent {
+    /// Connects a client to a fresh server connection for `agent`, over `services`.
+    pub async fn connect(services: &Services, agent: &str) -> McpAgent {
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let server = SpendguardServer::new(guard, Identity::Agent(agent.to_string()));
+        let server = SpendguardServer::new(
+            Arc::clone(&services.spending),
+            Arc::clone(&services.credentials),
+            Identity::Agent(agent.to_string()),
+        );
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
                 let _ = running.waiting().await;

@@ -131,20 +131,7 @@ wallets = ["hot", "cold", "sol-hot"]
             ],
         );
         let config_path = config.path.clone();
-        let ledger = spendguard_store::Ledger::open(
-            &config.server.database,
-            Arc::new(config.model.clone()),
-            chrono::Utc::now(),
-            spendguard_store::LedgerOptions::default(),
-        )
-        .expect("ledger");
-        for agent in ["sol-buyer", "pooler"] {
-            let token = spendguard_service::new_token().expect("token");
-            ledger
-                .add_agent_token(agent, &spendguard_service::hash_token(&token), chrono::Utc::now())
-                .expect("store token");
-            evm.tokens.insert(agent.to_string(), token);
-        }
+        evm.tokens.extend(crate::evm_org::issue_tokens(config, &["sol-buyer", "pooler"]).await);
         let tokens = evm.tokens.clone();
         SolanaOrg { evm, surfnet, proxy, keypair, address, treasury, usds, junk, config_path, tokens }
     }
@@ -160,14 +147,14 @@ wallets = ["hot", "cold", "sol-hot"]
         crate::evm_org::write_variant(&self.config_path, name, edits)
     }
 
-    /// A guard in this process on the two-chain config (a new one is a restart).
-    pub fn guard(&self) -> Arc<spendguard_service::Guard> {
-        self.evm.guard_for(self.config(), vec![])
+    /// A node in this process on the two-chain config (a new one is a restart).
+    pub async fn node(&self) -> Arc<crate::node::TestNode> {
+        self.evm.node_for(self.config(), vec![]).await
     }
 
-    /// A guard delivering alerts to `alerts`.
-    pub fn guard_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<spendguard_service::Guard> {
-        self.evm.guard_for(self.config(), alerts)
+    /// A node delivering alerts to `alerts`.
+    pub async fn node_with_alerts(&self, alerts: Vec<spendguard_service::AlertChannel>) -> Arc<crate::node::TestNode> {
+        self.evm.node_for(self.config(), alerts).await
     }
 
     /// SOL lamports of `address`, read from the node directly.

@@ -25,8 +25,10 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "== build and test (all crates, benches compiled and run once as tests)"
-# The end-to-end tests start this binary as agents' MCP hosts and operators would.
-cargo build --locked --bin spendguard
+# The end-to-end tests start this binary as agents' MCP hosts and operators would; the crash
+# tests need its fail points (a test feature, never in a release build). The tests check that
+# it was built from these sources.
+cargo build --locked -p spendguard --features spendguard-node/fail-points
 cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
 

@@ -26,19 +26,6 @@ use spendguard_core::Model;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// Events an `[[alert]]` channel can subscribe to.
-pub const ALERT_EVENTS: &[&str] = &[
-    "unexplained_outflow",
-    "kill_switch",
-    "approval_requested",
-    "limit_80_percent",
-    "notify_tier",
-    "watcher_stalled",
-    "balance_low",
-    "missing_outflow",
-    "resigned",
-];
-
 /// Formats a `[[report]]` can be written in.
 pub const REPORT_FORMATS: &[&str] = &["json", "csv", "md", "html"];
 
@@ -59,6 +46,99 @@ pub struct Config {
     pub alerts: Vec<AlertConfig>,
     /// Scheduled reports.
     pub reports: Vec<ReportConfig>,
+    /// Which operator roles may take each admin action.
+    pub roles: AdminRoles,
+}
+
+/// An action operators take through the admin API or the CLI, each allowed to the roles
+/// `[roles]` names for it (approving and rejecting follow each policy's `approver_role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminAction {
+    /// Read approvals, delays, freezes, status, exposures and reports.
+    View,
+    /// Freeze a scope.
+    Freeze,
+    /// Lift a freeze an operator set.
+    Unfreeze,
+    /// Lift a freeze the reconciler set (money left with no decision behind it).
+    UnfreezeReconciler,
+    /// Cancel a queued DELAY spend.
+    CancelDelay,
+    /// Decommission an agent.
+    Decommission,
+    /// Revoke an agent's tokens.
+    RevokeAgent,
+}
+
+impl AdminAction {
+    /// Every action.
+    pub const ALL: [AdminAction; 7] = [
+        AdminAction::View,
+        AdminAction::Freeze,
+        AdminAction::Unfreeze,
+        AdminAction::UnfreezeReconciler,
+        AdminAction::CancelDelay,
+        AdminAction::Decommission,
+        AdminAction::RevokeAgent,
+    ];
+
+    /// The action's key in `[roles]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAction::View => "view",
+            AdminAction::Freeze => "freeze",
+            AdminAction::Unfreeze => "unfreeze",
+            AdminAction::UnfreezeReconciler => "unfreeze_reconciler",
+            AdminAction::CancelDelay => "cancel_delay",
+            AdminAction::Decommission => "decommission",
+            AdminAction::RevokeAgent => "revoke_agent",
+        }
+    }
+
+    /// The action in words, after "may" or "could".
+    pub fn describe(self) -> &'static str {
+        match self {
+            AdminAction::View => "view approvals, delays, freezes, status and reports",
+            AdminAction::Freeze => "freeze",
+            AdminAction::Unfreeze => "unfreeze what an operator froze",
+            AdminAction::UnfreezeReconciler => "unfreeze what the reconciler froze",
+            AdminAction::CancelDelay => "cancel a queued spend",
+            AdminAction::Decommission => "decommission an agent",
+            AdminAction::RevokeAgent => "revoke an agent's tokens",
+        }
+    }
+}
+
+/// `[roles]` (an extension): the operator roles each admin action needs. Every action needs
+/// one; by default `admin` for all of them, and viewing also `approver` or `viewer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRoles {
+    roles: std::collections::HashMap<AdminAction, Vec<String>>,
+}
+
+impl Default for AdminRoles {
+    fn default() -> Self {
+        let admin = || vec!["admin".to_string()];
+        let roles = AdminAction::ALL
+            .into_iter()
+            .map(|a| match a {
+                AdminAction::View => (a, vec!["admin".into(), "approver".into(), "viewer".into()]),
+                _ => (a, admin()),
+            })
+            .collect();
+        AdminRoles { roles }
+    }
+}
+
+impl AdminRoles {
+    /// The roles that may take `action` (any one of them suffices).
+    pub fn for_action(&self, action: AdminAction) -> &[String] {
+        self.roles.get(&action).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    pub(crate) fn set(&mut self, action: AdminAction, roles: Vec<String>) {
+        self.roles.insert(action, roles);
+    }
 }
 
 /// `[server]`.
@@ -143,7 +223,7 @@ pub struct AlertConfig {
     /// Environment variable holding the URL (a secret).
     pub url_env: String,
     /// Subscribed events.
-    pub events: Vec<String>,
+    pub events: Vec<spendguard_core::EventKind>,
 }
 
 /// One `[[report]]`.
@@ -263,6 +343,22 @@ impl Config {
             self.reports.len()
         ));
         out
+    }
+
+    /// What is valid but probably not meant: agents and wallets no policy with a limit covers
+    /// (their spends are denied `NO_POLICY`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.model
+            .uncovered()
+            .into_iter()
+            .map(|(a, w)| {
+                format!(
+                    "agent {} spending from wallet {}: no policy with a limit (per_tx_usd or limits) covers it, so \
+                     its spends are denied (NO_POLICY); add a [[policy]] for agent:{}, wallet:{}, its department or the org",
+                    a.id, w.id, a.id, w.id
+                )
+            })
+            .collect()
     }
 
     /// Key material of a wallet.

@@ -104,6 +104,35 @@ pub(crate) struct RawConfig {
     pub(crate) alert: Vec<RawAlert>,
     #[serde(default)]
     pub(crate) report: Vec<RawReport>,
+    pub(crate) roles: Option<RawRoles>,
+}
+
+/// `[roles]`: for each admin action, the operator roles that may take it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoles {
+    pub(crate) view: Option<Vec<String>>,
+    pub(crate) freeze: Option<Vec<String>>,
+    pub(crate) unfreeze: Option<Vec<String>>,
+    pub(crate) unfreeze_reconciler: Option<Vec<String>>,
+    pub(crate) cancel_delay: Option<Vec<String>>,
+    pub(crate) decommission: Option<Vec<String>>,
+    pub(crate) revoke_agent: Option<Vec<String>>,
+}
+
+impl RawRoles {
+    pub(crate) fn get(&self, action: crate::AdminAction) -> Option<&Vec<String>> {
+        use crate::AdminAction::*;
+        match action {
+            View => self.view.as_ref(),
+            Freeze => self.freeze.as_ref(),
+            Unfreeze => self.unfreeze.as_ref(),
+            UnfreezeReconciler => self.unfreeze_reconciler.as_ref(),
+            CancelDelay => self.cancel_delay.as_ref(),
+            Decommission => self.decommission.as_ref(),
+            RevokeAgent => self.revoke_agent.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,7 +85,8 @@ impl Tier {
     }
 }
 
-/// Stable reason codes of the MCP contract (shared/spec/MCP_TOOLS.md), plus `INVALID_RECIPIENT`.
+/// Stable reason codes of the MCP contract (shared/spec/MCP_TOOLS.md), plus `INVALID_RECIPIENT`
+/// and `NO_POLICY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
@@ -110,6 +111,9 @@ pub enum ReasonCode {
     IdempotencyConflict,
     ApprovalRequired,
     Delayed,
+    /// Extension: no policy with a limit covers the agent and wallet, so nothing bounds the
+    /// spend; spendguard fails closed.
+    NoPolicy,
 }
 
 impl ReasonCode {
@@ -135,6 +139,7 @@ impl ReasonCode {
             ReasonCode::IdempotencyConflict => "IDEMPOTENCY_CONFLICT",
             ReasonCode::ApprovalRequired => "APPROVAL_REQUIRED",
             ReasonCode::Delayed => "DELAYED",
+            ReasonCode::NoPolicy => "NO_POLICY",
         }
     }
 

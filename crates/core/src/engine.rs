@@ -107,6 +107,21 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         calendar_starts: Vec::with_capacity(4),
         out: Outcome::default(),
     };
+    // Fail closed: a spend no limit bounds is denied, whatever else the policies say.
+    if !model.policies.iter().any(|p| p.has_limit() && scopes.contains(&p.scope)) {
+        run.out.deny(
+            ReasonCode::NoPolicy,
+            None,
+            "policies",
+            format!(
+                "no policy with a limit (per_tx_usd or limits) covers agent {} spending from wallet {} \
+                 (scopes {}); spendguard denies what no limit bounds",
+                agent.id,
+                wallet.id,
+                scopes.iter().map(Scope::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
     if let Some(&balance) = ctx.balances.get(&spend.asset) {
         if req.amount > balance {
             run.out.deny(

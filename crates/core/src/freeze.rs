@@ -1,6 +1,8 @@
-//! Kill-switch state: which scopes are frozen, by whom, when and why.
+//! Kill-switch rules: which scopes are frozen, by whom, when and why; which scopes an
+//! unexplained outflow or a decommissioned agent freezes.
 
-use crate::model::Scope;
+use crate::model::{Model, OutflowAction, Scope};
+use crate::reconcile::Class;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// A frozen scope. Every spend it covers is denied with `KILL_SWITCH`; reads still work.
@@ -36,4 +38,33 @@ impl Freeze {
         }
         text
     }
+}
+
+/// The scopes an outflow of `class` leaving `wallet` freezes under the organisation's
+/// `on_unexplained_outflow`: none for classes that do not trip the kill switch.
+pub fn scopes_for_outflow(model: &Model, class: Class, wallet: &str) -> Vec<Scope> {
+    if !class.trips_kill_switch() {
+        return vec![];
+    }
+    match model.on_unexplained_outflow {
+        OutflowAction::AlertOnly => vec![],
+        OutflowAction::FreezeOrg => vec![Scope::Org],
+        OutflowAction::FreezeWallet => vec![Scope::Wallet(wallet.to_string())],
+        OutflowAction::FreezeWalletAgents => std::iter::once(Scope::Wallet(wallet.to_string()))
+            .chain(model.agents_of_wallet(wallet).map(|a| Scope::Agent(a.id.clone())))
+            .collect(),
+    }
+}
+
+/// The scopes decommissioning `agent` freezes: the agent, and every wallet no other agent uses.
+pub fn scopes_for_decommission(model: &Model, agent: &str) -> Vec<Scope> {
+    let Some(a) = model.agent(agent) else { return vec![] };
+    std::iter::once(Scope::Agent(agent.to_string()))
+        .chain(
+            a.wallets
+                .iter()
+                .filter(|w| model.agents_of_wallet(w).all(|other| other.id == agent))
+                .map(|w| Scope::Wallet(w.clone())),
+        )
+        .collect()
 }

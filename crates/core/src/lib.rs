@@ -8,7 +8,9 @@
 //!   the ledger keeps, [`usage::UsageSource`] what the engine reads.
 //! - [`engine`]: [`evaluate`] turns a [`SpendRequest`] into an [`Evaluation`] — decision, tier,
 //!   every reason with its stable code, and the headroom left under every limit.
-//! - [`freeze`]: kill-switch state, checked before any policy.
+//! - [`freeze`]: kill-switch state, checked before any policy, and which scopes an unexplained
+//!   outflow or a decommissioning freezes.
+//! - [`event`]: the kinds of events operators are told about.
 //! - [`lifecycle`]: decision statuses and their legal transitions.
 //! - [`money`]: strict decimal parsing and display; money is never a float.
 //! - [`reconcile`]: on-chain outflows classified against the decisions that approved them.
@@ -17,6 +19,7 @@
 
 pub mod decision;
 pub mod engine;
+pub mod event;
 pub mod freeze;
 pub mod lifecycle;
 pub mod model;
@@ -27,6 +30,7 @@ pub mod usage;
 
 pub use decision::{Decision, Evaluation, Headroom, HeadroomLabels, Reason, ReasonCode, ResolvedSpend, Tier};
 pub use engine::{evaluate, Balances, Context, SpendRequest};
+pub use event::EventKind;
 pub use freeze::Freeze;
 pub use lifecycle::SpendStatus;
 pub use model::Model;

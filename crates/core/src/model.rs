@@ -344,6 +344,16 @@ pub struct Policy {
     pub operations: Vec<Operation>,
 }
 
+impl Policy {
+    /// Does the policy bound spending: a per-transaction cap or a window limit, of its own or of
+    /// an operation? (Tiers, allowlists and schedules shape spending but bound no total.)
+    pub fn has_limit(&self) -> bool {
+        self.per_tx_usd.is_some()
+            || !self.limits.is_empty()
+            || self.operations.iter().any(|o| o.per_tx_usd.is_some() || !o.limits.is_empty())
+    }
+}
+
 /// A person who operates spendguard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
@@ -532,6 +542,22 @@ impl Model {
     /// The operator with this identifier.
     pub fn operator(&self, id: &str) -> Option<&Operator> {
         self.operators.iter().find(|o| o.id == id)
+    }
+
+    /// Is a spend by `agent` from `wallet` bounded by at least one policy with a limit over one
+    /// of the scopes that cover it? Spends that are not are denied (`NO_POLICY`).
+    pub fn limits_cover(&self, agent: &Agent, wallet: &Wallet) -> bool {
+        let scopes = crate::engine::covering_scopes(agent, wallet);
+        self.policies.iter().any(|p| p.has_limit() && scopes.contains(&p.scope))
+    }
+
+    /// Every (agent, wallet) pair no policy with a limit covers: spends there are denied.
+    pub fn uncovered(&self) -> Vec<(&Agent, &Wallet)> {
+        self.agents
+            .iter()
+            .flat_map(|a| a.wallets.iter().filter_map(|w| self.wallet(w)).map(move |w| (a, w)))
+            .filter(|(a, w)| !self.limits_cover(a, w))
+            .collect()
     }
 
     /// Does this scope name something that exists?

@@ -24,6 +24,17 @@ impl OutflowKind {
             OutflowKind::Fee => "fee",
         }
     }
+
+    /// Parses [`OutflowKind::as_str`].
+    pub fn parse(text: &str) -> Option<OutflowKind> {
+        [OutflowKind::Native, OutflowKind::Token, OutflowKind::Fee].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for OutflowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One outflow seen on chain.
@@ -91,10 +102,36 @@ impl Class {
         }
     }
 
+    /// Parses [`Class::as_str`].
+    pub fn parse(text: &str) -> Option<Class> {
+        [Class::Matched, Class::FeeOverCap, Class::Mismatch, Class::Unexplained]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
+
     /// Does this class trip the kill switch?
     pub fn trips_kill_switch(self) -> bool {
         matches!(self, Class::Mismatch | Class::Unexplained)
     }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one outflow reconciled, and what the kill switch did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The outflow.
+    pub outflow: Outflow,
+    /// Its class.
+    pub class: Class,
+    /// The decision its transaction belongs to.
+    pub decision_id: Option<String>,
+    /// Scopes frozen because of it.
+    pub frozen: Vec<crate::model::Scope>,
 }
 
 /// Classifies an outflow against the decision its transaction belongs to, if any.

@@ -1,32 +1,177 @@
-//! spendguard's imperative shell: what happens when an agent asks to spend.
+//! spendguard's imperative shell: the services agents and operators talk to, each holding only
+//! the ledger concerns, chain clients and clock it needs.
 //!
-//! [`Guard`] ties the ledger, the chains and a clock together:
-//! - `evaluate` and `spend` read live balances, evaluate against the ledger, and (for `spend`)
-//!   reserve; INSTANT and NOTIFY spends are then signed (the signed transaction is stored
-//!   before it is broadcast) and broadcast at once;
-//! - background loops ([`Guard::run`]) broadcast what was signed but not sent (after a crash),
-//!   follow broadcast transactions to their receipts, execute DELAY spends when due unless
-//!   cancelled or frozen meanwhile, and release approval requests that expired;
-//! - the watcher ([`Guard::watch_once`]) indexes every outflow of the registered wallets,
-//!   reconciles it, trips the kill switch, unwinds reorgs, and reports stalls and missing spends;
-//! - agents are known by bearer tokens, stored hashed.
+//! # Layout
+//! - [`Spending`] (`spending.rs`, its answers in `answers.rs`): `evaluate`, `spend`, `balance`,
+//!   `spend_status`, `cancel_spend` — evaluate-and-reserve in one ledger transaction, then an
+//!   allowed spend executed at once.
+//! - [`Executor`] (`execution.rs`): signs (nonce allocated and transaction stored before it is
+//!   sent, checked against the decision's intent hash) and broadcasts; its background pass
+//!   (`followup.rs`) follows receipts, re-sends, runs due delays, expires approvals, re-signs or
+//!   releases spends the chain proves dead, and notices wallets running low.
+//! - [`Auditor`] (`auditor.rs`): the reconciler behind `spendguard_chain::watch`'s poll loop,
+//!   and stall alerts.
+//! - [`Operators`] (`operators.rs`): approvals, rejections, delays, freezes, decommissioning,
+//!   revocation — each checked against the operator's roles; [`Credentials`]
+//!   (`credentials.rs`): tokens.
+//! - [`Overview`] (`overview.rs`): status and exposures; [`Reports`] (`report/`): the
+//!   reconciliation report, its renderings and its schedule, and the audit log's reads.
+//! - [`AlertDelivery`] (`alerts.rs`), [`Metrics`] (`metrics.rs`).
+//! - Shared: [`Chains`] (`chains.rs`, clients and balance reads), limits' headroom
+//!   (`limits.rs`), [`Usd`] (`usd.rs`), [`Clock`] (`clock.rs`), errors (`error.rs`), crash fail
+//!   points for tests (`failpoint.rs`, feature `fail-points`).
 //!
-//! Everything that blocks (the ledger) runs on tokio's blocking pool.
+//! [`Services::new`] wires them over one ledger engine ([`spendguard_store::Store`]); it does no
+//! I/O. Assembling a node (opening the ledger, unlocking keys, connecting chains, running the
+//! loops and servers) is `spendguard-node`'s.
 
 mod alerts;
-mod guard;
+mod answers;
+mod auditor;
+mod chains;
+mod clock;
+mod credentials;
+mod error;
+mod execution;
+mod failpoint;
+mod followup;
+mod limits;
 mod metrics;
 mod operators;
+mod overview;
 pub mod report;
-mod tokens;
-mod watch;
+mod spending;
+mod usd;
 
-pub use alerts::AlertChannel;
-pub use guard::{
-    BalanceReport, Clock, EvaluateArgs, Guard, GuardError, GuardResult, SpendArgs, SpendOutcome, StatusReport,
-    SystemClock, WalletBalances,
-};
+pub use alerts::{AlertChannel, AlertDelivery};
+pub use answers::{AgentStatus, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances};
+pub use auditor::{Auditor, BLOCKS_PER_PASS};
+pub use chains::{AssetBalance, Chains};
+pub use clock::{Clock, SystemClock};
+pub use credentials::{hash_token, Credentials};
+pub use error::{ServiceError, ServiceResult};
+pub use execution::Executor;
 pub use metrics::Metrics;
-pub use operators::{Exposures, FrozenScope, LimitUse, PendingItem, Status, WalletStatus};
-pub use tokens::{hash_token, new_operator_token, new_token};
-pub use watch::WatchPass;
+pub use operators::{FrozenScope, Operators};
+pub use overview::{Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus};
+pub use report::Reports;
+pub use spending::Spending;
+pub use usd::Usd;
+
+use spendguard_config::Config;
+use spendguard_store::Store;
+
+/// True when this build has the crash fail points (feature `fail-points`, tests only).
+pub const FAIL_POINTS: bool = cfg!(feature = "fail-points");
+use std::sync::Arc;
+
+/// Every service of one node, wired over one ledger. Cheap to clone: each field is shared.
+#[derive(Clone)]
+pub struct Services {
+    /// The configuration they serve.
+    pub config: Arc<Config>,
+    /// Agents' spending.
+    pub spending: Arc<Spending>,
+    /// Execution and its follow-up.
+    pub executor: Arc<Executor>,
+    /// The reconciler behind the watchers.
+    pub auditor: Arc<Auditor>,
+    /// Operators' actions.
+    pub operators: Arc<Operators>,
+    /// Tokens.
+    pub credentials: Arc<Credentials>,
+    /// Status and exposures.
+    pub overview: Arc<Overview>,
+    /// Reports and the audit log.
+    pub reports: Arc<Reports>,
+    /// Alert delivery.
+    pub alerts: Arc<AlertDelivery>,
+    /// Counters of what this process did.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Services {
+    /// The services over `store`, for `config`, talking to `chains`. `signs` says whether this
+    /// process holds the wallets' keys: one that does not never executes a spend (it leaves
+    /// them to one that does).
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        chains: Chains,
+        signs: bool,
+        alerts: Vec<AlertChannel>,
+        clock: Arc<dyn Clock>,
+    ) -> Services {
+        let metrics = Arc::new(Metrics::default());
+        let limits = limits::Limits { decisions: store.clone(), clock: Arc::clone(&clock) };
+        let executor = Arc::new(Executor {
+            config: Arc::clone(&config),
+            decisions: store.clone(),
+            signing: store.clone(),
+            outbox: store.clone(),
+            chains: chains.clone(),
+            clock: Arc::clone(&clock),
+            signs,
+            low_wallets: Default::default(),
+        });
+        let spending = Arc::new(Spending::new(
+            Arc::clone(&config),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            chains.clone(),
+            Arc::clone(&executor),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        ));
+        let auditor = Arc::new(Auditor::new(
+            Arc::clone(&config),
+            store.clone(),
+            store.clone(),
+            &chains,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        ));
+        let operators = Arc::new(Operators {
+            config: Arc::clone(&config),
+            decisions: store.clone(),
+            freezes: store.clone(),
+            credentials: store.clone(),
+            executor: Arc::clone(&executor),
+            clock: Arc::clone(&clock),
+        });
+        let credentials = Arc::new(Credentials { store: store.clone(), clock: Arc::clone(&clock) });
+        let overview = Arc::new(Overview {
+            config: Arc::clone(&config),
+            decisions: store.clone(),
+            freezes: store.clone(),
+            chains,
+            limits: limits.clone(),
+            clock: Arc::clone(&clock),
+        });
+        let reports = Arc::new(Reports {
+            config: Arc::clone(&config),
+            store: store.clone(),
+            audit: store.clone(),
+            limits,
+            clock: Arc::clone(&clock),
+        });
+        let alerts =
+            Arc::new(AlertDelivery::new(config.model.org_id.clone(), alerts, store, Arc::clone(&metrics), clock));
+        Services { config, spending, executor, auditor, operators, credentials, overview, reports, alerts, metrics }
+    }
+
+    /// The same services delivering alerts to `channels` instead of the configured ones (their
+    /// URLs given directly, not read from the environment).
+    pub fn with_alert_channels(mut self, channels: Vec<AlertChannel>) -> Services {
+        let d = &self.alerts;
+        self.alerts = Arc::new(AlertDelivery::new(
+            d.org.clone(),
+            channels,
+            Arc::clone(&d.outbox),
+            Arc::clone(&d.metrics),
+            Arc::clone(&d.clock),
+        ));
+        self
+    }
+}

@@ -32,9 +32,9 @@ impl Metrics {
         f(&mut self.values.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// A decision was made (outcome: allow, notify, delay, require_approval, deny).
-    pub fn decision(&self, outcome: &str) {
-        self.with(|v| *v.decisions.entry(outcome.to_string()).or_default() += 1);
+    /// A decision was made.
+    pub fn decision(&self, outcome: spendguard_core::Decision) {
+        self.with(|v| *v.decisions.entry(outcome.as_str().to_string()).or_default() += 1);
     }
 
     /// A reservation (evaluate-and-reserve, durable) took `took`.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spendguard_core::{Balances, SpendRequest};
-use spendguard_store::{Ledger, LedgerOptions, ReserveOutcome, ReserveRequest};
+use spendguard_store::{DecisionStore, LedgerOptions, ReserveOutcome, ReserveRequest, SqliteStore};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -70,10 +70,10 @@ fn request(at: DateTime<Utc>) -> ReserveRequest {
     }
 }
 
-fn reserve(ledger: &Ledger, clock: &AtomicI64, start: DateTime<Utc>) {
+async fn reserve(ledger: &SqliteStore, clock: &AtomicI64, start: DateTime<Utc>) {
     // Every decision one millisecond after the last, all inside the windows.
     let at = start + TimeDelta::microseconds(clock.fetch_add(1000, Ordering::Relaxed));
-    match ledger.reserve(request(at)).expect("reserve") {
+    match ledger.reserve(request(at)).await.expect("reserve") {
         ReserveOutcome::Decided { receipt, .. } => assert_eq!(receipt.status, spendguard_core::SpendStatus::Reserved),
         other => panic!("{other:?}"),
     }
@@ -83,7 +83,11 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(spendguard_config::parse(CONFIG, Path::new("bench.toml")).unwrap().model);
     let start: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
-    let ledger = Arc::new(Ledger::open(&dir.path().join("bench.db"), model, start, LedgerOptions::default()).unwrap());
+    let ledger =
+        Arc::new(SqliteStore::open(&dir.path().join("bench.db"), model, start, LedgerOptions::default()).unwrap());
+    // The callers are tasks on a runtime like the daemon's; the ledger answers them from its
+    // writer thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let clock = Arc::new(AtomicI64::new(0));
 
     let mut group = c.benchmark_group("reserve_durable");
@@ -95,17 +99,26 @@ fn bench(c: &mut Criterion) {
         println!("{name}: {jobs} decisions in {tx} transactions, {:.1} per fsync", jobs as f64 / tx.max(1) as f64);
     };
     let before = ledger.stats();
-    group.bench_function("1_caller", |b| b.iter(|| reserve(&ledger, &clock, start)));
+    group.bench_function("1_caller", |b| b.iter(|| runtime.block_on(reserve(&ledger, &clock, start))));
     report("1_caller", before);
     let before = ledger.stats();
     group.bench_function("64_callers", |b| {
         b.iter_custom(|iters| {
             let per_thread = iters.div_ceil(64);
             let began = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..64 {
-                    let (ledger, clock) = (&ledger, &clock);
-                    s.spawn(move || (0..per_thread).for_each(|_| reserve(ledger, clock, start)));
+            runtime.block_on(async {
+                let callers: Vec<_> = (0..64)
+                    .map(|_| {
+                        let (ledger, clock) = (Arc::clone(&ledger), Arc::clone(&clock));
+                        tokio::spawn(async move {
+                            for _ in 0..per_thread {
+                                reserve(&ledger, &clock, start).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for caller in callers {
+                    caller.await.unwrap();
                 }
             });
             // Report time per decision actually made.

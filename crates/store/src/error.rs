@@ -1,6 +1,18 @@
-//! Errors of the ledger.
+//! Errors of the ledger, whatever engine holds it.
 
+use spendguard_core::SpendStatus;
 use std::path::PathBuf;
+
+/// Why a signing step failed, and whether trying again later may succeed. The cause is kept
+/// whole (a chain client's error, typically), so the caller can look at it as its own type.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct SigningError {
+    /// True when the same signing may succeed later (nothing about the spend is wrong).
+    pub retryable: bool,
+    /// What failed.
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
 
 /// What can go wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -28,62 +40,109 @@ pub enum StoreError {
         supported: i64,
     },
     /// A row could not be read back (edited by hand, or written by a broken build).
-    #[error("ledger row is corrupt: {0}")]
-    Corrupt(String),
+    #[error("ledger row is corrupt: {table} {row}: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// Which row: its key.
+        row: String,
+        /// What is wrong with it, naming the column.
+        detail: String,
+    },
+    /// The database cannot be used as a ledger (e.g. WAL journaling refused).
+    #[error("{0}")]
+    Unusable(String),
     /// The transaction holding this request was rolled back; nothing of it was recorded.
     #[error("the ledger transaction was rolled back, nothing was recorded: {0}")]
     NotCommitted(String),
-    /// The writer thread is gone (the ledger was closed or its thread panicked).
-    #[error("the ledger writer has stopped")]
-    WriterStopped,
-    /// A freeze named a scope that is not configured.
+    /// The writer (or a reader) thread is gone: the ledger was closed or its thread panicked.
+    #[error("the ledger has stopped")]
+    Stopped,
+    /// A scope, agent or operator that is not configured.
     #[error("no {kind} {id:?} is configured")]
     UnknownScope {
-        /// Scope kind.
+        /// `org`, `department`, `agent`, `wallet` or `operator`.
         kind: &'static str,
         /// Identifier.
         id: String,
     },
-    /// An unfreeze came without an acknowledgment.
-    #[error("unfreezing needs an acknowledgment (--ack TEXT) saying why it is safe")]
-    AckRequired,
     /// No decision with this id.
     #[error("no decision {0:?}")]
     UnknownDecision(String),
     /// Signing failed; nothing was allocated or stored.
     #[error("signing failed: {0}")]
-    SigningFailed(String),
-    /// A block does not continue the chain the ledger holds: the chain reorganised.
-    #[error("chain {chain}: block {number}'s parent {parent} is not the stored block {stored}")]
-    Reorg {
-        /// Chain id.
-        chain: String,
-        /// Block number.
-        number: u64,
-        /// Its parent hash.
-        parent: String,
-        /// The stored hash of the block below.
-        stored: String,
-    },
+    Signing(#[from] SigningError),
     /// An agent touched a decision that is not its own.
     #[error("decision {0:?} does not belong to this agent")]
     NotYours(String),
-    /// A decision's stored intent no longer matches the hash bound when it was made.
+    /// A decision carries no intent hash (made before spendguard bound one), so what it pays
+    /// cannot be proven to be what was decided.
+    #[error("decision {0} has no intent hash binding what it pays; refusing to execute it")]
+    IntentMissing(String),
+    /// What a decision would pay no longer matches the intent hash bound when it was decided.
     #[error("decision {0}: what it pays no longer matches the intent hash bound when it was decided; refusing to execute it")]
     IntentChanged(String),
-    /// An operator may not do this.
-    #[error("{0}")]
-    NotPermitted(String),
+    /// The intent hash an operator was shown is not the one bound to the decision.
+    #[error("decision {id}: the intent hash given ({given}) is not the one bound to it ({bound})")]
+    IntentNotShown {
+        /// Decision.
+        id: String,
+        /// The hash the operator gave.
+        given: String,
+        /// The hash bound to the decision.
+        bound: String,
+    },
+    /// The decision is not in the status the request needs.
+    #[error("decision {id} is {status}{}; {needs}", failure.as_deref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    WrongStatus {
+        /// Decision.
+        id: String,
+        /// Where it stands.
+        status: SpendStatus,
+        /// Why it ended there, if it failed or was released.
+        failure: Option<String>,
+        /// What the request needs, in words: "only a pending approval request can be approved".
+        needs: &'static str,
+    },
+    /// An approval request that expired.
+    #[error("approval request {0} has expired")]
+    Expired(String),
+    /// A freeze covers the decision's agent or wallet.
+    #[error("decision {id} cannot be {doing}: {freeze}")]
+    Frozen {
+        /// Decision.
+        id: String,
+        /// What was asked: "approved".
+        doing: &'static str,
+        /// The freeze, in words.
+        freeze: String,
+    },
     /// A status change the lifecycle does not allow.
     #[error("decision {id} is {from}; it cannot become {to}")]
     IllegalTransition {
         /// Decision.
         id: String,
         /// Current status.
-        from: String,
+        from: SpendStatus,
         /// Requested status.
-        to: String,
+        to: SpendStatus,
     },
+}
+
+impl StoreError {
+    /// Can the same request succeed if tried again later (the database was busy, the batch
+    /// holding it was rolled back)?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::NotCommitted(_) => true,
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            StoreError::Signing(e) => e.retryable,
+            _ => false,
+        }
+    }
 }
 
 /// Result alias of this crate.

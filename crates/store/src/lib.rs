@@ -1,27 +1,33 @@
-//! spendguard's ledger on SQLite: every decision, the reservations that hold budget, idempotency
-//! keys, kill-switch state, operator actions, and the hash-chained audit log ([`audit`]) of all
-//! of it.
+//! spendguard's ledger: every decision, the reservations that hold budget, idempotency keys,
+//! signed transactions and nonces, what the auditor saw on chain, kill-switch state, alerts,
+//! tokens, and the hash-chained audit log of all of it.
 //!
-//! # Design
-//! - [`Ledger`] is the one handle. Its writer thread owns the write connection and an in-memory
-//!   [`spendguard_core::usage::UsageIndex`] of every spend that still counts against a limit.
-//! - Evaluate-and-reserve is one `BEGIN IMMEDIATE` transaction, so two processes on one file
-//!   never both spend the same headroom. Jobs that arrive together share one transaction and one
-//!   fsync (group commit); each is evaluated after the ones before it in the batch.
-//! - When another process commits, `PRAGMA data_version` changes and the index is refreshed
-//!   from rows whose `change_seq` is newer than the last one seen.
-//! - WAL journaling, `synchronous = FULL`: a decision reported to a caller survives a crash.
-//! - Schema versions live in `PRAGMA user_version` ([`schema`](crate)).
+//! # Layout
+//! - [`api`]: the ledger as services see it, one small async trait per concern
+//!   ([`DecisionStore`], [`SigningStore`], [`OutflowStore`], [`OutboxStore`],
+//!   [`CredentialStore`], [`FreezeStore`], [`AuditStore`], [`ReportStore`]); an engine
+//!   implementing them all is a [`Store`].
+//! - [`records`]: what the ledger records and answers, typed (money as `Decimal`, statuses,
+//!   classes and event kinds as enums).
+//! - [`intent`]: the hash binding a decision to what it pays, checked at approval and signing.
+//! - [`audit`]: the audit chain's entries and how an entry is hashed.
+//! - [`error`](StoreError): typed errors that know whether to retry.
+//! - `sqlite`: the SQLite engine ([`SqliteStore`]), a file per concern behind a group-commit
+//!   writer thread; evaluate-and-reserve is one `BEGIN IMMEDIATE` transaction, so two
+//!   processes on one file never both spend the same headroom.
 
+pub mod api;
 pub mod audit;
 mod error;
-mod ledger;
-mod schema;
-mod writer;
+pub mod intent;
+pub mod records;
+mod sqlite;
 
-pub use error::{StoreError, StoreResult};
-pub use ledger::{
-    Account, DecisionRecord, Decommissioned, Event, Finding, FreezeOutcome, Ledger, LedgerOptions, LedgerStats,
-    Receipt, RecordedOutflow, ReserveOutcome, ReserveRequest, Resigning, Settlement, SignWith, SignedRecord, Signing,
+pub use api::{
+    AuditStore, CredentialStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore, ReportStore, SigningStore,
+    Store,
 };
-pub use writer::intent_hash_of;
+pub use error::{SigningError, StoreError, StoreResult};
+pub use intent::Intent;
+pub use records::*;
+pub use sqlite::SqliteStore;

@@ -1,7 +1,8 @@
 //! The daemon's admin API under `/admin`, for operators: approvals, delays, freezes,
 //! decommissioning, status, exposures and reports. Every request carries an operator token
 //! (`Authorization: Bearer sgo_…`, issued by `spendguard operator token ID`); what it does is
-//! done as that operator, whose roles the ledger checks. Answers are JSON; errors are
+//! done as that operator, through the same operators' service as the CLI, which checks the
+//! operator's roles for every action (reads need `[roles] view`). Answers are JSON; errors are
 //! `{"error": "…"}` with 400 (bad input), 401, 403 (not permitted), 404 or 409 (wrong state).
 
 use axum::extract::{Path, Query, Request, State};
@@ -12,28 +13,28 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use spendguard_config::AdminAction;
 use spendguard_core::model::Scope;
 use spendguard_service::report::{render, ReportFormat};
-use spendguard_service::{FrozenScope, Guard, GuardError, PendingItem};
-use std::sync::Arc;
+use spendguard_service::{FrozenScope, PendingItem, ServiceError, Services};
 
 /// The operator a request authenticated as.
 #[derive(Clone)]
 struct Operator(String);
 
-type Shared = State<Arc<Guard>>;
+type Shared = State<Services>;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn guard_error(e: GuardError) -> Response {
+fn service_error(e: ServiceError) -> Response {
     match e {
-        GuardError::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
-        GuardError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
-        GuardError::UnknownDecision(id) => error(StatusCode::NOT_FOUND, format!("no decision {id:?}")),
-        GuardError::Store(spendguard_store::StoreError::IllegalTransition { id, from, to }) => {
-            error(StatusCode::CONFLICT, format!("decision {id} is {from}; it cannot become {to}"))
+        ServiceError::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+        ServiceError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
+        ServiceError::UnknownDecision(id) => error(StatusCode::NOT_FOUND, format!("no decision {id:?}")),
+        ServiceError::Store(e @ spendguard_store::StoreError::IllegalTransition { .. }) => {
+            error(StatusCode::CONFLICT, e.to_string())
         }
         other => {
             tracing::error!(error = %other, "admin request failed");
@@ -42,7 +43,12 @@ fn guard_error(e: GuardError) -> Response {
     }
 }
 
-async fn authenticate(State(guard): Shared, mut request: Request, next: Next) -> Response {
+/// Reads need the `view` role: the refusal to answer instead, if the operator lacks it.
+fn may_view(s: &Services, op: &str) -> Option<Response> {
+    s.operators.permit(op, AdminAction::View).err().map(service_error)
+}
+
+async fn authenticate(State(services): Shared, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -52,13 +58,13 @@ async fn authenticate(State(guard): Shared, mut request: Request, next: Next) ->
     let Some(token) = token else {
         return error(StatusCode::UNAUTHORIZED, "missing bearer token (an operator token)");
     };
-    match guard.authenticate_operator(&token).await {
+    match services.credentials.operator(&token).await {
         Ok(Some(op)) => {
             request.extensions_mut().insert(Operator(op));
             next.run(request).await
         }
         Ok(None) => error(StatusCode::UNAUTHORIZED, "unknown or revoked operator token"),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -66,18 +72,24 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
     Scope::parse(text).ok_or_else(|| format!("scope {text:?} is not org, department:ID, agent:ID or wallet:ID"))
 }
 
-async fn approvals(State(guard): Shared) -> Response {
-    match guard.pending_approvals().await {
+async fn approvals(State(s): Shared, Extension(Operator(op)): Extension<Operator>) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
+    match s.operators.pending_approvals().await {
         Ok(list) => Json(list.iter().map(PendingItem::of).collect::<Vec<_>>()).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
-async fn show(State(guard): Shared, Path(id): Path<String>) -> Response {
-    match guard.decision(&id).await {
+async fn show(State(s): Shared, Extension(Operator(op)): Extension<Operator>, Path(id): Path<String>) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
+    match s.operators.decision(&id).await {
         Ok(Some(d)) => Json(PendingItem::of(&d)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no decision {id:?}")),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -95,56 +107,62 @@ struct ReasonBody {
 }
 
 async fn approve(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Path(id): Path<String>,
     body: Option<Json<ApproveBody>>,
 ) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    match guard.approve(&id, &op, body.intent_hash.as_deref()).await {
+    match s.operators.approve(&id, &op, body.intent_hash.as_deref()).await {
         Ok(d) => {
             Json(json!({"decision_id": d.id, "status": d.status.as_str(), "approved_by": op, "tx_hash": d.tx_hash}))
                 .into_response()
         }
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
 async fn reject(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Path(id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Response {
-    match guard.reject(&id, &op, &body.reason).await {
+    match s.operators.reject(&id, &op, &body.reason).await {
         Ok(d) => Json(json!({"decision_id": d.id, "status": d.status.as_str(), "rejected_by": op})).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
-async fn delays(State(guard): Shared) -> Response {
-    match guard.queued_delays().await {
+async fn delays(State(s): Shared, Extension(Operator(op)): Extension<Operator>) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
+    match s.operators.queued_delays().await {
         Ok(list) => Json(list.iter().map(PendingItem::of).collect::<Vec<_>>()).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
 async fn cancel_delay(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Path(id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Response {
-    match guard.cancel_delay(&id, &op, &body.reason).await {
+    match s.operators.cancel_delay(&id, &op, &body.reason).await {
         Ok(d) => Json(json!({"decision_id": d.id, "status": d.status.as_str(), "cancelled_by": op})).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
-async fn frozen(State(guard): Shared) -> Response {
-    match guard.frozen().await {
+async fn frozen(State(s): Shared, Extension(Operator(op)): Extension<Operator>) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
+    match s.operators.frozen().await {
         Ok(f) => Json(f).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -156,7 +174,7 @@ struct FreezeBody {
 }
 
 async fn freeze(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Json(body): Json<FreezeBody>,
 ) -> Response {
@@ -164,12 +182,12 @@ async fn freeze(
         Ok(s) => s,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match guard.freeze(scope, &op, &body.reason).await {
+    match s.operators.freeze(scope, &op, &body.reason).await {
         Ok(spendguard_store::FreezeOutcome::Frozen(f)) => Json(json!({"frozen": FrozenScope::of(&f)})).into_response(),
         Ok(spendguard_store::FreezeOutcome::AlreadyFrozen(f)) => {
             Json(json!({"already_frozen": FrozenScope::of(&f)})).into_response()
         }
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -181,7 +199,7 @@ struct UnfreezeBody {
 }
 
 async fn unfreeze(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Json(body): Json<UnfreezeBody>,
 ) -> Response {
@@ -189,19 +207,19 @@ async fn unfreeze(
         Ok(s) => s,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    match guard.unfreeze(scope, &op, &body.ack).await {
+    match s.operators.unfreeze(scope, &op, &body.ack).await {
         Ok(was) => Json(json!({"scope": body.scope, "unfrozen": was})).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
 async fn decommission(
-    State(guard): Shared,
+    State(s): Shared,
     Extension(Operator(op)): Extension<Operator>,
     Path(agent): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Response {
-    match guard.decommission(&agent, &op, &body.reason).await {
+    match s.operators.decommission(&agent, &op, &body.reason).await {
         Ok(d) => Json(json!({
             "agent": agent,
             "tokens_revoked": d.tokens_revoked,
@@ -209,14 +227,17 @@ async fn decommission(
             "released": d.released,
         }))
         .into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
-async fn status(State(guard): Shared) -> Response {
-    match guard.status().await {
-        Ok(s) => Json(s).into_response(),
-        Err(e) => guard_error(e),
+async fn status(State(s): Shared, Extension(Operator(op)): Extension<Operator>) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
+    match s.overview.status().await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => service_error(e),
     }
 }
 
@@ -225,14 +246,21 @@ struct HorizonQuery {
     horizon: Option<String>,
 }
 
-async fn exposures(State(guard): Shared, Query(q): Query<HorizonQuery>) -> Response {
+async fn exposures(
+    State(s): Shared,
+    Extension(Operator(op)): Extension<Operator>,
+    Query(q): Query<HorizonQuery>,
+) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
     let text = q.horizon.unwrap_or_else(|| "24h".into());
     let Some(horizon) = spendguard_core::time::parse_duration(&text) else {
         return error(StatusCode::BAD_REQUEST, format!("horizon {text:?} is not a duration such as 24h or 7d"));
     };
-    match guard.exposures(horizon).await {
+    match s.overview.exposures(horizon).await {
         Ok(e) => Json(e).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -243,7 +271,14 @@ struct ReportQuery {
     format: Option<String>,
 }
 
-async fn report(State(guard): Shared, Query(q): Query<ReportQuery>) -> Response {
+async fn report(
+    State(s): Shared,
+    Extension(Operator(op)): Extension<Operator>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    if let Some(refused) = may_view(&s, &op) {
+        return refused;
+    }
     let parse = |name: &str, text: &str| {
         chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.with_timezone(&chrono::Utc))
@@ -263,14 +298,14 @@ async fn report(State(guard): Shared, Query(q): Query<ReportQuery>) -> Response 
         ReportFormat::Markdown => "text/markdown; charset=utf-8",
         ReportFormat::Html => "text/html; charset=utf-8",
     };
-    match guard.report(from, to).await {
+    match s.reports.report(from, to).await {
         Ok(r) => ([(header::CONTENT_TYPE, content_type)], render(&r, format)).into_response(),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
 /// The `/admin` routes, behind operator-token authentication.
-pub(crate) fn router(guard: Arc<Guard>) -> Router {
+pub(crate) fn router(services: Services) -> Router {
     Router::new()
         .route("/approvals", get(approvals))
         .route("/approvals/{id}", get(show))
@@ -285,6 +320,6 @@ pub(crate) fn router(guard: Arc<Guard>) -> Router {
         .route("/status", get(status))
         .route("/exposures", get(exposures))
         .route("/report", get(report))
-        .layer(middleware::from_fn_with_state(Arc::clone(&guard), authenticate))
-        .with_state(guard)
+        .layer(middleware::from_fn_with_state(services.clone(), authenticate))
+        .with_state(services)
 }

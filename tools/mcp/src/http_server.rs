@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use spendguard_service::Guard;
+use spendguard_service::Services;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(State(services): State<Services>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -27,7 +27,7 @@ async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, nex
         (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"spendguard\"")], why).into_response()
     };
     let Some(token) = token else { return refuse("missing bearer token") };
-    match guard.authenticate(&token).await {
+    match services.credentials.agent(&token).await {
         Ok(Some(agent)) => {
             request.extensions_mut().insert(AuthenticatedAgent(agent));
             next.run(request).await
@@ -42,28 +42,28 @@ async fn authenticate(State(guard): State<Arc<Guard>>, mut request: Request, nex
 
 /// The HTTP routes: `/mcp` (agent tokens), `/admin` (operator tokens), `/healthz` and
 /// `/metrics`.
-pub fn router(guard: Arc<Guard>) -> Router {
-    routes(guard, CancellationToken::new())
+pub fn router(services: Services) -> Router {
+    routes(services, CancellationToken::new())
 }
 
-fn routes(guard: Arc<Guard>, sessions: CancellationToken) -> Router {
-    let factory_guard = Arc::clone(&guard);
+fn routes(services: Services, sessions: CancellationToken) -> Router {
+    let (spending, credentials) = (Arc::clone(&services.spending), Arc::clone(&services.credentials));
     let mcp = StreamableHttpService::new(
-        move || Ok(SpendguardServer::new(Arc::clone(&factory_guard), Identity::PerRequest)),
+        move || Ok(SpendguardServer::new(Arc::clone(&spending), Arc::clone(&credentials), Identity::PerRequest)),
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default().with_cancellation_token(sessions),
     );
     let agents =
-        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(Arc::clone(&guard), authenticate));
-    let health_guard = Arc::clone(&guard);
-    let metrics_guard = Arc::clone(&guard);
+        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(services.clone(), authenticate));
+    let health = Arc::clone(&services.operators);
+    let metrics = Arc::clone(&services.metrics);
     agents
-        .nest("/admin", crate::admin::router(Arc::clone(&guard)))
+        .nest("/admin", crate::admin::router(services))
         .route(
             "/healthz",
             axum::routing::get(move || async move {
                 // Healthy means the ledger answers; chains are watched and reported in /metrics.
-                match health_guard.frozen().await {
+                match health.frozen().await {
                     Ok(_) => (StatusCode::OK, "ok\n").into_response(),
                     Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("ledger unavailable: {e}\n")).into_response(),
                 }
@@ -72,7 +72,7 @@ fn routes(guard: Arc<Guard>, sessions: CancellationToken) -> Router {
         .route(
             "/metrics",
             axum::routing::get(move || async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_guard.metrics().render())
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
             }),
         )
 }
@@ -84,20 +84,20 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// accepted, spends being decided or executed finish (up to 30 s), and only then are the
 /// agents' sessions (their open event streams, which also carry tool answers) closed.
 pub async fn serve_http(
-    guard: Arc<Guard>,
+    services: Services,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sessions = CancellationToken::new();
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let drain = {
-        let (sessions, guard) = (sessions.clone(), Arc::clone(&guard));
+        let (sessions, spending) = (sessions.clone(), Arc::clone(&services.spending));
         tokio::spawn(async move {
             if stopped.await.is_err() {
                 return;
             }
             let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-            while guard.busy() > 0 && tokio::time::Instant::now() < deadline {
+            while spending.busy() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             // A moment for the last answers to be written to their streams.
@@ -109,7 +109,7 @@ pub async fn serve_http(
         shutdown.await;
         let _ = stopping.send(());
     };
-    let served = axum::serve(listener, routes(guard, sessions)).with_graceful_shutdown(graceful).await;
+    let served = axum::serve(listener, routes(services, sessions)).with_graceful_shutdown(graceful).await;
     drain.abort();
     served
 }

@@ -19,9 +19,13 @@ use std::sync::Arc;
 
 /// Serves one agent over stdin/stdout until the client disconnects; its token is checked on
 /// every call.
-pub async fn serve_stdio(guard: Arc<spendguard_service::Guard>, agent: String, token: String) -> std::io::Result<()> {
+pub async fn serve_stdio(services: &spendguard_service::Services, agent: String, token: String) -> std::io::Result<()> {
     use rmcp::ServiceExt;
-    let server = SpendguardServer::new(guard, Identity::Token { agent, token });
+    let server = SpendguardServer::new(
+        Arc::clone(&services.spending),
+        Arc::clone(&services.credentials),
+        Identity::Token { agent, token },
+    );
     let running = server.serve(rmcp::transport::stdio()).await.map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())

@@ -1,5 +1,5 @@
 //! The tools, their schemas (doc comments become the descriptions the model reads) and how
-//! guard results become tool results.
+//! the spending service's results become tool results.
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -9,7 +9,7 @@ use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, Rol
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spendguard_core::{Decision, Evaluation};
-use spendguard_service::{EvaluateArgs, Guard, GuardError, SpendArgs, SpendOutcome};
+use spendguard_service::{AgentStatus, Credentials, EvaluateArgs, ServiceError, SpendArgs, SpendOutcome, Spending};
 use std::sync::Arc;
 
 /// Who is calling.
@@ -47,7 +47,8 @@ pub(crate) struct AuthenticatedAgent(pub(crate) String);
 /// The MCP server of one connection.
 #[derive(Clone)]
 pub struct SpendguardServer {
-    guard: Arc<Guard>,
+    spending: Arc<Spending>,
+    credentials: Arc<Credentials>,
     identity: Identity,
     tool_router: ToolRouter<Self>,
 }
@@ -122,20 +123,18 @@ fn refusal(code: &str, detail: &str, value: Value) -> CallToolResult {
     r
 }
 
-/// Guard failures that are not denials: tool errors the model can read, with a code.
-fn guard_error(e: GuardError) -> CallToolResult {
+/// Failures that are not denials: tool errors the model can read, with a code.
+fn service_error(e: ServiceError) -> CallToolResult {
     let (code, detail) = match &e {
-        GuardError::UnknownDecision(_) => ("UNKNOWN_DECISION", e.to_string()),
-        GuardError::Forbidden(msg) if msg.starts_with("WALLET_NOT_ASSIGNED: ") => {
-            ("WALLET_NOT_ASSIGNED", msg.trim_start_matches("WALLET_NOT_ASSIGNED: ").to_string())
-        }
-        GuardError::Forbidden(_) => ("FORBIDDEN", e.to_string()),
-        GuardError::Invalid(_) => ("INVALID_REQUEST", e.to_string()),
-        GuardError::Chain(c) if c.is_retryable() => {
+        ServiceError::UnknownDecision(_) => ("UNKNOWN_DECISION", e.to_string()),
+        ServiceError::WalletNotAssigned { .. } => ("WALLET_NOT_ASSIGNED", e.to_string()),
+        ServiceError::Forbidden(_) => ("FORBIDDEN", e.to_string()),
+        ServiceError::Invalid(_) => ("INVALID_REQUEST", e.to_string()),
+        ServiceError::Chain(c) if c.is_retryable() => {
             ("CHAIN_UNAVAILABLE", format!("{e}; nothing was spent, try again shortly"))
         }
-        GuardError::Chain(_) => ("CHAIN_ERROR", e.to_string()),
-        GuardError::Store(_) | GuardError::Internal(_) => {
+        ServiceError::Chain(_) => ("CHAIN_ERROR", e.to_string()),
+        _ => {
             tracing::error!(error = %e, "internal failure serving a tool call");
             ("INTERNAL_ERROR", "spendguard could not complete the request; nothing was spent; try again".to_string())
         }
@@ -143,11 +142,11 @@ fn guard_error(e: GuardError) -> CallToolResult {
     refusal(code, &detail, json!({ "error": code, "detail": detail }))
 }
 
-/// A report as the tool result, or the guard's failure as a readable tool error.
-fn reply<T: serde::Serialize>(result: Result<T, GuardError>) -> CallToolResult {
+/// A report as the tool result, or the service's failure as a readable tool error.
+fn reply<T: serde::Serialize>(result: Result<T, ServiceError>) -> CallToolResult {
     match result {
         Ok(report) => ok(serde_json::to_value(report).unwrap_or(Value::Null)),
-        Err(e) => guard_error(e),
+        Err(e) => service_error(e),
     }
 }
 
@@ -166,9 +165,9 @@ fn evaluation_result(e: &Evaluation) -> CallToolResult {
 
 fn spend_result(o: &SpendOutcome) -> CallToolResult {
     let value = serde_json::to_value(o).unwrap_or(Value::Null);
-    match (o.status.as_str(), o.reasons.iter().find(|r| r.code.denies())) {
-        ("denied", Some(first)) => refusal(first.code.as_str(), &first.detail, value),
-        ("failed", _) => {
+    match (o.status, o.reasons.iter().find(|r| r.code.denies())) {
+        (AgentStatus::Denied, Some(first)) => refusal(first.code.as_str(), &first.detail, value),
+        (AgentStatus::Failed, _) => {
             refusal("SPEND_FAILED", o.failure.as_deref().unwrap_or("the chain refused the transaction"), value)
         }
         _ => ok(value),
@@ -178,14 +177,14 @@ fn spend_result(o: &SpendOutcome) -> CallToolResult {
 #[tool_router]
 impl SpendguardServer {
     /// A server for one connection.
-    pub fn new(guard: Arc<Guard>, identity: Identity) -> SpendguardServer {
-        SpendguardServer { guard, identity, tool_router: Self::tool_router() }
+    pub fn new(spending: Arc<Spending>, credentials: Arc<Credentials>, identity: Identity) -> SpendguardServer {
+        SpendguardServer { spending, credentials, identity, tool_router: Self::tool_router() }
     }
 
     async fn agent(&self, ctx: &RequestContext<RoleServer>) -> Result<String, McpError> {
         match &self.identity {
             Identity::Agent(a) => Ok(a.clone()),
-            Identity::Token { agent, token } => match self.guard.authenticate(token).await {
+            Identity::Token { agent, token } => match self.credentials.agent(token).await {
                 Ok(Some(owner)) if &owner == agent => Ok(agent.clone()),
                 Ok(_) => Err(McpError::invalid_request("the agent's token was revoked", None)),
                 Err(e) => Err(McpError::internal_error(format!("cannot check the token: {e}"), None)),
@@ -215,9 +214,9 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(match self.guard.evaluate(&agent, evaluate_args(p)).await {
+        Ok(match self.spending.evaluate(&agent, evaluate_args(p)).await {
             Ok(e) => evaluation_result(&e),
-            Err(e) => guard_error(e),
+            Err(e) => service_error(e),
         })
     }
 
@@ -248,9 +247,9 @@ impl SpendguardServer {
             },
             idempotency_key: p.idempotency_key,
         };
-        Ok(match self.guard.spend(&agent, args).await {
+        Ok(match self.spending.spend(&agent, args).await {
             Ok(o) => spend_result(&o),
-            Err(e) => guard_error(e),
+            Err(e) => service_error(e),
         })
     }
 
@@ -270,7 +269,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(reply(self.guard.balance(&agent, p.wallet.as_deref()).await))
+        Ok(reply(self.spending.balance(&agent, p.wallet.as_deref()).await))
     }
 
     #[tool(
@@ -289,7 +288,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(reply(self.guard.spend_status(&agent, &p.decision_id).await))
+        Ok(reply(self.spending.spend_status(&agent, &p.decision_id).await))
     }
 
     #[tool(
@@ -308,7 +307,7 @@ impl SpendguardServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let agent = self.agent(&ctx).await?;
-        Ok(reply(self.guard.cancel_spend(&agent, &p.decision_id).await))
+        Ok(reply(self.spending.cancel_spend(&agent, &p.decision_id).await))
     }
 }
 

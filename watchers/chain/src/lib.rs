@@ -1,7 +1,8 @@
 //! The chain traits spendguard's service talks to. Each chain SDK (alloy, solana-client) lives
 //! in its own crate behind [`ChainClient`]; only core types cross this boundary. Also what every
-//! chain shares: failover with backoff ([`with_failover`]) and the encrypted key file format
-//! ([`keystore`]).
+//! chain shares: failover with backoff ([`with_failover`]), the encrypted key file format
+//! ([`keystore`]), and the auditor's poll loop ([`watch`]): indexing each chain to its final
+//! head into an [`watch::IndexSink`], unwinding reorgs.
 //!
 //! # Signing protocol
 //! A spend is signed in two steps so that the ledger can allocate the account sequence (EVM
@@ -12,6 +13,7 @@
 //!    broadcasts it.
 
 pub mod keystore;
+pub mod watch;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;

@@ -104,3 +104,38 @@ fn every_issue_is_reported_not_just_the_first() {
     let err = parse(&text, Path::new("two.toml")).unwrap_err().to_string();
     assert_eq!(err.lines().count(), 2, "{err}");
 }
+
+#[test]
+fn admin_roles_default_to_admin_and_can_be_set_per_action() {
+    use spendguard_config::AdminAction;
+    let config = load(&fixtures().join("example.toml")).unwrap();
+    assert_eq!(config.roles.for_action(AdminAction::Freeze), ["admin"]);
+    assert_eq!(config.roles.for_action(AdminAction::UnfreezeReconciler), ["admin"]);
+    assert_eq!(config.roles.for_action(AdminAction::View), ["admin", "approver", "viewer"]);
+    let base = std::fs::read_to_string(fixtures().join("example.toml")).unwrap();
+    let set = format!("{base}\n[roles]\nunfreeze_reconciler = [\"admin\"]\ncancel_delay = [\"approver\", \"admin\"]\n");
+    let config = parse(&set, Path::new("roles.toml")).unwrap();
+    assert_eq!(config.roles.for_action(AdminAction::CancelDelay), ["approver", "admin"]);
+    // A role nobody holds would leave the action to nobody; an unknown action is a typo.
+    let unheld = format!("{base}\n[roles]\nunfreeze_reconciler = [\"security\"]\n");
+    let err = parse(&unheld, Path::new("roles.toml")).unwrap_err().to_string();
+    assert!(err.contains("roles.unfreeze_reconciler[0]: no operator holds role \"security\""), "{err}");
+    let typo = format!("{base}\n[roles]\nunfreze = [\"admin\"]\n");
+    let err = parse(&typo, Path::new("roles.toml")).unwrap_err().to_string();
+    assert!(err.contains("unknown field `unfreze`"), "{err}");
+    let empty = format!("{base}\n[roles]\nfreeze = []\n");
+    let err = parse(&empty, Path::new("roles.toml")).unwrap_err().to_string();
+    assert!(err.contains("roles.freeze: must name at least one role"), "{err}");
+}
+
+#[test]
+fn agents_no_limit_covers_are_warned_about() {
+    let config = load(&fixtures().join("example.toml")).unwrap();
+    assert!(config.warnings().is_empty(), "the example bounds everyone: {:?}", config.warnings());
+    let base = std::fs::read_to_string(fixtures().join("minimal.toml")).unwrap();
+    let stray =
+        parse(&format!("{base}\n[[agent]]\nid = \"stray\"\nwallets = [\"hot\"]\n"), Path::new("m.toml")).unwrap();
+    let warnings = stray.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("agent stray spending from wallet hot: no policy with a limit"), "{warnings:?}");
+}

@@ -80,25 +80,26 @@ fn csv(r: &Report) -> String {
     };
     row(["period", &r.org, "", "", "", &period(r)]);
     for (verdict, n) in &r.decisions {
-        row(["decisions", verdict, &n.to_string(), "", "", ""]);
+        row(["decisions", verdict.as_str(), &n.to_string(), "", "", ""]);
     }
-    row(["total_org", &r.totals.org.key, &r.totals.org.count.to_string(), &r.totals.org.usd, "", ""]);
+    row(["total_org", &r.totals.org.key, &r.totals.org.count.to_string(), &r.totals.org.usd.to_string(), "", ""]);
     for (section, totals) in totals_sections(r) {
         for t in totals {
             let section = format!("total_{section}");
-            row([&section, &t.key, &t.count.to_string(), &t.usd, t.amount.as_deref().unwrap_or(""), ""]);
+            let amount = t.amount.map(|a| a.to_string()).unwrap_or_default();
+            row([&section, &t.key, &t.count.to_string(), &t.usd.to_string(), &amount, ""]);
         }
     }
     for c in &r.reconciliation {
         let amounts = c.amounts.iter().map(|(a, v)| format!("{v} {a}")).collect::<Vec<_>>().join("; ");
-        row(["reconciliation", &c.class, &c.count.to_string(), &c.usd, &amounts, ""]);
+        row(["reconciliation", c.class.as_str(), &c.count.to_string(), &c.usd.to_string(), &amounts, ""]);
     }
     for e in &r.exceptions {
         let key = e.tx_hash.as_deref().or(e.decision_id.as_deref()).unwrap_or("");
-        row(["exception", &e.class, "", "", "", &format!("{key}: {}", e.evidence)]);
+        row(["exception", e.class.as_str(), "", "", "", &format!("{key}: {}", e.evidence)]);
     }
     for d in &r.daily {
-        row(["daily", &format!("{} {}", d.day, d.agent), "", &d.usd, "", ""]);
+        row(["daily", &format!("{} {}", d.day, d.agent), "", &d.usd.to_string(), "", ""]);
     }
     for l in &r.limits {
         let key = format!("{} {} {} {} {}", l.agent, l.wallet, l.policy, l.rule, l.window);
@@ -123,13 +124,14 @@ fn markdown(r: &Report) -> String {
     for (section, totals) in totals_sections(r) {
         let _ = writeln!(out, "| {section} | spends | USD | amount |\n|---|---:|---:|---:|");
         for t in totals {
-            let _ = writeln!(out, "| {} | {} | {} | {} |", t.key, t.count, t.usd, t.amount.as_deref().unwrap_or(""));
+            let amount = t.amount.map(|a| a.to_string()).unwrap_or_default();
+            let _ = writeln!(out, "| {} | {} | {} | {amount} |", t.key, t.count, t.usd);
         }
         out.push('\n');
     }
     let _ = writeln!(out, "## Decisions\n\n| verdict | count |\n|---|---:|");
     for (v, n) in &r.decisions {
-        let _ = writeln!(out, "| {v} | {n} |");
+        let _ = writeln!(out, "| {} | {n} |", v.as_str());
     }
     let _ = writeln!(out, "\n## Reconciliation\n\n| class | count | USD | amounts |\n|---|---:|---:|---|");
     for c in &r.reconciliation {
@@ -187,10 +189,11 @@ fn daily_chart(r: &Report) -> String {
     if days.is_empty() {
         return "<p>No spend in this period.</p>".into();
     }
-    let value = |day, agent: &str| {
-        r.daily.iter().find(|d| d.day == day && d.agent == agent).and_then(|d| d.usd.parse::<f64>().ok()).unwrap_or(0.0)
-    };
-    let max = r.daily.iter().filter_map(|d| d.usd.parse::<f64>().ok()).fold(0.0, f64::max).max(1.0);
+    // Pixels, not money: a float is fine here.
+    let px = |usd: crate::usd::Usd| rust_decimal::prelude::ToPrimitive::to_f64(&usd.0).unwrap_or(0.0);
+    let value =
+        |day, agent: &str| r.daily.iter().find(|d| d.day == day && d.agent == agent).map(|d| px(d.usd)).unwrap_or(0.0);
+    let max = r.daily.iter().map(|d| px(d.usd)).fold(0.0, f64::max).max(1.0);
     let (bar, gap, height, left, top) = (22.0, 24.0, 220.0, 70.0, 20.0);
     let group = bar * agents.len() as f64 + gap;
     let width = left + group * days.len() as f64 + 20.0;
@@ -326,8 +329,7 @@ fn html(r: &Report) -> String {
     if let Some((seq, hash)) = &r.audit_head {
         let _ = write!(out, "<p>Audit log head: entry {seq}, hash <code>{}</code></p>", esc(hash));
     }
-    let _ =
-        write!(out, "<h2>Spend</h2><p>Organisation: {} spends, {} USD</p>", r.totals.org.count, esc(&r.totals.org.usd));
+    let _ = write!(out, "<h2>Spend</h2><p>Organisation: {} spends, {} USD</p>", r.totals.org.count, r.totals.org.usd);
     let _ = write!(out, "<h2>Spend per agent per day</h2>{}", daily_chart(r));
     let _ = write!(out, "<h2>Limit utilisation</h2>{}", limits_chart(r));
     for (section, totals) in totals_sections(r) {
@@ -335,20 +337,25 @@ fn html(r: &Report) -> String {
         table(
             &mut out,
             &[section, "spends", "USD", "amount"],
-            totals
-                .iter()
-                .map(|t| vec![t.key.clone(), t.count.to_string(), t.usd.clone(), t.amount.clone().unwrap_or_default()]),
+            totals.iter().map(|t| {
+                let amount = t.amount.map(|a| a.to_string()).unwrap_or_default();
+                vec![t.key.clone(), t.count.to_string(), t.usd.to_string(), amount]
+            }),
         );
     }
     out.push_str("<h2>Decisions</h2>");
-    table(&mut out, &["verdict", "count"], r.decisions.iter().map(|(v, n)| vec![v.clone(), n.to_string()]));
+    table(
+        &mut out,
+        &["verdict", "count"],
+        r.decisions.iter().map(|(v, n)| vec![v.as_str().to_string(), n.to_string()]),
+    );
     out.push_str("<h2>Reconciliation</h2>");
     table(
         &mut out,
         &["class", "count", "USD", "amounts"],
         r.reconciliation.iter().map(|c| {
             let amounts = c.amounts.iter().map(|(a, v)| format!("{v} {a}")).collect::<Vec<_>>().join(", ");
-            vec![c.class.clone(), c.count.to_string(), c.usd.clone(), amounts]
+            vec![c.class.to_string(), c.count.to_string(), c.usd.to_string(), amounts]
         }),
     );
     out.push_str("<h2 class=\"bad\">Exceptions</h2>");
@@ -360,7 +367,7 @@ fn html(r: &Report) -> String {
             &["class", "at", "wallet", "decision", "evidence"],
             r.exceptions.iter().map(|e| {
                 vec![
-                    e.class.clone(),
+                    e.class.to_string(),
                     e.at.map(|t| t.to_rfc3339()).unwrap_or_default(),
                     e.wallet.clone().unwrap_or_default(),
                     e.decision_id.clone().unwrap_or_default(),

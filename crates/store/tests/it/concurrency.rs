@@ -1,14 +1,14 @@
-//! 64 threads in this process and 16 in a second process reserve against one agent's budget on
+//! 64 callers in this process and 16 in a second process reserve against one agent's budget on
 //! one database file. The total reserved never exceeds the limit, and every request has exactly
 //! one recorded decision.
 
 use crate::*;
 use rust_decimal::Decimal;
 use spendguard_core::SpendStatus;
+use spendguard_store::DecisionStore;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Barrier;
 
 const REQUESTS_PER_THREAD: usize = 25;
 const PARENT_THREADS: usize = 64;
@@ -21,34 +21,38 @@ fn amount(thread: usize, i: usize, salt: usize) -> String {
     format!("{}.{:02}", x / 100, x % 100)
 }
 
-/// Runs `threads` threads against `ledger`; returns (decision id, status, amount) per request.
+/// Runs `callers` concurrent callers against a ledger on `path`, once `go` returns; returns
+/// (decision id, status, amount) per request.
 fn hammer(
     path: &std::path::Path,
-    threads: usize,
+    callers: usize,
     salt: usize,
-    go: impl Fn() + Sync,
+    go: impl FnOnce(),
 ) -> Vec<(String, SpendStatus, String)> {
-    let ledger = open(path);
-    let barrier = Barrier::new(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let ledger = std::sync::Arc::new(open(path));
+    // Both processes have their ledger open before either starts.
+    go();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..callers)
             .map(|t| {
-                let (ledger, barrier, go) = (&ledger, &barrier, &go);
-                s.spawn(move || {
-                    if barrier.wait().is_leader() {
-                        go();
+                let ledger = std::sync::Arc::clone(&ledger);
+                tokio::spawn(async move {
+                    let mut out = vec![];
+                    for i in 0..REQUESTS_PER_THREAD {
+                        let amt = amount(t, i, salt);
+                        let r = decided(ledger.reserve(usdc("bot", &amt)).await.expect("reserve"));
+                        out.push((r.decision_id, r.status, amt));
                     }
-                    (0..REQUESTS_PER_THREAD)
-                        .map(|i| {
-                            let amt = amount(t, i, salt);
-                            let r = decided(ledger.reserve(usdc("bot", &amt)).expect("reserve"));
-                            (r.decision_id, r.status, amt)
-                        })
-                        .collect::<Vec<_>>()
+                    out
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+        let mut all = vec![];
+        for task in tasks {
+            all.extend(task.await.expect("caller"));
+        }
+        all
     })
 }
 
@@ -90,19 +94,15 @@ fn concurrent_reservations_from_two_processes_never_exceed_the_budget() {
     assert_eq!(theirs.len(), CHILD_THREADS * REQUESTS_PER_THREAD);
 
     let ledger = open(&db);
-    let rows = ledger.decisions(Some("bot")).unwrap();
+    let rows = tokio::runtime::Runtime::new().unwrap().block_on(ledger.decisions(Some("bot"))).unwrap();
     assert_eq!(rows.len(), ours.len() + theirs.len(), "every request has exactly one decision row");
     let by_id: std::collections::HashMap<_, _> = rows.iter().map(|r| (r.id.clone(), r)).collect();
     for (id, status, amt) in ours.iter().chain(&theirs) {
         let row = by_id.get(id).unwrap_or_else(|| panic!("decision {id} was reported but not recorded"));
         let dec = |t: &str| spendguard_core::money::parse_decimal(t).unwrap();
-        assert_eq!((row.status, dec(&row.amount)), (*status, dec(amt)), "{id}");
+        assert_eq!((row.status, row.amount), (*status, dec(amt)), "{id}");
     }
-    let reserved: Decimal = rows
-        .iter()
-        .filter(|r| r.status == SpendStatus::Reserved)
-        .map(|r| spendguard_core::money::parse_decimal(&r.amount).unwrap())
-        .sum();
+    let reserved: Decimal = rows.iter().filter(|r| r.status == SpendStatus::Reserved).map(|r| r.amount).sum();
     assert!(reserved <= Decimal::from(1000), "overspent: {reserved}");
     assert!(reserved > Decimal::from(996), "the budget should be nearly used up, got {reserved}");
     let from_child = theirs.iter().filter(|(_, s, _)| *s == SpendStatus::Reserved).count();

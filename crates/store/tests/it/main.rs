@@ -1,5 +1,5 @@
 //! Ledger tests on real SQLite files (WAL): idempotency, restarts, several handles and several
-//! processes on one file.
+//! processes on one file, through the per-concern store traits.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod concurrency;
@@ -7,7 +7,7 @@ mod ledger;
 
 use chrono::{DateTime, Utc};
 use spendguard_core::{Balances, Model, SpendRequest};
-use spendguard_store::{Ledger, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest};
+use spendguard_store::{LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqliteStore};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,6 +54,12 @@ wallets = ["hot"]
 id = "bot-daily"
 scope = "agent:bot"
 limits = [ { window = "day", max_usd = "1000" } ]
+
+# Every agent is covered by a limit (spendguard denies spends no limit bounds).
+[[policy]]
+id = "org-ceiling"
+scope = "org"
+limits = [ { window = "day", max_usd = "1000000" } ]
 "#;
 
 pub(crate) const RECIPIENT: &str = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720";
@@ -68,8 +74,8 @@ pub(crate) fn at(text: &str) -> DateTime<Utc> {
 
 pub(crate) const NOON: &str = "2026-11-23T12:00:00Z";
 
-pub(crate) fn open(path: &Path) -> Ledger {
-    Ledger::open(path, model(), at(NOON), LedgerOptions::default()).expect("open ledger")
+pub(crate) fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path, model(), at(NOON), LedgerOptions::default()).expect("open ledger")
 }
 
 pub(crate) fn usdc(agent: &str, amount: &str) -> ReserveRequest {

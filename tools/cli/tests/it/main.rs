@@ -201,12 +201,15 @@ fn freeze_denies_spends_until_an_acknowledged_unfreeze() {
     let o = spendguard(&config, &["frozen"]);
     assert!(stdout(&o).starts_with("agent:refund-bot\tby ops@acme.example\tsince "), "{}", stdout(&o));
 
-    let o = spendguard(&config, &["unfreeze", "--agent", "refund-bot"]);
+    let o = spendguard(&config, &["unfreeze", "--agent", "refund-bot", "--as", "ops@acme.example"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("refusing to unfreeze without --ack"), "{}", stderr(&o));
     assert_eq!(eval()["decision"], "deny", "still frozen");
 
-    let o = spendguard(&config, &["unfreeze", "--agent", "refund-bot", "--ack", "refunds reviewed"]);
+    let o = spendguard(
+        &config,
+        &["unfreeze", "--agent", "refund-bot", "--ack", "refunds reviewed", "--as", "ops@acme.example"],
+    );
     assert!(o.status.success());
     assert_eq!(stdout(&o), "unfrozen: agent:refund-bot\n");
     assert_eq!(eval()["decision"], "allow");
@@ -215,15 +218,21 @@ fn freeze_denies_spends_until_an_acknowledged_unfreeze() {
 #[test]
 fn freeze_scopes_are_checked() {
     let (_dir, config) = scratch("example.toml");
-    let o = spendguard(&config, &["freeze", "--wallet", "nope", "--reason", "x"]);
+    let o = spendguard(&config, &["freeze", "--wallet", "nope", "--reason", "x", "--as", "ops@acme.example"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no wallet \"nope\" is configured"), "{}", stderr(&o));
     let o = spendguard(&config, &["freeze", "--org", "--agent", "x", "--reason", "x"]);
     assert_eq!(o.status.code(), Some(2));
+    // Only a configured operator holding the role may freeze.
     let o = spendguard(&config, &["freeze", "--org", "--reason", "incident 7", "--as", "ops"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no operator \"ops\" is configured"), "{}", stderr(&o));
+    let o = spendguard(&config, &["freeze", "--org", "--reason", "incident 7"]);
+    assert_eq!(o.status.code(), Some(2), "--as is required: {}", stderr(&o));
+    let o = spendguard(&config, &["freeze", "--org", "--reason", "incident 7", "--as", "ops@acme.example"]);
     assert!(o.status.success());
-    assert!(stdout(&o).contains("the organisation is frozen by ops"));
-    let o = spendguard(&config, &["freeze", "--org", "--reason", "again", "--as", "ops"]);
+    assert!(stdout(&o).contains("the organisation is frozen by ops@acme.example"));
+    let o = spendguard(&config, &["freeze", "--org", "--reason", "again", "--as", "ops@acme.example"]);
     assert!(stdout(&o).starts_with("already frozen:"), "{}", stdout(&o));
 }
 
@@ -317,7 +326,7 @@ fn agent_tokens_authenticate_only_their_agent_until_revoked() {
     // The right agent gets past authentication (and then needs its wallets' keystores).
     let right = mcp("procurement-bot", &token);
     assert!(stderr(&right).contains("TRADING_HOT_PASSWORD"), "{}", stderr(&right));
-    let o = spendguard(&config, &["agent", "revoke", "procurement-bot"]);
+    let o = spendguard(&config, &["agent", "revoke", "procurement-bot", "--as", "ops@acme.example"]);
     assert_eq!(stdout(&o), "revoked 1 token(s) of procurement-bot: it can no longer authenticate\n");
     let revoked = mcp("procurement-bot", &token);
     assert!(stderr(&revoked).contains("not a live token of agent procurement-bot"), "{}", stderr(&revoked));
@@ -488,4 +497,48 @@ fn audit_export_filters_and_writes_jsonl_or_csv() {
     // Only entries with a USD value pass a --min-usd filter.
     let o = spendguard(&config, &["audit", "export", "--min-usd", "1"]);
     assert_eq!(stdout(&o), "");
+}
+
+/// An agent (and wallet) no policy with a limit bounds: `check` says so, and its spends are
+/// denied `NO_POLICY` however large, while the covered agent's pass.
+#[test]
+fn an_agent_no_limit_bounds_is_warned_about_and_denied() {
+    let (_dir, config) = scratch("minimal.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[agent]]\nid = \"stray\"\nwallets = [\"hot\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let o = spendguard(&config, &["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("warning: agent stray spending from wallet hot: no policy with a limit"),
+        "{}",
+        stdout(&o)
+    );
+    let evaluate = |agent: &str, amount: &str| {
+        let o = spendguard(
+            &config,
+            &[
+                "evaluate",
+                "--agent",
+                agent,
+                "--wallet",
+                "hot",
+                "--to",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                "--amount",
+                amount,
+                "--balance",
+                "100000",
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    // 9,000 ETH is 27 million USD: nothing bounds it, so it is refused.
+    let stray = evaluate("stray", "9000");
+    assert_eq!(stray["decision"], "deny", "{stray}");
+    assert_eq!(stray["reasons"][0]["code"], "NO_POLICY", "{stray}");
+    assert!(stray["reasons"][0]["detail"].as_str().unwrap().contains("agent stray spending from wallet hot"));
+    assert_eq!(evaluate("bot", "0.01")["decision"], "allow");
 }

@@ -209,6 +209,18 @@ const MIGRATIONS: &[&str] = &[
         revoked_at_us INTEGER
     );
     "#,
+    // 8: the intent hash binds what reaches the chain: the sender's address, the token and its
+    // decimals as they were when the spend was decided. Indices for the auditor's and the
+    // reports' reads.
+    r#"
+    ALTER TABLE decisions ADD COLUMN from_address TEXT;
+    ALTER TABLE decisions ADD COLUMN token TEXT;
+    ALTER TABLE decisions ADD COLUMN decimals INTEGER;
+    CREATE INDEX outflows_by_decision ON outflows (decision_id) WHERE decision_id IS NOT NULL;
+    CREATE INDEX outflows_by_seen ON outflows (seen_at_us);
+    CREATE INDEX events_by_time ON events (at_us);
+    CREATE INDEX events_by_kind ON events (kind, id);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -1,0 +1,108 @@
+//! Running a node: its background loops, and the servers its listeners ask for, until shutdown.
+
+use crate::{Node, NodeResult};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How often the executor and the alert delivery run their passes.
+const BACKGROUND_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One agent served over stdin/stdout, authenticated by its token at every call.
+pub struct StdioAgent {
+    /// The agent.
+    pub agent: String,
+    /// Its token.
+    pub token: String,
+}
+
+/// What a node serves besides its background work.
+#[derive(Default)]
+pub struct Listeners {
+    /// The daemon's HTTP: MCP at `/mcp`, `/admin`, `/healthz`, `/metrics`. With it, scheduled
+    /// reports run too.
+    pub http: Option<TcpListener>,
+    /// One agent over stdin/stdout; the node stops when the client goes away.
+    pub stdio: Option<StdioAgent>,
+}
+
+impl Node {
+    /// Runs the background loops — execution (when this node holds keys), a watcher per chain,
+    /// alert delivery, and with an HTTP listener the report schedule — and serves `listeners`,
+    /// until `shutdown` completes (or the stdio client leaves). Then no new connection is
+    /// accepted, spends being worked on finish, each loop finishes its pass, and it returns.
+    pub async fn run(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> NodeResult<()> {
+        let stop = CancellationToken::new();
+        let services = &self.services;
+        let mut loops = vec![];
+        if services.executor.signs() {
+            let executor = Arc::clone(&services.executor);
+            loops.push(tokio::spawn(spendguard_chain::watch::poll(
+                BACKGROUND_INTERVAL,
+                stop.clone().cancelled_owned(),
+                move || {
+                    let executor = Arc::clone(&executor);
+                    async move {
+                        if let Err(e) = executor.pass().await {
+                            tracing::error!(error = %e, "execution pass failed; will retry");
+                        }
+                    }
+                },
+            )));
+        }
+        loops.push(tokio::spawn(Arc::clone(&services.auditor).run(stop.clone())));
+        let alerts = Arc::clone(&services.alerts);
+        loops.push(tokio::spawn(spendguard_chain::watch::poll(
+            BACKGROUND_INTERVAL,
+            stop.clone().cancelled_owned(),
+            move || {
+                let alerts = Arc::clone(&alerts);
+                async move {
+                    if let Err(e) = alerts.pass().await {
+                        tracing::warn!(error = %e, "delivering alerts failed; will retry");
+                    }
+                }
+            },
+        )));
+        if listeners.http.is_some() {
+            loops.push(tokio::spawn(Arc::clone(&services.reports).run_schedule(stop.clone())));
+        }
+
+        let served = match listeners {
+            Listeners { http: Some(listener), .. } => {
+                let stopping = stop.clone();
+                let shutdown = async move {
+                    shutdown.await;
+                    tracing::info!("stopping");
+                    stopping.cancel();
+                };
+                spendguard_mcp::serve_http(services.clone(), listener, shutdown).await
+            }
+            Listeners { stdio: Some(StdioAgent { agent, token }), .. } => {
+                let served = tokio::select! {
+                    served = spendguard_mcp::serve_stdio(services, agent, token) => served,
+                    () = shutdown => Ok(()),
+                };
+                stop.cancel();
+                served
+            }
+            Listeners { .. } => {
+                shutdown.await;
+                stop.cancel();
+                Ok(())
+            }
+        };
+        // Whatever a loop has started (a spend being signed and sent) finishes first.
+        stop.cancel();
+        for task in loops {
+            let _ = task.await;
+        }
+        Ok(served?)
+    }
+}

@@ -1,0 +1,227 @@
+//! What agents ask and are answered, as the MCP tools carry it: arguments, the agent-facing
+//! status of a spend, and the results of `spend`, `spend_status` and `balance`.
+
+use crate::chains::AssetBalance;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use spendguard_core::reconcile::Class;
+use spendguard_core::{Decision, Headroom, Reason, SpendStatus, Tier};
+use spendguard_store::DecisionRecord;
+
+/// The arguments of `evaluate` (and of `spend`, with an idempotency key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvaluateArgs {
+    /// Wallet id.
+    pub wallet: String,
+    /// Recipient address.
+    pub to: String,
+    /// Decimal string in asset units.
+    pub amount: String,
+    /// `SYMBOL` or `chain:SYMBOL`.
+    pub asset: Option<String>,
+    /// Operation name.
+    pub operation: Option<String>,
+    /// Free text recorded with the decision.
+    pub memo: Option<String>,
+}
+
+/// The arguments of `spend`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendArgs {
+    /// What to spend.
+    pub request: EvaluateArgs,
+    /// Stripe-style idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where a spend stands, as the agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Signed and sent (or being sent).
+    Executed,
+    /// DELAY tier: waits until `execute_after`, cancellable.
+    Queued,
+    /// APPROVAL tier: waits for an operator.
+    PendingApproval,
+    /// Refused.
+    Denied,
+    /// Allowed and reserved, not yet sent: the chain was unreachable; spendguard keeps trying.
+    Processing,
+    /// Cancelled, rejected, expired or frozen before it was sent; its budget is back.
+    Released,
+    /// Seen on chain.
+    Confirmed,
+    /// The chain refused it or it reverted; its budget is back.
+    Failed,
+}
+
+impl AgentStatus {
+    /// The status an agent sees for a lifecycle status.
+    pub fn of(s: SpendStatus) -> AgentStatus {
+        match s {
+            SpendStatus::Denied => AgentStatus::Denied,
+            SpendStatus::Reserved => AgentStatus::Processing,
+            SpendStatus::Queued => AgentStatus::Queued,
+            SpendStatus::PendingApproval => AgentStatus::PendingApproval,
+            SpendStatus::Released => AgentStatus::Released,
+            SpendStatus::Signed | SpendStatus::Broadcast => AgentStatus::Executed,
+            SpendStatus::Confirmed => AgentStatus::Confirmed,
+            SpendStatus::Failed => AgentStatus::Failed,
+        }
+    }
+}
+
+/// The result of `spend` as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpendOutcome {
+    /// Decision id (absent when the request was too malformed to record).
+    pub decision_id: Option<String>,
+    /// Where it stands.
+    pub status: AgentStatus,
+    /// The verdict.
+    pub decision: Decision,
+    /// Tier.
+    pub tier: Tier,
+    /// Every reason.
+    pub reasons: Vec<Reason>,
+    /// Transaction hash once signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    /// When a DELAY spend executes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// True when this answers a repeated idempotency key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl SpendOutcome {
+    /// A refusal that is not (or not newly) a recorded decision.
+    pub(crate) fn refused(decision_id: Option<String>, reasons: Vec<Reason>) -> SpendOutcome {
+        SpendOutcome {
+            decision_id,
+            status: AgentStatus::Denied,
+            decision: Decision::Deny,
+            tier: Tier::Instant,
+            reasons,
+            tx_hash: None,
+            execute_after: None,
+            approval_expires_at: None,
+            failure: None,
+            replayed: false,
+        }
+    }
+
+    /// Where a recorded decision stands.
+    pub(crate) fn of(record: DecisionRecord, replayed: bool) -> SpendOutcome {
+        SpendOutcome {
+            decision_id: Some(record.id),
+            status: AgentStatus::of(record.status),
+            decision: record.decision,
+            tier: record.tier,
+            reasons: record.reasons,
+            tx_hash: record.tx_hash,
+            execute_after: record.execute_after,
+            approval_expires_at: record.approval_expires_at,
+            failure: record.failure,
+            replayed,
+        }
+    }
+}
+
+/// The result of `spend_status` and `cancel_spend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    /// Decision id.
+    pub decision_id: String,
+    /// Where it stands, as the agent sees it.
+    pub status: AgentStatus,
+    /// The ledger's lifecycle status.
+    pub lifecycle: SpendStatus,
+    /// Verdict.
+    pub decision: Decision,
+    /// Tier.
+    pub tier: Tier,
+    /// Reasons given at decision time.
+    pub reasons: Vec<Reason>,
+    /// Wallet.
+    pub wallet: String,
+    /// Asset `chain:SYMBOL`.
+    pub asset: Option<String>,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// Recipient.
+    pub to: String,
+    /// Transaction hash.
+    pub tx_hash: Option<String>,
+    /// Blocks on top of (and including) the one it landed in.
+    pub confirmations: Option<u64>,
+    /// Fee paid in native units.
+    pub fee_paid: Option<Decimal>,
+    /// How the auditor reconciled what landed with what was decided (`matched`,
+    /// `fee_over_cap`, `mismatch`); null until the watcher has seen it.
+    pub reconciliation: Option<Class>,
+    /// When a DELAY spend executes.
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Why it failed or was released.
+    pub failure: Option<String>,
+}
+
+impl StatusReport {
+    pub(crate) fn of(r: DecisionRecord, confirmations: Option<u64>, reconciliation: Option<Class>) -> StatusReport {
+        StatusReport {
+            status: AgentStatus::of(r.status),
+            lifecycle: r.status,
+            decision: r.decision,
+            tier: r.tier,
+            reasons: r.reasons,
+            wallet: r.wallet,
+            asset: r.asset,
+            amount: r.amount,
+            to: r.recipient,
+            tx_hash: r.tx_hash,
+            confirmations,
+            fee_paid: r.fee_paid,
+            reconciliation,
+            execute_after: r.execute_after,
+            approval_expires_at: r.approval_expires_at,
+            failure: r.failure,
+            decision_id: r.id,
+        }
+    }
+}
+
+/// Balances and limit headroom of one wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalletBalances {
+    /// Wallet id.
+    pub wallet: String,
+    /// Chain id.
+    pub chain: String,
+    /// Address.
+    pub address: String,
+    /// Live on-chain balances of every configured asset.
+    pub balances: Vec<AssetBalance>,
+    /// Set when the chain could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_error: Option<String>,
+    /// Every limit that applies to spends from this wallet.
+    pub limits: Vec<Headroom>,
+}
+
+/// The result of `balance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalanceReport {
+    /// One entry per wallet asked about.
+    pub wallets: Vec<WalletBalances>,
+}

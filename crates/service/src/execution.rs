@@ -1,0 +1,238 @@
+//! [`Executor`]: carries out reserved decisions — builds the transfer from the decision and the
+//! configuration, has the ledger allocate the nonce and store the signed transaction (checking
+//! it pays exactly the decided intent) before anything is sent, broadcasts it, and fails what
+//! the chain refuses. Its background pass ([`crate::followup`]) follows what was sent.
+
+use crate::chains::Chains;
+use crate::clock::Clock;
+use crate::error::{ServiceError, ServiceResult};
+use spendguard_chain::{ChainClient, ChainError, SignedTx, Transfer};
+use spendguard_config::Config;
+use spendguard_core::model::{Asset, Wallet};
+use spendguard_core::SpendStatus;
+use spendguard_store::{
+    Account, DecisionRecord, DecisionStore, Intent, OutboxStore, Resigning, SignWith, SignedRecord, Signing,
+    SigningError, SigningStore, StoreError,
+};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Signs, sends and follows spends.
+pub struct Executor {
+    pub(crate) config: Arc<Config>,
+    pub(crate) decisions: Arc<dyn DecisionStore>,
+    pub(crate) signing: Arc<dyn SigningStore>,
+    pub(crate) outbox: Arc<dyn OutboxStore>,
+    pub(crate) chains: Chains,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// False in a process that holds no keys (status, reports): it never executes anything,
+    /// leaving reserved spends to a process that can sign them.
+    pub(crate) signs: bool,
+    /// Wallets known to be below their `balance_low_usd`, so it is reported once per drop.
+    pub(crate) low_wallets: Mutex<HashSet<String>>,
+}
+
+/// A transfer ready to sign: what the ledger checks against the decision's intent, the account
+/// whose nonce it allocates, and the signing step.
+struct Ready {
+    intent: Intent,
+    account: Option<Account>,
+    sign: SignWith,
+}
+
+/// A stored signed transaction as the chain client sends it.
+pub(crate) fn chain_tx(s: &SignedRecord) -> SignedTx {
+    SignedTx {
+        hash: s.hash.clone(),
+        raw: s.raw.clone(),
+        sequence: s.sequence,
+        fee_cap: s.fee_cap,
+        fee_terms: s.fee_terms.clone(),
+    }
+}
+
+impl Executor {
+    /// Does this process hold keys, and so execute spends?
+    pub fn signs(&self) -> bool {
+        self.signs
+    }
+
+    pub(crate) async fn record(&self, id: &str) -> ServiceResult<DecisionRecord> {
+        self.decisions.decision(id).await?.ok_or_else(|| ServiceError::UnknownDecision(id.to_string()))
+    }
+
+    fn wallet_and_asset(&self, record: &DecisionRecord) -> ServiceResult<(&Wallet, &Asset)> {
+        let model = &self.config.model;
+        let wallet = model
+            .wallet(&record.wallet)
+            .ok_or_else(|| ServiceError::Unconfigured(format!("wallet {} is gone from the config", record.wallet)))?;
+        let key = record.asset.as_deref().unwrap_or_default();
+        let asset = model
+            .assets
+            .iter()
+            .find(|a| a.key() == key)
+            .ok_or_else(|| ServiceError::Unconfigured(format!("asset {key} is gone from the config")))?;
+        Ok((wallet, asset))
+    }
+
+    /// Signs and broadcasts a reserved decision; returns where it stands afterwards. A chain
+    /// that cannot be reached leaves it for the background pass; a refusal fails it. A process
+    /// without keys leaves it alone.
+    pub async fn execute(&self, id: &str) -> ServiceResult<DecisionRecord> {
+        let record = self.record(id).await?;
+        if !self.signs || !matches!(record.status, SpendStatus::Reserved | SpendStatus::Signed) {
+            return Ok(record);
+        }
+        let (wallet, _) = self.wallet_and_asset(&record)?;
+        let client = Arc::clone(self.chains.get(&wallet.chain)?);
+        let signed = match self.signing.signed_tx(id).await? {
+            Some(signed) => signed,
+            None => {
+                let ready = match self.prepare(&record, client.as_ref()).await? {
+                    Ok(Some(ready)) => ready,
+                    Ok(None) => return Ok(record),
+                    Err(e) => return self.fail(id, &e.to_string(), true).await,
+                };
+                let at = self.clock.now();
+                match self.signing.sign(id, ready.intent, ready.account, ready.sign, at).await {
+                    Ok(Signing::Signed(s) | Signing::AlreadySigned(s)) => s,
+                    Ok(Signing::NotExecutable(_)) => return self.record(id).await,
+                    Err(StoreError::Signing(e)) if e.retryable => {
+                        tracing::warn!(decision = id, error = %e, "signing failed; will retry");
+                        return Ok(record);
+                    }
+                    Err(StoreError::Signing(e)) => return self.fail(id, &e.to_string(), false).await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        self.broadcast(id, client.as_ref(), &signed).await
+    }
+
+    /// Fetches what signing `record`'s transfer needs: the intent it pays, the account whose
+    /// nonce the ledger allocates and the signing step. `Ok(Ok(None))` when the chain is
+    /// unreachable (try later); `Ok(Err)` when the chain refuses; `Err` when the decision no
+    /// longer fits the config.
+    async fn prepare(
+        &self,
+        record: &DecisionRecord,
+        client: &dyn ChainClient,
+    ) -> ServiceResult<Result<Option<Ready>, ChainError>> {
+        let (wallet, asset) = self.wallet_and_asset(record)?;
+        let transfer = Transfer {
+            from: wallet.address.clone(),
+            to: record.recipient.clone(),
+            asset: asset.clone(),
+            amount: record.amount,
+        };
+        // Exactly what this transfer puts on chain, for the ledger to hold against the intent
+        // bound when the spend was decided.
+        let intent = Intent {
+            agent: record.agent.clone(),
+            wallet: wallet.id.clone(),
+            from_address: transfer.from.clone(),
+            chain: wallet.chain.clone(),
+            asset: asset.key(),
+            token: asset.token.clone(),
+            decimals: asset.decimals,
+            recipient: transfer.to.clone(),
+            amount: transfer.amount,
+            operation: record.operation.clone(),
+            memo: record.memo.clone(),
+        };
+        let prepared = match client.prepare(&transfer).await {
+            Ok(p) => p,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(decision = %record.id, error = %e, "chain unavailable; will retry");
+                return Ok(Ok(None));
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let account = prepared.sequence_floor.map(|floor| Account {
+            chain: wallet.chain.clone(),
+            address: wallet.address.clone(),
+            floor,
+        });
+        let sign = prepared.sign;
+        let sign: SignWith = Box::new(move |seq| {
+            sign(seq)
+                .map(|s| SignedRecord {
+                    hash: s.hash,
+                    raw: s.raw,
+                    sequence: s.sequence,
+                    fee_cap: s.fee_cap,
+                    fee_terms: s.fee_terms,
+                })
+                .map_err(|e| SigningError { retryable: e.is_retryable(), source: Box::new(e) })
+        });
+        Ok(Ok(Some(Ready { intent, account, sign })))
+    }
+
+    /// A broadcast decision whose transaction `dead` the chain proved can never land: a
+    /// transaction without an account sequence (Solana) is re-signed once, with fresh chain
+    /// state, and sent; otherwise, or the second time, the decision fails and is released.
+    pub(crate) async fn replace_dead(
+        &self,
+        record: &DecisionRecord,
+        client: &dyn ChainClient,
+        dead: &SignedRecord,
+        why: &str,
+    ) -> ServiceResult<DecisionRecord> {
+        let id = record.id.as_str();
+        if dead.sequence.is_some() {
+            return self.fail(id, why, true).await;
+        }
+        let ready = match self.prepare(record, client).await? {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(record.clone()),
+            Err(e) => return self.fail(id, &format!("{why}; re-signing it failed: {e}"), true).await,
+        };
+        match self.signing.resign(id, &dead.hash, ready.intent, ready.sign, self.clock.now()).await {
+            Ok(Resigning::Resigned(signed)) => {
+                tracing::warn!(decision = id, dead = %dead.hash, new = %signed.hash, "expired transaction re-signed");
+                self.broadcast(id, client, &signed).await
+            }
+            Ok(Resigning::Exhausted) => {
+                self.fail(id, &format!("{why} (it had been re-signed once already)"), true).await
+            }
+            Ok(Resigning::Stale) => self.record(id).await,
+            Err(StoreError::Signing(e)) if e.retryable => Ok(record.clone()),
+            Err(StoreError::Signing(e)) => self.fail(id, &e.to_string(), true).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn broadcast(
+        &self,
+        id: &str,
+        client: &dyn ChainClient,
+        s: &SignedRecord,
+    ) -> ServiceResult<DecisionRecord> {
+        crate::failpoint::hit("after_sign", 86);
+        match client.broadcast(&chain_tx(s)).await {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(decision = id, error = %e, "broadcast failed; will retry");
+                return self.record(id).await;
+            }
+            Err(ChainError::Rejected { reason, sequence_used, .. }) => {
+                // "Nonce too low" (EVM) or "blockhash not found" (Solana) for our own transaction
+                // may mean it already landed (we were stopped between sending it and recording
+                // that): that is success.
+                if matches!(client.outcome(&s.hash).await, Ok(Some(_))) {
+                    tracing::info!(decision = id, "transaction already on chain");
+                } else {
+                    return self.fail(id, &format!("the node refused the transaction: {reason}"), sequence_used).await;
+                }
+            }
+            Err(e) => return self.fail(id, &e.to_string(), false).await,
+        }
+        crate::failpoint::hit("after_broadcast", 87);
+        Ok(self.signing.mark_broadcast(id, self.clock.now()).await?)
+    }
+
+    pub(crate) async fn fail(&self, id: &str, reason: &str, sequence_used: bool) -> ServiceResult<DecisionRecord> {
+        tracing::warn!(decision = id, reason, "spend failed");
+        Ok(self.signing.fail(id, reason, sequence_used, self.clock.now()).await?)
+    }
+}

@@ -1,0 +1,278 @@
+//! [`Spending`]: what an agent asks for — evaluate, spend, balance, spend_status, cancel_spend.
+//! A spend is evaluated and reserved in one ledger transaction, then (INSTANT and NOTIFY)
+//! executed at once by the [`Executor`].
+
+use crate::answers::{BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances};
+use crate::chains::Chains;
+use crate::clock::Clock;
+use crate::error::{ServiceError, ServiceResult};
+use crate::execution::Executor;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use rust_decimal::Decimal;
+use spendguard_config::Config;
+use spendguard_core::money::parse_decimal;
+use spendguard_core::{Balances, Decision, Evaluation, EventKind, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
+use spendguard_store::{DecisionStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, StoreError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// The agents' side of spendguard.
+pub struct Spending {
+    pub(crate) config: Arc<Config>,
+    pub(crate) decisions: Arc<dyn DecisionStore>,
+    pub(crate) outflows: Arc<dyn OutflowStore>,
+    pub(crate) outbox: Arc<dyn OutboxStore>,
+    pub(crate) chains: Chains,
+    pub(crate) executor: Arc<Executor>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Spends being decided or executed for an agent right now.
+    busy: Arc<AtomicUsize>,
+}
+
+/// Counts one agent request as being worked on until dropped (also when its future is
+/// cancelled).
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Spending {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Arc<Config>,
+        decisions: Arc<dyn DecisionStore>,
+        outflows: Arc<dyn OutflowStore>,
+        outbox: Arc<dyn OutboxStore>,
+        chains: Chains,
+        executor: Arc<Executor>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Spending {
+        let limits = Limits { decisions: Arc::clone(&decisions), clock: Arc::clone(&clock) };
+        Spending {
+            config,
+            decisions,
+            outflows,
+            outbox,
+            chains,
+            executor,
+            limits,
+            metrics,
+            clock,
+            busy: Default::default(),
+        }
+    }
+
+    /// How many spends are being decided or executed for agents right now: a shutdown waits for
+    /// them to finish before it ends the agents' sessions.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    fn start_work(&self) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(&self.busy))
+    }
+
+    /// Turns tool arguments into a request, or the `INVALID_AMOUNT` reason when the amount is
+    /// not a decimal string.
+    fn request(&self, agent: &str, args: &EvaluateArgs) -> Result<SpendRequest, Reason> {
+        let amount = parse_decimal(args.amount.trim()).map_err(|e| Reason {
+            code: ReasonCode::InvalidAmount,
+            policy_id: None,
+            rule: "amount".into(),
+            detail: format!("{e}; amounts are decimal strings in asset units"),
+        })?;
+        Ok(SpendRequest {
+            agent: agent.to_string(),
+            wallet: args.wallet.clone(),
+            to: args.to.trim().to_string(),
+            amount,
+            asset: args.asset.clone().filter(|a| !a.is_empty()),
+            operation: args.operation.clone().filter(|o| !o.is_empty()),
+            at: self.clock.now(),
+        })
+    }
+
+    /// A dry run of `request` as given (its time, and `balances` instead of live ones), for an
+    /// operator's `spendguard evaluate`; nothing is recorded.
+    pub async fn dry_run(&self, request: SpendRequest, balances: Balances) -> ServiceResult<Evaluation> {
+        Ok(self.decisions.evaluate(request, balances).await?)
+    }
+
+    /// `evaluate`: a dry run; nothing is reserved. Unreadable balances are left unknown.
+    pub async fn evaluate(&self, agent: &str, args: EvaluateArgs) -> ServiceResult<Evaluation> {
+        let req = match self.request(agent, &args) {
+            Ok(r) => r,
+            Err(reason) => {
+                return Ok(Evaluation {
+                    decision: Decision::Deny,
+                    tier: Tier::Instant,
+                    reasons: vec![reason],
+                    headroom: vec![],
+                    spend: None,
+                })
+            }
+        };
+        let balances = self.chains.request_balance(&self.config.model, &req).await.unwrap_or_default();
+        Ok(self.decisions.evaluate(req, balances).await?)
+    }
+
+    /// `spend`: evaluate, reserve, and execute at once when the tier allows.
+    pub async fn spend(&self, agent: &str, args: SpendArgs) -> ServiceResult<SpendOutcome> {
+        let _busy = self.start_work();
+        let req = match self.request(agent, &args.request) {
+            Ok(r) => r,
+            Err(reason) => return Ok(SpendOutcome::refused(None, vec![reason])),
+        };
+        // A wallet the agent may use must have a readable balance before anything is reserved.
+        let assigned = self.config.model.agent(agent).is_some_and(|a| a.wallets.contains(&req.wallet));
+        let balances =
+            if assigned { self.chains.request_balance(&self.config.model, &req).await? } else { Balances::new() };
+        let reserve = ReserveRequest {
+            request: req,
+            balances,
+            idempotency_key: args.idempotency_key.filter(|k| !k.is_empty()),
+            memo: args.request.memo,
+        };
+        let started = std::time::Instant::now();
+        let outcome = self.decisions.reserve(reserve).await?;
+        self.metrics.reservation(started.elapsed());
+        let (receipt, replayed) = match outcome {
+            ReserveOutcome::IdempotencyConflict { original_decision_id } => {
+                let reason = Reason {
+                    code: ReasonCode::IdempotencyConflict,
+                    policy_id: None,
+                    rule: "idempotency_key".into(),
+                    detail: format!(
+                        "this idempotency key was used for decision {original_decision_id} with different arguments"
+                    ),
+                };
+                return Ok(SpendOutcome::refused(Some(original_decision_id), vec![reason]));
+            }
+            ReserveOutcome::Decided { receipt, replayed } => (receipt, replayed),
+        };
+        if !replayed {
+            self.metrics.decision(receipt.decision);
+            self.after_decision(agent, &receipt).await?;
+        }
+        let record = self
+            .decisions
+            .decision(&receipt.decision_id)
+            .await?
+            .ok_or_else(|| ServiceError::UnknownDecision(receipt.decision_id.clone()))?;
+        Ok(SpendOutcome::of(record, replayed))
+    }
+
+    /// What follows a new decision: warnings and notifications recorded, an allowed spend
+    /// executed.
+    async fn after_decision(&self, agent: &str, receipt: &Receipt) -> ServiceResult<()> {
+        let id = receipt.decision_id.as_str();
+        if receipt.decision == Decision::Allow {
+            // A warning that cannot be recorded must not stop the spend it warns about.
+            if let Err(e) = self.record_limit_warnings(agent, receipt).await {
+                tracing::warn!(decision = id, error = %e, "recording limit_80_percent failed");
+            }
+        }
+        let what = format!("{} {}", receipt.amount, receipt.asset.as_deref().unwrap_or_default());
+        match receipt.status {
+            SpendStatus::Reserved => {
+                if receipt.tier == Tier::Notify {
+                    let detail = format!("{what} to be executed at NOTIFY tier");
+                    self.outbox.record_event(EventKind::NotifyTier, Some(id), &detail, self.clock.now()).await?;
+                }
+                self.executor.execute(id).await?;
+            }
+            SpendStatus::PendingApproval => {
+                let detail = format!("{what} awaits approval");
+                self.outbox.record_event(EventKind::ApprovalRequested, Some(id), &detail, self.clock.now()).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Records `limit_80_percent` for each limit this spend takes to 80 % of its size or more.
+    async fn record_limit_warnings(&self, agent: &str, receipt: &Receipt) -> ServiceResult<()> {
+        let threshold = Decimal::new(8, 1);
+        for h in receipt.headroom.iter().filter(|h| h.crosses(threshold)) {
+            let after = h.used + h.reserved + h.requested;
+            let amount = |v: Decimal| match h.labels.unit.as_str() {
+                "USD" => format!("${}", h.fmt(v)),
+                unit => format!("{} {unit}", h.fmt(v)),
+            };
+            let detail = format!(
+                "agent {agent}: {} of the {} limit {} ({} window, policy {}) used after decision {}: {}%",
+                amount(after),
+                h.labels.scope,
+                amount(h.limit),
+                h.labels.window,
+                h.labels.policy_id,
+                receipt.decision_id,
+                (after * Decimal::ONE_HUNDRED / h.limit).round_dp(0)
+            );
+            let at = self.clock.now();
+            self.outbox.record_event(EventKind::Limit80Percent, Some(&receipt.decision_id), &detail, at).await?;
+        }
+        Ok(())
+    }
+
+    /// `spend_status`: the agent's own decision, with confirmations and how the auditor
+    /// reconciled it.
+    pub async fn spend_status(&self, agent: &str, id: &str) -> ServiceResult<StatusReport> {
+        let record = self.decisions.decision(id).await?.filter(|d| d.agent == agent);
+        let record = record.ok_or_else(|| ServiceError::UnknownDecision(id.to_string()))?;
+        let confirmations = match (record.block, record.chain.as_deref().and_then(|c| self.chains.get(c).ok())) {
+            (Some(block), Some(client)) => client.head().await.ok().map(|head| head.saturating_sub(block) + 1),
+            _ => None,
+        };
+        let reconciliation = self.outflows.reconciliation(id).await?;
+        Ok(StatusReport::of(record, confirmations, reconciliation))
+    }
+
+    /// `cancel_spend`: the agent's own queued or pending-approval spend.
+    pub async fn cancel_spend(&self, agent: &str, id: &str) -> ServiceResult<StatusReport> {
+        match self.decisions.cancel(agent, id, "cancelled by the agent", self.clock.now()).await {
+            Ok(record) => Ok(StatusReport::of(record, None, None)),
+            Err(StoreError::NotYours(_) | StoreError::UnknownDecision(_)) => {
+                Err(ServiceError::UnknownDecision(id.to_string()))
+            }
+            Err(e @ StoreError::WrongStatus { .. }) => Err(ServiceError::Invalid(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `balance`: live balances of the agent's wallets (or one of them) and every limit's room.
+    pub async fn balance(&self, agent: &str, wallet: Option<&str>) -> ServiceResult<BalanceReport> {
+        let model = &self.config.model;
+        let not_assigned =
+            |w: &str| ServiceError::WalletNotAssigned { agent: agent.to_string(), wallet: w.to_string() };
+        let a = model.agent(agent).ok_or_else(|| not_assigned(wallet.unwrap_or("(any)")))?;
+        let wallets: Vec<&str> = match wallet {
+            Some(w) if a.wallets.iter().any(|x| x == w) => vec![w],
+            Some(w) => return Err(not_assigned(w)),
+            None => a.wallets.iter().map(String::as_str).collect(),
+        };
+        let mut out = vec![];
+        for w in wallets {
+            let Some(wallet) = model.wallet(w) else { continue };
+            let read = self.chains.read_wallet(model, wallet).await;
+            let limits = self.limits.headroom(model, agent, wallet, &read.known).await?;
+            out.push(WalletBalances {
+                wallet: wallet.id.clone(),
+                chain: wallet.chain.clone(),
+                address: wallet.address.clone(),
+                balances: read.listed,
+                balance_error: read.error,
+                limits,
+            });
+        }
+        Ok(BalanceReport { wallets: out })
+    }
+}

@@ -1,0 +1,266 @@
+//! The ledger as the service sees it: one small trait per concern, each implemented by every
+//! engine. Services hold only the traits they use (`Arc<dyn DecisionStore>`, …); an engine
+//! that implements them all is a [`Store`], from which each can be taken by upcasting.
+//!
+//! Every method is async: the SQLite engine answers from its writer or reader threads over a
+//! oneshot channel, so callers never block a runtime thread.
+
+use crate::audit::{Anchor, AuditCheck, AuditEntry, AuditFilter};
+use crate::error::StoreResult;
+use crate::intent::Intent;
+use crate::records::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use spendguard_core::model::Scope;
+use spendguard_core::reconcile::{Class, Finding, Outflow};
+use spendguard_core::{Balances, Evaluation, EventKind, Freeze, SpendRequest, SpendStatus};
+
+/// Decisions and the reservations they hold: evaluate-and-reserve, the moves agents and
+/// operators ask for, and reads.
+#[async_trait]
+pub trait DecisionStore: Send + Sync {
+    /// Evaluates a spend against the current ledger without recording anything.
+    async fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation>;
+    /// Evaluates a spend and records the decision in one transaction; an allowed spend's amount
+    /// is reserved against every limit until it is released. Durable when this returns.
+    async fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome>;
+    /// Moves a decision along its lifecycle; reservations are released or turned into spend.
+    async fn set_status(&self, id: &str, status: SpendStatus, at: DateTime<Utc>) -> StoreResult<DecisionRecord>;
+    /// Cancels a queued or pending-approval spend of `agent`, releasing its reservation.
+    async fn cancel(&self, agent: &str, id: &str, why: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord>;
+    /// Releases every pending approval whose request expired by `now`; returns them.
+    async fn expire_approvals(&self, now: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>>;
+    /// Approves a pending request as `operator` (whose role the caller checked): it becomes
+    /// reserved, to be executed exactly as decided. Refused when it expired, a freeze covers
+    /// it, its stored intent no longer matches its hash, or `shown_hash` is not that hash.
+    async fn approve(
+        &self,
+        id: &str,
+        operator: &str,
+        shown_hash: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DecisionRecord>;
+    /// Rejects a pending request as `operator`; its reservation is released.
+    async fn reject(&self, id: &str, operator: &str, reason: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord>;
+    /// An operator cancels a queued (DELAY) spend; its reservation is released.
+    async fn cancel_delay(
+        &self,
+        id: &str,
+        operator: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DecisionRecord>;
+    /// Starts a due DELAY spend (reserved for execution), or releases it when a freeze covers
+    /// it now, in one transaction. `None` when it is no longer queued.
+    async fn start_due(&self, id: &str, at: DateTime<Utc>) -> StoreResult<Option<DecisionRecord>>;
+    /// One decision.
+    async fn decision(&self, id: &str) -> StoreResult<Option<DecisionRecord>>;
+    /// Decisions in sequence order, optionally of one agent.
+    async fn decisions(&self, agent: Option<&str>) -> StoreResult<Vec<DecisionRecord>>;
+    /// Decisions in any of `statuses`, oldest first.
+    async fn decisions_in(&self, statuses: &[SpendStatus]) -> StoreResult<Vec<DecisionRecord>>;
+}
+
+/// Signing and nonces: the signed transaction stored before it is sent, and where it went.
+#[async_trait]
+pub trait SigningStore: Send + Sync {
+    /// Signs a reserved decision: checks that `intent` (what is about to reach the chain)
+    /// hashes to the decision's bound intent, allocates the account's next nonce (or a hole a
+    /// refused transaction left), calls `sign` with it and stores the signed transaction, all
+    /// in one transaction. A decision signed before gets its stored transaction back; one a
+    /// freeze now covers is released instead.
+    async fn sign(
+        &self,
+        id: &str,
+        intent: Intent,
+        account: Option<Account>,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Signing>;
+    /// Re-signs a broadcast decision whose transaction `dead_hash` the chain proved can never
+    /// land, storing the new one before it is sent; at most once per decision, and only when
+    /// `intent` still hashes to the decision's bound intent.
+    async fn resign(
+        &self,
+        id: &str,
+        dead_hash: &str,
+        intent: Intent,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Resigning>;
+    /// The signed transaction of a decision, if any.
+    async fn signed_tx(&self, id: &str) -> StoreResult<Option<SignedRecord>>;
+    /// Records that a signed transaction was sent (idempotent).
+    async fn mark_broadcast(&self, id: &str, at: DateTime<Utc>) -> StoreResult<DecisionRecord>;
+    /// Records how a broadcast transaction ended: confirmed, or failed when it reverted.
+    async fn settle(&self, id: &str, settlement: Settlement, at: DateTime<Utc>) -> StoreResult<DecisionRecord>;
+    /// Fails a decision whose transaction will never land, releasing its reservation; a nonce
+    /// not used on chain is kept for the next transaction.
+    async fn fail(&self, id: &str, reason: &str, sequence_used: bool, at: DateTime<Utc>)
+        -> StoreResult<DecisionRecord>;
+    /// Decisions on `chain` broadcast at or before `deadline` and still not seen on chain; each
+    /// is reported once per broadcast with a `missing_outflow` event.
+    async fn missing(
+        &self,
+        chain: &str,
+        deadline: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<DecisionRecord>>;
+}
+
+/// What the auditor indexed: outflows with their reconciliation, and where each watcher is.
+#[async_trait]
+pub trait OutflowStore: Send + Sync {
+    /// Records a block: its outflows are stored and reconciled, the kill switch applied to
+    /// unexplained or mismatched ones, and the chain's cursor moved past it, in one
+    /// transaction. A block whose parent is not the stored block below is not recorded.
+    async fn record_block(&self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded>;
+    /// Records the outflows of one transaction of a signature-indexed chain (Solana) and moves
+    /// wallet `address`'s cursor to it, in one transaction.
+    async fn record_transaction(
+        &self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        slot: u64,
+        outflows: Vec<Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Finding>>;
+    /// Undoes indexing from block `from` on (a reorg orphaned it): decisions confirmed there
+    /// are reopened. Returns them.
+    async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>>;
+    /// The stored hash of block `number` of `chain`.
+    async fn block_hash(&self, chain: &str, number: u64) -> StoreResult<Option<String>>;
+    /// The next block the watcher of `chain` indexes, if it has started.
+    async fn chain_cursor(&self, chain: &str) -> StoreResult<Option<u64>>;
+    /// The newest transaction indexed for wallet `address` on `chain`: signature and slot.
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>>;
+    /// Every outflow recorded, of one chain or all, in chain, block and transaction order.
+    async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>>;
+    /// How the outflows of a decision's transaction reconciled: the worst class among them,
+    /// `None` until the watcher has seen it.
+    async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>>;
+}
+
+/// The alert outbox: events, and their delivery to each channel.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Records an event for operators.
+    async fn record_event(
+        &self,
+        kind: EventKind,
+        decision_id: Option<&str>,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Events of `kinds` not yet delivered to `channel` and due for an attempt by `now`
+    /// (deliveries give up after `max_attempts`), oldest first.
+    async fn undelivered(
+        &self,
+        channel: &str,
+        kinds: &[EventKind],
+        now: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> StoreResult<Vec<Event>>;
+    /// Claims the next delivery attempt of an event to a channel until `lease_until`, so that
+    /// of several processes only one posts it. False when delivered, or claimed by another.
+    async fn claim_delivery(
+        &self,
+        event_id: i64,
+        channel: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records one delivery attempt: delivered, or failed with the error in words and when to
+    /// try again.
+    async fn record_delivery(
+        &self,
+        event_id: i64,
+        channel: &str,
+        outcome: Result<(), String>,
+        next_attempt: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Where the delivery of an event to a channel stands.
+    async fn delivery(&self, event_id: i64, channel: &str) -> StoreResult<Option<Delivery>>;
+    /// Events of one kind (or all), oldest first.
+    async fn events(&self, kind: Option<EventKind>) -> StoreResult<Vec<Event>>;
+}
+
+/// Agents' and operators' bearer tokens, stored as hashes.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Stores a new token for a configured agent (its hash).
+    async fn add_agent_token(&self, agent: &str, token_hash: &str, by: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Revokes every token of `agent`; returns how many were live.
+    async fn revoke_agent(&self, agent: &str, by: &str, at: DateTime<Utc>) -> StoreResult<usize>;
+    /// The agent a live token (by hash) belongs to.
+    async fn agent_for_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
+    /// Stores a new token for a configured operator (its hash).
+    async fn add_operator_token(&self, operator: &str, token_hash: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// The operator a live operator token (by hash) belongs to.
+    async fn operator_for_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
+}
+
+/// The kill switch: frozen scopes, and decommissioned agents.
+#[async_trait]
+pub trait FreezeStore: Send + Sync {
+    /// Freezes a scope: every spend it covers is denied with `KILL_SWITCH` from now on.
+    async fn freeze(&self, freeze: Freeze) -> StoreResult<FreezeOutcome>;
+    /// Lifts a freeze, recording the acknowledgment; false when it was not frozen.
+    async fn unfreeze(&self, scope: Scope, by: &str, ack: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// The frozen scopes, oldest first.
+    async fn freezes(&self) -> StoreResult<Vec<Freeze>>;
+    /// Revokes an agent, freezes `scopes` (the agent and the wallets only it uses) and releases
+    /// its queued and pending spends, in one transaction.
+    async fn decommission(
+        &self,
+        agent: &str,
+        scopes: Vec<Scope>,
+        by: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Decommissioned>;
+}
+
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Checks the chain from its first entry; with `anchor`, also that it still passes through
+    /// an entry recorded earlier.
+    async fn verify_audit(&self, anchor: Option<Anchor>) -> StoreResult<AuditCheck>;
+    /// Entries matching `filter`, in sequence order.
+    async fn audit_entries(&self, filter: AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+    /// The newest entry's sequence and hash.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>>;
+    /// Records the configuration in use (its hash and a summary) when it differs from the last
+    /// one recorded; returns whether it did.
+    async fn record_config(&self, hash: &str, summary: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+}
+
+/// What a period's report reads.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Decisions made in `[from, to)`, oldest first.
+    async fn decisions_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>>;
+    /// Outflows the watcher recorded in `[from, to)`, in chain, block and transaction order.
+    async fn outflows_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RecordedOutflow>>;
+    /// Events of `kinds` recorded in `[from, to)`, oldest first.
+    async fn events_between(
+        &self,
+        kinds: &[EventKind],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<Event>>;
+    /// Decisions by id (the ones events of a period name), in no particular order.
+    async fn decisions_by_id(&self, ids: &[String]) -> StoreResult<Vec<DecisionRecord>>;
+}
+
+/// A ledger engine: every concern. Take the part a service needs by upcasting an
+/// `Arc<dyn Store>` to `Arc<dyn DecisionStore>` and so on.
+pub trait Store:
+    DecisionStore + SigningStore + OutflowStore + OutboxStore + CredentialStore + FreezeStore + AuditStore + ReportStore
+{
+    /// The engine's name, for logs: `sqlite`, `postgres`.
+    fn engine(&self) -> &'static str;
+}

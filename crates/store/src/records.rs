@@ -1,0 +1,366 @@
+//! What the ledger records and answers, as typed values: money as `Decimal`, statuses, classes
+//! and event kinds as enums.
+
+use crate::error::SigningError;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use spendguard_core::model::Scope;
+use spendguard_core::reconcile::{Class, OutflowKind};
+use spendguard_core::{Balances, Decision, EventKind, Freeze, Headroom, Reason, SpendRequest, SpendStatus, Tier};
+
+/// A spend to evaluate and, if allowed, reserve.
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// The request (agent from authentication).
+    pub request: SpendRequest,
+    /// Live balances of the wallet, where known.
+    pub balances: Balances,
+    /// Stripe-style idempotency key, scoped to the agent.
+    pub idempotency_key: Option<String>,
+    /// Free text from the agent, recorded with the decision.
+    pub memo: Option<String>,
+}
+
+/// What the ledger recorded for a spend; also the response replayed for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Decision identifier.
+    pub decision_id: String,
+    /// Status right after the decision.
+    pub status: SpendStatus,
+    /// Verdict.
+    pub decision: Decision,
+    /// Tier (for a denial: would have been).
+    pub tier: Tier,
+    /// Every reason.
+    pub reasons: Vec<Reason>,
+    /// Headroom under each applicable limit, before this spend.
+    pub headroom: Vec<Headroom>,
+    /// When a DELAY spend becomes due.
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Amount in asset units, as recorded.
+    pub amount: Decimal,
+    /// Asset, `chain:SYMBOL`, when resolved.
+    pub asset: Option<String>,
+    /// USD value, when resolved.
+    pub usd: Option<Decimal>,
+    /// Price used for the USD value.
+    pub price_usd: Option<Decimal>,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// A decision: new, or replayed for a repeated idempotency key with the same request.
+    Decided {
+        /// What was recorded.
+        receipt: Receipt,
+        /// True when this is the first response replayed.
+        replayed: bool,
+    },
+    /// The idempotency key was already used for a different request.
+    IdempotencyConflict {
+        /// The decision the key belongs to.
+        original_decision_id: String,
+    },
+}
+
+/// The answer to a freeze.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezeOutcome {
+    /// The scope is now frozen.
+    Frozen(Freeze),
+    /// It already was; the original freeze stands.
+    AlreadyFrozen(Freeze),
+}
+
+/// What decommissioning an agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decommissioned {
+    /// Live tokens revoked.
+    pub tokens_revoked: usize,
+    /// Scopes frozen (the agent, and each wallet only it used).
+    pub frozen: Vec<Scope>,
+    /// Its queued and pending decisions, released.
+    pub released: Vec<String>,
+}
+
+/// A decision as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Identifier.
+    pub id: String,
+    /// Ledger sequence number.
+    pub seq: i64,
+    /// When it was decided.
+    pub created_at: DateTime<Utc>,
+    /// Last status change.
+    pub updated_at: DateTime<Utc>,
+    /// Agent.
+    pub agent: String,
+    /// Wallet.
+    pub wallet: String,
+    /// Department of the agent.
+    pub department: Option<String>,
+    /// Chain.
+    pub chain: Option<String>,
+    /// Asset `chain:SYMBOL`.
+    pub asset: Option<String>,
+    /// Recipient (canonical when resolved).
+    pub recipient: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// USD value.
+    pub usd: Option<Decimal>,
+    /// Price used.
+    pub price_usd: Option<Decimal>,
+    /// Operation.
+    pub operation: Option<String>,
+    /// Memo.
+    pub memo: Option<String>,
+    /// Merchant derived from the recipient.
+    pub merchant: Option<String>,
+    /// Category of that merchant.
+    pub category: Option<String>,
+    /// Verdict.
+    pub decision: Decision,
+    /// Tier.
+    pub tier: Tier,
+    /// Current status.
+    pub status: SpendStatus,
+    /// Reasons.
+    pub reasons: Vec<Reason>,
+    /// Headroom at decision time.
+    pub headroom: Vec<Headroom>,
+    /// When a DELAY spend becomes due.
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Role that may approve.
+    pub approver_role: Option<String>,
+    /// Idempotency key given.
+    pub idempotency_key: Option<String>,
+    /// The wallet's address when it was decided.
+    pub from_address: Option<String>,
+    /// Token contract or mint of the asset when it was decided (`None` for native).
+    pub token: Option<String>,
+    /// Decimals of the asset when it was decided.
+    pub decimals: Option<u32>,
+    /// Account sequence (EVM nonce) of its transaction.
+    pub nonce: Option<u64>,
+    /// Transaction hash (EVM) or signature (Solana), once signed.
+    pub tx_hash: Option<String>,
+    /// Most the fee may cost, in the chain's native units.
+    pub fee_cap: Option<Decimal>,
+    /// The fee terms signed, e.g. `gas 21000 × max 3 gwei (tip 1 gwei)`.
+    pub fee_terms: Option<String>,
+    /// Block (slot) it landed in.
+    pub block: Option<u64>,
+    /// Fee paid, in native units.
+    pub fee_paid: Option<Decimal>,
+    /// Why it failed or was released.
+    pub failure: Option<String>,
+    /// Hash of what it pays ([`crate::Intent`]), bound when it was decided; approval and signing
+    /// refuse a decision that no longer matches it.
+    pub intent_hash: Option<String>,
+    /// Operator who approved it.
+    pub approved_by: Option<String>,
+    /// When it was approved.
+    pub approved_at: Option<DateTime<Utc>>,
+}
+
+impl DecisionRecord {
+    /// What the stored decision pays, as its intent hash binds it; `None` for a decision that
+    /// never resolved to a chain transfer (a denial), or one recorded before the hash bound
+    /// the sender, token and decimals.
+    pub fn intent(&self) -> Option<crate::Intent> {
+        Some(crate::Intent {
+            agent: self.agent.clone(),
+            wallet: self.wallet.clone(),
+            from_address: self.from_address.clone()?,
+            chain: self.chain.clone()?,
+            asset: self.asset.clone()?,
+            token: self.token.clone(),
+            decimals: self.decimals?,
+            recipient: self.recipient.clone(),
+            amount: self.amount,
+            operation: self.operation.clone(),
+            memo: self.memo.clone(),
+        })
+    }
+}
+
+/// An outflow as the ledger recorded it, with how it reconciled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedOutflow {
+    /// Block (slot).
+    pub block: u64,
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Position in the transaction.
+    pub index: u64,
+    /// Native value, token transfer or fee.
+    pub kind: OutflowKind,
+    /// Wallet it left.
+    pub wallet: String,
+    /// Recipient, when there is one.
+    pub recipient: Option<String>,
+    /// Asset key when configured.
+    pub asset: Option<String>,
+    /// Token contract or mint.
+    pub token: Option<String>,
+    /// Amount (asset units; base units for unknown tokens).
+    pub amount: Decimal,
+    /// Reconciliation class.
+    pub class: Class,
+    /// The decision it matched, if any.
+    pub decision_id: Option<String>,
+    /// Chain.
+    pub chain: String,
+    /// When the watcher recorded it (none for outflows recorded before this was kept).
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+/// Something operators are told about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Sequence number.
+    pub id: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The decision it concerns.
+    pub decision_id: Option<String>,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Where the delivery of one event to one channel stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Attempts made.
+    pub attempts: u32,
+    /// Delivered?
+    pub delivered: bool,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+}
+
+/// A signed transaction as the ledger keeps it (written before it is ever broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRecord {
+    /// Transaction hash or signature.
+    pub hash: String,
+    /// Raw signed transaction.
+    pub raw: Vec<u8>,
+    /// Account sequence used.
+    pub sequence: Option<u64>,
+    /// Most the fee may cost, in native units.
+    pub fee_cap: Decimal,
+    /// Fee terms in words.
+    pub fee_terms: String,
+}
+
+/// Signs with the sequence the ledger allocated; pure and quick (it runs inside the ledger's
+/// transaction). An `Err` leaves nothing allocated.
+pub type SignWith = Box<dyn FnOnce(Option<u64>) -> Result<SignedRecord, SigningError> + Send>;
+
+/// The sending account whose nonce the ledger allocates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Chain id.
+    pub chain: String,
+    /// Canonical address.
+    pub address: String,
+    /// The chain's count of the account's mined transactions: nonces below it are used.
+    pub floor: u64,
+}
+
+/// How a signing request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// Signed now and stored.
+    Signed(SignedRecord),
+    /// It had been signed before; here is what was stored.
+    AlreadySigned(SignedRecord),
+    /// It is not (or no longer) reserved: released, cancelled, frozen, …
+    NotExecutable(SpendStatus),
+}
+
+/// How a re-signing request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resigning {
+    /// Re-signed and stored; send this.
+    Resigned(SignedRecord),
+    /// It was re-signed once already: give up on it.
+    Exhausted,
+    /// Its status or transaction changed meanwhile; nothing to do.
+    Stale,
+}
+
+/// How a broadcast transaction ended on chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// True when it executed; false when it reverted.
+    pub success: bool,
+    /// Block (slot) it landed in.
+    pub block: u64,
+    /// Fee paid, in native units.
+    pub fee: Decimal,
+}
+
+/// A block the watcher indexed, to record with its outflows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedBlock {
+    /// Chain id.
+    pub chain: String,
+    /// Block number.
+    pub number: u64,
+    /// Its hash.
+    pub hash: String,
+    /// Its parent's hash.
+    pub parent_hash: String,
+    /// Outflows of registered wallets in it.
+    pub outflows: Vec<spendguard_core::reconcile::Outflow>,
+}
+
+/// What recording a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockRecorded {
+    /// Recorded, with how each outflow reconciled.
+    Recorded(Vec<spendguard_core::reconcile::Finding>),
+    /// Its parent is not the block the ledger holds below it: the chain reorganised. Nothing
+    /// was recorded.
+    Reorg {
+        /// The hash stored for the block below.
+        stored_parent: String,
+    },
+}
+
+/// Tuning of a SQLite ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// How long to wait for another process's write lock before failing.
+    pub busy_timeout: std::time::Duration,
+    /// Most jobs committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions { busy_timeout: std::time::Duration::from_secs(30), max_batch: 512 }
+    }
+}
+
+/// How many transactions the writer ran and how many jobs they held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Transactions committed or rolled back.
+    pub transactions: u64,
+    /// Jobs run in them.
+    pub jobs: u64,
+}

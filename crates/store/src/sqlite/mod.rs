@@ -1,0 +1,171 @@
+//! The SQLite engine: one database file in WAL mode with `synchronous = FULL`, safe for several
+//! processes.
+//!
+//! Every write goes through one queue to the writer thread ([`writer`]), which owns the write
+//! connection and an in-memory usage index, takes whatever is waiting (up to `max_batch` jobs)
+//! into one `BEGIN IMMEDIATE` transaction, runs each job in turn (each sees the ones before
+//! it) and commits once: one fsync for the whole group. Callers hear back on a oneshot channel
+//! only after that commit is durable. Reads run on a small pool of reader threads with
+//! connections of their own.
+//!
+//! One file per concern implements that concern's trait: [`decisions`], [`signing`],
+//! [`outflows`], [`outbox`], [`credentials`], [`freezes`], [`audit`], [`reports`]; [`rows`]
+//! decodes rows, [`schema`] migrates.
+
+mod audit;
+mod credentials;
+mod decisions;
+mod freezes;
+mod outbox;
+mod outflows;
+mod reports;
+mod rows;
+pub(crate) mod schema;
+mod signing;
+mod writer;
+
+use crate::error::{StoreError, StoreResult};
+use crate::records::{LedgerOptions, LedgerStats};
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use spendguard_core::Model;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+pub(crate) use writer::Writer;
+
+/// Reader threads: enough that a slow report does not hold up a token check.
+const READERS: usize = 2;
+
+/// Counts of the writer's work.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) jobs: AtomicU64,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The SQLite ledger. Cheap to share behind an `Arc`; dropping the last handle lets the writer
+/// finish what it holds and stop.
+pub struct SqliteStore {
+    jobs: Option<mpsc::Sender<writer::Job>>,
+    writer: Option<JoinHandle<()>>,
+    reads: Option<mpsc::Sender<ReadJob>>,
+    readers: Vec<JoinHandle<()>>,
+    path: PathBuf,
+    counters: Arc<Counters>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path` for `model`. `now`
+    /// decides how far back the usage index is loaded.
+    pub fn open(
+        path: &Path,
+        model: Arc<Model>,
+        now: DateTime<Utc>,
+        options: LedgerOptions,
+    ) -> StoreResult<SqliteStore> {
+        let counters = Arc::new(Counters::default());
+        let writer = Writer::open(path, model, now, &options, Arc::clone(&counters))?;
+        let (tx, rx) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        let spawn_error = |e: std::io::Error| StoreError::Unusable(format!("cannot start a ledger thread: {e}"));
+        let handle = std::thread::Builder::new()
+            .name("spendguard-ledger".into())
+            .spawn(move || writer.run(rx, max_batch))
+            .map_err(spawn_error)?;
+        let (reads, queue) = mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut readers = vec![];
+        for i in 0..READERS {
+            let conn = writer::connect(path, &options)?;
+            let queue = Arc::clone(&queue);
+            let reader = std::thread::Builder::new()
+                .name(format!("spendguard-ledger-read-{i}"))
+                .spawn(move || loop {
+                    let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(&conn),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(spawn_error)?;
+            readers.push(reader);
+        }
+        Ok(SqliteStore {
+            jobs: Some(tx),
+            writer: Some(handle),
+            reads: Some(reads),
+            readers,
+            path: path.to_path_buf(),
+            counters,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many transactions the writer ran and how many jobs they held.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            jobs: self.counters.jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// SQLite's `synchronous` setting of this ledger's connections (2 = FULL).
+    pub async fn synchronous(&self) -> StoreResult<i64> {
+        self.read(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)).await
+    }
+
+    /// Runs `work` on the writer thread inside the next batch transaction; answers once the
+    /// commit is durable (or with [`StoreError::NotCommitted`] when the batch rolled back).
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Job::new(work, reply);
+        self.jobs.as_ref().ok_or(StoreError::Stopped)?.send(job).map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `query` on a reader connection.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // A caller that stopped waiting is no concern of ours.
+            let _ = reply.send(query(conn));
+        });
+        self.reads.as_ref().ok_or(StoreError::Stopped)?.send(job).map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queues lets the threads finish what they hold and stop.
+        self.jobs.take();
+        self.reads.take();
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl crate::api::Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+}

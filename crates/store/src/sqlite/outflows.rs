@@ -1,0 +1,260 @@
+//! [`OutflowStore`] on SQLite: blocks and transactions the auditor indexed, each outflow
+//! stored once and classified against the decision its transaction belongs to, the kill switch
+//! applied as core's rules say, and reorgs rewound.
+
+use super::rows::{decimal_col, decimal_col_opt, money, query_outflows, to_us};
+use super::{SqliteStore, Writer};
+use crate::api::OutflowStore;
+use crate::audit::AuditInput;
+use crate::error::StoreResult;
+use crate::records::{BlockRecorded, IndexedBlock, RecordedOutflow};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use spendguard_core::freeze::scopes_for_outflow;
+use spendguard_core::reconcile::{classify, evidence, Approved, Class, Finding, Outflow};
+use spendguard_core::{EventKind, Freeze, SpendStatus};
+
+#[async_trait]
+impl OutflowStore for SqliteStore {
+    async fn record_block(&self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded> {
+        self.write(move |w| w.record_block(block, at)).await
+    }
+
+    async fn record_transaction(
+        &self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        slot: u64,
+        outflows: Vec<Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Finding>> {
+        let (chain, address, signature) = (chain.to_string(), address.to_string(), signature.to_string());
+        self.write(move |w| w.record_transaction(&chain, &address, &signature, slot, outflows, at)).await
+    }
+
+    async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let chain = chain.to_string();
+        self.write(move |w| w.rewind(&chain, from, at)).await
+    }
+
+    async fn block_hash(&self, chain: &str, number: u64) -> StoreResult<Option<String>> {
+        let chain = chain.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT hash FROM chain_blocks WHERE chain = ?1 AND number = ?2",
+                params![chain, number as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn chain_cursor(&self, chain: &str) -> StoreResult<Option<u64>> {
+        let chain = chain.to_string();
+        self.read(move |c| {
+            let top: Option<i64> =
+                c.query_row("SELECT max(number) FROM chain_blocks WHERE chain = ?1", params![chain], |r| r.get(0))?;
+            Ok(top.map(|n| n as u64 + 1))
+        })
+        .await
+    }
+
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>> {
+        let (chain, address) = (chain.to_string(), address.to_string());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT signature, slot FROM wallet_cursors WHERE chain = ?1 AND address = ?2",
+                params![chain, address],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>> {
+        let chain = chain.map(str::to_string);
+        self.read(move |c| query_outflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
+    }
+
+    async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>> {
+        let id = decision_id.to_string();
+        let outflows = self.read(move |c| query_outflows(c, "decision_id = ?1", params![id])).await?;
+        // The worst class among its transaction's outflows speaks for the decision.
+        let severity = |c: Class| match c {
+            Class::Matched => 0,
+            Class::FeeOverCap => 1,
+            Class::Unexplained => 2,
+            Class::Mismatch => 3,
+        };
+        Ok(outflows.into_iter().map(|o| o.class).max_by_key(|c| severity(*c)))
+    }
+}
+
+impl Writer {
+    fn record_block(&mut self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded> {
+        let IndexedBlock { chain, number, hash, parent_hash, outflows } = block;
+        let below: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM chain_blocks WHERE chain = ?1 AND number = ?2",
+                params![chain, number as i64 - 1],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(stored_parent) = below.filter(|s| *s != parent_hash) {
+            return Ok(BlockRecorded::Reorg { stored_parent });
+        }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
+            params![chain, number as i64, hash],
+        )?;
+        self.reconcile(outflows, at).map(BlockRecorded::Recorded)
+    }
+
+    /// Records a transaction of a signature-indexed chain and moves `address`'s cursor to it,
+    /// in one transaction: a watcher killed at any point resumes with no gap and no duplicate.
+    fn record_transaction(
+        &mut self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        slot: u64,
+        outflows: Vec<Outflow>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Finding>> {
+        self.conn.execute(
+            "INSERT INTO wallet_cursors (chain, address, signature, slot) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (chain, address) DO UPDATE SET signature = excluded.signature, slot = excluded.slot",
+            params![chain, address, signature, slot as i64],
+        )?;
+        self.reconcile(outflows, at)
+    }
+
+    /// Stores outflows (once: one seen before is ignored), each classified against the decision
+    /// its transaction belongs to; unexplained and mismatched ones trip the freeze core's rules
+    /// name for the organisation's `on_unexplained_outflow`.
+    fn reconcile(&mut self, outflows: Vec<Outflow>, at: DateTime<Utc>) -> StoreResult<Vec<Finding>> {
+        let mut findings = vec![];
+        for o in outflows {
+            let approved = self
+                .conn
+                .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
+                .query_row(params![o.tx_hash], |r| {
+                    Ok(Approved {
+                        decision_id: r.get(0)?,
+                        asset: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        recipient: r.get(2)?,
+                        amount: decimal_col(r, 3)?,
+                        fee_cap: decimal_col_opt(r, 4)?,
+                    })
+                })
+                .optional()
+                .map_err(super::rows::corrupt("decision with tx_hash", o.tx_hash.clone()))?;
+            let class = classify(&o, approved.as_ref());
+            let decision_id = approved.map(|a| a.decision_id);
+            let inserted = self.conn.execute(
+                "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
+                    class, decision_id, seen_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    o.chain,
+                    o.block as i64,
+                    o.tx_hash,
+                    o.index as i64,
+                    o.kind.as_str(),
+                    o.wallet,
+                    o.recipient,
+                    o.asset,
+                    o.token,
+                    money(o.amount),
+                    class.as_str(),
+                    decision_id,
+                    to_us(at),
+                ],
+            )? == 1;
+            let mut frozen = vec![];
+            // Seen before (a re-index): its consequences were applied then.
+            if inserted {
+                self.audit(
+                    AuditInput {
+                        kind: "outflow",
+                        actor: "reconciler",
+                        decision_id: decision_id.as_deref(),
+                        wallet: Some(&o.wallet),
+                        detail: serde_json::json!({
+                            "class": class.as_str(),
+                            "chain": o.chain,
+                            "block": o.block,
+                            "tx_hash": o.tx_hash,
+                            "index": o.index,
+                            "kind": o.kind.as_str(),
+                            "recipient": o.recipient,
+                            "asset": o.asset,
+                            "token": o.token,
+                            "amount": money(o.amount),
+                        }),
+                        ..AuditInput::default()
+                    },
+                    at,
+                )?;
+                if class.trips_kill_switch() {
+                    let reason = format!("{} outflow from wallet {}", class.as_str(), o.wallet);
+                    // The finding first, then the freezes it causes (each records a kill_switch event).
+                    self.record_event(
+                        EventKind::UnexplainedOutflow,
+                        decision_id.as_deref(),
+                        &format!("{reason}: {}", evidence(&o)),
+                        at,
+                    )?;
+                    for scope in scopes_for_outflow(&self.model, class, &o.wallet) {
+                        let freeze = Freeze {
+                            scope: scope.clone(),
+                            frozen_by: "reconciler".into(),
+                            reason: reason.clone(),
+                            frozen_at: at,
+                            evidence: Some(evidence(&o)),
+                        };
+                        if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
+                            frozen.push(scope);
+                        }
+                    }
+                }
+            }
+            findings.push(Finding { outflow: o, class, decision_id, frozen });
+        }
+        Ok(findings)
+    }
+
+    fn rewind(&mut self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
+        let reopened: Vec<String> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM decisions WHERE chain = ?1 AND status = 'confirmed' AND block >= ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![chain, from as i64], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in &reopened {
+            self.set_status(id, SpendStatus::Broadcast, at, None)?;
+            // Re-send at once: the orphaned block may have taken the transaction with it.
+            self.conn.execute(
+                "UPDATE decisions SET block = NULL, updated_at_us = 0, broadcast_at_us = ?2 WHERE id = ?1",
+                params![id, to_us(at)],
+            )?;
+        }
+        self.conn.execute("DELETE FROM outflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
+        self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
+        self.record_event(
+            EventKind::Reorg,
+            None,
+            &format!(
+                "chain {chain}: blocks from {from} left the canonical chain; {} decision(s) reopened",
+                reopened.len()
+            ),
+            at,
+        )?;
+        Ok(reopened)
+    }
+}

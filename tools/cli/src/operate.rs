@@ -1,0 +1,241 @@
+//! Operators' commands: approvals, delays, freezes, agents and tokens. Each write goes through
+//! the operators' service, which checks the operator's roles as the admin API does.
+
+use crate::{reader, AgentCommand};
+use anyhow::{bail, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::Subcommand;
+use spendguard_config::Config;
+use spendguard_core::model::Scope;
+use spendguard_service::PendingItem;
+use spendguard_store::FreezeOutcome;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// Pending approval requests, oldest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One decision in full, with the intent hash an approval binds to.
+    Show {
+        /// Decision id.
+        id: String,
+    },
+    /// Approve a request; it is executed exactly as requested (by the daemon, or here when the
+    /// wallet's key can be unlocked).
+    Approve {
+        /// Decision id.
+        id: String,
+        /// Operator approving (must hold the policy's approver_role).
+        #[arg(long = "as", env = "SPENDGUARD_OPERATOR")]
+        operator: String,
+        /// The intent hash shown by `approvals show`; refuses if the request differs.
+        #[arg(long)]
+        intent_hash: Option<String>,
+    },
+    /// Reject a request; its reservation is released.
+    Reject {
+        /// Decision id.
+        id: String,
+        /// Operator rejecting (must hold the policy's approver_role).
+        #[arg(long = "as", env = "SPENDGUARD_OPERATOR")]
+        operator: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DelaysCommand {
+    /// Queued DELAY spends, oldest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued spend; its reservation is released.
+    Cancel {
+        /// Decision id.
+        id: String,
+        /// Operator cancelling (a role `[roles] cancel_delay` names).
+        #[arg(long = "as", env = "SPENDGUARD_OPERATOR")]
+        operator: String,
+        /// Why.
+        #[arg(long, default_value = "cancelled by an operator")]
+        reason: String,
+    },
+}
+
+pub(crate) fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub(crate) fn print_pending(items: &[PendingItem], json: bool, empty: &str) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+        return Ok(());
+    }
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    for p in items {
+        let when = match (p.execute_after, p.approval_expires_at) {
+            (Some(t), _) => format!("executes {}", time(t)),
+            (_, Some(t)) => format!("expires {}", time(t)),
+            _ => String::new(),
+        };
+        println!(
+            "{}\t{}\t{}\t{} {} (${})\tto {}\t{when}",
+            p.decision_id,
+            p.agent,
+            p.wallet,
+            p.amount,
+            p.asset.as_deref().unwrap_or("?"),
+            p.usd.map_or_else(|| "?".to_string(), |u| spendguard_service::Usd(u).to_string()),
+            p.recipient
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn approvals(config: Config, cmd: ApprovalsCommand) -> Result<ExitCode> {
+    match cmd {
+        ApprovalsCommand::List { json } => {
+            let node = reader(config).await?;
+            let items: Vec<PendingItem> =
+                node.services.operators.pending_approvals().await?.iter().map(PendingItem::of).collect();
+            print_pending(&items, json, "no approval requests are pending")?;
+        }
+        ApprovalsCommand::Show { id } => {
+            let node = reader(config).await?;
+            let Some(d) = node.services.operators.decision(&id).await? else { bail!("no decision {id:?}") };
+            let mut shown = serde_json::to_value(PendingItem::of(&d))?;
+            shown["approved_by"] = serde_json::json!(d.approved_by);
+            shown["failure"] = serde_json::json!(d.failure);
+            shown["tx_hash"] = serde_json::json!(d.tx_hash);
+            shown["memo"] = serde_json::json!(d.memo);
+            shown["operation"] = serde_json::json!(d.operation);
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        ApprovalsCommand::Approve { id, operator, intent_hash } => {
+            // Executed here when this process can unlock the wallet's key; otherwise the
+            // daemon's next pass executes it.
+            let (node, why_not) = match spendguard_node::build(config.clone(), spendguard_node::Keys::FromConfig).await
+            {
+                Ok(node) => (node, None),
+                Err(e) => (reader(config).await?, Some(e)),
+            };
+            let d = node.services.operators.approve(&id, &operator, intent_hash.as_deref()).await?;
+            let asset = d.asset.as_deref().unwrap_or("?");
+            println!("approved {} by {operator}: {} {asset} to {}", d.id, d.amount, d.recipient);
+            match why_not {
+                Some(e) => println!("not executed here ({e}); a running `spendguard serve` executes it"),
+                None => {
+                    println!("{}: {}{}", d.id, d.status, d.tx_hash.map(|h| format!(" {h}")).unwrap_or_default())
+                }
+            }
+        }
+        ApprovalsCommand::Reject { id, operator, reason } => {
+            let node = reader(config).await?;
+            let d = node.services.operators.reject(&id, &operator, &reason).await?;
+            println!("rejected {} by {operator}; its reservation is released", d.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn delays(config: Config, cmd: DelaysCommand) -> Result<ExitCode> {
+    let node = reader(config).await?;
+    match cmd {
+        DelaysCommand::List { json } => {
+            let items: Vec<PendingItem> =
+                node.services.operators.queued_delays().await?.iter().map(PendingItem::of).collect();
+            print_pending(&items, json, "no spends are queued")?;
+        }
+        DelaysCommand::Cancel { id, operator, reason } => {
+            let d = node.services.operators.cancel_delay(&id, &operator, &reason).await?;
+            println!("cancelled {} by {operator}; its reservation is released", d.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn freeze(config: Config, scope: Scope, reason: &str, operator: &str) -> Result<ExitCode> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the scope is frozen");
+    }
+    let node = reader(config).await?;
+    match node.services.operators.freeze(scope, operator, reason).await? {
+        FreezeOutcome::Frozen(f) => println!("frozen: {}", f.describe()),
+        FreezeOutcome::AlreadyFrozen(f) => println!("already frozen: {}", f.describe()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn unfreeze(config: Config, scope: Scope, ack: Option<String>, operator: &str) -> Result<ExitCode> {
+    let Some(ack) = ack.filter(|a| !a.trim().is_empty()) else {
+        eprintln!("error: refusing to unfreeze without --ack TEXT saying why it is safe to resume spending");
+        return Ok(ExitCode::from(2));
+    };
+    let node = reader(config).await?;
+    if node.services.operators.unfreeze(scope.clone(), operator, &ack).await? {
+        println!("unfrozen: {scope}");
+    } else {
+        println!("{scope} was not frozen");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn frozen(config: Config) -> Result<ExitCode> {
+    let node = reader(config).await?;
+    let freezes = node.services.operators.frozen().await?;
+    if freezes.is_empty() {
+        println!("nothing is frozen");
+    }
+    for f in freezes {
+        println!("{}\tby {}\tsince {}\t{}", f.scope, f.frozen_by, time(f.since), f.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn agent(config: Config, cmd: AgentCommand) -> Result<ExitCode> {
+    let node = reader(config).await?;
+    match cmd {
+        AgentCommand::Token { agent } => {
+            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let token = node.services.credentials.issue_agent_token(&agent, &by).await?;
+            eprintln!("token for {agent} (shown once; spendguard keeps only its hash):");
+            println!("{token}");
+        }
+        AgentCommand::Revoke { agent, operator } => {
+            let n = node.services.operators.revoke_agent(&agent, &operator).await?;
+            println!("revoked {n} token(s) of {agent}: it can no longer authenticate");
+        }
+        AgentCommand::Decommission { agent, reason, operator } => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why the agent is decommissioned");
+            }
+            let d = node.services.operators.decommission(&agent, &operator, &reason).await?;
+            println!("decommissioned {agent}: {} token(s) revoked", d.tokens_revoked);
+            for scope in &d.frozen {
+                println!("frozen: {scope}");
+            }
+            for id in &d.released {
+                println!("released: {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn operator_token(config: Config, operator: &str) -> Result<ExitCode> {
+    let node = reader(config).await?;
+    let token = node.services.credentials.issue_operator_token(operator).await?;
+    eprintln!("admin API token for operator {operator} (shown once; spendguard keeps only its hash):");
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

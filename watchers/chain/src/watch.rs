@@ -1,0 +1,311 @@
+//! The auditor's poll loop: each pass indexes a chain from where the ledger's cursor stands to
+//! the final head, hands every block's (or transaction's) outflows to an [`IndexSink`] that
+//! records and reconciles them, and unwinds reorgs to the last block both agree on.
+//!
+//! Blocks (EVM) are indexed up to head − confirmations, each checked against the parent hash
+//! the ledger holds; signature-indexed chains (Solana) per wallet, from each wallet's cursor,
+//! at the chain's commitment. A node that does not have a block or transaction yet is waited
+//! for, never taken as empty.
+
+use crate::{BlockOutflows, ChainClient, ChainError, Indexing, TxOutflows};
+use async_trait::async_trait;
+use spendguard_core::model::Asset;
+use spendguard_core::reconcile::{Class, Finding};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failure of the sink, whatever it is (the ledger's error, typically).
+pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What recording a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Recorded, with how each outflow reconciled.
+    Recorded(Vec<Finding>),
+    /// The block's parent is not the block recorded below it: the chain reorganised; nothing
+    /// was recorded.
+    Reorg,
+}
+
+/// Where a watcher records what it indexed: the reconciler.
+#[async_trait]
+pub trait IndexSink: Send + Sync {
+    /// The next block to index on `chain`, if indexing has started.
+    async fn chain_cursor(&self, chain: &str) -> Result<Option<u64>, SinkError>;
+    /// The hash recorded for block `number`.
+    async fn block_hash(&self, chain: &str, number: u64) -> Result<Option<String>, SinkError>;
+    /// Records a block's outflows and moves the cursor past it, in one transaction.
+    async fn record_block(&self, chain: &str, block: BlockOutflows) -> Result<BlockOutcome, SinkError>;
+    /// Undoes indexing from block `from` on; returns how many decisions were reopened.
+    async fn rewind(&self, chain: &str, from: u64) -> Result<usize, SinkError>;
+    /// The newest transaction indexed for wallet `address`: signature and slot.
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> Result<Option<(String, u64)>, SinkError>;
+    /// Records one transaction's outflows and moves `address`'s cursor to it, in one transaction.
+    async fn record_transaction(
+        &self,
+        chain: &str,
+        address: &str,
+        signature: &str,
+        tx: TxOutflows,
+    ) -> Result<Vec<Finding>, SinkError>;
+}
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The chain could not be read (retried with backoff inside the client already).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The ledger could not record.
+    #[error("recording failed: {0}")]
+    Sink(SinkError),
+    /// A reorg deeper than the configured limit, found in this pass: the watcher stopped rather
+    /// than guess.
+    #[error("{0}")]
+    ReorgTooDeep(String),
+    /// The watcher stopped at such a reorg earlier, and stays stopped until an operator
+    /// restarts it.
+    #[error("{0}")]
+    Halted(String),
+}
+
+/// What the watcher of one chain indexes.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    /// Chain id.
+    pub chain: String,
+    /// First block (slot) indexed when there is no cursor yet.
+    pub start: u64,
+    /// Blocks below the head considered final (EVM).
+    pub confirmations: u64,
+    /// Deepest reorg unwound without stopping.
+    pub max_reorg_depth: u64,
+    /// Addresses of the registered wallets on the chain.
+    pub addresses: Vec<String>,
+    /// The configured assets on the chain, so amounts come back in asset units.
+    pub assets: Vec<Asset>,
+}
+
+/// What one pass of a chain's watcher did.
+#[derive(Debug, Clone)]
+pub struct WatchPass {
+    /// Chain id.
+    pub chain: String,
+    /// How the chain is indexed: by block (the numbers below are blocks, `indexed` counts
+    /// blocks) or by signature (they are slots, `indexed` counts transactions).
+    pub indexing: Indexing,
+    /// The block the pass started from; by signature, the oldest wallet cursor's slot.
+    pub from: u64,
+    /// Blocks (by signature: transactions) indexed in this pass.
+    pub indexed: u64,
+    /// The next block to index; by signature, one past the newest slot indexed.
+    pub next: u64,
+    /// head − confirmations, the last block final enough to index; `None` while the chain is
+    /// shorter than its confirmations. By signature: the head slot at the chain's commitment.
+    pub target: Option<u64>,
+    /// By signature: transactions listed but left for a later pass.
+    pub pending: u64,
+    /// Outflows that did not reconcile as plain matches.
+    pub findings: Vec<Finding>,
+}
+
+impl WatchPass {
+    fn starting(chain: &str, indexing: Indexing, from: u64) -> WatchPass {
+        WatchPass {
+            chain: chain.to_string(),
+            indexing,
+            from,
+            indexed: 0,
+            next: from,
+            target: None,
+            pending: 0,
+            findings: vec![],
+        }
+    }
+
+    /// Keeps the findings that are not plain matches.
+    fn note(&mut self, findings: Vec<Finding>) {
+        self.findings.extend(findings.into_iter().filter(|f| f.class != Class::Matched));
+    }
+
+    /// How far behind the final head the watcher still is: blocks, or transactions listed but
+    /// not yet indexed.
+    pub fn behind(&self) -> u64 {
+        match self.indexing {
+            Indexing::Blocks => self.target.map_or(0, |t| (t + 1).saturating_sub(self.next)),
+            Indexing::Signatures => self.pending,
+        }
+    }
+
+    /// True when everything final has been indexed.
+    pub fn caught_up(&self) -> bool {
+        match self.indexing {
+            Indexing::Blocks => self.target.is_none_or(|t| self.next > t),
+            Indexing::Signatures => self.pending == 0,
+        }
+    }
+}
+
+/// The watcher of one chain.
+pub struct ChainWatcher {
+    client: Arc<dyn ChainClient>,
+    sink: Arc<dyn IndexSink>,
+    settings: WatchSettings,
+    /// Set when a reorg deeper than the limit stopped it.
+    halted: Option<String>,
+}
+
+impl ChainWatcher {
+    /// A watcher of `client`'s chain recording into `sink`.
+    pub fn new(client: Arc<dyn ChainClient>, sink: Arc<dyn IndexSink>, settings: WatchSettings) -> ChainWatcher {
+        ChainWatcher { client, sink, settings, halted: None }
+    }
+
+    /// The chain watched.
+    pub fn chain(&self) -> &str {
+        &self.settings.chain
+    }
+
+    /// Indexes from the cursor towards the final head, at most `max` blocks (by signature:
+    /// transactions) in this pass.
+    pub async fn pass(&mut self, max: u64) -> Result<WatchPass, WatchError> {
+        if let Some(why) = &self.halted {
+            return Err(WatchError::Halted(why.clone()));
+        }
+        match self.client.indexing() {
+            Indexing::Blocks => self.index_blocks(max).await,
+            Indexing::Signatures => self.index_signatures(max).await,
+        }
+    }
+
+    async fn index_blocks(&mut self, max: u64) -> Result<WatchPass, WatchError> {
+        let chain = self.settings.chain.clone();
+        let from = self.sink.chain_cursor(&chain).await.map_err(WatchError::Sink)?.unwrap_or(self.settings.start);
+        let mut pass = WatchPass::starting(&chain, Indexing::Blocks, from);
+        let head = self.client.head().await?;
+        pass.target = head.checked_sub(self.settings.confirmations);
+        let Some(target) = pass.target else { return Ok(pass) };
+        let end = target.min(from.saturating_add(max.saturating_sub(1)));
+        if target.saturating_sub(from) > max {
+            tracing::info!(chain, from, target, "backfilling: {} blocks behind", target - from + 1);
+        }
+        while pass.next <= end {
+            let number = pass.next;
+            // A node without the block yet (it lags) answers None: wait for the next pass rather
+            // than record an empty block.
+            let Some(block) =
+                self.client.block_outflows(number, &self.settings.addresses, &self.settings.assets).await?
+            else {
+                break;
+            };
+            match self.sink.record_block(&chain, block).await.map_err(WatchError::Sink)? {
+                BlockOutcome::Recorded(findings) => {
+                    pass.note(findings);
+                    pass.indexed += 1;
+                    pass.next += 1;
+                }
+                BlockOutcome::Reorg => pass.next = self.unwind(number).await?,
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Indexes a signature-indexed chain: for each registered wallet, the transactions listed
+    /// after its cursor, oldest first, each recorded with the cursor move in one transaction.
+    async fn index_signatures(&mut self, max: u64) -> Result<WatchPass, WatchError> {
+        let chain = self.settings.chain.clone();
+        let start = self.settings.start;
+        let mut pass = WatchPass::starting(&chain, Indexing::Signatures, u64::MAX);
+        pass.next = 0;
+        pass.target = Some(self.client.head().await?);
+        for address in &self.settings.addresses {
+            let cursor = self.sink.wallet_cursor(&chain, address).await.map_err(WatchError::Sink)?;
+            pass.from = pass.from.min(cursor.as_ref().map_or(start, |(_, slot)| *slot));
+            pass.next = pass.next.max(cursor.as_ref().map_or(start, |(_, slot)| slot + 1));
+            let listed = self.client.signatures_since(address, cursor.as_ref().map(|(s, _)| s.as_str()), start).await?;
+            for (n, listed_tx) in listed.iter().enumerate() {
+                let left = (listed.len() - n) as u64;
+                if pass.indexed >= max {
+                    pass.pending += left;
+                    break;
+                }
+                // Listed but not served yet (a lagging node): never skip it, wait for a later pass.
+                let Some(tx) = self
+                    .client
+                    .transaction_outflows(&listed_tx.signature, &self.settings.addresses, &self.settings.assets)
+                    .await?
+                else {
+                    pass.pending += left;
+                    break;
+                };
+                let slot = tx.slot;
+                let findings = self
+                    .sink
+                    .record_transaction(&chain, address, &listed_tx.signature, tx)
+                    .await
+                    .map_err(WatchError::Sink)?;
+                pass.note(findings);
+                pass.indexed += 1;
+                pass.next = pass.next.max(slot + 1);
+            }
+        }
+        if pass.from == u64::MAX {
+            pass.from = start;
+        }
+        Ok(pass)
+    }
+
+    /// Walks back from `at` (whose parent no longer matches) to the last block both the ledger
+    /// and the node agree on, rewinds everything above it, and returns where to index from. A
+    /// reorg deeper than `max_reorg_depth` halts the watcher rather than guess.
+    async fn unwind(&mut self, at: u64) -> Result<u64, WatchError> {
+        let chain = self.settings.chain.clone();
+        let max_depth = self.settings.max_reorg_depth;
+        let mut n = at.saturating_sub(1);
+        loop {
+            if at - n > max_depth {
+                let why = format!(
+                    "chain {chain}: reorg deeper than max_reorg_depth ({max_depth} blocks) below block {at}; \
+                     watcher stopped until an operator investigates and restarts it"
+                );
+                self.halted = Some(why.clone());
+                return Err(WatchError::ReorgTooDeep(why));
+            }
+            let stored = self.sink.block_hash(&chain, n).await.map_err(WatchError::Sink)?;
+            let Some(canonical) = self.client.block_hash(n).await? else {
+                // The node does not have a block below one it just served: it is not a node to
+                // decide a reorg with. Retry on the next pass.
+                return Err(WatchError::Chain(ChainError::Unavailable {
+                    chain: chain.clone(),
+                    message: format!("the node has no block {n} while unwinding a reorg"),
+                }));
+            };
+            if stored.is_none() || stored.as_deref() == Some(canonical.as_str()) {
+                let reopened = self.sink.rewind(&chain, n + 1).await.map_err(WatchError::Sink)?;
+                tracing::warn!(chain, from = n + 1, reopened, "reorg: re-indexing");
+                return Ok(n + 1);
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+            n -= 1;
+        }
+    }
+}
+
+/// Runs `pass` every `interval` until `shutdown` completes; a pass under way finishes first.
+pub async fn poll<F, Fut>(interval: Duration, shutdown: impl Future<Output = ()>, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    loop {
+        pass().await;
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
