@@ -17,14 +17,24 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     let agent = McpAgent::connect(&guard.services, "buyer").await;
 
     // Spends through spendguard: matched, nothing frozen.
+    let mut paid = vec![];
     for (wallet, asset, amount) in [("hot", "TUSD", "5"), ("cold", "ETH", "0.001")] {
         let r = agent.call("spend", json!({ "wallet": wallet, "to": PAYEE, "amount": amount, "asset": asset })).await;
         assert_eq!(r.data["status"], "executed", "{}", r.text);
+        // Not seen on chain yet: no reconciliation class.
+        let status = agent.call("spend_status", json!({ "decision_id": r.data["decision_id"] })).await;
+        assert!(status.data["reconciliation"].is_null(), "{}", status.text);
+        paid.push(r.data["decision_id"].clone());
     }
     org.mine().await;
     let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
     assert!(guard.ledger().freezes().await.unwrap().is_empty());
+    // The agent sees how the auditor reconciled each of its spends.
+    for id in &paid {
+        let status = agent.call("spend_status", json!({ "decision_id": id })).await;
+        assert_eq!(status.data["reconciliation"], "matched", "{}", status.text);
+    }
 
     // The hot wallet's key sends ETH directly.
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();

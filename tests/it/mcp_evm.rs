@@ -318,3 +318,44 @@ async fn an_agent_no_limit_bounds_is_refused_no_policy() {
     assert!(eval.text.starts_with("deny NO_POLICY: "), "{}", eval.text);
     assert_eq!(org.token_balance(PAYEE).await, before, "nothing left the wallet");
 }
+
+/// An approval binds what the spend pays on chain: when the configuration changes the token
+/// under a pending request (here TUSD's contract now names another token), the approved spend
+/// is refused at signing and released, and nothing of either token moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_changed_under_an_approval_is_never_signed() {
+    use spendguard_evm::testing::{deploy_token, send_token};
+    use spendguard_tests::anvil::DEV_KEYS;
+    let org = EvmOrg::start(BUYER_TIERS).await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5000", "asset": "TUSD" })).await;
+    assert_eq!(r.data["status"], "pending_approval", "{}", r.text);
+    let id = r.data["decision_id"].as_str().unwrap().to_string();
+
+    // Another token the wallet also holds, so that everything but the intent check would pass.
+    let other =
+        deploy_token(&org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_TOKEN_BIN, "Other", "OTH", 10u128.pow(12))
+            .await
+            .unwrap();
+    send_token(&org.anvil.url, DEV_KEYS[0], &other, HOT, 10u128.pow(11)).await.unwrap();
+    let changed =
+        org.variant("token-swapped", &[(&format!("contract = \"{}\"", org.token), &format!("contract = \"{other}\""))]);
+    let swapped = org.node_for(changed, vec![]).await;
+    let before = (org.token_balance(PAYEE).await, token_of(&org, &other, PAYEE).await);
+    let d = swapped.services.operators.approve(&id, "ops@e2e.example", None).await.unwrap();
+    assert_eq!(d.status, SpendStatus::Failed, "{d:?}");
+    assert!(d.failure.as_deref().unwrap().contains("no longer matches the intent hash"), "{d:?}");
+    assert_eq!(d.tx_hash, None, "nothing was signed");
+    assert_eq!((org.token_balance(PAYEE).await, token_of(&org, &other, PAYEE).await), before);
+}
+
+/// Base units of `token` held by `owner`.
+async fn token_of(org: &EvmOrg, token: &str, owner: &str) -> u128 {
+    let data = format!("0x70a08231000000000000000000000000{}", &owner[2..]);
+    let out =
+        spendguard_evm::testing::rpc_call(&org.anvil.url, "eth_call", json!([{ "to": token, "data": data }, "latest"]))
+            .await
+            .unwrap();
+    u128::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}

@@ -39,7 +39,7 @@ fn run_python(script: &str, scenario: &serde_json::Value) -> String {
         .spawn()
         .expect("run python");
     child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
-    let out = child.wait_with_output().expect("python finished");
+    let out = spendguard_tests::finish(child, &script.display().to_string(), std::time::Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success() && stdout.contains(" passed, 0 failed"),

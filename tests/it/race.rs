@@ -37,7 +37,8 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
         .spawn()
         .expect("run race.py");
     child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
-    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("race.py finished");
+    let out =
+        tokio::task::block_in_place(|| spendguard_tests::finish(child, "race.py", std::time::Duration::from_secs(600)));
     assert!(out.status.success(), "race.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let outcomes: Vec<Value> = serde_json::from_slice(&out.stdout).expect("outcomes JSON");
     assert_eq!(outcomes.len(), 160);

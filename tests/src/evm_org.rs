@@ -300,18 +300,7 @@ impl EvmOrg {
     /// later is killed, and the test fails.
     pub fn stop_daemon(mut child: std::process::Child) -> bool {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("spendguard (pid {}) did not stop within 60 s of SIGTERM", child.id());
-                }
-            }
-        }
+        crate::wait_exit(&mut child, "spendguard after SIGTERM", Duration::from_secs(60)).success()
     }
 
     /// Mines one block on the node.

@@ -51,6 +51,49 @@ pub async fn wait_until(what: &str, deadline: std::time::Duration, mut done: imp
     }
 }
 
+/// Waits for `child` to exit, collecting what it wrote to its piped stdout and stderr; a child
+/// still running after `deadline` is killed and the test fails naming `what`.
+pub fn finish(mut child: std::process::Child, what: &str, deadline: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = vec![];
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = wait_exit(&mut child, what, deadline);
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Waits for `child` to exit; kills it and fails the test naming `what` after `deadline`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    what: &str,
+    deadline: std::time::Duration,
+) -> std::process::ExitStatus {
+    let give_up = std::time::Instant::now() + deadline;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if std::time::Instant::now() < give_up => std::thread::sleep(std::time::Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} (pid {}) did not finish within {deadline:?}", child.id());
+            }
+        }
+    }
+}
+
 /// Outflows without the moment each was recorded, to compare what two watchers indexed.
 pub fn timeless(outflows: Vec<spendguard_store::RecordedOutflow>) -> Vec<spendguard_store::RecordedOutflow> {
     outflows.into_iter().map(|o| spendguard_store::RecordedOutflow { seen_at: None, ..o }).collect()

@@ -73,10 +73,11 @@ impl StdioAgent {
         Some((result["isError"] == true, text, result["structuredContent"].clone()))
     }
 
-    /// Waits for the process to exit (after a crash, or after closing its input).
+    /// Waits (at most a minute) for the process to exit, after a crash or after closing its
+    /// input.
     pub fn wait(mut self) -> ExitStatus {
         self.stdin.take();
-        self.child.wait().expect("wait for spendguard mcp")
+        crate::wait_exit(&mut self.child, "spendguard mcp", std::time::Duration::from_secs(60))
     }
 }
 

@@ -31,6 +31,8 @@ echo "== build and test (all crates, benches compiled and run once as tests)"
 cargo build --locked -p spendguard --features spendguard-node/fail-points
 cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
+# The service alone, built as a release is: without the crash fail points (it checks so).
+cargo test --locked -p spendguard-service --lib 2>&1 | tee -a "$log"
 
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

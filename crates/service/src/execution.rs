@@ -102,6 +102,11 @@ impl Executor {
                         return Ok(record);
                     }
                     Err(StoreError::Signing(e)) => return self.fail(id, &e.to_string(), false).await,
+                    // What would reach the chain is not what was decided (the config changed
+                    // the wallet's address or the token since): never sent, and released.
+                    Err(e @ (StoreError::IntentChanged(_) | StoreError::IntentMissing(_))) => {
+                        return self.fail(id, &e.to_string(), false).await
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -198,6 +203,9 @@ impl Executor {
             Ok(Resigning::Stale) => self.record(id).await,
             Err(StoreError::Signing(e)) if e.retryable => Ok(record.clone()),
             Err(StoreError::Signing(e)) => self.fail(id, &e.to_string(), true).await,
+            Err(e @ (StoreError::IntentChanged(_) | StoreError::IntentMissing(_))) => {
+                self.fail(id, &e.to_string(), true).await
+            }
             Err(e) => Err(e.into()),
         }
     }

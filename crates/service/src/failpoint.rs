@@ -14,3 +14,16 @@ pub(crate) fn hit(name: &str, code: i32) {
 #[cfg(not(feature = "fail-points"))]
 #[inline(always)]
 pub(crate) fn hit(_name: &str, _code: i32) {}
+
+#[cfg(all(test, not(feature = "fail-points")))]
+mod tests {
+    /// A build without the feature (release, the demo, this crate's own tests) has no crash
+    /// points: arming one does nothing. (With the feature, `hit` would end this process.)
+    #[test]
+    fn without_the_feature_an_armed_fail_point_does_nothing() {
+        assert!(!crate::FAIL_POINTS);
+        std::env::set_var("SPENDGUARD_FAILPOINT", "after_sign");
+        super::hit("after_sign", 86);
+        std::env::remove_var("SPENDGUARD_FAILPOINT");
+    }
+}

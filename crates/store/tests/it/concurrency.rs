@@ -79,7 +79,18 @@ fn concurrent_reservations_from_two_processes_never_exceed_the_budget() {
         wait_for(&ready_file);
         std::fs::write(&go_file, b"go").unwrap();
     });
-    let status = child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the second process did not finish within 5 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(status.success(), "second process failed: {status}");
     let theirs: Vec<(String, SpendStatus, String)> = std::fs::read_to_string(&child_out)
         .unwrap()

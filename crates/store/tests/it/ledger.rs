@@ -291,3 +291,40 @@ async fn a_freeze_after_the_reservation_stops_the_signing_and_releases_it() {
     let d = ledger.decision(&r.decision_id).await.unwrap().unwrap();
     assert!(d.failure.unwrap().starts_with("not executed: agent bot is frozen by ops"));
 }
+
+#[tokio::test]
+async fn signing_refuses_an_intent_other_than_the_one_bound_or_none_at_all() {
+    use spendguard_store::{SignedRecord, SigningError};
+    let never = || -> spendguard_store::SignWith {
+        Box::new(|_| -> Result<SignedRecord, SigningError> { panic!("nothing may be signed") })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let ledger = open(&path);
+    let r = decided(ledger.reserve(usdc("bot", "5")).await.unwrap());
+    let bound = intent_of(&ledger, &r.decision_id).await;
+    assert_eq!(bound.token.as_deref(), Some("0x5fbdb2315678afecb367f032d93f642f64180aa3"));
+    assert_eq!((bound.from_address.as_str(), bound.decimals), ("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", 6));
+    // Every field that reaches the chain is bound: another token contract (the config changed
+    // under the decision), another recipient, another amount, another sender.
+    let others = [
+        Intent { token: Some("0x0000000000000000000000000000000000000001".into()), ..bound.clone() },
+        Intent { recipient: "0x0000000000000000000000000000000000000002".into(), ..bound.clone() },
+        Intent { amount: "5.000001".parse().unwrap(), ..bound.clone() },
+        Intent { from_address: "0x0000000000000000000000000000000000000003".into(), ..bound.clone() },
+        Intent { decimals: 18, ..bound.clone() },
+    ];
+    for other in others {
+        let err = ledger.sign(&r.decision_id, other.clone(), None, never(), at(NOON)).await.unwrap_err();
+        assert!(matches!(err, StoreError::IntentChanged(_)), "{other:?}: {err}");
+    }
+    assert_eq!(ledger.decision(&r.decision_id).await.unwrap().unwrap().status, SpendStatus::Reserved);
+    // A decision without a bound intent (cleared by hand, or from before intents were bound)
+    // is never signed.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE decisions SET intent_hash = NULL WHERE id = ?1", [&r.decision_id]).unwrap();
+    }
+    let err = ledger.sign(&r.decision_id, bound, None, never(), at(NOON)).await.unwrap_err();
+    assert!(matches!(err, StoreError::IntentMissing(_)), "{err}");
+}
