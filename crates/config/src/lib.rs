@@ -7,6 +7,14 @@
 //! ```text
 //! spendguard.toml:74: policy[2].per_tx_usd: money must be a quoted decimal string, not a TOML float: write "200.5" (in quotes)
 //! ```
+//!
+//! # Layout
+//! - `raw.rs`: the file as written (serde, unknown keys refused, money only as strings).
+//! - `validate/`: the raw file checked and turned into [`Config`], a module per part of the
+//!   file (`server`, `chains`, `parties`, `policies`, `outputs`), collecting every problem.
+//! - `locate.rs`: key paths and the line each stands on; `error.rs`: [`ConfigError`].
+//! - here: [`Config`] and its settings types, [`AdminRoles`], the summary `check` prints and
+//!   its [`Config::warnings`].
 #![doc = include_str!("../README.md")]
 
 mod error;

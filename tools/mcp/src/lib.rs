@@ -7,6 +7,13 @@
 //! bearer token of each HTTP request — never a tool argument. Denials are tool results with
 //! `isError: true` whose text starts with the reason code; protocol errors are kept for
 //! malformed requests.
+//!
+//! # Layout
+//! - `tools.rs`: [`SpendguardServer`], the tools and their schemas over the spending service.
+//! - `http_server.rs`: the routes ([`router`]) and [`serve_http`], which drains spends being
+//!   worked on before closing sessions.
+//! - `admin.rs`: `/admin`, over the operators', overview and reports services; every route
+//!   checks the operator's role.
 
 mod admin;
 mod http_server;

@@ -1,7 +1,7 @@
 //! [`Reports`]: the reconciliation report of a period — what was spent (per org, department,
 //! agent, wallet, chain and asset), how every outflow reconciled, every exception with its
 //! evidence, spend per agent per day and each limit's utilisation — rendered as JSON, CSV,
-//! Markdown or HTML ([`render`]), written on a schedule ([`schedule`]); and the audit log's
+//! Markdown or HTML ([`render`]), written on a schedule (`schedule.rs`); and the audit log's
 //! reads.
 
 mod render;
