@@ -9,6 +9,9 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/spendguard-target}"
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.95 (rustup)" >&2; exit 1; }
 source tools/dev/deps.sh
-cargo build --locked --quiet --bin spendguard --bin spendguard-demo
+# Two builds, so that the spendguard binary is built as a user's is: without the crash fail
+# points the test harness (the demo's own crate) compiles into the libraries it links.
+cargo build --locked --quiet -p spendguard
+cargo build --locked --quiet -p spendguard-tests --bin spendguard-demo
 export SPENDGUARD_BIN="$CARGO_TARGET_DIR/debug/spendguard"
 exec "$CARGO_TARGET_DIR/debug/spendguard-demo" "${SPENDGUARD_DEMO_DIR:-$HOME/.cache/spendguard-demo}"

@@ -33,6 +33,7 @@ fn service_error(e: ServiceError) -> Response {
         ServiceError::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
         ServiceError::Invalid(why) => error(StatusCode::BAD_REQUEST, why),
         ServiceError::UnknownDecision(id) => error(StatusCode::NOT_FOUND, format!("no decision {id:?}")),
+        ServiceError::Unconfigured(why) => error(StatusCode::CONFLICT, why),
         ServiceError::Store(e @ spendguard_store::StoreError::IllegalTransition { .. }) => {
             error(StatusCode::CONFLICT, e.to_string())
         }

@@ -129,7 +129,7 @@ fn service_error(e: ServiceError) -> CallToolResult {
         ServiceError::UnknownDecision(_) => ("UNKNOWN_DECISION", e.to_string()),
         ServiceError::WalletNotAssigned { .. } => ("WALLET_NOT_ASSIGNED", e.to_string()),
         ServiceError::Forbidden(_) => ("FORBIDDEN", e.to_string()),
-        ServiceError::Invalid(_) => ("INVALID_REQUEST", e.to_string()),
+        ServiceError::Invalid(_) | ServiceError::Unconfigured(_) => ("INVALID_REQUEST", e.to_string()),
         ServiceError::Chain(c) if c.is_retryable() => {
             ("CHAIN_UNAVAILABLE", format!("{e}; nothing was spent, try again shortly"))
         }
