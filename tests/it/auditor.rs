@@ -124,42 +124,16 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
-    use std::io::BufRead;
     let org = EvmOrg::start("").await;
-    let mut watcher = std::process::Command::new(EvmOrg::binary())
-        .arg("--config")
-        .arg(&org.config_path)
-        .arg("watch")
-        .env("SPENDGUARD_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start spendguard watch");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     // The clock starts once the watcher is up and has caught up with the chain, not while the
     // process is still starting (on a busy machine that alone can take seconds).
-    let (up_tx, up_rx) = std::sync::mpsc::channel();
-    let stderr = watcher.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("eth-local: caught up") {
-                let _ = up_tx.send(());
-            }
-        }
-    });
-    tokio::task::block_in_place(|| up_rx.recv_timeout(std::time::Duration::from_secs(60)))
-        .expect("spendguard watch reports that it caught up with the chain");
+    let watching = spendguard_tests::Watching::start(&org.config_path);
+    tokio::task::block_in_place(|| watching.caught_up("eth-local"));
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     // confirmations = 1: the rogue block is final once one more block is on top.
     org.mine().await;
     let final_at = std::time::Instant::now();
-    let line = tokio::task::block_in_place(|| rx.recv_timeout(std::time::Duration::from_secs(20))).expect("a finding");
+    let line = tokio::task::block_in_place(|| watching.line_with(&rogue, std::time::Duration::from_secs(20)));
     let elapsed = final_at.elapsed();
     assert!(line.starts_with("unexplained hot: native 0.001 eth-local:ETH"), "{line}");
     assert!(line.contains(&rogue), "{line}");
@@ -171,7 +145,7 @@ async fn the_watch_command_freezes_a_rogue_transfer_within_a_poll() {
         elapsed < std::time::Duration::from_secs(3),
         "target: within confirmations × block time + 2 s; took {elapsed:?}"
     );
-    assert!(EvmOrg::stop_daemon(watcher), "watch stops cleanly on SIGTERM");
+    assert!(EvmOrg::stop_daemon(watching.child), "watch stops cleanly on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,51 +281,16 @@ async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactl
 /// printed as unexplained and freezes its wallet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_command_audits_solana_wallets_too() {
-    use std::io::BufRead;
     let org = SolanaOrg::start("").await;
-    let mut watcher = std::process::Command::new(spendguard_tests::binary::spendguard())
-        .arg("--config")
-        .arg(&org.config_path)
-        .arg("watch")
-        .env("SPENDGUARD_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start spendguard watch");
-    let (lines, found) = std::sync::mpsc::channel();
-    let stdout = watcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let (up, caught_up) = std::sync::mpsc::channel();
-    let stderr = watcher.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("sol-local: caught up") {
-                let _ = up.send(());
-            }
-        }
-    });
-    tokio::task::block_in_place(|| caught_up.recv_timeout(Duration::from_secs(60)))
-        .expect("spendguard watch indexes sol-local and reports when it caught up");
+    let watching = spendguard_tests::Watching::start(&org.config_path);
+    tokio::task::block_in_place(|| watching.caught_up("sol-local"));
     let rogue = testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
-    let line = tokio::task::block_in_place(|| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = found.recv_timeout(left).expect("spendguard watch prints the rogue transfer");
-            if line.contains(&rogue) {
-                return line;
-            }
-        }
-    });
+    let line = tokio::task::block_in_place(|| watching.line_with(&rogue, Duration::from_secs(60)));
     assert!(line.starts_with("unexplained sol-hot: native 0.001 sol-local:SOL"), "{line}");
     let freezes = org.node().await.ledger().freezes().await.unwrap();
     assert!(
         freezes.iter().any(|f| f.scope == Scope::Wallet("sol-hot".into()) && f.frozen_by == "reconciler"),
         "{freezes:?}"
     );
-    assert!(spendguard_tests::evm_org::EvmOrg::stop_daemon(watcher), "watch stops cleanly on SIGTERM");
+    assert!(spendguard_tests::evm_org::EvmOrg::stop_daemon(watching.child), "watch stops cleanly on SIGTERM");
 }

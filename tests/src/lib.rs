@@ -51,6 +51,78 @@ pub async fn wait_until(what: &str, deadline: std::time::Duration, mut done: imp
     }
 }
 
+/// A running `spendguard watch`: the lines it prints (findings) and the chains it has reported
+/// caught up.
+pub struct Watching {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its standard output, a line at a time.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    caught_up: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watching {
+    /// Starts `spendguard watch` on `config`.
+    pub fn start(config: &Path) -> Watching {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary::spendguard())
+            .arg("--config")
+            .arg(config)
+            .arg("watch")
+            .env("SPENDGUARD_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start spendguard watch");
+        let (line_tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        let (up_tx, caught_up) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((chain, _)) = line.split_once(": caught up") {
+                    let _ = up_tx.send(chain.to_string());
+                }
+            }
+        });
+        Watching { child, lines, caught_up }
+    }
+
+    /// Waits (at most a minute) until the watcher reports `chain` caught up with its final head:
+    /// it is running, and what happens next is new to it.
+    pub fn caught_up(&self, chain: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.caught_up.recv_timeout(left) {
+                Ok(c) if c == chain => return,
+                Ok(_) => {}
+                Err(_) => panic!("spendguard watch never reported {chain} caught up"),
+            }
+        }
+    }
+
+    /// The first line printed that contains `needle`, waiting at most `deadline`.
+    pub fn line_with(&self, needle: &str, deadline: std::time::Duration) -> String {
+        let give_up = std::time::Instant::now() + deadline;
+        loop {
+            let left = give_up.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("spendguard watch printed no line with {needle}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
 /// Waits for `child` to exit, collecting what it wrote to its piped stdout and stderr; a child
 /// still running after `deadline` is killed and the test fails naming `what`.
 pub fn finish(mut child: std::process::Child, what: &str, deadline: std::time::Duration) -> std::process::Output {
