@@ -68,11 +68,11 @@ fn main() {
 }
 
 /// Indexes every final block in passes of 500, as the daemon does; returns blocks and time.
-async fn index_all(guard: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
+async fn index_all(node: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
     let started = Instant::now();
     let mut blocks = 0;
     loop {
-        let pass = guard.watch_once("eth-local", 500).await.unwrap();
+        let pass = node.watch_once("eth-local", 500).await.unwrap();
         blocks += pass.indexed;
         if pass.caught_up() {
             return (blocks, started.elapsed());

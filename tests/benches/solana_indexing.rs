@@ -71,11 +71,11 @@ fn main() {
 
 /// Indexes every listed transaction in passes of 500, as the daemon does; returns how many and
 /// the time it took.
-async fn index_all(guard: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
+async fn index_all(node: &spendguard_tests::node::TestNode) -> (u64, std::time::Duration) {
     let started = Instant::now();
     let mut indexed = 0;
     loop {
-        let pass = guard.watch_once("sol-local", 500).await.unwrap();
+        let pass = node.watch_once("sol-local", 500).await.unwrap();
         indexed += pass.indexed;
         if pass.caught_up() {
             return (indexed, started.elapsed());

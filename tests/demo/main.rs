@@ -219,9 +219,9 @@ async fn main() {
     say("research-bot", "40 USDC on Solana", &r);
 
     step("The queued 300 USDC executes when due; everything lands");
-    let guard_db = out_dir.join("spendguard.db");
+    let ledger_db = out_dir.join("spendguard.db");
     let status_of = |id: String| {
-        let db = guard_db.clone();
+        let db = ledger_db.clone();
         async move {
             let c = rusqlite::Connection::open(&db).unwrap();
             c.query_row("SELECT status FROM decisions WHERE id = ?1", [&id], |r| r.get::<_, String>(0)).unwrap()

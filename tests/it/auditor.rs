@@ -13,8 +13,8 @@ use spendguard_tests::prelude::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
 
     // Spends through spendguard: matched, nothing frozen.
     let mut paid = vec![];
@@ -27,9 +27,9 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
         paid.push(r.data["decision_id"].clone());
     }
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
+    let findings = node.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
-    assert!(guard.ledger().freezes().await.unwrap().is_empty());
+    assert!(node.ledger().freezes().await.unwrap().is_empty());
     // The agent sees how the auditor reconciled each of its spends.
     for id in &paid {
         let status = agent.call("spend_status", json!({ "decision_id": id })).await;
@@ -39,7 +39,7 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     // The hot wallet's key sends ETH directly.
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
+    let findings = node.watch_once("eth-local", 1000).await.unwrap().findings;
     let kinds: Vec<(OutflowKind, Class)> = findings.iter().map(|f| (f.outflow.kind, f.class)).collect();
     assert_eq!(kinds, [(OutflowKind::Native, Class::Unexplained), (OutflowKind::Fee, Class::Unexplained)]);
     assert_eq!(findings[0].outflow.tx_hash, rogue);
@@ -60,15 +60,15 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
     // The cold wallet's key moves tokens directly: the same.
     let rogue_token = send_token(&org.anvil.url, DEV_KEYS[2], &org.token, PAYEE2, 2_500_000).await.unwrap();
     org.mine().await;
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
+    let findings = node.watch_once("eth-local", 1000).await.unwrap().findings;
     let token = findings.iter().find(|f| f.outflow.kind == OutflowKind::Token).expect("the token outflow");
     assert_eq!((token.class, token.outflow.tx_hash.as_str()), (Class::Unexplained, rogue_token.as_str()));
     assert_eq!(token.outflow.amount, "2.5".parse().unwrap());
     let denied = agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(denied.is_error && denied.text.contains(&rogue_token), "{}", denied.text);
 
-    // Indexing is idempotent and durable: a fresh guard resumes after the last block.
-    let events = guard.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap().len();
+    // Indexing is idempotent and durable: a fresh node resumes after the last block.
+    let events = node.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap().len();
     let again = org.node().await;
     assert!(again.watch_once("eth-local", 1000).await.unwrap().findings.is_empty());
     assert_eq!(again.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap().len(), events);
@@ -77,15 +77,15 @@ async fn a_transfer_that_bypasses_spendguard_freezes_its_wallet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let before = org.token_balance(PAYEE).await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "5", "asset": "TUSD" })).await;
     let id = paid.data["decision_id"].as_str().unwrap().to_string();
     org.mine().await;
-    guard.tick().await;
-    guard.tick().await;
-    let status = async || guard.ledger().decision(&id).await.unwrap().unwrap();
+    node.tick().await;
+    node.tick().await;
+    let status = async || node.ledger().decision(&id).await.unwrap().unwrap();
     let confirmed = status().await;
     assert_eq!(confirmed.status, SpendStatus::Confirmed);
     let tx_hash = confirmed.tx_hash.clone().expect("signed");
@@ -100,25 +100,25 @@ async fn a_reorg_that_drops_a_matched_spend_reopens_it_and_matches_it_again() {
     }
     let gone = rpc_call(&org.anvil.url, "eth_getTransactionByHash", json!([tx_hash])).await.unwrap();
     assert!(gone.is_null(), "the node no longer knows the spend's transaction: {gone}");
-    let findings = guard.watch_once("eth-local", 1000).await.unwrap().findings;
+    let findings = node.watch_once("eth-local", 1000).await.unwrap().findings;
     assert!(findings.is_empty(), "no false finding: {findings:?}");
     let reopened = status().await;
     assert_eq!(reopened.status, SpendStatus::Broadcast, "the reorg reopened it: {reopened:?}");
     assert_eq!(reopened.block, None);
-    assert_eq!(guard.ledger().events(Some(EventKind::Reorg)).await.unwrap().len(), 1);
+    assert_eq!(node.ledger().events(Some(EventKind::Reorg)).await.unwrap().len(), 1);
 
     // Followed again: re-sent by spendguard (the node had lost it), confirmed, matched once more.
-    guard.tick().await;
+    node.tick().await;
     let resent = rpc_call(&org.anvil.url, "eth_getTransactionByHash", json!([tx_hash])).await.unwrap();
     assert!(!resent.is_null(), "spendguard sent the same signed transaction again");
     for _ in 0..4 {
         org.mine().await;
-        guard.tick().await;
+        node.tick().await;
     }
     assert_eq!(status().await.status, SpendStatus::Confirmed);
-    assert!(guard.ledger().freezes().await.unwrap().is_empty(), "no false freeze");
+    assert!(node.ledger().freezes().await.unwrap().is_empty(), "no false freeze");
     assert_eq!(org.token_balance(PAYEE).await - before, 5_000_000, "landed exactly once");
-    let matched = guard.ledger().reconciliation(&id).await.unwrap();
+    let matched = node.ledger().reconciliation(&id).await.unwrap();
     assert_eq!(matched, Some(Class::Matched), "matched again after the reorg");
 }
 
@@ -154,7 +154,7 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     use spendguard_service::AlertChannel;
     let org = EvmOrg::start("").await;
     let (url, seen) = spendguard_tests::alert_receiver::receiver(1).await;
-    let guard = org
+    let node = org
         .node_with_alerts(vec![
             AlertChannel {
                 id: "ops-webhook".into(),
@@ -173,8 +173,8 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
         .await;
     let rogue = send_native(&org.anvil.url, DEV_KEYS[1], PAYEE2, 1_000_000_000_000_000).await.unwrap();
     org.mine().await;
-    guard.watch_once("eth-local", 1000).await.unwrap();
-    guard.services.alerts.pass().await.unwrap();
+    node.watch_once("eth-local", 1000).await.unwrap();
+    node.services.alerts.pass().await.unwrap();
     // Slack got its message at once; the webhook's first attempt failed (503) and is recorded.
     let webhook_events = |seen: &Vec<(String, serde_json::Value)>| {
         seen.iter()
@@ -189,8 +189,8 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
         assert!(slack[0]["text"].as_str().unwrap().contains(&rogue));
         assert_eq!(webhook_events(&seen).len(), 2, "the first of three webhook posts failed");
     }
-    let events = guard.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap();
-    let first = guard.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
+    let events = node.ledger().events(Some(EventKind::UnexplainedOutflow)).await.unwrap();
+    let first = node.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
     assert_eq!(
         first,
         spendguard_store::Delivery {
@@ -199,8 +199,8 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
             last_error: Some("HTTP 503 Service Unavailable".into())
         }
     );
-    let unset = guard.ledger().events(Some(EventKind::KillSwitch)).await.unwrap();
-    let unset = guard.ledger().delivery(unset[0].id, "unset").await.unwrap().unwrap();
+    let unset = node.ledger().events(Some(EventKind::KillSwitch)).await.unwrap();
+    let unset = node.ledger().delivery(unset[0].id, "unset").await.unwrap().unwrap();
     assert_eq!((unset.attempts, unset.delivered), (1, false));
     assert!(unset.last_error.unwrap().contains("url_env is not set"));
     // A second process's pass at the same moment posts nothing twice.
@@ -215,25 +215,25 @@ async fn unexplained_outflows_and_freezes_are_alerted_with_retries() {
     other.services.alerts.pass().await.unwrap();
     assert_eq!(seen.lock().unwrap().iter().filter(|(p, _)| p == "slack").count(), 2, "no duplicate alert");
     // Not before its backoff (1–1.25 s) ends; then the failed delivery goes through.
-    guard.services.alerts.pass().await.unwrap();
+    node.services.alerts.pass().await.unwrap();
     assert_eq!(webhook_events(&seen.lock().unwrap()).len(), 2, "retried only after its backoff");
     spendguard_tests::wait_until("the failed delivery's retry", std::time::Duration::from_secs(30), async || {
-        guard.services.alerts.pass().await.unwrap();
+        node.services.alerts.pass().await.unwrap();
         webhook_events(&seen.lock().unwrap()).len() == 3
     })
     .await;
     let mut got = webhook_events(&seen.lock().unwrap());
     got.sort();
     assert_eq!(got, ["kill_switch", "unexplained_outflow", "unexplained_outflow"]);
-    let retried = guard.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
+    let retried = node.ledger().delivery(events[0].id, "ops-webhook").await.unwrap().unwrap();
     assert_eq!((retried.attempts, retried.delivered, retried.last_error), (2, true, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let agent_guard = org.node().await;
-    let agent = McpAgent::connect(&agent_guard.services, "buyer").await;
+    let agent_node = org.node().await;
+    let agent = McpAgent::connect(&agent_node.services, "buyer").await;
     // Mixed traffic: spends through spendguard from both wallets, empty blocks, a rogue transfer.
     for i in 0..8 {
         let wallet = if i % 2 == 0 { "hot" } else { "cold" };
@@ -249,9 +249,9 @@ async fn a_watcher_stopped_mid_backfill_resumes_with_identical_results() {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference_db = reference_dir.path().join("spendguard.db");
     {
-        // Copy decisions as they are now (WAL checkpointed by closing the guard's handles first).
+        // Copy decisions as they are now (WAL checkpointed by closing the node's handles first).
         drop(agent);
-        drop(agent_guard);
+        drop(agent_node);
         std::fs::copy(org.dir.path().join("spendguard.db"), &reference_db).unwrap();
         for suffix in ["-wal", "-shm"] {
             let from = org.dir.path().join(format!("spendguard.db{suffix}"));
@@ -292,19 +292,19 @@ async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once
         "password_env = \"COLD_PASSWORD\"",
         "password_env = \"COLD_PASSWORD\"\nbalance_low_usd = \"30099990\"",
     );
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "saver").await; // 100 USD a day
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "saver").await; // 100 USD a day
     let spend = |amount: &'static str| {
-        let (agent, org, guard) = (&agent, &org, &guard);
+        let (agent, org, node) = (&agent, &org, &node);
         async move {
             let r =
                 agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": amount, "asset": "TUSD" })).await;
             assert_eq!(r.data["status"], "executed", "{}", r.text);
             org.mine().await;
-            guard.tick().await;
+            node.tick().await;
         }
     };
-    let events = async |kind| guard.ledger().events(Some(kind)).await.unwrap();
+    let events = async |kind| node.ledger().events(Some(kind)).await.unwrap();
 
     spend("70").await; // 70 %: nothing yet; $30,099,930 left: below the mark
     assert!(events(EventKind::Limit80Percent).await.is_empty());

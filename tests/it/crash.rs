@@ -15,14 +15,14 @@ async fn nonce_of(org: &EvmOrg, address: &str) -> u64 {
 }
 
 async fn wait_confirmed(org: &EvmOrg, id: &str) {
-    let guard = org.node().await;
+    let node = org.node().await;
     for _ in 0..150 {
-        if guard.ledger().decision(id).await.unwrap().is_some_and(|d| d.status == SpendStatus::Confirmed) {
+        if node.ledger().decision(id).await.unwrap().is_some_and(|d| d.status == SpendStatus::Confirmed) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("decision {id} was not confirmed after the restart: {:?}", guard.ledger().decision(id).await.unwrap());
+    panic!("decision {id} was not confirmed after the restart: {:?}", node.ledger().decision(id).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spends_at_every_tier() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let before = org.token_balance(PAYEE).await;
 
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD", "memo": "e2e" });
@@ -23,7 +23,7 @@ async fn spends_at_every_tier() {
 
     let notify = agent.call("spend", pay("50")).await;
     assert_eq!((notify.data["status"].as_str(), notify.data["tier"].as_str()), (Some("executed"), Some("NOTIFY")));
-    let events = guard.ledger().events(Some(EventKind::NotifyTier)).await.unwrap();
+    let events = node.ledger().events(Some(EventKind::NotifyTier)).await.unwrap();
     assert_eq!(events.len(), 1, "NOTIFY records a notification event");
 
     let delayed = agent.call("spend", pay("500")).await;
@@ -39,11 +39,11 @@ async fn spends_at_every_tier() {
     assert!(approval.data["approval_expires_at"].is_string());
 
     // Not yet due: nothing happens to the queued spend.
-    guard.tick().await;
+    node.tick().await;
     let id = delayed.data["decision_id"].as_str().unwrap();
     assert_eq!(agent.call("spend_status", json!({ "decision_id": id })).await.data["status"], "queued");
     spendguard_tests::wait_until("the DELAY spend to be executed once due", Duration::from_secs(30), async || {
-        guard.tick().await;
+        node.tick().await;
         let status = agent.call("spend_status", json!({ "decision_id": id })).await;
         matches!(status.data["status"].as_str(), Some("executed" | "confirmed"))
     })
@@ -57,7 +57,7 @@ async fn spends_at_every_tier() {
     assert!(again.is_error && again.text.starts_with("INVALID_REQUEST"), "{}", again.text);
 
     // Everything executed landed: 5 + 50 + 500 TUSD, confirmed with receipts.
-    guard.tick().await;
+    node.tick().await;
     assert_eq!(org.token_balance(PAYEE).await - before, 555 * 1_000_000);
     let first = agent.call("spend_status", json!({ "decision_id": instant.data["decision_id"] })).await;
     assert_eq!(first.data["status"], "confirmed", "{}", first.text);
@@ -68,8 +68,8 @@ async fn spends_at_every_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_eth_spend_lands_and_balance_reads_the_chain() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE2, "amount": "0.001" })).await;
     assert_eq!(r.data["status"], "executed", "{}", r.text);
     let balance = agent.call("balance", json!({ "wallet": "hot" })).await;
@@ -125,11 +125,10 @@ async fn an_idempotent_retry_pays_once_and_a_conflicting_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_can_still_read_but_not_spend() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
-    guard
-        .ledger()
+    node.ledger()
         .freeze(Freeze {
             scope: Scope::Agent("buyer".into()),
             frozen_by: "ops@e2e.example".into(),
@@ -155,8 +154,8 @@ async fn a_frozen_agent_can_still_read_but_not_spend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let other = McpAgent::connect(&guard.services, "other").await;
+    let node = org.node().await;
+    let other = McpAgent::connect(&node.services, "other").await;
     let r = other.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(
         r.is_error && r.text.starts_with("WALLET_NOT_ASSIGNED: wallet hot is not assigned to agent other"),
@@ -165,7 +164,7 @@ async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
     );
     let b = other.call("balance", json!({ "wallet": "hot" })).await;
     assert!(b.is_error && b.text.starts_with("WALLET_NOT_ASSIGNED"), "{}", b.text);
-    let buyer = McpAgent::connect(&guard.services, "buyer").await;
+    let buyer = McpAgent::connect(&node.services, "buyer").await;
     let mine = buyer.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     let peek = other.call("spend_status", json!({ "decision_id": mine.data["decision_id"] })).await;
     assert!(peek.is_error && peek.text.starts_with("UNKNOWN_DECISION"), "{}", peek.text);
@@ -174,8 +173,8 @@ async fn an_agent_cannot_touch_another_agents_wallet_or_decisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_balance_is_refused_before_signing_and_bad_amounts_are_explained() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let r =
         agent.call("spend", json!({ "wallet": "cold", "to": PAYEE, "amount": "100000.000001", "asset": "TUSD" })).await;
     assert!(r.is_error && r.text.starts_with("INSUFFICIENT_BALANCE: wallet cold holds 100000"), "{}", r.text);
@@ -190,12 +189,12 @@ async fn insufficient_balance_is_refused_before_signing_and_bad_amounts_are_expl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_no_longer_authenticates() {
     let org = EvmOrg::start("").await;
-    let guard = org.node().await;
+    let node = org.node().await;
     let token = &org.tokens["other"];
-    assert_eq!(guard.services.credentials.agent(token).await.unwrap().as_deref(), Some("other"));
-    guard.ledger().revoke_agent("other", "test", chrono::Utc::now()).await.unwrap();
-    assert_eq!(guard.services.credentials.agent(token).await.unwrap(), None);
-    assert_eq!(guard.services.credentials.agent("sgt_not-a-token").await.unwrap(), None);
+    assert_eq!(node.services.credentials.agent(token).await.unwrap().as_deref(), Some("other"));
+    node.ledger().revoke_agent("other", "test", chrono::Utc::now()).await.unwrap();
+    assert_eq!(node.services.credentials.agent(token).await.unwrap(), None);
+    assert_eq!(node.services.credentials.agent("sgt_not-a-token").await.unwrap(), None);
 }
 
 /// What the model sees is reviewed: `SPENDGUARD_BLESS=1` rewrites fixtures/mcp/tools_list.json.
@@ -225,10 +224,10 @@ async fn tools_list_matches_the_golden_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fee_cap_is_recorded_and_a_chain_above_it_is_refused() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let paid = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
-    let record = guard.ledger().decision(paid.data["decision_id"].as_str().unwrap()).await.unwrap().unwrap();
+    let record = node.ledger().decision(paid.data["decision_id"].as_str().unwrap()).await.unwrap().unwrap();
     let fee_cap = record.fee_cap.unwrap();
     assert!(fee_cap > rust_decimal::Decimal::ZERO);
     assert!(record.fee_terms.as_deref().unwrap().starts_with("gas "), "{:?}", record.fee_terms);
@@ -245,8 +244,8 @@ async fn the_fee_cap_is_recorded_and_a_chain_above_it_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes() {
     let org = EvmOrg::start(&BUYER_TIERS.replace("approval_ttl = \"1h\"", "approval_ttl = \"1s\"")).await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
     let approval = agent.call("spend", pay("5000")).await;
     assert_eq!(approval.data["status"], "pending_approval");
@@ -258,8 +257,7 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
     );
     let cancelled = agent.call("cancel_spend", json!({ "decision_id": queued_cancel.data["decision_id"] })).await;
     assert_eq!(cancelled.data["status"], "released", "{}", cancelled.text);
-    guard
-        .ledger()
+    node.ledger()
         .freeze(Freeze {
             scope: Scope::Wallet("hot".into()),
             frozen_by: "ops@e2e.example".into(),
@@ -273,7 +271,7 @@ async fn approval_requests_expire_and_queued_spends_respect_cancels_and_freezes(
     let status = |r: &spendguard_tests::mcp_client::ToolReply| json!({ "decision_id": r.data["decision_id"] });
     // The request expires after 1 s, the DELAY spend falls due after 2 s (and meets the freeze).
     spendguard_tests::wait_until("the expiry and the frozen delay", Duration::from_secs(30), async || {
-        guard.tick().await;
+        node.tick().await;
         let expired = agent.call("spend_status", status(&approval)).await;
         let held = agent.call("spend_status", status(&queued_frozen)).await;
         expired.data["status"] == "released" && held.data["status"] == "released"

@@ -137,10 +137,10 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
     let o = cli(&config, &["approvals", "approve", &pending[2], "--as", "ops@e2e.example"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("spendguard serve"), "{}", out(&o));
-    let guard = org.node().await;
+    let node = org.node().await;
     let d = |id: String| {
-        let guard = guard.clone();
-        async move { guard.services.operators.decision(&id).await.unwrap().unwrap() }
+        let node = node.clone();
+        async move { node.services.operators.decision(&id).await.unwrap().unwrap() }
     };
     // (Before the freeze below: a freeze stops an approved spend that was not signed yet.)
     wait_for("the daemon to execute the CLI's approval", async || {
@@ -206,7 +206,7 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
             break (text, day);
         }
     };
-    let spent_on_day: rust_decimal::Decimal = guard
+    let spent_on_day: rust_decimal::Decimal = node
         .ledger()
         .decisions(None)
         .await
@@ -217,7 +217,7 @@ async fn operators_approve_reject_cancel_freeze_and_decommission() {
         .filter(|d| !matches!(d.status, SpendStatus::Queued | SpendStatus::PendingApproval))
         .map(|d| d.usd.unwrap())
         .sum();
-    let all_today = guard.ledger().decisions(None).await.unwrap().iter().all(|d| d.created_at.date_naive() == day);
+    let all_today = node.ledger().decisions(None).await.unwrap().iter().all(|d| d.created_at.date_naive() == day);
     let spent_today = if all_today {
         "spent today: $2600.00".to_string()
     } else {
@@ -336,22 +336,22 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
     assert!(answered.len() >= 10, "the load was real: {} spends answered", answered.len());
 
     // Every answered spend is in the ledger, broadcast; nothing was left reserved or unsent.
-    let guard = org.node().await;
-    let decisions = guard.ledger().decisions(None).await.unwrap();
+    let node = org.node().await;
+    let decisions = node.ledger().decisions(None).await.unwrap();
     let stuck: Vec<_> = decisions.iter().filter(|d| matches!(d.status.as_str(), "reserved" | "signed")).collect();
     assert!(stuck.is_empty(), "dangling after shutdown: {stuck:?}");
     for id in &answered {
         let d = decisions.iter().find(|d| &d.id == id).unwrap_or_else(|| panic!("answered {id} is not in the ledger"));
         assert!(d.tx_hash.is_some(), "{id} answered without its transaction");
     }
-    // Restarted, the guard settles them all: the payee got exactly one token per decision.
+    // Restarted, the node settles them all: the payee got exactly one token per decision.
     let (daemon, _) = org.start_daemon();
     wait_for("every spend to confirm", async || {
-        guard.ledger().decisions(None).await.unwrap().iter().all(|d| d.status.as_str() == "confirmed")
+        node.ledger().decisions(None).await.unwrap().iter().all(|d| d.status.as_str() == "confirmed")
     })
     .await;
     assert!(EvmOrg::stop_daemon(daemon));
-    let confirmed = guard.ledger().decisions(None).await.unwrap().len() as u128;
+    let confirmed = node.ledger().decisions(None).await.unwrap().len() as u128;
     assert!(confirmed >= answered.len() as u128);
     assert_eq!(org.token_balance(PAYEE).await - before, confirmed * 1_000_000);
 }

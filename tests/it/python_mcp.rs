@@ -127,23 +127,23 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     org.proxy.set_faults(Faults::default());
     let line = out.lines().find_map(|l| l.strip_prefix("SPEND ")).expect("the SPEND line");
     let (decision_id, tx_hash) = line.split_once(' ').unwrap();
-    let guard = org.node().await;
+    let node = org.node().await;
     spendguard_tests::wait_until("the re-signed spend to confirm", std::time::Duration::from_secs(60), async || {
-        guard.ledger().decision(decision_id).await.unwrap().unwrap().status == SpendStatus::Confirmed
+        node.ledger().decision(decision_id).await.unwrap().unwrap().status == SpendStatus::Confirmed
     })
     .await;
-    assert_eq!(guard.ledger().events(Some(EventKind::Resigned)).await.unwrap().len(), 1);
+    assert_eq!(node.ledger().events(Some(EventKind::Resigned)).await.unwrap().len(), 1);
 
     // The wallet's key used behind spendguard's back: the daemon's watcher freezes the wallet.
     spendguard_solana::testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
     spendguard_tests::wait_until(
         "the daemon's watcher to freeze sol-hot",
         std::time::Duration::from_secs(60),
-        async || !guard.ledger().freezes().await.unwrap().is_empty(),
+        async || !node.ledger().freezes().await.unwrap().is_empty(),
     )
     .await;
     assert!(
-        !guard.ledger().events(Some(EventKind::KillSwitch)).await.unwrap().is_empty(),
+        !node.ledger().events(Some(EventKind::KillSwitch)).await.unwrap().is_empty(),
         "the freeze is an alert event"
     );
     tokio::task::block_in_place(|| {
@@ -154,7 +154,7 @@ async fn the_python_sdk_on_solana_and_evm_through_the_daemon() {
     });
     assert!(EvmOrg::stop_daemon(server), "the daemon should stop cleanly on SIGTERM");
     // Every Solana spend spendguard made reconciled; the only unexplained outflows are the rogue's.
-    let outflows = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    let outflows = node.ledger().outflows(Some("sol-local")).await.unwrap();
     let unexplained: Vec<_> = outflows.iter().filter(|o| o.class != Class::Matched).collect();
     assert_eq!(unexplained.len(), 2, "the rogue transfer and its fee: {unexplained:#?}");
 }

@@ -44,13 +44,13 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     assert_eq!(outcomes.len(), 160);
 
     // Let both daemons settle every receipt.
-    let guard = org.node().await;
+    let node = org.node().await;
     spendguard_tests::wait_until(
         "both daemons to settle every spend",
         std::time::Duration::from_secs(60),
         async || {
             let open = [SpendStatus::Reserved, SpendStatus::Signed, SpendStatus::Broadcast];
-            guard.ledger().decisions_in(&open).await.unwrap().is_empty()
+            node.ledger().decisions_in(&open).await.unwrap().is_empty()
         },
     )
     .await;
@@ -81,7 +81,7 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     nonces.sort_unstable();
     assert_eq!(nonces, (0..admitted.len() as u128).collect::<Vec<_>>(), "consecutive nonces");
     assert!(wei_sent <= 50_000_000_000_000_000, "ETH sent {wei_sent} wei exceeds the 0.05 ETH limit");
-    let confirmed = guard
+    let confirmed = node
         .ledger()
         .decisions(Some("buyer"))
         .await

@@ -53,16 +53,16 @@ fn screenshot(page: &Path, dir: &Path) -> (u32, u32, Vec<[u8; 3]>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_html_report_draws_its_charts_in_chromium() {
     let org = EvmOrg::start(BUYER_TIERS).await;
-    let guard = org.node().await;
-    let buyer = McpAgent::connect(&guard.services, "buyer").await;
-    let saver = McpAgent::connect(&guard.services, "saver").await;
+    let node = org.node().await;
+    let buyer = McpAgent::connect(&node.services, "buyer").await;
+    let saver = McpAgent::connect(&node.services, "saver").await;
     let pay = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
     for (agent, amount) in [(&buyer, "5"), (&buyer, "50"), (&saver, "60")] {
         let r = agent.call("spend", pay(amount)).await;
         assert_eq!(r.data["status"], "executed", "{}", r.text);
     }
     let now = chrono::Utc::now();
-    let report = guard
+    let report = node
         .services
         .reports
         .report(now - chrono::TimeDelta::days(1), now + chrono::TimeDelta::hours(1))
@@ -72,7 +72,7 @@ async fn the_html_report_draws_its_charts_in_chromium() {
     // One bar per agent and day: two today, unless the run crossed midnight (UTC) between spends.
     let days: std::collections::BTreeSet<(chrono::NaiveDate, String)> = {
         use spendguard_store::DecisionStore as _;
-        let decisions = guard.ledger().decisions(None).await.unwrap();
+        let decisions = node.ledger().decisions(None).await.unwrap();
         decisions.iter().map(|d| (d.created_at.date_naive(), d.agent.clone())).collect()
     };
     assert_eq!(days.iter().map(|(_, a)| a.as_str()).collect::<std::collections::BTreeSet<_>>().len(), 2);

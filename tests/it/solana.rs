@@ -16,11 +16,11 @@ use spendguard_tests::solana_org::*;
 use std::time::Duration;
 
 /// Runs background passes until decision `id` reaches `status`; returns it.
-async fn settle(guard: &TestNode, id: &str, status: SpendStatus) -> spendguard_store::DecisionRecord {
-    let mut record = guard.ledger().decision(id).await.unwrap().unwrap();
+async fn settle(node: &TestNode, id: &str, status: SpendStatus) -> spendguard_store::DecisionRecord {
+    let mut record = node.ledger().decision(id).await.unwrap().unwrap();
     for _ in 0..150 {
-        guard.tick().await;
-        record = guard.ledger().decision(id).await.unwrap().unwrap();
+        node.tick().await;
+        record = node.ledger().decision(id).await.unwrap().unwrap();
         if record.status == status {
             return record;
         }
@@ -30,33 +30,33 @@ async fn settle(guard: &TestNode, id: &str, status: SpendStatus) -> spendguard_s
 }
 
 /// Runs watcher passes until `sol-local` has `n` outflows recorded; returns the findings seen.
-async fn watch_until(guard: &TestNode, n: usize) -> Vec<Finding> {
+async fn watch_until(node: &TestNode, n: usize) -> Vec<Finding> {
     let mut findings = vec![];
     for _ in 0..150 {
-        if let Ok(pass) = guard.watch_once("sol-local", 1000).await {
+        if let Ok(pass) = node.watch_once("sol-local", 1000).await {
             findings.extend(pass.findings);
         }
-        let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+        let recorded = node.ledger().outflows(Some("sol-local")).await.unwrap();
         if recorded.len() >= n {
             assert_eq!(recorded.len(), n, "{recorded:#?}");
             return findings;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("sol-local never had {n} outflows: {:#?}", guard.ledger().outflows(Some("sol-local")).await.unwrap());
+    panic!("sol-local never had {n} outflows: {:#?}", node.ledger().outflows(Some("sol-local")).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
     let org = SolanaOrg::start("").await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "saver").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "saver").await;
 
     // $20 of SOL: signed and sent by spendguard, confirmed with its fee.
     let paid =
         agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.2", "asset": "SOL" })).await;
     assert_eq!(paid.data["status"], "executed", "{}", paid.text);
-    let record = settle(&guard, paid.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
+    let record = settle(&node, paid.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
     assert_eq!(record.fee_paid, Some("0.000005".parse().unwrap()), "{record:?}");
     let balance = agent.call("balance", json!({ "wallet": "sol-hot" })).await;
     let sol = &balance.data["wallets"][0]["balances"];
@@ -78,7 +78,7 @@ async fn sol_spends_land_once_and_limits_pool_across_evm_and_solana() {
 async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     let org = SolanaOrg::start("").await;
     let (url, seen) = spendguard_tests::alert_receiver::receiver(0).await;
-    let guard = org
+    let node = org
         .node_with_alerts(vec![spendguard_service::AlertChannel {
             id: "ops-webhook".into(),
             kind: spendguard_config::AlertKind::Webhook,
@@ -86,7 +86,7 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
             events: vec![EventKind::UnexplainedOutflow, EventKind::KillSwitch],
         }])
         .await;
-    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
+    let agent = McpAgent::connect(&node.services, "sol-buyer").await;
 
     // SOL, and USDS to a payee with no token account yet: spendguard creates it, paying its rent.
     let sol =
@@ -96,27 +96,27 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     for r in [&sol, &usds] {
         assert_eq!(r.data["status"], "executed", "{}", r.text);
     }
-    settle(&guard, sol.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
-    let token_spend = settle(&guard, usds.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
+    settle(&node, sol.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
+    let token_spend = settle(&node, usds.data["decision_id"].as_str().unwrap(), SpendStatus::Confirmed).await;
     assert_eq!(token_spend.fee_paid, Some("0.00204428".parse().unwrap()), "fee 5000 + rent 2039280 lamports");
 
     // Each spend: its transfer and its fee, matched by signature.
-    let findings = watch_until(&guard, 4).await;
+    let findings = watch_until(&node, 4).await;
     assert!(findings.is_empty(), "only matched outflows expected: {findings:?}");
-    let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    let recorded = node.ledger().outflows(Some("sol-local")).await.unwrap();
     let token = recorded.iter().find(|o| o.kind == OutflowKind::Token).expect("the USDS outflow");
     assert_eq!(
         (token.asset.as_deref(), token.recipient.as_deref(), token.amount, token.class),
         (Some("sol-local:USDS"), Some(SOL_PAYEE), "5".parse().unwrap(), Class::Matched),
         "the recipient is the owner of the token account the tokens went to"
     );
-    assert!(guard.ledger().freezes().await.unwrap().is_empty());
+    assert!(node.ledger().freezes().await.unwrap().is_empty());
 
     // The wallet's key sends SOL, and a token spendguard does not know, behind its back.
     testing::mint_to(&org.surfnet.url, &org.treasury, &org.junk, SOL_PAYEE, 0).await.unwrap();
     let rogue = testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000_000).await.unwrap();
     let rogue_junk = testing::send_token(&org.surfnet.url, &org.keypair, &org.junk, SOL_PAYEE, 7).await.unwrap();
-    let findings = watch_until(&guard, 8).await;
+    let findings = watch_until(&node, 8).await;
     let seen_kinds: Vec<(OutflowKind, Class, &str)> =
         findings.iter().map(|f| (f.outflow.kind, f.class, f.outflow.tx_hash.as_str())).collect();
     assert_eq!(
@@ -149,7 +149,7 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
     assert!(denied.text.contains(&rogue), "the evidence names the transaction: {}", denied.text);
 
     // Operators hear of it.
-    guard.services.alerts.pass().await.unwrap();
+    node.services.alerts.pass().await.unwrap();
     let posted: Vec<String> =
         seen.lock().unwrap().iter().map(|(_, body)| body["event"].as_str().unwrap_or_default().to_string()).collect();
     assert!(
@@ -166,8 +166,8 @@ async fn the_watcher_matches_sol_and_spl_spends_and_freezes_a_rogue_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
     let org = SolanaOrg::start("missing_after = \"1s\"").await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "sol-buyer").await;
 
     // The node accepts the transaction and drops it: it never lands with this blockhash.
     org.proxy.set_faults(Faults { swallow_sends: true, ..Faults::default() });
@@ -175,38 +175,38 @@ async fn an_expired_blockhash_is_re_signed_once_and_lands_once() {
         agent.call("spend", json!({ "wallet": "sol-hot", "to": SOL_PAYEE, "amount": "0.01", "asset": "SOL" })).await;
     assert_eq!(paid.data["status"], "executed", "{}", paid.text);
     let id = paid.data["decision_id"].as_str().unwrap().to_string();
-    let dropped = guard.ledger().signed_tx(&id).await.unwrap().unwrap().hash;
+    let dropped = node.ledger().signed_tx(&id).await.unwrap().unwrap().hash;
     org.proxy.set_faults(Faults::default());
 
     // Missing after 1 s, but only once its blockhash has expired (150 slots) is it proven dead
     // and re-signed with a new one.
     let started = std::time::Instant::now();
-    let record = settle(&guard, &id, SpendStatus::Confirmed).await;
+    let record = settle(&node, &id, SpendStatus::Confirmed).await;
     let landed = record.tx_hash.clone().unwrap();
     assert_ne!(landed, dropped, "confirmed under a new signature");
     eprintln!("dropped transaction re-signed and confirmed after {:?}", started.elapsed());
-    assert_eq!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
-    let resigned = guard.ledger().events(Some(EventKind::Resigned)).await.unwrap();
+    assert_eq!(node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
+    let resigned = node.ledger().events(Some(EventKind::Resigned)).await.unwrap();
     assert_eq!(resigned.len(), 1, "{resigned:?}");
     assert!(resigned[0].detail.contains(&dropped) && resigned[0].detail.contains(&landed), "{}", resigned[0].detail);
     assert!(org.proxy.stats().injected.get("swallowed send").is_some_and(|n| *n >= 1));
 
     // Landed once: the payee got 0.01 SOL, and the watcher sees one matched transfer.
     assert_eq!(org.lamports(SOL_PAYEE).await, 10_000_000);
-    watch_until(&guard, 2).await;
-    let recorded = guard.ledger().outflows(Some("sol-local")).await.unwrap();
+    watch_until(&node, 2).await;
+    let recorded = node.ledger().outflows(Some("sol-local")).await.unwrap();
     assert!(recorded.iter().all(|o| o.tx_hash == landed && o.class == Class::Matched), "{recorded:#?}");
     for _ in 0..5 {
-        guard.tick().await;
+        node.tick().await;
     }
-    assert_eq!(guard.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Confirmed);
+    assert_eq!(node.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Confirmed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactly_once() {
     let org = SolanaOrg::start("rpc_timeout = \"1s\"").await;
-    let guard = org.node().await;
-    let agent = McpAgent::connect(&guard.services, "sol-buyer").await;
+    let node = org.node().await;
+    let agent = McpAgent::connect(&node.services, "sol-buyer").await;
     // Spends through spendguard, then transfers behind its back.
     for i in 1..=3 {
         for asset in ["SOL", "USDS"] {
@@ -222,7 +222,7 @@ async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactl
         testing::send_sol(&org.surfnet.url, &org.keypair, SOL_PAYEE, 1_000 + i).await.unwrap();
     }
     drop(agent);
-    drop(guard);
+    drop(node);
 
     // What a clean run records, straight from the node into a database of its own.
     let direct = format!("rpc = [\"{}\"]", org.surfnet.url);
@@ -244,7 +244,7 @@ async fn a_watcher_restarted_through_rpc_faults_indexes_every_transaction_exactl
     let expected: Vec<_> = reference.ledger().outflows(Some("sol-local")).await.unwrap().iter().map(key).collect();
     assert_eq!(expected.len(), 6 * 2 + 3 * 2, "transfer and fee of each spend and rogue transfer");
 
-    // The same, three transactions per pass, a fresh process (guard) every pass, through a node
+    // The same, three transactions per pass, a fresh process (node) every pass, through a node
     // that rate-limits, fails and answers late.
     org.proxy.set_faults(Faults {
         too_many_every: Some(4),

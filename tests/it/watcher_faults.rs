@@ -28,10 +28,10 @@ async fn mixed_traffic(org: &EvmOrg, rounds: usize) {
 
 /// Runs passes of at most `per_pass` blocks until the watcher has caught up; returns how many
 /// passes failed on the way.
-async fn catch_up(guard: &spendguard_tests::node::TestNode, per_pass: u64) -> usize {
+async fn catch_up(node: &spendguard_tests::node::TestNode, per_pass: u64) -> usize {
     let mut failed = 0;
     for _ in 0..500 {
-        match guard.watch_once("eth-local", per_pass).await {
+        match node.watch_once("eth-local", per_pass).await {
             Ok(pass) if pass.caught_up() => return failed,
             Ok(_) => {}
             Err(_) => failed += 1,
@@ -104,22 +104,22 @@ async fn a_watcher_without_progress_raises_watcher_stalled_once_per_episode() {
     let proxy = RpcProxy::start(&org.anvil.url, Faults { down: true, ..Faults::default() }).await;
     let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
     let config = org.variant("stalling", &[(&rpc, &format!("rpc = [\"{}\"]\nstall_after = \"1s\"", proxy.url))]);
-    let guard = org.node_for(config, vec![]).await;
-    let stalled = async || guard.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap();
+    let node = org.node_for(config, vec![]).await;
+    let stalled = async || node.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap();
 
     // Each failing pass spends its retries (about 1.5–3 s of backoff), more than stall_after.
-    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert!(node.watch_once("eth-local", 100).await.is_err());
     let first = stalled().await;
     assert_eq!(first.len(), 1, "{first:?}");
     assert!(first[0].detail.contains("chain eth-local: no indexing progress for"), "{first:?}");
-    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert!(node.watch_once("eth-local", 100).await.is_err());
     assert_eq!(stalled().await.len(), 1, "one alert per stall, not one per pass");
 
     proxy.set_faults(Faults::default());
-    assert!(guard.watch_once("eth-local", 100).await.unwrap().caught_up());
+    assert!(node.watch_once("eth-local", 100).await.unwrap().caught_up());
     proxy.set_faults(Faults { down: true, ..Faults::default() });
     org.mine().await;
-    assert!(guard.watch_once("eth-local", 100).await.is_err());
+    assert!(node.watch_once("eth-local", 100).await.is_err());
     assert_eq!(stalled().await.len(), 2, "a new stall after progress alerts again");
 }
 
@@ -130,24 +130,24 @@ async fn a_reorg_deeper_than_the_limit_stops_the_watcher_with_one_alert() {
         org.mine().await;
     }
     let config = org.variant("shallow", &[("confirmations = 1", "confirmations = 1\nmax_reorg_depth = 2")]);
-    let guard = org.node_for(config, vec![]).await;
-    assert!(guard.watch_once("eth-local", 1000).await.unwrap().caught_up());
+    let node = org.node_for(config, vec![]).await;
+    assert!(node.watch_once("eth-local", 1000).await.unwrap().caught_up());
     rpc_call(&org.anvil.url, "anvil_reorg", json!([4, []])).await.unwrap();
     org.mine().await;
-    let err = guard.watch_once("eth-local", 1000).await.unwrap_err().to_string();
+    let err = node.watch_once("eth-local", 1000).await.unwrap_err().to_string();
     assert!(err.contains("reorg deeper than max_reorg_depth (2 blocks)"), "{err}");
-    let err_again = guard.watch_once("eth-local", 1000).await.unwrap_err().to_string();
+    let err_again = node.watch_once("eth-local", 1000).await.unwrap_err().to_string();
     assert_eq!(err, err_again, "stays stopped");
-    assert_eq!(guard.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap().len(), 1);
-    assert!(guard.ledger().events(Some(EventKind::Reorg)).await.unwrap().is_empty(), "nothing was unwound by guessing");
+    assert_eq!(node.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap().len(), 1);
+    assert!(node.ledger().events(Some(EventKind::Reorg)).await.unwrap().is_empty(), "nothing was unwound by guessing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_cannot() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let config = org.variant("missing", &[("confirmations = 1", "confirmations = 1\nmissing_after = \"1s\"")]);
-    let guard = org.node_for(config, vec![]).await;
-    let agent = McpAgent::connect(&guard.services, "buyer").await;
+    let node = org.node_for(config, vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
 
     // The spend is broadcast into the mempool, then the node forgets it, and the wallet's key
     // (leaked) uses the same nonce for something else.
@@ -163,23 +163,23 @@ async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_canno
 
     // Before its deadline it is only in flight; after, it is reported, and the chain's final
     // state (the nonce taken by the rogue transfer) proves it cannot land: released.
-    guard.tick().await;
-    assert_eq!(guard.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Broadcast);
-    assert!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().is_empty());
+    node.tick().await;
+    assert_eq!(node.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Broadcast);
+    assert!(node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    guard.tick().await;
-    let events = guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap();
+    node.tick().await;
+    let events = node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].detail.contains(&hash), "{events:?}");
-    let record = guard.ledger().decision(&id).await.unwrap().unwrap();
+    let record = node.ledger().decision(&id).await.unwrap().unwrap();
     assert_eq!(record.status, SpendStatus::Failed);
     assert!(record.failure.as_deref().is_some_and(|f| f.starts_with("missing:")), "{record:?}");
     let status = agent.call("spend_status", json!({ "decision_id": id })).await;
     assert_eq!(status.data["status"], "failed", "{}", status.text);
 
     // The rogue transfer itself is unexplained and froze the wallet; nothing is reported twice.
-    assert!(guard.ledger().outflows(Some("eth-local")).await.unwrap().iter().any(|o| o.tx_hash == rogue));
-    assert_eq!(guard.ledger().freezes().await.unwrap().len(), 1);
-    guard.tick().await;
-    assert_eq!(guard.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
+    assert!(node.ledger().outflows(Some("eth-local")).await.unwrap().iter().any(|o| o.tx_hash == rogue));
+    assert_eq!(node.ledger().freezes().await.unwrap().len(), 1);
+    node.tick().await;
+    assert_eq!(node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().len(), 1);
 }
