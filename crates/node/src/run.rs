@@ -28,6 +28,23 @@ pub struct Listeners {
     pub stdio: Option<StdioAgent>,
 }
 
+/// Runs `pass` every [`BACKGROUND_INTERVAL`] until `stop` is cancelled; a failed pass is logged
+/// and the next one tries again.
+fn every_pass<F, Fut>(stop: &CancellationToken, what: &'static str, pass: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = spendguard_service::ServiceResult<()>> + Send + 'static,
+{
+    tokio::spawn(spendguard_chain::watch::poll(BACKGROUND_INTERVAL, stop.clone().cancelled_owned(), move || {
+        let pass = pass();
+        async move {
+            if let Err(e) = pass.await {
+                tracing::warn!(error = %e, "{what} pass failed; will retry");
+            }
+        }
+    }))
+}
+
 impl Node {
     /// Runs the background loops — execution (when this node holds keys), a watcher per chain,
     /// alert delivery, and with an HTTP listener the report schedule — and serves `listeners`,
@@ -43,33 +60,17 @@ impl Node {
         let mut loops = vec![];
         if services.executor.signs() {
             let executor = Arc::clone(&services.executor);
-            loops.push(tokio::spawn(spendguard_chain::watch::poll(
-                BACKGROUND_INTERVAL,
-                stop.clone().cancelled_owned(),
-                move || {
-                    let executor = Arc::clone(&executor);
-                    async move {
-                        if let Err(e) = executor.pass().await {
-                            tracing::error!(error = %e, "execution pass failed; will retry");
-                        }
-                    }
-                },
-            )));
+            loops.push(every_pass(&stop, "execution", move || {
+                let executor = Arc::clone(&executor);
+                async move { executor.pass().await }
+            }));
         }
         loops.push(tokio::spawn(Arc::clone(&services.auditor).run(stop.clone())));
         let alerts = Arc::clone(&services.alerts);
-        loops.push(tokio::spawn(spendguard_chain::watch::poll(
-            BACKGROUND_INTERVAL,
-            stop.clone().cancelled_owned(),
-            move || {
-                let alerts = Arc::clone(&alerts);
-                async move {
-                    if let Err(e) = alerts.pass().await {
-                        tracing::warn!(error = %e, "delivering alerts failed; will retry");
-                    }
-                }
-            },
-        )));
+        loops.push(every_pass(&stop, "alert delivery", move || {
+            let alerts = Arc::clone(&alerts);
+            async move { alerts.pass().await }
+        }));
         if listeners.http.is_some() {
             loops.push(tokio::spawn(Arc::clone(&services.reports).run_schedule(stop.clone())));
         }

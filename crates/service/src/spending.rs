@@ -253,7 +253,9 @@ impl Spending {
         let model = &self.config.model;
         let not_assigned =
             |w: &str| ServiceError::WalletNotAssigned { agent: agent.to_string(), wallet: w.to_string() };
-        let a = model.agent(agent).ok_or_else(|| not_assigned(wallet.unwrap_or("(any)")))?;
+        // Agents are authenticated: one missing here was removed from the config since.
+        let a =
+            model.agent(agent).ok_or_else(|| ServiceError::Forbidden(format!("agent {agent} is not configured")))?;
         let wallets: Vec<&str> = match wallet {
             Some(w) if a.wallets.iter().any(|x| x == w) => vec![w],
             Some(w) => return Err(not_assigned(w)),
