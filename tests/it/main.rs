@@ -5,6 +5,7 @@
 mod auditor;
 mod crash;
 mod demo;
+mod hostile;
 mod mcp_evm;
 mod operators;
 mod properties;

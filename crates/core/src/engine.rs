@@ -122,6 +122,17 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             ),
         );
     }
+    // Money sent to the chain's zero address is burnt, and a payment to the paying wallet
+    // itself moves nothing but fees: neither is ever what an agent meant.
+    if spend.recipient == wallet.address || spend.chain_kind.is_zero_address(&spend.recipient) {
+        let what = if spend.recipient == wallet.address { "the paying wallet itself" } else { "the zero address" };
+        run.out.deny(
+            ReasonCode::InvalidRecipient,
+            None,
+            "to",
+            format!("recipient `to` {} is {what}; spendguard does not pay it", spend.recipient),
+        );
+    }
     if let Some(&balance) = ctx.balances.get(&spend.asset) {
         if req.amount > balance {
             run.out.deny(
@@ -218,7 +229,7 @@ fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) ->
     let recipient = chain
         .kind
         .normalize_address(&req.to)
-        .map_err(|e| bad(ReasonCode::InvalidRecipient, "to", format!("{e} on chain {}", chain.id)))?;
+        .map_err(|e| bad(ReasonCode::InvalidRecipient, "to", format!("recipient `to`: {e} on chain {}", chain.id)))?;
     let merchant = model.merchant_at(&chain.id, &recipient);
     Ok(ResolvedSpend {
         chain: chain.id.clone(),

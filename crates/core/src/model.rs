@@ -24,23 +24,42 @@ pub enum ChainKind {
 }
 
 impl ChainKind {
-    /// Checks an address's format and returns its canonical form (EVM: lower-case hex).
+    /// Checks an address's format and returns its canonical form (EVM: lower-case hex). An EVM
+    /// address in mixed case must carry a valid EIP-55 checksum: a typo in one character would
+    /// otherwise send money to an address nobody holds. All lower or all upper case carries no
+    /// checksum and is taken as written.
     pub fn normalize_address(self, address: &str) -> Result<String, AddressError> {
         match self {
             ChainKind::Evm => {
-                let hex = address
-                    .strip_prefix("0x")
-                    .or_else(|| address.strip_prefix("0X"))
-                    .ok_or_else(|| AddressError::Evm(address.to_string()))?;
+                let hex = address.strip_prefix("0x").ok_or_else(|| AddressError::Evm(address.to_string()))?;
                 if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(AddressError::Evm(address.to_string()));
                 }
-                Ok(format!("0x{}", hex.to_ascii_lowercase()))
+                let lower = hex.to_ascii_lowercase();
+                let mixed = hex != lower && hex != hex.to_ascii_uppercase();
+                if mixed && eip55(&lower) != hex {
+                    return Err(AddressError::Checksum {
+                        given: address.to_string(),
+                        expected: format!("0x{}", eip55(&lower)),
+                    });
+                }
+                Ok(format!("0x{lower}"))
             }
             ChainKind::Solana => match base58_decoded_len(address) {
                 Some(32) => Ok(address.to_string()),
                 _ => Err(AddressError::Solana(address.to_string())),
             },
+        }
+    }
+}
+
+impl ChainKind {
+    /// Is `canonical` (an address as [`ChainKind::normalize_address`] returns it) the chain's
+    /// all-zero address, to which money is burnt?
+    pub fn is_zero_address(self, canonical: &str) -> bool {
+        match self {
+            ChainKind::Evm => canonical == "0x0000000000000000000000000000000000000000",
+            ChainKind::Solana => canonical == "11111111111111111111111111111111",
         }
     }
 }
@@ -54,12 +73,39 @@ impl fmt::Display for ChainKind {
     }
 }
 
+/// The EIP-55 checksummed form of 40 lower-case hex digits: each letter upper-cased where the
+/// matching nibble of the Keccak-256 of the lower-case text is 8 or more.
+fn eip55(lower: &str) -> String {
+    use sha3::{Digest, Keccak256};
+    let hash = Keccak256::digest(lower.as_bytes());
+    lower
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+            if c.is_ascii_alphabetic() && nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// An address that does not fit its chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     /// Not `0x` followed by 40 hex digits.
     #[error("{0:?} is not an EVM address (0x followed by 40 hex digits)")]
     Evm(String),
+    /// Mixed case whose EIP-55 checksum is wrong: probably a typo.
+    #[error("{given:?} has a bad EIP-55 checksum (a mistyped character?): the checksummed form of that address is {expected}; write it so, or all in lower case")]
+    Checksum {
+        /// The address as given.
+        given: String,
+        /// The same hex digits, checksummed.
+        expected: String,
+    },
     /// Not a base58 string encoding 32 bytes.
     #[error("{0:?} is not a Solana address (base58 encoding of 32 bytes)")]
     Solana(String),
@@ -579,6 +625,28 @@ mod tests {
     fn evm_addresses_are_canonicalised() {
         let a = ChainKind::Evm.normalize_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266").unwrap();
         assert_eq!(a, "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
+        // All lower or all upper case carries no checksum.
+        assert!(ChainKind::Evm.normalize_address("0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266").is_ok());
+        assert!(ChainKind::Evm.normalize_address("0xF39FD6E51AAD88F6F4CE6AB8827279CFFFB92266").is_ok());
+        // One letter's case flipped: a bad checksum, refused with the right form.
+        let err = ChainKind::Evm.normalize_address("0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266").unwrap_err();
+        assert_eq!(
+            err,
+            AddressError::Checksum {
+                given: "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+                expected: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into()
+            }
+        );
+        // EIP-55's own examples.
+        for ok in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            assert!(ChainKind::Evm.normalize_address(ok).is_ok(), "{ok}");
+        }
+        assert!(ChainKind::Evm.normalize_address("0X5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_err(), "0X");
         assert!(ChainKind::Evm.normalize_address("0x123").is_err());
         assert!(ChainKind::Evm.normalize_address("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());
         assert!(ChainKind::Evm.normalize_address("0xg39Fd6e51aad88F6F4ce6aB8827279cffFb92266").is_err());

@@ -26,6 +26,42 @@ pub struct EvaluateArgs {
     pub memo: Option<String>,
 }
 
+/// Longest id an argument may be (wallet, decision, asset, operation).
+pub(crate) const ID_MAX: usize = 64;
+/// Longest recipient address (a Solana address is at most 44 characters, an EVM one 42).
+const ADDRESS_MAX: usize = 128;
+/// Longest amount: spendguard's decimals hold 28 digits; with a point and a sign, fewer than 40.
+const AMOUNT_MAX: usize = 40;
+/// Longest memo: a few words, as the tool asks.
+pub const MEMO_MAX: usize = 1024;
+/// Longest idempotency key (Stripe's limit).
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// Refuses `value` of argument `name` when longer than `max` characters, before anything is
+/// recorded: free text must not fill the ledger's disk.
+pub(crate) fn bounded(name: &str, value: &str, max: usize) -> crate::ServiceResult<()> {
+    // Counting characters of a huge string costs as much as reading it: bytes bound it first.
+    let len = if value.len() > 4 * max { value.len() } else { value.chars().count() };
+    if len > max {
+        return Err(crate::ServiceError::Invalid(format!(
+            "{name} is {len} characters long; at most {max} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+impl EvaluateArgs {
+    /// Refuses an argument longer than its bound.
+    pub(crate) fn check_sizes(&self) -> crate::ServiceResult<()> {
+        bounded("wallet", &self.wallet, ID_MAX)?;
+        bounded("to", &self.to, ADDRESS_MAX)?;
+        bounded("amount", &self.amount, AMOUNT_MAX)?;
+        bounded("asset", self.asset.as_deref().unwrap_or_default(), ID_MAX)?;
+        bounded("operation", self.operation.as_deref().unwrap_or_default(), ID_MAX)?;
+        bounded("memo", self.memo.as_deref().unwrap_or_default(), MEMO_MAX)
+    }
+}
+
 /// The arguments of `spend`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpendArgs {
@@ -101,6 +137,14 @@ pub struct SpendOutcome {
     /// True when this answers a repeated idempotency key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+}
+
+impl SpendArgs {
+    /// Refuses an argument longer than its bound.
+    pub(crate) fn check_sizes(&self) -> crate::ServiceResult<()> {
+        self.request.check_sizes()?;
+        bounded("idempotency_key", self.idempotency_key.as_deref().unwrap_or_default(), IDEMPOTENCY_KEY_MAX)
+    }
 }
 
 impl SpendOutcome {

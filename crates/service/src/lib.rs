@@ -44,7 +44,10 @@ mod spending;
 mod usd;
 
 pub use alerts::{AlertChannel, AlertDelivery};
-pub use answers::{AgentStatus, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances};
+pub use answers::{
+    AgentStatus, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances,
+    IDEMPOTENCY_KEY_MAX, MEMO_MAX,
+};
 pub use auditor::{Auditor, BLOCKS_PER_PASS};
 pub use chains::{AssetBalance, Chains};
 pub use clock::{Clock, SystemClock};

@@ -44,6 +44,8 @@ impl FrozenScope {
 
 /// Who froze a scope when the reconciler did (money left with no decision behind it).
 const RECONCILER: &str = "reconciler";
+/// Longest reason or acknowledgment an operator may give.
+const TEXT_MAX: usize = 1024;
 
 /// Operators' actions and the reads behind them.
 pub struct Operators {
@@ -132,6 +134,7 @@ impl Operators {
 
     /// Rejects a pending request as `operator`; its reservation is released.
     pub async fn reject(&self, id: &str, operator: &str, reason: &str) -> ServiceResult<DecisionRecord> {
+        crate::answers::bounded("reason", reason, TEXT_MAX)?;
         if reason.trim().is_empty() {
             return Err(ServiceError::Invalid("a rejection needs a reason".into()));
         }
@@ -142,12 +145,14 @@ impl Operators {
 
     /// Cancels a queued DELAY spend as `operator`; its reservation is released.
     pub async fn cancel_delay(&self, id: &str, operator: &str, reason: &str) -> ServiceResult<DecisionRecord> {
+        crate::answers::bounded("reason", reason, TEXT_MAX)?;
         self.permit(operator, AdminAction::CancelDelay)?;
         self.decisions.cancel_delay(id, operator, reason, self.clock.now()).await.map_err(ServiceError::refusal)
     }
 
     /// Freezes a scope as `operator`.
     pub async fn freeze(&self, scope: Scope, operator: &str, reason: &str) -> ServiceResult<FreezeOutcome> {
+        crate::answers::bounded("reason", reason, TEXT_MAX)?;
         if reason.trim().is_empty() {
             return Err(ServiceError::Invalid("a freeze needs a reason".into()));
         }
@@ -166,6 +171,7 @@ impl Operators {
     /// set (money left unexplained) needs the role `[roles] unfreeze_reconciler` names. False
     /// when the scope was not frozen.
     pub async fn unfreeze(&self, scope: Scope, operator: &str, ack: &str) -> ServiceResult<bool> {
+        crate::answers::bounded("ack", ack, TEXT_MAX)?;
         if ack.trim().is_empty() {
             return Err(ServiceError::Invalid("unfreezing needs an acknowledgment saying why it is safe".into()));
         }
@@ -181,6 +187,7 @@ impl Operators {
     /// Revokes an agent, freezes it and every wallet only it uses, and releases its queued and
     /// pending spends, in one step.
     pub async fn decommission(&self, agent: &str, operator: &str, reason: &str) -> ServiceResult<Decommissioned> {
+        crate::answers::bounded("reason", reason, TEXT_MAX)?;
         if reason.trim().is_empty() {
             return Err(ServiceError::Invalid("a decommission needs a reason saying why".into()));
         }

@@ -2,7 +2,9 @@
 //! A spend is evaluated and reserved in one ledger transaction, then (INSTANT and NOTIFY)
 //! executed at once by the [`Executor`].
 
-use crate::answers::{BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances};
+use crate::answers::{
+    bounded, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances, ID_MAX,
+};
 use crate::chains::Chains;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
@@ -81,9 +83,10 @@ impl Spending {
     }
 
     /// Turns tool arguments into a request, or the `INVALID_AMOUNT` reason when the amount is
-    /// not a decimal string.
+    /// not a decimal string. Nothing is trimmed: `" 5"` is not an amount and `"0xab… "` not an
+    /// address, so neither is guessed at.
     fn request(&self, agent: &str, args: &EvaluateArgs) -> Result<SpendRequest, Reason> {
-        let amount = parse_decimal(args.amount.trim()).map_err(|e| Reason {
+        let amount = parse_decimal(&args.amount).map_err(|e| Reason {
             code: ReasonCode::InvalidAmount,
             policy_id: None,
             rule: "amount".into(),
@@ -92,7 +95,7 @@ impl Spending {
         Ok(SpendRequest {
             agent: agent.to_string(),
             wallet: args.wallet.clone(),
-            to: args.to.trim().to_string(),
+            to: args.to.clone(),
             amount,
             asset: args.asset.clone().filter(|a| !a.is_empty()),
             operation: args.operation.clone().filter(|o| !o.is_empty()),
@@ -108,6 +111,7 @@ impl Spending {
 
     /// `evaluate`: a dry run; nothing is reserved. Unreadable balances are left unknown.
     pub async fn evaluate(&self, agent: &str, args: EvaluateArgs) -> ServiceResult<Evaluation> {
+        args.check_sizes()?;
         let req = match self.request(agent, &args) {
             Ok(r) => r,
             Err(reason) => {
@@ -127,6 +131,7 @@ impl Spending {
     /// `spend`: evaluate, reserve, and execute at once when the tier allows.
     pub async fn spend(&self, agent: &str, args: SpendArgs) -> ServiceResult<SpendOutcome> {
         let _busy = self.start_work();
+        args.check_sizes()?;
         let req = match self.request(agent, &args.request) {
             Ok(r) => r,
             Err(reason) => return Ok(SpendOutcome::refused(None, vec![reason])),
@@ -226,6 +231,7 @@ impl Spending {
     /// `spend_status`: the agent's own decision, with confirmations and how the auditor
     /// reconciled it.
     pub async fn spend_status(&self, agent: &str, id: &str) -> ServiceResult<StatusReport> {
+        bounded("decision_id", id, ID_MAX)?;
         let record = self.decisions.decision(id).await?.filter(|d| d.agent == agent);
         let record = record.ok_or_else(|| ServiceError::UnknownDecision(id.to_string()))?;
         let confirmations = match (record.block, record.chain.as_deref().and_then(|c| self.chains.get(c).ok())) {
@@ -238,6 +244,7 @@ impl Spending {
 
     /// `cancel_spend`: the agent's own queued or pending-approval spend.
     pub async fn cancel_spend(&self, agent: &str, id: &str) -> ServiceResult<StatusReport> {
+        bounded("decision_id", id, ID_MAX)?;
         match self.decisions.cancel(agent, id, "cancelled by the agent", self.clock.now()).await {
             Ok(record) => Ok(StatusReport::of(record, None, None)),
             Err(StoreError::NotYours(_) | StoreError::UnknownDecision(_)) => {
@@ -250,6 +257,7 @@ impl Spending {
 
     /// `balance`: live balances of the agent's wallets (or one of them) and every limit's room.
     pub async fn balance(&self, agent: &str, wallet: Option<&str>) -> ServiceResult<BalanceReport> {
+        bounded("wallet", wallet.unwrap_or_default(), ID_MAX)?;
         let model = &self.config.model;
         let not_assigned =
             |w: &str| ServiceError::WalletNotAssigned { agent: agent.to_string(), wallet: w.to_string() };

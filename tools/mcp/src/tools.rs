@@ -2,8 +2,12 @@
 //! the spending service's results become tool results.
 
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ServerCapabilities,
+    ServerConfig,
+};
 use rmcp::service::RequestContext;
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, RoleServer, ServerHandler};
 use serde::Deserialize;
@@ -311,8 +315,51 @@ impl SpendguardServer {
     }
 }
 
+/// Why `arguments` do not fit tool `T`'s schema, naming the argument (a JSON number for
+/// `amount`, a missing `to`, an unknown `agent` field), or `None` when they fit.
+fn misfit<T: serde::de::DeserializeOwned>(arguments: &Value) -> Option<String> {
+    match serde_path_to_error::deserialize::<_, T>(arguments) {
+        Ok(_) => None,
+        // Missing and unknown fields are reported at the root and name the field themselves.
+        Err(e) => match e.path().to_string() {
+            root if root == "." => Some(e.into_inner().to_string()),
+            path => Some(format!("argument `{path}`: {}", e.into_inner())),
+        },
+    }
+}
+
+/// The arguments of call `request` checked against its tool's schema before rmcp reads them, so
+/// that a misfit is refused like every other bad argument (`INVALID_REQUEST: …` naming it, with
+/// structured content) instead of rmcp's generic text.
+fn check_arguments(request: &mut CallToolRequestParams) -> Option<CallToolResult> {
+    let arguments = Value::Object(request.arguments.take().unwrap_or_default());
+    let problem = match request.name.as_ref() {
+        "evaluate" => misfit::<EvaluateParams>(&arguments),
+        "spend" => misfit::<SpendParams>(&arguments),
+        "balance" => misfit::<BalanceParams>(&arguments),
+        "spend_status" | "cancel_spend" => misfit::<DecisionParams>(&arguments),
+        _ => None,
+    };
+    if let Value::Object(map) = arguments {
+        request.arguments = Some(map);
+    }
+    let detail = format!("the arguments do not fit the tool's schema: {}", problem?);
+    Some(refusal("INVALID_REQUEST", &detail, json!({ "error": "INVALID_REQUEST", "detail": detail })))
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for SpendguardServer {
+    async fn call_tool(
+        &self,
+        mut request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if let Some(refused) = check_arguments(&mut request) {
+            return Ok(refused.into());
+        }
+        self.tool_router.call(ToolCallContext::new(self, request, context)).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("spendguard", env!("CARGO_PKG_VERSION")))
