@@ -16,4 +16,5 @@ mod revoke;
 mod rules;
 mod scenarios;
 mod solana;
+mod transport;
 mod watcher_faults;

@@ -53,13 +53,24 @@ impl StdioAgent {
         if !self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })) {
             return None;
         }
+        self.answer_to(&json!(id))
+    }
+
+    /// Writes `line` (a message as an attacker or a broken client would frame it) and a newline.
+    pub fn send_line(&mut self, line: &[u8]) -> bool {
+        let Some(stdin) = self.stdin.as_mut() else { return false };
+        stdin.write_all(line).and_then(|()| stdin.write_all(b"\n")).and_then(|()| stdin.flush()).is_ok()
+    }
+
+    /// Reads messages until the response with `id`; `None` when the process went away.
+    pub fn answer_to(&mut self, id: &Value) -> Option<Value> {
         loop {
             let mut line = String::new();
             if self.stdout.read_line(&mut line).ok()? == 0 {
                 return None;
             }
             let msg: Value = serde_json::from_str(&line).ok()?;
-            if msg["id"] == id {
+            if &msg["id"] == id {
                 return Some(msg);
             }
         }

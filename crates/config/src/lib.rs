@@ -160,6 +160,13 @@ pub struct ServerConfig {
     pub timezone: Tz,
     /// Where scheduled reports are written.
     pub reports_dir: PathBuf,
+    /// Host names (or `host:port`) the HTTP routes answer to: a request whose `Host` is not
+    /// one of them is refused, against DNS rebinding. Default: the loopback names and the
+    /// listen address.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; a request carrying any
+    /// other `Origin` is refused. Default: none (agents are not browsers).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Solana commitment level.
@@ -356,7 +363,8 @@ impl Config {
     /// What is valid but probably not meant: agents and wallets no policy with a limit covers
     /// (their spends are denied `NO_POLICY`).
     pub fn warnings(&self) -> Vec<String> {
-        self.model
+        let mut warnings: Vec<String> = self
+            .model
             .uncovered()
             .into_iter()
             .map(|(a, w)| {
@@ -366,7 +374,16 @@ impl Config {
                     a.id, w.id, a.id, w.id
                 )
             })
-            .collect()
+            .collect();
+        let loopback = |h: &String| matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1");
+        if self.server.listen.ip().is_unspecified() && self.server.allowed_hosts.iter().all(loopback) {
+            warnings.push(format!(
+                "[server] listen = \"{}\" accepts connections on every interface, but only requests addressed to \
+                 localhost are answered; list the names clients use in [server] allowed_hosts",
+                self.server.listen
+            ));
+        }
+        warnings
     }
 
     /// Key material of a wallet.

@@ -142,6 +142,8 @@ pub(crate) struct RawServer {
     pub(crate) listen: Option<String>,
     pub(crate) timezone: Option<TimezoneText>,
     pub(crate) reports_dir: Option<String>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+    pub(crate) allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

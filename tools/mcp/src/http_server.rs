@@ -2,20 +2,66 @@
 
 use crate::tools::{AuthenticatedAgent, Identity, SpendguardServer};
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use spendguard_service::Services;
+use spendguard_service::{Credentials, Services};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-async fn authenticate(State(services): State<Services>, mut request: Request, next: Next) -> Response {
+/// Who may use `/mcp`: the agents' tokens, and which agent opened each MCP session.
+#[derive(Clone)]
+struct McpGate {
+    credentials: Arc<Credentials>,
+    owners: Arc<SessionOwners>,
+}
+
+/// The agent that opened each live MCP session: a session is one agent's, and another agent's
+/// token must not read its event stream or close it.
+struct SessionOwners {
+    by_session: Mutex<HashMap<String, String>>,
+    /// rmcp's sessions, to forget owners of sessions it has closed (idle ones expire).
+    manager: Arc<LocalSessionManager>,
+}
+
+impl SessionOwners {
+    fn owner(&self, session: &str) -> Option<String> {
+        self.by_session.lock().unwrap_or_else(PoisonError::into_inner).get(session).cloned()
+    }
+
+    async fn opened(&self, session: String, agent: String) {
+        let known: Vec<String> =
+            self.by_session.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        // Now and then, forget the sessions rmcp no longer holds.
+        let mut gone = vec![];
+        if known.len() >= 64 && known.len().is_power_of_two() {
+            let live = self.manager.sessions.read().await;
+            gone = known.into_iter().filter(|s| !live.contains_key(s.as_str())).collect();
+        }
+        let mut owners = self.by_session.lock().unwrap_or_else(PoisonError::into_inner);
+        for session in gone {
+            owners.remove(&session);
+        }
+        owners.insert(session, agent);
+    }
+
+    fn closed(&self, session: &str) {
+        self.by_session.lock().unwrap_or_else(PoisonError::into_inner).remove(session);
+    }
+}
+
+/// rmcp's header naming the MCP session of a request.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+async fn authenticate(State(gate): State<McpGate>, mut request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -27,34 +73,112 @@ async fn authenticate(State(services): State<Services>, mut request: Request, ne
         (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer realm=\"spendguard\"")], why).into_response()
     };
     let Some(token) = token else { return refuse("missing bearer token") };
-    match services.credentials.agent(&token).await {
-        Ok(Some(agent)) => {
-            request.extensions_mut().insert(AuthenticatedAgent(agent));
-            next.run(request).await
-        }
-        Ok(None) => refuse("unknown or revoked token"),
+    let agent = match gate.credentials.agent(&token).await {
+        Ok(Some(agent)) => agent,
+        Ok(None) => return refuse("unknown or revoked token"),
         Err(e) => {
             tracing::error!(error = %e, "token check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "cannot check tokens now").into_response()
+            return (StatusCode::SERVICE_UNAVAILABLE, "cannot check tokens now").into_response();
         }
+    };
+    let session = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(session) = &session {
+        // Another agent's session is answered as an unknown one: its existence is not told.
+        if gate.owners.owner(session).as_deref() != Some(agent.as_str()) {
+            return (StatusCode::NOT_FOUND, "no such MCP session for this agent").into_response();
+        }
+    }
+    let closing = request.method() == Method::DELETE;
+    request.extensions_mut().insert(AuthenticatedAgent(agent.clone()));
+    let response = next.run(request).await;
+    match (&session, response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
+        (Some(session), _) if closing && response.status().is_success() => gate.owners.closed(session),
+        (None, Some(opened)) => gate.owners.opened(opened.to_string(), agent).await,
+        _ => {}
+    }
+    response
+}
+
+/// What the HTTP routes accept from whom: the `Host` names and browser origins of the config,
+/// and the bound address.
+struct Admission {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+impl Admission {
+    fn new(config: &spendguard_config::Config, bound: SocketAddr) -> Admission {
+        let mut hosts = config.server.allowed_hosts.clone();
+        let ip = bound.ip().to_string();
+        if !bound.ip().is_unspecified() && !hosts.contains(&ip) {
+            hosts.push(ip);
+        }
+        Admission { hosts, origins: config.server.allowed_origins.clone() }
     }
 }
 
-/// The HTTP routes: `/mcp` (agent tokens), `/admin` (operator tokens), `/healthz` and
-/// `/metrics`.
-pub fn router(services: Services) -> Router {
-    routes(services, CancellationToken::new())
+/// Splits a `Host` value (or an allowed entry) into its lower-case host and optional port:
+/// `example.com:8080`, `[::1]:3100`, `::1`.
+fn host_and_port(authority: &str) -> (String, Option<&str>) {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => (rest, None),
+        },
+        // More than one colon without brackets: a bare IPv6 address.
+        None if authority.matches(':').count() > 1 => (authority, None),
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    (host.to_ascii_lowercase(), port)
 }
 
-fn routes(services: Services, sessions: CancellationToken) -> Router {
+/// Refuses a request whose `Host` is not one spendguard answers to: a page on another site
+/// whose name was rebound to this address must not reach `/admin`, `/mcp` or `/metrics`.
+async fn check_host(State(allowed): State<Arc<Vec<String>>>, request: Request, next: Next) -> Response {
+    let authority = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let admitted = authority.is_some_and(|authority| {
+        let (host, port) = host_and_port(authority);
+        allowed.iter().any(|entry| {
+            let (allowed_host, allowed_port) = host_and_port(entry);
+            allowed_host == host && allowed_port.is_none_or(|p| Some(p) == port)
+        })
+    });
+    if admitted {
+        next.run(request).await
+    } else {
+        let shown = authority.unwrap_or("(none)").chars().take(256).collect::<String>();
+        let why = format!("Host {shown:?} is not one this spendguard answers to (see [server] allowed_hosts)\n");
+        (StatusCode::FORBIDDEN, why).into_response()
+    }
+}
+
+fn routes(services: Services, sessions: CancellationToken, admission: Admission) -> Router {
     let (spending, credentials) = (Arc::clone(&services.spending), Arc::clone(&services.credentials));
+    let manager = Arc::new(LocalSessionManager::default());
     let mcp = StreamableHttpService::new(
         move || Ok(SpendguardServer::new(Arc::clone(&spending), Arc::clone(&credentials), Identity::PerRequest)),
-        LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default().with_cancellation_token(sessions),
+        Arc::clone(&manager),
+        StreamableHttpServerConfig::default()
+            .with_cancellation_token(sessions)
+            .with_max_request_body_bytes(crate::stdio::MAX_MESSAGE)
+            // The Host is checked for every route below, by one rule.
+            .disable_allowed_hosts()
+            // The MCP transport requires Origin to be checked; none is allowed unless configured.
+            .with_allowed_origins(admission.origins)
+            .enforce_origin_validation(),
     );
-    let agents =
-        Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(services.clone(), authenticate));
+    let gate = McpGate {
+        credentials: Arc::clone(&services.credentials),
+        owners: Arc::new(SessionOwners { by_session: Mutex::default(), manager }),
+    };
+    let agents = Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(gate, authenticate));
     let health = Arc::clone(&services.operators);
     let metrics = Arc::clone(&services.metrics);
     agents
@@ -75,6 +199,7 @@ fn routes(services: Services, sessions: CancellationToken) -> Router {
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
             }),
         )
+        .layer(middleware::from_fn_with_state(Arc::new(admission.hosts), check_host))
 }
 
 /// Most time a shutdown waits for spends being worked on.
@@ -109,7 +234,8 @@ pub async fn serve_http(
         shutdown.await;
         let _ = stopping.send(());
     };
-    let served = axum::serve(listener, routes(services, sessions)).with_graceful_shutdown(graceful).await;
+    let admission = Admission::new(&services.config, listener.local_addr()?);
+    let served = axum::serve(listener, routes(services, sessions, admission)).with_graceful_shutdown(graceful).await;
     drain.abort();
     served
 }

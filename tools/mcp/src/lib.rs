@@ -10,16 +10,19 @@
 //!
 //! # Layout
 //! - `tools.rs`: [`SpendguardServer`], the tools and their schemas over the spending service.
-//! - `http_server.rs`: the routes ([`router`]) and [`serve_http`], which drains spends being
-//!   worked on before closing sessions.
+//! - `http_server.rs`: [`serve_http`], its routes and their gates (the `Host` of every request,
+//!   the `Origin`, bearer token and session owner on `/mcp`); it drains spends being worked on
+//!   before closing sessions.
+//! - `stdio.rs`: the guard that answers an oversized stdio message instead of dropping it.
 //! - `admin.rs`: `/admin`, over the operators', overview and reports services; every route
 //!   checks the operator's role.
 
 mod admin;
 mod http_server;
+mod stdio;
 mod tools;
 
-pub use http_server::{router, serve_http};
+pub use http_server::serve_http;
 pub use tools::{Identity, SpendguardServer};
 
 use std::sync::Arc;
@@ -33,7 +36,9 @@ pub async fn serve_stdio(services: &spendguard_service::Services, agent: String,
         Arc::clone(&services.credentials),
         Identity::Token { agent, token },
     );
-    let running = server.serve(rmcp::transport::stdio()).await.map_err(std::io::Error::other)?;
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let stdin = stdio::LineGuard::new(stdin, stdio::MAX_MESSAGE);
+    let running = server.serve((stdin, stdout)).await.map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())
 }

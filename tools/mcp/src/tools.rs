@@ -5,8 +5,8 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest, CustomResult, ErrorCode,
+    Implementation, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, RoleServer, ServerHandler};
@@ -358,6 +358,26 @@ impl ServerHandler for SpendguardServer {
             return Ok(refused.into());
         }
         self.tool_router.call(ToolCallContext::new(self, request, context)).await
+    }
+
+    /// The stand-in for a stdio message too large to read (see `stdio.rs`): its caller gets a
+    /// JSON-RPC error saying so instead of waiting forever.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        if request.method != crate::stdio::OVERSIZED_METHOD {
+            return Err(McpError::new(ErrorCode::METHOD_NOT_FOUND, request.method, None));
+        }
+        let params = request.params.unwrap_or_default();
+        Err(McpError::invalid_request(
+            format!(
+                "the message is {} bytes; spendguard reads messages of at most {} bytes, and did nothing with it",
+                params["bytes"], params["max"]
+            ),
+            None,
+        ))
     }
 
     fn get_info(&self) -> ServerConfig {

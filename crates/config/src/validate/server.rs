@@ -23,10 +23,59 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
     if raw.org.id.is_empty() {
         c.err(root.key("org").key("id"), "must not be empty");
     }
+    let allowed_hosts = match &raw.server.allowed_hosts {
+        Some(hosts) => {
+            for (i, host) in hosts.iter().enumerate() {
+                if let Err(why) = check_host(host) {
+                    c.err(sp.key("allowed_hosts").index(i), why);
+                }
+            }
+            hosts.clone()
+        }
+        None => default_hosts(listen),
+    };
+    let allowed_origins = raw.server.allowed_origins.clone().unwrap_or_default();
+    for (i, origin) in allowed_origins.iter().enumerate() {
+        if let Err(why) = check_origin(origin) {
+            c.err(sp.key("allowed_origins").index(i), why);
+        }
+    }
     ServerConfig {
         database: base_dir.join(&raw.server.database),
         listen,
         timezone: raw.server.timezone.map_or(Tz::UTC, |t| t.0),
         reports_dir: base_dir.join(raw.server.reports_dir.as_deref().unwrap_or("reports")),
+        allowed_hosts,
+        allowed_origins,
+    }
+}
+
+/// The loopback names, and the listen address when it is a specific one.
+fn default_hosts(listen: SocketAddr) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let ip = listen.ip().to_string();
+    if !listen.ip().is_unspecified() && !hosts.contains(&ip) {
+        hosts.push(ip);
+    }
+    hosts
+}
+
+/// A host name or IP, with an optional port: what a `Host` header carries.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    let valid = !host.is_empty()
+        && host.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | ':' | '[' | ']'));
+    if valid {
+        Ok(())
+    } else {
+        Err("must be a host name or IP address, optionally with a port, such as \"spendguard.internal\" or \"10.0.0.5:3100\"")
+    }
+}
+
+/// `scheme://host[:port]`, as a browser sends in `Origin`.
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(authority) if check_host(authority).is_ok() => Ok(()),
+        _ => Err("must be an origin such as \"https://console.example.com\" (scheme, host and optional port; no path)"),
     }
 }
