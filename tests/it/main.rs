@@ -6,6 +6,7 @@ mod auditor;
 mod crash;
 mod demo;
 mod hostile;
+mod ledger_file;
 mod mcp_evm;
 mod operators;
 mod properties;

@@ -49,6 +49,40 @@ pub enum StoreError {
         /// What is wrong with it, naming the column.
         detail: String,
     },
+    /// The ledger file is empty: what is left of a ledger that was truncated, never re-created
+    /// silently.
+    #[error(
+        "the ledger {} is empty (0 bytes): a ledger that held limits, tokens, nonces and idempotency keys is \
+         never re-created silently; restore it from a backup, or, if this is a new installation, run \
+         `spendguard init` to create it",
+        .0.display()
+    )]
+    EmptyLedger(PathBuf),
+    /// The ledger file is gone (or empty) but its write-ahead log, holding committed
+    /// transactions, is still there.
+    #[error(
+        "the ledger {} is missing or empty, but its write-ahead log {} holds committed transactions: the ledger \
+         was deleted or truncated; restore it from a backup (with its log), or move the log aside and run \
+         `spendguard init` to start a new ledger",
+        path.display(),
+        wal.display()
+    )]
+    OrphanedLog {
+        /// The ledger file.
+        path: PathBuf,
+        /// Its write-ahead log.
+        wal: PathBuf,
+    },
+    /// `init` found a file with content at the ledger's path.
+    #[error(
+        "{} exists and is not empty; init creates a ledger only where there is no file or an empty one, and never \
+         overwrites one",
+        .0.display()
+    )]
+    NotEmpty(PathBuf),
+    /// The file is an SQLite database, but not a spendguard ledger.
+    #[error("{} holds tables but no spendguard ledger; point [server].database at the ledger", .0.display())]
+    NotALedger(PathBuf),
     /// The database cannot be used as a ledger (e.g. WAL journaling refused).
     #[error("{0}")]
     Unusable(String),

@@ -33,6 +33,10 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Validate the configuration and summarise agents, wallets and policies.
     Check,
+    /// Create a new, empty ledger at [server].database. A missing ledger is also created on
+    /// first use; `init` is needed where an empty file is left (a truncated ledger is never
+    /// re-created silently). It never overwrites a ledger.
+    Init,
     /// Dry-run a spend against the policies and the ledger; nothing is reserved.
     Evaluate(EvaluateArgs),
     /// Freeze a scope: every spend it covers is denied until unfrozen.
@@ -287,6 +291,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let config = load(&cli.config)?;
     match cli.command {
         Command::Check => inspect::check(&config),
+        Command::Init => operate::init(&config),
         Command::Evaluate(args) => inspect::evaluate(config, args).await,
         Command::Freeze { scope, reason, operator } => operate::freeze(config, scope.scope(), &reason, &operator).await,
         Command::Unfreeze { scope, ack, operator } => operate::unfreeze(config, scope.scope(), ack, &operator).await,

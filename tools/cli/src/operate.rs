@@ -8,8 +8,16 @@ use clap::Subcommand;
 use spendguard_config::Config;
 use spendguard_core::model::Scope;
 use spendguard_service::PendingItem;
-use spendguard_store::FreezeOutcome;
+use spendguard_store::{FreezeOutcome, LedgerOptions, SqliteStore};
 use std::process::ExitCode;
+
+/// `init`: a new ledger where there is none, or only an empty file.
+pub(crate) fn init(config: &Config) -> Result<ExitCode> {
+    let path = &config.server.database;
+    SqliteStore::init(path, &LedgerOptions::default())?;
+    println!("created a new, empty ledger at {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
 
 #[derive(Subcommand)]
 pub(crate) enum ApprovalsCommand {

@@ -10,11 +10,13 @@
 //!
 //! One file per concern implements that concern's trait: [`decisions`], [`signing`],
 //! [`outflows`], [`outbox`], [`credentials`], [`freezes`], [`audit`], [`reports`]; [`rows`]
-//! decodes rows, [`schema`] migrates.
+//! decodes rows, [`schema`] migrates, [`file`] creates the file whole and refuses to re-create
+//! one that existed.
 
 mod audit;
 mod credentials;
 mod decisions;
+mod file;
 mod freezes;
 mod outbox;
 mod outflows;
@@ -60,8 +62,17 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating if needed) the database at `path` for `model`. `now`
-    /// decides how far back the usage index is loaded.
+    /// `spendguard init`: creates a new, empty ledger at `path` where there is no file or an
+    /// empty one (what a truncated ledger leaves); refuses a ledger, and an empty file whose
+    /// write-ahead log still holds transactions.
+    pub fn init(path: &Path, options: &LedgerOptions) -> StoreResult<()> {
+        file::prepare(path, options, file::Creation::Initialise)
+    }
+
+    /// Opens the ledger at `path` for `model`, migrating it, or creating it when no file is
+    /// there (the first start). An empty file is refused ([`StoreError::EmptyLedger`]): a
+    /// ledger that existed is never re-created without `spendguard init`. `now` decides how far
+    /// back the usage index is loaded.
     pub fn open(
         path: &Path,
         model: Arc<Model>,

@@ -230,6 +230,10 @@ pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
 pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if found == 0 && tables > 0 {
+        return Err(StoreError::NotALedger(tx.path().unwrap_or_default().into()));
+    }
     if found > VERSION {
         return Err(StoreError::SchemaTooNew { found, supported: VERSION });
     }

@@ -164,6 +164,7 @@ impl Writer {
         options: &LedgerOptions,
         counters: Arc<Counters>,
     ) -> StoreResult<Writer> {
+        super::file::prepare(path, options, super::file::Creation::IfMissing)?;
         let mut conn = connect(path, options)?;
         super::schema::migrate(&mut conn)?;
         let horizon = horizon_of(&model);

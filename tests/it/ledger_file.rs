@@ -1,0 +1,88 @@
+//! The ledger file on a bad day: truncated to nothing, deleted under its write-ahead log,
+//! replaced by another database. spendguard refuses to start on any of them and says why; only
+//! `spendguard init` makes a new ledger, and never over one.
+
+use crate::operators::{cli, err, out};
+use spendguard_store::{LedgerOptions, SqliteStore};
+use std::path::Path;
+
+/// `audit verify`, which every operator runs: it must not report "ok" on a ledger that is gone.
+fn verify(config: &Path) -> std::process::Output {
+    cli(config, &["audit", "verify"])
+}
+
+#[test]
+fn a_truncated_or_deleted_ledger_is_refused_until_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spendguard_tests::write_config(dir.path(), "");
+    let db = dir.path().join("test.db");
+
+    // First use creates the ledger, whole: the agent token lands in it.
+    let o = cli(&config, &["agent", "token", "alice"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&verify(&config)).starts_with("ok: "), "a fresh ledger verifies");
+
+    // Truncated to 0 bytes: every command refuses, naming the file and the way out.
+    std::fs::write(&db, b"").unwrap();
+    for args in [&["audit", "verify"][..], &["agent", "token", "alice"], &["frozen"]] {
+        let o = cli(&config, args);
+        assert!(!o.status.success(), "{args:?} ran on an empty ledger: {}", out(&o));
+        let e = err(&o);
+        assert!(e.contains("is empty (0 bytes)") && e.contains("spendguard init"), "{args:?}: {e}");
+    }
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "nothing was written to it");
+
+    // `init` creates the new ledger there; a second `init` refuses to overwrite it.
+    let o = cli(&config, &["init"]);
+    assert!(o.status.success() && out(&o).contains("created a new, empty ledger"), "{}", err(&o));
+    assert!(out(&verify(&config)).starts_with("ok: "));
+    let o = cli(&config, &["init"]);
+    assert!(!o.status.success() && err(&o).contains("never overwrites"), "{}", err(&o));
+
+    // Deleted while its write-ahead log still holds transactions: refused, by init too.
+    std::fs::remove_file(&db).unwrap();
+    std::fs::write(dir.path().join("test.db-wal"), b"committed frames").unwrap();
+    for args in [&["audit", "verify"][..], &["init"]] {
+        let o = cli(&config, args);
+        assert!(!o.status.success(), "{args:?} ran without its ledger: {}", out(&o));
+        assert!(err(&o).contains("write-ahead log"), "{args:?}: {}", err(&o));
+    }
+    assert!(!db.exists(), "nothing was created over the lost ledger");
+}
+
+#[test]
+fn another_database_is_not_taken_for_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spendguard_tests::write_config(dir.path(), "");
+    let other = rusqlite::Connection::open(dir.path().join("test.db")).unwrap();
+    other.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY); INSERT INTO invoices VALUES (1);").unwrap();
+    drop(other);
+    let o = verify(&config);
+    assert!(!o.status.success() && err(&o).contains("holds tables but no spendguard ledger"), "{}", err(&o));
+    let o = cli(&config, &["init"]);
+    assert!(!o.status.success() && err(&o).contains("never overwrites"), "{}", err(&o));
+}
+
+#[test]
+fn two_processes_creating_one_ledger_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let model = std::sync::Arc::new(spendguard_tests::model(""));
+                SqliteStore::open(&db, model, chrono::Utc::now(), LedgerOptions::default()).map(drop)
+            })
+        })
+        .collect();
+    for handle in opened {
+        handle.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".new-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
