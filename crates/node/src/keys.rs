@@ -50,6 +50,62 @@ impl KeyRing {
     }
 }
 
+/// Something wrong with a wallet's key file, found without unlocking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyProblem {
+    /// The wallet.
+    pub wallet: String,
+    /// What is wrong.
+    pub message: String,
+    /// True when starting with keys would fail (a missing or foreign file); false for what
+    /// may differ where the daemon runs (a password variable not set in this shell).
+    pub fatal: bool,
+}
+
+/// Checks every key file the configuration names — that it exists, reads as a key file, and
+/// holds its wallet's address — without any password, for `spendguard check`.
+pub fn inspect_keys(config: &Config) -> Vec<KeyProblem> {
+    let mut problems = vec![];
+    for wallet in &config.model.wallets {
+        let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
+        let Some(kind) = config.model.chain(&wallet.chain).map(|c| c.kind) else { continue };
+        let mut problem = |message: String, fatal: bool| {
+            problems.push(KeyProblem { wallet: wallet.id.clone(), message, fatal });
+        };
+        let (path, what) = match (kind, &keys.keystore, &keys.keypair) {
+            (ChainKind::Evm, Some(path), _) => (path, "keystore"),
+            (ChainKind::Solana, _, Some(path)) => (path, "keypair"),
+            _ => continue,
+        };
+        let encrypted =
+            kind == ChainKind::Evm || std::fs::read(path).is_ok_and(|text| text.trim_ascii_start().starts_with(b"{"));
+        let held = if encrypted {
+            spendguard_chain::keystore::stated_address(path).map_err(|e| e.to_string())
+        } else {
+            spendguard_solana::keypair::read_keypair(path, None)
+                .map(|k| spendguard_solana::keypair_address(&k))
+                .map_err(|e| e.to_string())
+        };
+        // Web3 keystores write the address without its 0x.
+        let held = held.map(|a| if kind == ChainKind::Evm && !a.starts_with("0x") { format!("0x{a}") } else { a });
+        match held.map(|a| kind.normalize_address(&a)) {
+            Err(e) => problem(e, true),
+            Ok(Ok(address)) if address == wallet.address => {}
+            Ok(Ok(address)) => problem(
+                format!("the {what} {} holds the key of {address}, not {}", path.display(), wallet.address),
+                true,
+            ),
+            Ok(Err(_)) => problem(format!("the {what} {} does not name a valid address", path.display()), true),
+        }
+        if let Some(env) = keys.password_env.as_ref().filter(|_| encrypted) {
+            if std::env::var_os(env).is_none() {
+                problem(format!("{env} (the {what}'s password) is not set here; the daemon needs it"), false);
+            }
+        }
+    }
+    problems
+}
+
 impl Keys {
     pub(crate) fn into_ring(self, config: &Config) -> NodeResult<KeyRing> {
         match self {

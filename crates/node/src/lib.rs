@@ -13,7 +13,7 @@
 mod keys;
 mod run;
 
-pub use keys::{KeyRing, Keys};
+pub use keys::{inspect_keys, KeyProblem, KeyRing, Keys};
 pub use run::{Listeners, StdioAgent};
 
 use sha2::{Digest, Sha256};

@@ -83,6 +83,15 @@ pub(crate) fn check(config: &Config) -> Result<ExitCode> {
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
+    let problems = spendguard_node::inspect_keys(config);
+    for p in &problems {
+        let level = if p.fatal { "error" } else { "warning" };
+        println!("{level}: wallet {}: {}", p.wallet, p.message);
+    }
+    if problems.iter().any(|p| p.fatal) {
+        eprintln!("spendguard: the configuration names key files that cannot serve their wallets");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -116,6 +116,17 @@ pub fn encrypt(secret: &[u8], password: &str, address: &str) -> Result<Vec<u8>, 
     serde_json::to_vec_pretty(&file).map_err(|e| KeystoreError::InvalidKey(e.to_string()))
 }
 
+/// The address a keystore file at `path` says it holds (its `address` field), read without
+/// the password: enough to catch a keystore configured for the wrong wallet. Only decrypting
+/// proves it.
+pub fn stated_address(path: &Path) -> Result<String, KeystoreError> {
+    let text = std::fs::read(path)
+        .map_err(|e| KeystoreError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let file: KeystoreFile = serde_json::from_slice(&text)
+        .map_err(|e| KeystoreError::Decrypt { path: path.display().to_string(), message: e.to_string() })?;
+    Ok(file.address)
+}
+
 /// Decrypts the keystore file at `path` (scrypt, AES-128-CTR) to its secret, checking the MAC.
 pub fn decrypt_file(path: &Path, password: &str) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
     let bad = |message: String| KeystoreError::Decrypt { path: path.display().to_string(), message };
