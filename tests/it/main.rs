@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod auditor;
+mod chain_identity;
 mod config_check;
 mod crash;
 mod demo;

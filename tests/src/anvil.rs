@@ -23,6 +23,70 @@ pub struct Anvil {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The flags it was started with, besides host and port.
+    args: Vec<String>,
+}
+
+impl Anvil {
+    /// Starts anvil on a free port (`--block-time` seconds per block, or mine on demand).
+    /// Panics with an install hint when anvil is missing: these tests never skip.
+    pub fn start(block_time: Option<u32>) -> Anvil {
+        let args = block_time.map(|t| vec!["--block-time".to_string(), t.to_string()]).unwrap_or_default();
+        Anvil::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Starts anvil on a free port with more flags (e.g. `--timestamp`, which makes its genesis
+    /// block the same on every start).
+    pub fn start_with(args: &[&str]) -> Anvil {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, url) = spawn(0, &args);
+        Anvil { child, url, args }
+    }
+
+    /// Kills this anvil and starts a new, empty one with `args` on the same port: the node
+    /// "restarted as a new chain" (a new `--timestamp` gives it another genesis block; the
+    /// same one, the same).
+    pub fn restart_empty(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("anvil port");
+        let (child, url) = spawn(port, &self.args);
+        assert_eq!(url, self.url, "anvil came back on another address");
+        self.child = child;
+    }
+}
+
+/// Starts anvil on 127.0.0.1:`port` (0: a free one); returns it and its URL.
+fn spawn(port: u16, args: &[String]) -> (Child, String) {
+    let bin = anvil_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start anvil ({}): {e}. Install it with `tools/dev/test.sh` (npm install @foundry-rs/anvil@1.7.1 \
+             into ~/.cache/spendguard-deps/node) or set SPENDGUARD_ANVIL to its path",
+            bin.display()
+        )
+    });
+    let stdout = child.stdout.take().expect("anvil stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.trim().strip_prefix("Listening on ") {
+                    break format!("http://{}", addr.trim());
+                }
+            }
+            _ => panic!("anvil exited before listening"),
+        }
+    };
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }
 
 /// Where anvil is: `$SPENDGUARD_ANVIL`, the platform binary in the dependency cache
@@ -42,41 +106,6 @@ fn anvil_binary() -> PathBuf {
         })
     });
     platform_binary.unwrap_or_else(|| PathBuf::from("anvil"))
-}
-
-impl Anvil {
-    /// Starts anvil on a free port (`--block-time` seconds per block, or mine on demand).
-    /// Panics with an install hint when anvil is missing: these tests never skip.
-    pub fn start(block_time: Option<u32>) -> Anvil {
-        let bin = anvil_binary();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--host", "127.0.0.1", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null());
-        if let Some(t) = block_time {
-            cmd.args(["--block-time", &t.to_string()]);
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start anvil ({}): {e}. Install it with `tools/dev/test.sh` (npm install @foundry-rs/anvil@1.7.1 \
-                 into ~/.cache/spendguard-deps/node) or set SPENDGUARD_ANVIL to its path",
-                bin.display()
-            )
-        });
-        let stdout = child.stdout.take().expect("anvil stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.trim().strip_prefix("Listening on ") {
-                        break format!("http://{}", addr.trim());
-                    }
-                }
-                _ => panic!("anvil exited before listening"),
-            }
-        };
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Anvil { child, url }
-    }
 }
 
 impl Drop for Anvil {

@@ -195,7 +195,11 @@ impl EvmOrg {
     /// Starts anvil, deploys TUSD, funds both wallets with 100,000 TUSD, writes the config with
     /// `policies` and issues a token per agent.
     pub async fn start(policies: &str) -> EvmOrg {
-        let anvil = Anvil::start(None);
+        EvmOrg::start_on(Anvil::start(None), policies).await
+    }
+
+    /// [`EvmOrg::start`] on a given anvil.
+    pub async fn start_on(anvil: Anvil, policies: &str) -> EvmOrg {
         let bytecode = crate::TEST_TOKEN_BIN;
         let token =
             testing::deploy_token(&anvil.url, DEV_KEYS[0], bytecode, "Test USD", "TUSD", 10_000_000 * 1_000_000)

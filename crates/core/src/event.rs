@@ -29,11 +29,14 @@ pub enum EventKind {
     Resigned,
     /// Blocks the auditor had indexed left the canonical chain.
     Reorg,
+    /// A chain answers as another chain than the ledger knows (its genesis changed, or it
+    /// counts fewer transactions from a wallet than were confirmed): its wallets are frozen.
+    ChainReset,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::UnexplainedOutflow,
         EventKind::KillSwitch,
         EventKind::ApprovalRequested,
@@ -44,6 +47,7 @@ impl EventKind {
         EventKind::MissingOutflow,
         EventKind::Resigned,
         EventKind::Reorg,
+        EventKind::ChainReset,
     ];
 
     /// The kind as stored, subscribed to and sent.
@@ -59,6 +63,7 @@ impl EventKind {
             EventKind::MissingOutflow => "missing_outflow",
             EventKind::Resigned => "resigned",
             EventKind::Reorg => "reorg",
+            EventKind::ChainReset => "chain_reset",
         }
     }
 
@@ -89,6 +94,6 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(EventKind::parse("nope"), None);
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 9);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 10);
     }
 }

@@ -68,3 +68,10 @@ pub fn scopes_for_decommission(model: &Model, agent: &str) -> Vec<Scope> {
         )
         .collect()
 }
+
+/// The scopes a chain found reset (another genesis, or fewer transactions than the ledger saw
+/// confirmed) freezes: every wallet on it, since nonces and balances the ledger holds for them
+/// no longer describe that chain.
+pub fn scopes_for_chain_reset(model: &Model, chain: &str) -> Vec<Scope> {
+    model.wallets.iter().filter(|w| w.chain == chain).map(|w| Scope::Wallet(w.id.clone())).collect()
+}

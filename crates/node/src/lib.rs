@@ -76,6 +76,8 @@ pub struct Node {
     pub store: Arc<SqliteStore>,
     /// The services over it.
     pub services: Services,
+    /// A client per configured chain.
+    pub chains: Chains,
 }
 
 /// Builds the node of `config`: opens its ledger, takes the wallets' keys as `keys` says, and
@@ -127,9 +129,10 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
         clients.push(client);
     }
     let alerts = AlertChannel::from_config(&config);
+    let chains = Chains::new(clients);
     let services =
-        Services::new(Arc::clone(&config), store.clone(), Chains::new(clients), signs, alerts, Arc::new(SystemClock));
-    Ok(Node { config, store, services })
+        Services::new(Arc::clone(&config), store.clone(), chains.clone(), signs, alerts, Arc::new(SystemClock));
+    Ok(Node { config, store, services, chains })
 }
 
 /// Records the configuration in use (the file's SHA-256 and a summary) in the audit log when it

@@ -55,6 +55,12 @@ impl Node {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> NodeResult<()> {
+        // An RPC URL serving another chain than configured would be sent transactions signed
+        // for this one and read as this one's outflows: refuse to start. One that does not
+        // answer now is checked before its first use.
+        for client in self.chains.all() {
+            client.check_endpoints().await?;
+        }
         let stop = CancellationToken::new();
         let services = &self.services;
         let mut loops = vec![];

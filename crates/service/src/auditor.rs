@@ -8,16 +8,16 @@ use crate::chains::Chains;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use spendguard_chain::watch::{BlockOutcome, ChainWatcher, IndexSink, SinkError, WatchError, WatchPass, WatchSettings};
-use spendguard_chain::{BlockOutflows, ChainOutflow, TxOutflows};
+use spendguard_chain::{BlockOutflows, ChainClient, ChainOutflow, Indexing, TxOutflows};
 use spendguard_config::Config;
 use spendguard_core::model::Wallet;
 use spendguard_core::reconcile::{evidence, Class, Finding, Outflow};
 use spendguard_core::EventKind;
 use spendguard_store::{BlockRecorded, IndexedBlock, OutboxStore, OutflowStore};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,8 @@ struct Reconciler {
     config: Arc<Config>,
     outflows: Arc<dyn OutflowStore>,
     clock: Arc<dyn Clock>,
+    /// Chains rewound by a reorg since their identity was last checked.
+    rewound: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Reconciler {
@@ -83,6 +85,7 @@ impl IndexSink for Reconciler {
     }
 
     async fn rewind(&self, chain: &str, from: u64) -> Result<usize, SinkError> {
+        self.rewound.lock().unwrap_or_else(PoisonError::into_inner).insert(chain.to_string());
         Ok(self.outflows.rewind(chain, from, self.clock.now()).await?.len())
     }
 
@@ -105,13 +108,24 @@ impl IndexSink for Reconciler {
 /// One chain's watcher and how its progress looks, for stall alerts.
 struct Watched {
     watcher: ChainWatcher,
+    client: Arc<dyn ChainClient>,
     last_progress: DateTime<Utc>,
     stalled: bool,
+    /// When the chain was last checked to be the one the ledger knows.
+    identity_checked: Option<DateTime<Utc>>,
+    /// Set when it was not: the watcher stays stopped (its wallets are frozen).
+    reset: Option<String>,
 }
+
+/// How often a watcher checks that its chain is still the one the ledger knows, besides at
+/// its first pass and whenever the head falls below what it indexed.
+const IDENTITY_RECHECK: TimeDelta = TimeDelta::minutes(5);
 
 /// Watches every configured chain a client exists for.
 pub struct Auditor {
     config: Arc<Config>,
+    reconciler: Arc<Reconciler>,
+    outflows: Arc<dyn OutflowStore>,
     outbox: Arc<dyn OutboxStore>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -128,8 +142,13 @@ impl Auditor {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Auditor {
-        let sink: Arc<dyn IndexSink> =
-            Arc::new(Reconciler { config: Arc::clone(&config), outflows, clock: Arc::clone(&clock) });
+        let reconciler = Arc::new(Reconciler {
+            config: Arc::clone(&config),
+            outflows: Arc::clone(&outflows),
+            clock: Arc::clone(&clock),
+            rewound: std::sync::Mutex::default(),
+        });
+        let sink: Arc<dyn IndexSink> = reconciler.clone();
         let now = clock.now();
         let watchers = config
             .chains
@@ -150,11 +169,19 @@ impl Auditor {
                         .collect(),
                     assets: model.assets_on(&settings.id).cloned().collect(),
                 };
-                let watcher = ChainWatcher::new(client, Arc::clone(&sink), watch);
-                Some((settings.id.clone(), Mutex::new(Watched { watcher, last_progress: now, stalled: false })))
+                let watcher = ChainWatcher::new(Arc::clone(&client), Arc::clone(&sink), watch);
+                let watched = Watched {
+                    watcher,
+                    client,
+                    last_progress: now,
+                    stalled: false,
+                    identity_checked: None,
+                    reset: None,
+                };
+                Some((settings.id.clone(), Mutex::new(watched)))
             })
             .collect();
-        Auditor { config, outbox, clock, metrics, watchers, passes: broadcast::channel(64).0 }
+        Auditor { config, reconciler, outflows, outbox, clock, metrics, watchers, passes: broadcast::channel(64).0 }
     }
 
     /// Every pass of every chain's watcher from now on (a slow receiver misses some).
@@ -179,7 +206,26 @@ impl Auditor {
             return Err(WatchError::Halted(format!("chain {chain} is not configured or has no client")));
         };
         let mut w = watched.lock().await;
-        let result = w.watcher.pass(max).await;
+        if let Some(why) = &w.reset {
+            return Err(WatchError::Halted(why.clone()));
+        }
+        let due = w.identity_checked.is_none_or(|at| self.clock.now() - at >= IDENTITY_RECHECK);
+        let checked = if due { self.check_identity(chain, &mut w).await } else { Ok(()) };
+        // A failed check is a failed pass: retried, and reported when it lasts.
+        let mut result = match checked {
+            Ok(()) => w.watcher.pass(max).await,
+            Err(e) => Err(e),
+        };
+        // A head below what was indexed, or a reorg: is this still the chain the ledger knows?
+        let rewound = self.reconciler.rewound.lock().unwrap_or_else(PoisonError::into_inner).remove(chain);
+        let went_back = rewound
+            || matches!(&result, Ok(p) if p.indexing == Indexing::Blocks && p.from > p.target.map_or(0, |t| t + 1))
+            || matches!(&result, Err(WatchError::ReorgTooDeep(_)));
+        if went_back {
+            if let Err(reset @ WatchError::Halted(_)) = self.check_identity(chain, &mut w).await {
+                result = Err(reset);
+            }
+        }
         let now = self.clock.now();
         match &result {
             Ok(pass) => {
@@ -223,6 +269,48 @@ impl Auditor {
                 .map_err(|e| WatchError::Sink(Box::new(e)))?;
         }
         result
+    }
+
+    /// Checks that `chain` is still the chain the ledger knows: the same first block (recorded
+    /// the first time it is seen), and at least as many transactions sent from each wallet as
+    /// the ledger saw confirmed. If not — the RPC now serves another chain, or the node was
+    /// reset — the ledger's nonces and balances no longer describe it: its wallets are frozen,
+    /// a `chain_reset` event is recorded, and the watcher stops.
+    async fn check_identity(&self, chain: &str, w: &mut Watched) -> Result<(), WatchError> {
+        let sink = |e: spendguard_store::StoreError| WatchError::Sink(Box::new(e));
+        let now = self.clock.now();
+        let genesis = w.client.genesis().await?;
+        let recorded = self.outflows.chain_genesis(chain, &genesis, now).await.map_err(sink)?;
+        let mut reset = (recorded != genesis).then(|| {
+            format!(
+                "chain {chain}: its first block is now {genesis}, but the ledger recorded {recorded}: \
+                 the RPC serves another chain, or the node was reset"
+            )
+        });
+        for wallet in self.config.model.wallets.iter().filter(|w| w.chain == chain) {
+            if reset.is_some() {
+                break;
+            }
+            let Some((confirmed, block)) = self.outflows.highest_confirmed_nonce(&wallet.id).await.map_err(sink)?
+            else {
+                continue;
+            };
+            if let Some(sent) = w.client.sent_count(&wallet.address, block).await? {
+                if sent <= confirmed {
+                    reset = Some(format!(
+                        "chain {chain}: wallet {} had sent {sent} transactions by block {block}, but the ledger \
+                         saw its nonce {confirmed} confirmed there: the node lost transactions (reset or replaced)",
+                        wallet.id
+                    ));
+                }
+            }
+        }
+        w.identity_checked = Some(now);
+        let Some(why) = reset else { return Ok(()) };
+        let frozen = self.outflows.chain_reset(chain, &why, now).await.map_err(sink)?;
+        tracing::error!(chain, %why, ?frozen, "chain reset: its wallets are frozen and its watcher stopped");
+        w.reset = Some(why.clone());
+        Err(WatchError::Halted(why))
     }
 
     /// Watches every chain, each on its `poll_interval`, until `shutdown` is cancelled.

@@ -122,6 +122,7 @@ impl Services {
             store.clone(),
             store.clone(),
             store.clone(),
+            store.clone(),
             chains.clone(),
             Arc::clone(&executor),
             Arc::clone(&metrics),

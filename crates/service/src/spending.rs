@@ -15,7 +15,9 @@ use rust_decimal::Decimal;
 use spendguard_config::Config;
 use spendguard_core::money::parse_decimal;
 use spendguard_core::{Balances, Decision, Evaluation, EventKind, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
-use spendguard_store::{DecisionStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, StoreError};
+use spendguard_store::{
+    DecisionStore, FreezeStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, StoreError,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ pub struct Spending {
     pub(crate) decisions: Arc<dyn DecisionStore>,
     pub(crate) outflows: Arc<dyn OutflowStore>,
     pub(crate) outbox: Arc<dyn OutboxStore>,
+    pub(crate) freezes: Arc<dyn FreezeStore>,
     pub(crate) chains: Chains,
     pub(crate) executor: Arc<Executor>,
     pub(crate) limits: Limits,
@@ -51,6 +54,7 @@ impl Spending {
         decisions: Arc<dyn DecisionStore>,
         outflows: Arc<dyn OutflowStore>,
         outbox: Arc<dyn OutboxStore>,
+        freezes: Arc<dyn FreezeStore>,
         chains: Chains,
         executor: Arc<Executor>,
         metrics: Arc<Metrics>,
@@ -62,6 +66,7 @@ impl Spending {
             decisions,
             outflows,
             outbox,
+            freezes,
             chains,
             executor,
             limits,
@@ -128,6 +133,14 @@ impl Spending {
         Ok(self.decisions.evaluate(req, balances).await?)
     }
 
+    /// Is a spend by `agent` from `wallet` frozen (any scope covering it)?
+    async fn frozen(&self, agent: &str, wallet: &str) -> ServiceResult<bool> {
+        let model = &self.config.model;
+        let (Some(agent), Some(wallet)) = (model.agent(agent), model.wallet(wallet)) else { return Ok(false) };
+        let scopes = spendguard_core::engine::covering_scopes(agent, wallet);
+        Ok(self.freezes.freezes().await?.iter().any(|f| scopes.contains(&f.scope)))
+    }
+
     /// `spend`: evaluate, reserve, and execute at once when the tier allows.
     pub async fn spend(&self, agent: &str, args: SpendArgs) -> ServiceResult<SpendOutcome> {
         let _busy = self.start_work();
@@ -136,10 +149,21 @@ impl Spending {
             Ok(r) => r,
             Err(reason) => return Ok(SpendOutcome::refused(None, vec![reason])),
         };
-        // A wallet the agent may use must have a readable balance before anything is reserved.
+        // A wallet the agent may use must have a readable balance before anything is reserved,
+        // unless a freeze denies the spend anyway: the agent then hears KILL_SWITCH, not why
+        // the chain could not be read (a frozen chain is often one that is in trouble).
         let assigned = self.config.model.agent(agent).is_some_and(|a| a.wallets.contains(&req.wallet));
-        let balances =
-            if assigned { self.chains.request_balance(&self.config.model, &req).await? } else { Balances::new() };
+        let balances = match assigned {
+            false => Balances::new(),
+            true => match self.chains.request_balance(&self.config.model, &req).await {
+                Ok(balances) => balances,
+                Err(e) if self.frozen(agent, &req.wallet).await? => {
+                    tracing::debug!(error = %e, "balance unreadable; the spend is frozen anyway");
+                    Balances::new()
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
         let reserve = ReserveRequest {
             request: req,
             balances,

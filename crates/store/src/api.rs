@@ -140,6 +140,16 @@ pub trait OutflowStore: Send + Sync {
     /// How the outflows of a decision's transaction reconciled: the worst class among them,
     /// `None` until the watcher has seen it.
     async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>>;
+    /// The genesis hash recorded for `chain`, recording `seen` (with an audit entry) when none
+    /// is: a later answer that differs means the RPC now serves another chain, or the node was
+    /// reset.
+    async fn chain_genesis(&self, chain: &str, seen: &str, at: DateTime<Utc>) -> StoreResult<String>;
+    /// The highest nonce among `wallet`'s spends confirmed on chain, and the block it landed
+    /// in: the chain must count at least one more transaction from the wallet there.
+    async fn highest_confirmed_nonce(&self, wallet: &str) -> StoreResult<Option<(u64, u64)>>;
+    /// Records that `chain` no longer is the chain the ledger knows (`detail` says how) and
+    /// freezes every wallet on it, in one transaction; returns the scopes newly frozen.
+    async fn chain_reset(&self, chain: &str, detail: &str, at: DateTime<Utc>) -> StoreResult<Vec<Scope>>;
 }
 
 /// The alert outbox: events, and their delivery to each channel.

@@ -31,8 +31,13 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Validate the configuration and summarise agents, wallets and policies.
-    Check,
+    /// Validate the configuration and summarise agents, wallets and policies; check that each
+    /// key file it names exists and holds its wallet's address.
+    Check {
+        /// Validate the configuration only, not its key files (where the keys are not deployed).
+        #[arg(long)]
+        skip_keys: bool,
+    },
     /// Create a new, empty ledger at [server].database. A missing ledger is also created on
     /// first use; `init` is needed where an empty file is left (a truncated ledger is never
     /// re-created silently). It never overwrites a ledger.
@@ -290,7 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let config = load(&cli.config)?;
     match cli.command {
-        Command::Check => inspect::check(&config),
+        Command::Check { skip_keys } => inspect::check(&config, skip_keys),
         Command::Init => operate::init(&config),
         Command::Evaluate(args) => inspect::evaluate(config, args).await,
         Command::Freeze { scope, reason, operator } => operate::freeze(config, scope.scope(), &reason, &operator).await,

@@ -67,6 +67,19 @@ pub enum ChainError {
     /// An amount cannot be represented on chain (more decimals than the asset, or too large).
     #[error("amount: {0}")]
     Amount(String),
+    /// An RPC endpoint serves another chain than the one configured (its EIP-155 chain id
+    /// differs): it is skipped, and another URL of the list is tried.
+    #[error("chain {chain}: the RPC endpoint {endpoint} serves chain id {found}, not the configured {expected}")]
+    WrongChain {
+        /// Chain id in the config.
+        chain: String,
+        /// The endpoint, as scheme and host only (a URL's path may hold an API key).
+        endpoint: String,
+        /// The configured chain id.
+        expected: u64,
+        /// What the endpoint answered.
+        found: u64,
+    },
     /// The node answered something that makes no sense.
     #[error("chain {chain}: unexpected answer: {message}")]
     BadResponse {
@@ -80,7 +93,21 @@ pub enum ChainError {
 impl ChainError {
     /// Should the caller try again later?
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ChainError::Unavailable { .. })
+        // A URL serving the wrong chain is skipped like one that is down: another may be right.
+        matches!(self, ChainError::Unavailable { .. } | ChainError::WrongChain { .. })
+    }
+}
+
+/// A URL as logs and errors may show it: scheme and host, never the path or query (where
+/// providers put API keys) or credentials.
+pub fn endpoint_name(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if scheme.is_empty() {
+        host.to_string()
+    } else {
+        format!("{scheme}://{host}")
     }
 }
 
@@ -294,6 +321,24 @@ pub trait ChainClient: Send + Sync {
 
     /// The current head block (slot).
     async fn head(&self) -> ChainResult<u64>;
+
+    /// The hash of the chain's first block: what tells a chain from another one (or from the
+    /// same node restarted empty).
+    async fn genesis(&self) -> ChainResult<String>;
+
+    /// Asks every RPC endpoint which chain it serves: [`ChainError::WrongChain`] for the first
+    /// that names another. Endpoints that do not answer are left for later.
+    async fn check_endpoints(&self) -> ChainResult<()> {
+        Ok(())
+    }
+
+    /// How many transactions `address` had sent as of block `block`, on chains that count them
+    /// (the EVM nonce); `None` elsewhere. Asked at a block the ledger saw, so that a node
+    /// lagging behind the head is not mistaken for one that lost transactions.
+    async fn sent_count(&self, address: &str, block: u64) -> ChainResult<Option<u64>> {
+        let _ = (address, block);
+        Ok(None)
+    }
 
     /// The hash of block `number` on the node's canonical chain, if it has one.
     async fn block_hash(&self, number: u64) -> ChainResult<Option<String>>;

@@ -21,7 +21,9 @@ use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 alloy::sol! {
     /// The part of ERC-20 spendguard uses.
@@ -49,10 +51,20 @@ pub struct EvmSettings {
     pub retries: u32,
 }
 
+/// One RPC URL, checked to serve the configured chain before its first use.
+#[derive(Clone)]
+struct Endpoint {
+    provider: RootProvider,
+    /// Scheme and host, for errors.
+    name: String,
+    /// Set once the endpoint has answered the configured chain id.
+    verified: Arc<OnceCell<()>>,
+}
+
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
 pub struct EvmClient {
     settings: EvmSettings,
-    providers: Vec<RootProvider>,
+    endpoints: Vec<Endpoint>,
     signers: HashMap<Address, PrivateKeySigner>,
     max_fee_wei: Option<u128>,
 }
@@ -71,12 +83,18 @@ impl EvmClient {
     /// A client for `settings` holding the given keys.
     pub fn new(settings: EvmSettings, signers: Vec<PrivateKeySigner>) -> ChainResult<EvmClient> {
         let bad = |message: String| ChainError::BadResponse { chain: settings.id.clone(), message };
-        let providers = settings
+        let endpoints = settings
             .rpc
             .iter()
-            .map(|url| url.parse().map(RootProvider::new_http).map_err(|e| bad(format!("RPC URL {url:?}: {e}"))))
+            .map(|url| {
+                let provider = url
+                    .parse()
+                    .map(RootProvider::new_http)
+                    .map_err(|e| bad(format!("RPC URL {}: {e}", spendguard_chain::endpoint_name(url))))?;
+                Ok(Endpoint { provider, name: spendguard_chain::endpoint_name(url), verified: Arc::default() })
+            })
             .collect::<ChainResult<Vec<_>>>()?;
-        if providers.is_empty() {
+        if endpoints.is_empty() {
             return Err(bad("no RPC URL configured".into()));
         }
         let max_fee_wei = match settings.max_fee_per_gas_gwei {
@@ -89,7 +107,7 @@ impl EvmClient {
             None => None,
         };
         let signers = signers.into_iter().map(|s| (s.address(), s)).collect();
-        Ok(EvmClient { settings, providers, signers, max_fee_wei })
+        Ok(EvmClient { settings, endpoints, signers, max_fee_wei })
     }
 
     fn error(&self, e: RpcError<TransportErrorKind>) -> ChainError {
@@ -111,11 +129,33 @@ impl EvmClient {
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
         let policy = RetryPolicy { timeout: self.settings.rpc_timeout, retries: self.settings.retries };
-        with_failover(&self.settings.id, &self.providers, policy, |p| {
-            let answer = call(p);
-            async move { answer.await.map_err(|e| self.error(e)) }
+        let call = &call;
+        with_failover(&self.settings.id, &self.endpoints, policy, |endpoint| async move {
+            self.verify(&endpoint).await?;
+            call(endpoint.provider).await.map_err(|e| self.error(e))
         })
         .await
+    }
+
+    /// Checks, once per endpoint, that it serves the configured chain: a transaction signed
+    /// for one chain must never be sent to, nor outflows read from, another.
+    async fn verify(&self, endpoint: &Endpoint) -> ChainResult<()> {
+        let expected = self.settings.chain_id;
+        let check = || async {
+            let found = endpoint.provider.get_chain_id().await.map_err(|e| self.error(e))?;
+            if found == expected {
+                return Ok(());
+            }
+            let wrong = ChainError::WrongChain {
+                chain: self.settings.id.clone(),
+                endpoint: endpoint.name.clone(),
+                expected,
+                found,
+            };
+            tracing::error!(error = %wrong, "RPC endpoint skipped");
+            Err(wrong)
+        };
+        endpoint.verified.get_or_try_init(check).await.map(|_| ())
     }
 
     fn address(&self, text: &str) -> ChainResult<Address> {
@@ -294,6 +334,37 @@ impl ChainClient for EvmClient {
 
     async fn head(&self) -> ChainResult<u64> {
         self.rpc(|p| p.get_block_number().into_future()).await
+    }
+
+    async fn genesis(&self) -> ChainResult<String> {
+        self.block_hash(0).await?.ok_or_else(|| ChainError::BadResponse {
+            chain: self.settings.id.clone(),
+            message: "the node has no block 0".into(),
+        })
+    }
+
+    async fn check_endpoints(&self) -> ChainResult<()> {
+        for endpoint in &self.endpoints {
+            match tokio::time::timeout(self.settings.rpc_timeout, self.verify(endpoint)).await {
+                Ok(Err(wrong @ ChainError::WrongChain { .. })) => return Err(wrong),
+                Ok(Err(e)) => {
+                    tracing::warn!(chain = %self.settings.id, endpoint = %endpoint.name, error = %e, "cannot ask the endpoint its chain id now")
+                }
+                Err(_) => {
+                    tracing::warn!(chain = %self.settings.id, endpoint = %endpoint.name, "the endpoint did not answer its chain id in time")
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn sent_count(&self, address: &str, block: u64) -> ChainResult<Option<u64>> {
+        let address = self.address(address)?;
+        let count = self
+            .rpc(|p| async move { p.get_transaction_count(address).block_id(BlockId::number(block)).await })
+            .await?;
+        Ok(Some(count))
     }
 
     async fn block_hash(&self, number: u64) -> ChainResult<Option<String>> {

@@ -442,6 +442,10 @@ impl ChainClient for SolanaClient {
         self.rpc(|c| async move { c.get_slot_with_commitment(commitment).await }).await
     }
 
+    async fn genesis(&self) -> ChainResult<String> {
+        self.rpc(|c| async move { c.get_genesis_hash().await }).await.map(|hash| hash.to_string())
+    }
+
     async fn block_hash(&self, _number: u64) -> ChainResult<Option<String>> {
         Err(self.bad("Solana outflows are indexed by signature, not by block".into()))
     }

@@ -11,7 +11,8 @@ use crate::records::{BlockRecorded, IndexedBlock, RecordedOutflow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
-use spendguard_core::freeze::scopes_for_outflow;
+use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
+use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{classify, evidence, Approved, Class, Finding, Outflow};
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
@@ -37,6 +38,32 @@ impl OutflowStore for SqliteStore {
     async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
         let chain = chain.to_string();
         self.write(move |w| w.rewind(&chain, from, at)).await
+    }
+
+    async fn chain_genesis(&self, chain: &str, seen: &str, at: DateTime<Utc>) -> StoreResult<String> {
+        let (chain, seen) = (chain.to_string(), seen.to_string());
+        self.write(move |w| w.chain_genesis(&chain, &seen, at)).await
+    }
+
+    async fn chain_reset(&self, chain: &str, detail: &str, at: DateTime<Utc>) -> StoreResult<Vec<Scope>> {
+        let (chain, detail) = (chain.to_string(), detail.to_string());
+        self.write(move |w| w.chain_reset(&chain, &detail, at)).await
+    }
+
+    async fn highest_confirmed_nonce(&self, wallet: &str) -> StoreResult<Option<(u64, u64)>> {
+        let wallet = wallet.to_string();
+        self.read(move |c| {
+            let top: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT nonce, block FROM decisions WHERE wallet = ?1 AND status = 'confirmed' \
+                     AND nonce IS NOT NULL AND block IS NOT NULL ORDER BY nonce DESC LIMIT 1",
+                    params![wallet],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(top.map(|(nonce, block)| (nonce as u64, block as u64)))
+        })
+        .await
     }
 
     async fn block_hash(&self, chain: &str, number: u64) -> StoreResult<Option<String>> {
@@ -226,6 +253,48 @@ impl Writer {
             findings.push(Finding { outflow: o, class, decision_id, frozen });
         }
         Ok(findings)
+    }
+
+    fn chain_genesis(&mut self, chain: &str, seen: &str, at: DateTime<Utc>) -> StoreResult<String> {
+        let recorded: Option<String> = self
+            .conn
+            .query_row("SELECT genesis FROM chain_identity WHERE chain = ?1", params![chain], |r| r.get(0))
+            .optional()?;
+        if let Some(recorded) = recorded {
+            return Ok(recorded);
+        }
+        self.conn.execute(
+            "INSERT INTO chain_identity (chain, genesis, first_seen_us) VALUES (?1, ?2, ?3)",
+            params![chain, seen, to_us(at)],
+        )?;
+        self.audit(
+            AuditInput {
+                kind: "chain_identity",
+                actor: "auditor",
+                detail: serde_json::json!({ "chain": chain, "genesis": seen }),
+                ..AuditInput::default()
+            },
+            at,
+        )?;
+        Ok(seen.to_string())
+    }
+
+    fn chain_reset(&mut self, chain: &str, detail: &str, at: DateTime<Utc>) -> StoreResult<Vec<Scope>> {
+        self.record_event(EventKind::ChainReset, None, detail, at)?;
+        let mut frozen = vec![];
+        for scope in scopes_for_chain_reset(&self.model, chain) {
+            let freeze = Freeze {
+                scope: scope.clone(),
+                frozen_by: "reconciler".into(),
+                reason: format!("chain {chain} was reset or replaced"),
+                frozen_at: at,
+                evidence: Some(detail.to_string()),
+            };
+            if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
+                frozen.push(scope);
+            }
+        }
+        Ok(frozen)
     }
 
     fn rewind(&mut self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {

@@ -221,6 +221,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_time ON events (at_us);
     CREATE INDEX events_by_kind ON events (kind, id);
     "#,
+    // 9: which chain each configured chain is: the hash of its first block, as first seen.
+    r#"
+    CREATE TABLE chain_identity (
+        chain         TEXT PRIMARY KEY,
+        genesis       TEXT NOT NULL,
+        first_seen_us INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.
