@@ -190,6 +190,14 @@ async fn main() {
     say("procurement-bot", "900 USDC annual plan", &approval);
     let r = refunds.call("spend", json!({"wallet": "eth-ops", "to": GITHUB, "amount": "20", "asset": "USDC"})).await;
     say("refund-bot", "20 USDC without naming an operation", &r);
+    // GitHub's address as EIP-55 writes it, with one letter's case mistyped.
+    let typo = "0x23618e81e3f5cdF7f54C3d65f7FBc0aBf5B21E8f";
+    let r = procurement.call("spend", pay("eth-ops", typo, "8")).await;
+    say("procurement-bot", "8 USDC to a mistyped address", &r);
+    let mut long_memo = pay("eth-ops", GITHUB, "8");
+    long_memo["memo"] = json!("x".repeat(100_000));
+    let r = procurement.call("spend", long_memo).await;
+    say("procurement-bot", "8 USDC with a 100 KB memo", &r);
 
     step("The treasurer cancels the duplicate and approves the annual plan");
     let cancelled_id = cancelled.data["decision_id"].as_str().unwrap();

@@ -8,6 +8,7 @@ use spendguard_core::SpendStatus;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::{McpAgent, ToolReply};
 use spendguard_tests::prelude::*;
+use spendguard_tests::stdio_agent::StdioAgent;
 
 /// A well-formed payment of 5 TUSD from `hot` to `PAYEE`; each case breaks one part of it.
 fn payment() -> Map<String, Value> {
@@ -64,7 +65,8 @@ fn cases() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
         ("100 KB asset", "asset", Some(json!(big.clone())), "asset"),
         ("unknown asset", "asset", Some(json!("NOPE")), "asset"),
         ("100 KB operation", "operation", Some(json!(big)), "operation"),
-        ("1 MB memo", "memo", Some(json!("m".repeat(1 << 20))), "memo"),
+        // 10^6 characters: within the 1 MiB message limit, so the tool itself refuses it.
+        ("1 MB memo", "memo", Some(json!("m".repeat(1_000_000))), "memo"),
         ("idempotency key of 256 characters", "idempotency_key", Some(json!("k".repeat(256))), "idempotency_key"),
         ("an `agent` argument", "agent", Some(json!("saver")), "agent"),
     ]
@@ -92,19 +94,60 @@ async fn nonce(org: &EvmOrg, address: &str) -> u64 {
     u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
 }
 
+/// An agent's connection over one of the three ways agents reach spendguard.
+enum Connection {
+    /// rmcp's client over an in-memory pipe to a node in this process.
+    InProcess(McpAgent),
+    /// rmcp's client over streamable HTTP to `spendguard serve`.
+    Http(McpAgent),
+    /// JSON-RPC lines to `spendguard mcp` over its stdin and stdout.
+    Stdio(std::sync::Mutex<StdioAgent>),
+}
+
+impl Connection {
+    fn name(&self) -> &'static str {
+        match self {
+            Connection::InProcess(_) => "in-process",
+            Connection::Http(_) => "HTTP",
+            Connection::Stdio(_) => "stdio",
+        }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> ToolReply {
+        match self {
+            Connection::InProcess(agent) | Connection::Http(agent) => agent.call(tool, args).await,
+            Connection::Stdio(agent) => {
+                let mut agent = agent.lock().unwrap();
+                let (is_error, text, data) = agent.call(tool, args).expect("spendguard mcp went away");
+                ToolReply { is_error, text, data }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_malformed_argument_is_a_tool_error_naming_it_and_moves_nothing() {
     let org = EvmOrg::start("").await;
     let node = org.node().await;
-    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let (daemon, url) = org.start_daemon();
+    let token = org.tokens["buyer"].clone();
+    let stdio = StdioAgent::spawn(&EvmOrg::binary(), &org.config_path, "buyer", &token, &org.server_env());
+    let connections = [
+        Connection::InProcess(McpAgent::connect(&node.services, "buyer").await),
+        Connection::Http(McpAgent::connect_http(&url, &token).await),
+        Connection::Stdio(std::sync::Mutex::new(stdio)),
+    ];
     let (tokens_before, nonce_before) = (org.token_balance(HOT).await, nonce(&org, HOT).await);
 
-    for (what, key, value, names) in cases() {
+    for ((what, key, value, names), agent) in
+        cases().into_iter().flat_map(|c| connections.iter().map(move |a| (c.clone(), a)))
+    {
         let mut args = payment();
         match value {
             Some(v) => args.insert(key.to_string(), v),
             None => args.remove(key),
         };
+        let what = format!("{what} ({})", agent.name());
         for tool in ["spend", "evaluate"] {
             let reply = agent.call(tool, Value::Object(args.clone())).await;
             let first = refusal_line(tool, &reply).unwrap_or_else(|e| panic!("{tool} with {what}: {e}"));
@@ -122,9 +165,12 @@ async fn every_malformed_argument_is_a_tool_error_naming_it_and_moves_nothing() 
     // The server still answers, and a well-formed payment (checksummed as EIP-55 says) pays.
     let mut good = payment();
     good.insert("to".into(), json!(PAYEE_CHECKSUMMED));
-    let paid = agent.call("spend", Value::Object(good)).await;
-    assert_eq!(paid.data["status"], "executed", "{}", paid.text);
-    assert_eq!(tokens_before - org.token_balance(HOT).await, 5_000_000);
+    for agent in &connections {
+        let paid = agent.call("spend", Value::Object(good.clone())).await;
+        assert_eq!(paid.data["status"], "executed", "{} {}", agent.name(), paid.text);
+    }
+    assert_eq!(tokens_before - org.token_balance(HOT).await, 3 * 5_000_000);
+    assert!(EvmOrg::stop_daemon(daemon));
 }
 
 /// A JSON value that is not a string.
