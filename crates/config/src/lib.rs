@@ -275,11 +275,12 @@ pub fn parse(text: &str, path: &Path) -> ConfigResult<Config> {
             } else {
                 inner.span().map(|s| locator.line_at(s.start)).or_else(|| locator.line_of(&key))
             };
-            return Err(invalid(vec![ConfigIssue {
-                line,
-                key: key.to_string(),
-                message: inner.message().to_string(),
-            }]));
+            // No key at all and not a missing table: the text is not TOML where the line says.
+            let message = match key.to_string().is_empty() && !at_root {
+                true => format!("not valid TOML: {}", inner.message()),
+                false => inner.message().to_string(),
+            };
+            return Err(invalid(vec![ConfigIssue { line, key: key.to_string(), message }]));
         }
     };
     validate::build(raw, path).map_err(|issues| {

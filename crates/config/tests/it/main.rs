@@ -5,7 +5,7 @@ use spendguard_config::{load, parse, ConfigError};
 use spendguard_core::model::{Measure, RecipientAction, Scope};
 use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     // At run time: a test binary built in a shared target dir by another checkout keeps that
     // checkout's path in env!.
     std::path::PathBuf::from(
@@ -139,3 +139,5 @@ fn agents_no_limit_covers_are_warned_about() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].starts_with("agent stray spending from wallet hot: no policy with a limit"), "{warnings:?}");
 }
+
+mod fuzz;
