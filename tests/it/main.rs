@@ -18,6 +18,7 @@ mod report_html;
 mod revoke;
 mod rules;
 mod scenarios;
+mod secrets;
 mod solana;
 mod transport;
 mod watcher_faults;

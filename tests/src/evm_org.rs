@@ -280,6 +280,22 @@ impl EvmOrg {
     /// [`EvmOrg::start_daemon`] on another config (e.g. a variant), with `extra_env` beside the
     /// keystore passwords.
     pub fn start_daemon_for(&self, config: &Path, extra_env: &[(&str, &str)]) -> (std::process::Child, String) {
+        self.spawn_daemon(config, extra_env, std::process::Stdio::inherit())
+    }
+
+    /// [`EvmOrg::start_daemon`], its log (at `level`, as `SPENDGUARD_LOG` takes it) written to
+    /// the file `log`.
+    pub fn start_daemon_logging_to(&self, log: &Path, level: &str) -> (std::process::Child, String) {
+        let file = std::fs::File::create(log).expect("log file");
+        self.spawn_daemon(&self.config_path, &[("SPENDGUARD_LOG", level)], file.into())
+    }
+
+    fn spawn_daemon(
+        &self,
+        config: &Path,
+        extra_env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> (std::process::Child, String) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(EvmOrg::binary())
             .arg("--config")
@@ -288,6 +304,7 @@ impl EvmOrg {
             .envs(self.server_env())
             .envs(extra_env.iter().copied())
             .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start spendguard serve");
         let mut line = String::new();
