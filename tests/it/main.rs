@@ -20,5 +20,6 @@ mod rules;
 mod scenarios;
 mod secrets;
 mod solana;
+mod spend_faults;
 mod transport;
 mod watcher_faults;

@@ -1,7 +1,8 @@
-//! A JSON-RPC proxy in front of a real node that injects the faults watchers meet in
+//! A JSON-RPC proxy in front of a real node that injects the faults clients meet in
 //! production — HTTP 429, 5xx, answers slower than the client's timeout, a node that is down,
-//! a lagging node that answers null for blocks it has not seen, and one that drops the
-//! transactions sent to it — and counts calls by method.
+//! garbage, JSON-RPC errors, another chain's id, a lagging node that answers null for blocks
+//! it has not seen, one that drops the transactions sent to it, and one whose answer to a
+//! broadcast is lost — and counts calls by method.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,6 +32,15 @@ pub struct Faults {
     /// Accept Solana `sendTransaction`s (answering their signature) without passing them on: a
     /// node that drops transactions under load.
     pub swallow_sends: bool,
+    /// Answer every n-th request with HTTP 200 and a body that is not JSON.
+    pub garbage_every: Option<u64>,
+    /// Answer every n-th request with a JSON-RPC error (-32603, internal error).
+    pub rpc_error_every: Option<u64>,
+    /// Answer `eth_chainId` with this chain id: a URL that serves another chain.
+    pub chain_id: Option<u64>,
+    /// Pass `eth_sendRawTransaction` on, then answer HTTP 502: a broadcast whose answer was
+    /// lost on the way back.
+    pub lose_send_answers: bool,
 }
 
 /// Counts of what the proxy did.
@@ -123,6 +133,20 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         Err(e) => return (StatusCode::BAD_REQUEST, format!("proxy: not JSON: {e}")).into_response(),
     };
     let method = request["method"].as_str().unwrap_or("batch").to_string();
+    if every(faults.garbage_every, count) {
+        inject("garbage");
+        return (StatusCode::OK, [("content-type", "application/json")], "<html>oops</html>").into_response();
+    }
+    if every(faults.rpc_error_every, count) {
+        inject("JSON-RPC error");
+        let error = json!({ "code": -32603, "message": "internal error" });
+        return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "error": error })).into_response();
+    }
+    if let (Some(id), "eth_chainId") = (faults.chain_id, method.as_str()) {
+        inject("wrong chain id");
+        return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": format!("{id:#x}") }))
+            .into_response();
+    }
     if method == "eth_getBlockReceipts" {
         let n = shared.receipts.fetch_add(1, Ordering::SeqCst) + 1;
         if every(faults.null_receipts_every, n) {
@@ -153,6 +177,11 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         };
     let status = answer.status();
     let bytes = answer.bytes().await.unwrap_or_default();
+    if faults.lose_send_answers && method == "eth_sendRawTransaction" {
+        inject("lost send answer");
+        *shared.stats.lock().unwrap().forwarded.entry(method).or_default() += 1;
+        return (StatusCode::BAD_GATEWAY, "connection reset").into_response();
+    }
     *shared.stats.lock().unwrap().forwarded.entry(method).or_default() += 1;
     (
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),

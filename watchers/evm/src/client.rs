@@ -113,6 +113,12 @@ impl EvmClient {
     fn error(&self, e: RpcError<TransportErrorKind>) -> ChainError {
         let chain = self.settings.id.clone();
         match e.as_error_resp() {
+            // EIP-1474's transient codes: internal error, resource unavailable, limit exceeded.
+            // The node could not answer now; it did not refuse anything.
+            Some(payload) if matches!(payload.code, -32603 | -32002 | -32005) => ChainError::Unavailable {
+                chain,
+                message: format!("JSON-RPC error {}: {}", payload.code, payload.message),
+            },
             Some(payload) => ChainError::Rejected {
                 chain,
                 reason: payload.message.to_string(),
