@@ -19,6 +19,7 @@ mod revoke;
 mod rules;
 mod scenarios;
 mod secrets;
+mod soak;
 mod solana;
 mod spend_faults;
 mod transport;

@@ -45,13 +45,18 @@ impl McpAgent {
 
     /// Connects to a running daemon's `/mcp` over streamable HTTP with an agent's token.
     pub async fn connect_http(url: &str, token: &str) -> McpAgent {
+        McpAgent::try_connect_http(url, token).await.expect("MCP handshake over HTTP")
+    }
+
+    /// [`McpAgent::connect_http`], with a failed handshake (a server gone) as an error.
+    pub async fn try_connect_http(url: &str, token: &str) -> Result<McpAgent, String> {
         use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
         use rmcp::transport::StreamableHttpClientTransport;
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token.to_string()),
         );
-        let client = ().serve(transport).await.expect("MCP handshake over HTTP");
-        McpAgent { client }
+        let client = ().serve(transport).await.map_err(|e| e.to_string())?;
+        Ok(McpAgent { client })
     }
 
     /// Calls a tool with JSON arguments.
