@@ -4,6 +4,7 @@
 
 mod auditor;
 mod chain_identity;
+mod clock;
 mod config_check;
 mod crash;
 mod demo;

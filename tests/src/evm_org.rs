@@ -254,6 +254,19 @@ impl EvmOrg {
         config: spendguard_config::Config,
         alerts: Vec<spendguard_service::AlertChannel>,
     ) -> Arc<TestNode> {
+        let keys = EvmOrg::keys_for(&config);
+        TestNode::build(config, keys, alerts).await
+    }
+
+    /// A node in this process for this org's config whose services read the time from `clock`.
+    pub async fn node_with_clock(&self, clock: Arc<dyn spendguard_service::Clock>) -> Arc<TestNode> {
+        let config = self.config();
+        let keys = EvmOrg::keys_for(&config);
+        TestNode::build_with_clock(config, keys, clock).await
+    }
+
+    /// The keys of `hot` and `cold`, and of every plain Solana keypair file `config` names.
+    fn keys_for(config: &spendguard_config::Config) -> KeyRing {
         let mut keys = KeyRing::default();
         for key in [DEV_KEYS[1], DEV_KEYS[2]] {
             keys.add_evm("eth-local", key.trim_start_matches("0x").parse().expect("dev key"));
@@ -264,7 +277,7 @@ impl EvmOrg {
                 keys.add_solana(&wallet.chain, keypair);
             }
         }
-        TestNode::build(config, keys, alerts).await
+        keys
     }
 
     /// The `spendguard` binary built next to this test binary, from these sources.

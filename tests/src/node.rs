@@ -25,6 +25,24 @@ impl TestNode {
         Arc::new(TestNode { node })
     }
 
+    /// [`TestNode::build`] whose services read the time from `clock` (a test steps it).
+    pub async fn build_with_clock(
+        config: spendguard_config::Config,
+        keys: KeyRing,
+        clock: Arc<dyn spendguard_service::Clock>,
+    ) -> Arc<TestNode> {
+        let node = spendguard_node::build(config, Keys::Given(keys)).await.unwrap_or_else(|e| panic!("node: {e}"));
+        let services = spendguard_service::Services::new(
+            Arc::clone(&node.config),
+            node.store.clone(),
+            node.chains.clone(),
+            true,
+            vec![],
+            clock,
+        );
+        Arc::new(TestNode { node: Node { services, ..node } })
+    }
+
     /// The ledger.
     pub fn ledger(&self) -> &spendguard_store::SqliteStore {
         &self.node.store
