@@ -86,3 +86,35 @@ fn two_processes_creating_one_ledger_make_one() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_damaged_or_newer_ledger_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spendguard_tests::write_config(dir.path(), "");
+    let db = dir.path().join("test.db");
+    for i in 0..20 {
+        let o = cli(&config, &["agent", "token", if i % 2 == 0 { "alice" } else { "bob" }]);
+        assert!(o.status.success(), "{}", err(&o));
+    }
+    let whole = std::fs::read(&db).unwrap();
+    let refused = |what: &str, needles: &[&str]| {
+        let o = verify(&config);
+        let e = err(&o);
+        assert!(!o.status.success(), "{what}: verify passed: {}", out(&o));
+        assert!(e.contains(&db.display().to_string()), "{what}: the file is not named: {e}");
+        assert!(needles.iter().any(|n| e.contains(n)), "{what}: {e}");
+    };
+
+    // Cut in half, or its header overwritten.
+    std::fs::write(&db, &whole[..whole.len() / 2]).unwrap();
+    refused("truncated", &["malformed", "not a database"]);
+    let mut garbage = whole.clone();
+    garbage[..16].copy_from_slice(b"not sqlite at al");
+    std::fs::write(&db, &garbage).unwrap();
+    refused("a garbage header", &["not a database"]);
+
+    // Written by a newer spendguard.
+    std::fs::write(&db, &whole).unwrap();
+    rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    refused("a newer schema", &["schema is version 99", "upgrade spendguard"]);
+}

@@ -9,6 +9,7 @@ mod config_check;
 mod crash;
 mod demo;
 mod hostile;
+mod ledger_faults;
 mod ledger_file;
 mod mcp_evm;
 mod operators;

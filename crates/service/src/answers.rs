@@ -164,6 +164,24 @@ impl SpendOutcome {
         }
     }
 
+    /// A decision recorded whose record cannot be read back now (the ledger failed after
+    /// committing it): as the receipt left it. Never "nothing was spent": the background
+    /// passes may still execute it, and `spend_status` follows it.
+    pub(crate) fn recorded(receipt: spendguard_store::Receipt) -> SpendOutcome {
+        SpendOutcome {
+            decision_id: Some(receipt.decision_id),
+            status: AgentStatus::of(receipt.status),
+            decision: receipt.decision,
+            tier: receipt.tier,
+            reasons: receipt.reasons,
+            tx_hash: None,
+            execute_after: receipt.execute_after,
+            approval_expires_at: receipt.approval_expires_at,
+            failure: None,
+            replayed: false,
+        }
+    }
+
     /// Where a recorded decision stands.
     pub(crate) fn of(record: DecisionRecord, replayed: bool) -> SpendOutcome {
         SpendOutcome {

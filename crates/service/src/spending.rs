@@ -187,16 +187,24 @@ impl Spending {
             }
             ReserveOutcome::Decided { receipt, replayed } => (receipt, replayed),
         };
+        // From here the decision is recorded and its budget held: whatever fails now, the
+        // background passes finish it, so the agent is told where it stands — never that
+        // nothing was spent, which would invite a second payment.
+        let id = receipt.decision_id.clone();
         if !replayed {
             self.metrics.decision(receipt.decision);
-            self.after_decision(agent, &receipt).await?;
+            if let Err(e) = self.after_decision(agent, &receipt).await {
+                tracing::error!(decision = %id, error = %e, "completing the spend failed; the background passes finish it");
+            }
         }
-        let record = self
-            .decisions
-            .decision(&receipt.decision_id)
-            .await?
-            .ok_or_else(|| ServiceError::UnknownDecision(receipt.decision_id.clone()))?;
-        Ok(SpendOutcome::of(record, replayed))
+        match self.decisions.decision(&id).await {
+            Ok(Some(record)) => Ok(SpendOutcome::of(record, replayed)),
+            Ok(None) => Err(ServiceError::UnknownDecision(id)),
+            Err(e) => {
+                tracing::error!(decision = %id, error = %e, "reading the decision back failed");
+                Ok(SpendOutcome::recorded(receipt))
+            }
+        }
     }
 
     /// What follows a new decision: warnings and notifications recorded, an allowed spend
