@@ -84,9 +84,13 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
         let spawn_error = |e: std::io::Error| StoreError::Unusable(format!("cannot start a ledger thread: {e}"));
+        let busy_timeout = options.busy_timeout;
         let handle = std::thread::Builder::new()
             .name("spendguard-ledger".into())
-            .spawn(move || writer.run(rx, max_batch))
+            .spawn(move || {
+                writer::set_busy_timeout(busy_timeout);
+                writer.run(rx, max_batch)
+            })
             .map_err(spawn_error)?;
         let (reads, queue) = mpsc::channel::<ReadJob>();
         let queue = Arc::new(Mutex::new(queue));
@@ -96,11 +100,14 @@ impl SqliteStore {
             let queue = Arc::clone(&queue);
             let reader = std::thread::Builder::new()
                 .name(format!("spendguard-ledger-read-{i}"))
-                .spawn(move || loop {
-                    let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                    match job {
-                        Ok(job) => job(&conn),
-                        Err(_) => return,
+                .spawn(move || {
+                    writer::set_busy_timeout(busy_timeout);
+                    loop {
+                        let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(&conn),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .map_err(spawn_error)?;

@@ -9,8 +9,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection, OpenFlags};
 use spendguard_core::usage::UsageIndex;
 use spendguard_core::{Freeze, Model};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
@@ -48,15 +49,23 @@ const WRITER_TURN: std::time::Duration = std::time::Duration::from_millis(20);
 /// Longer than [`BUSY_POLL`], so a waiting process is sure to try during it.
 const WRITER_PAUSE: std::time::Duration = std::time::Duration::from_micros(400);
 
-/// Retries before a waiting connection gives up: `busy_timeout / BUSY_POLL`. SQLite takes the
-/// handler as a plain function, so the limit lives here; the most recently opened ledger sets it.
-static BUSY_RETRY_LIMIT: AtomicI32 = AtomicI32::new(120_000);
+thread_local! {
+    /// Retries before a waiting connection gives up: `busy_timeout / BUSY_POLL`. SQLite takes
+    /// the handler as a plain function, so the limit lives here, per thread: each ledger's
+    /// connections run on threads of their own, which set it from that ledger's options.
+    static BUSY_RETRY_LIMIT: Cell<i32> = const { Cell::new(120_000) };
+}
+
+/// Makes connections used on this thread wait at most `timeout` for another's write lock.
+pub(crate) fn set_busy_timeout(timeout: std::time::Duration) {
+    let retries = (timeout.as_micros() / BUSY_POLL.as_micros()).clamp(1, i32::MAX as u128) as i32;
+    BUSY_RETRY_LIMIT.with(|limit| limit.set(retries));
+}
 
 fn install_busy_handler(conn: &Connection, timeout: std::time::Duration) -> rusqlite::Result<()> {
-    let retries = (timeout.as_micros() / BUSY_POLL.as_micros()).clamp(1, i32::MAX as u128) as i32;
-    BUSY_RETRY_LIMIT.store(retries, Ordering::Relaxed);
+    set_busy_timeout(timeout);
     conn.busy_handler(Some(|retries_so_far| {
-        if retries_so_far >= BUSY_RETRY_LIMIT.load(Ordering::Relaxed) {
+        if retries_so_far >= BUSY_RETRY_LIMIT.with(Cell::get) {
             return false;
         }
         std::thread::sleep(BUSY_POLL);
