@@ -118,3 +118,54 @@ fn a_damaged_or_newer_ledger_is_refused_naming_the_file() {
     rusqlite::Connection::open(&db).unwrap().pragma_update(None, "user_version", 99).unwrap();
     refused("a newer schema", &["schema is version 99", "upgrade spendguard"]);
 }
+
+#[test]
+fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spendguard_tests::write_config(dir.path(), "");
+    let db = dir.path().join("test.db");
+    assert!(cli(&config, &["agent", "token", "alice"]).status.success());
+    let before = out(&verify(&config));
+    // Schema 8: what spendguard wrote before it recorded each chain's genesis.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TABLE chain_identity; PRAGMA user_version = 8;").unwrap();
+    drop(conn);
+    let after = out(&verify(&config));
+    assert_eq!(after, before, "the audit chain is untouched by the migration");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 9);
+    let tokens: i64 = conn.query_row("SELECT count(*) FROM agent_tokens", [], |r| r.get(0)).unwrap();
+    assert_eq!(tokens, 1, "the agent's token survived");
+}
+
+#[test]
+fn a_read_only_ledger_is_refused_naming_the_file_until_it_is_writable_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = spendguard_tests::write_config(dir.path(), "");
+    let db = dir.path().join("test.db");
+    assert!(cli(&config, &["agent", "token", "alice"]).status.success());
+    // Root writes any file whatever its mode: the read-only ledger is met by an unprivileged
+    // user, as an operator's account would.
+    let binary = dir.path().join("spendguard");
+    std::fs::copy(spendguard_tests::binary::spendguard(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let o = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(&binary)
+        .arg("--config")
+        .arg(&config)
+        .args(["agent", "token", "bob"])
+        .output()
+        .expect("runuser (util-linux) to run spendguard as nobody");
+    let e = err(&o);
+    assert!(!o.status.success(), "a token was issued into a read-only ledger: {}", out(&o));
+    assert!(e.contains(&db.display().to_string()) && e.contains("is read-only"), "{e}");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = cli(&config, &["agent", "token", "bob"]);
+    assert!(o.status.success(), "{}", err(&o));
+}

@@ -73,6 +73,13 @@ pub enum StoreError {
         /// Its write-ahead log.
         wal: PathBuf,
     },
+    /// The ledger can only be read (file permissions, or a read-only mount).
+    #[error(
+        "the ledger {} is read-only (its file permissions, or a read-only mount): spendguard records every \
+         decision in it; make it writable by the user spendguard runs as",
+        .0.display()
+    )]
+    ReadOnly(PathBuf),
     /// `init` found a file with content at the ledger's path.
     #[error(
         "{} exists and is not empty; init creates a ledger only where there is no file or an empty one, and never \

@@ -273,10 +273,27 @@ fn main() -> ExitCode {
     match ran {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, leaving out a cause whose words are already there
+/// (SQLite's errors repeat themselves at each level).
+fn render(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.to_lowercase().contains(&text.to_lowercase()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn load(path: &Path) -> Result<Config> {

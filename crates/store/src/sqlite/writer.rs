@@ -175,6 +175,9 @@ impl Writer {
     ) -> StoreResult<Writer> {
         super::file::prepare(path, options, super::file::Creation::IfMissing)?;
         let mut conn = connect(path, options)?;
+        if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            return Err(StoreError::ReadOnly(path.to_path_buf()));
+        }
         super::schema::migrate(&mut conn)?;
         let horizon = horizon_of(&model);
         let mut w = Writer {
