@@ -9,11 +9,6 @@ use spendguard_tests::prelude::*;
 use spendguard_tests::stdio_agent::StdioAgent;
 use std::time::Duration;
 
-async fn nonce_of(org: &EvmOrg, address: &str) -> u64 {
-    let n = rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([address, "latest"])).await.expect("nonce");
-    u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
-
 async fn wait_confirmed(org: &EvmOrg, id: &str) {
     let node = org.node().await;
     for _ in 0..150 {
@@ -46,7 +41,7 @@ async fn a_crash_after_signing_or_after_broadcast_loses_nothing_and_doubles_noth
     assert_eq!(crashing.wait().code(), Some(86));
     let signed = ledger_decisions().await.pop().expect("the decision was recorded");
     assert_eq!((signed.status, signed.nonce), (SpendStatus::Signed, Some(0)));
-    assert_eq!(nonce_of(&org, HOT).await, 0, "nothing was sent");
+    assert_eq!(org.nonce(HOT).await, 0, "nothing was sent");
 
     // The restarted server sends exactly that transaction.
     let mut agent = StdioAgent::spawn(&bin, &org.config_path, "buyer", &token, &env);
@@ -78,7 +73,7 @@ async fn a_crash_after_signing_or_after_broadcast_loses_nothing_and_doubles_noth
     let mut nonces: Vec<u64> = all.iter().map(|d| d.nonce.unwrap()).collect();
     nonces.sort_unstable();
     assert_eq!(nonces, [0, 1, 2]);
-    assert_eq!(nonce_of(&org, HOT).await, 3, "exactly three transactions left the wallet");
+    assert_eq!(org.nonce(HOT).await, 3, "exactly three transactions left the wallet");
     for d in &all {
         let receipt = rpc_call(&org.anvil.url, "eth_getTransactionReceipt", json!([d.tx_hash])).await.unwrap();
         assert_eq!(receipt["status"], "0x1", "{}", d.id);

@@ -86,14 +86,6 @@ fn refusal_line(tool: &str, reply: &ToolReply) -> Result<String, String> {
     Ok(first.to_string())
 }
 
-/// Transactions sent from `address` so far: a malformed call must never send one.
-async fn nonce(org: &EvmOrg, address: &str) -> u64 {
-    let n = spendguard_evm::testing::rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([address, "latest"]))
-        .await
-        .expect("nonce");
-    u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
-
 /// An agent's connection over one of the three ways agents reach spendguard.
 enum Connection {
     /// rmcp's client over an in-memory pipe to a node in this process.
@@ -137,7 +129,7 @@ async fn every_malformed_argument_is_a_tool_error_naming_it_and_moves_nothing() 
         Connection::Http(McpAgent::connect_http(&url, &token).await),
         Connection::Stdio(std::sync::Mutex::new(stdio)),
     ];
-    let (tokens_before, nonce_before) = (org.token_balance(HOT).await, nonce(&org, HOT).await);
+    let (tokens_before, nonce_before) = (org.token_balance(HOT).await, org.nonce(HOT).await);
 
     for ((what, key, value, names), agent) in
         cases().into_iter().flat_map(|c| connections.iter().map(move |a| (c.clone(), a)))
@@ -160,7 +152,7 @@ async fn every_malformed_argument_is_a_tool_error_naming_it_and_moves_nothing() 
     let decisions = node.ledger().decisions(None).await.unwrap();
     assert!(decisions.iter().all(|d| d.status == SpendStatus::Denied), "{decisions:?}");
     assert!(decisions.iter().all(|d| d.memo.as_deref().unwrap_or_default().len() <= 1024));
-    assert_eq!((org.token_balance(HOT).await, nonce(&org, HOT).await), (tokens_before, nonce_before), "money moved");
+    assert_eq!((org.token_balance(HOT).await, org.nonce(HOT).await), (tokens_before, nonce_before), "money moved");
 
     // The server still answers, and a well-formed payment (checksummed as EIP-55 says) pays.
     let mut good = payment();
@@ -265,7 +257,7 @@ fn generated_hostile_calls_never_move_money() {
         (org, node, agent)
     });
     let before = runtime.block_on(async {
-        (org.token_balance(HOT).await, org.token_balance(COLD).await, nonce(&org, HOT).await, nonce(&org, COLD).await)
+        (org.token_balance(HOT).await, org.token_balance(COLD).await, org.nonce(HOT).await, org.nonce(COLD).await)
     });
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000);
     let mut runner = TestRunner::new(ProptestConfig {
@@ -287,7 +279,7 @@ fn generated_hostile_calls_never_move_money() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     let after = runtime.block_on(async {
-        (org.token_balance(HOT).await, org.token_balance(COLD).await, nonce(&org, HOT).await, nonce(&org, COLD).await)
+        (org.token_balance(HOT).await, org.token_balance(COLD).await, org.nonce(HOT).await, org.nonce(COLD).await)
     });
     assert_eq!(after, before, "money moved");
     let decisions = runtime.block_on(node.ledger().decisions(None)).unwrap();

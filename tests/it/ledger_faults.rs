@@ -4,7 +4,6 @@
 //! clears, the same node spends again, and what left the wallet is what the ledger holds.
 
 use serde_json::json;
-use spendguard_evm::testing::rpc_call;
 use spendguard_store::{LedgerOptions, SqliteStore};
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
@@ -44,11 +43,6 @@ impl Drop for SmallDisk {
     }
 }
 
-async fn nonce(org: &EvmOrg) -> u64 {
-    let n = rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([HOT, "latest"])).await.expect("nonce");
-    u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
-
 /// A node whose ledger lives at `db`, and an agent of it.
 async fn node_at(org: &EvmOrg, db: &Path) -> (std::sync::Arc<spendguard_tests::node::TestNode>, McpAgent) {
     let config =
@@ -72,7 +66,7 @@ async fn ledger_matches_chain(org: &EvmOrg, node: &spendguard_tests::node::TestN
         .iter()
         .filter(|d| matches!(d.status, SpendStatus::Signed | SpendStatus::Broadcast | SpendStatus::Confirmed))
         .count();
-    assert_eq!(nonce(org).await, sent as u64, "transactions on chain vs spends the ledger sent");
+    assert_eq!(org.nonce(HOT).await, sent as u64, "transactions on chain vs spends the ledger sent");
     let check = node.ledger().verify_audit(None).await.unwrap();
     assert!(check.first_bad.is_none(), "{check:?}");
 }

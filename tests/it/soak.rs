@@ -70,11 +70,6 @@ fn spend_until(
         .collect()
 }
 
-async fn nonce(org: &EvmOrg, address: &str) -> u64 {
-    let n = rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([address, "latest"])).await.expect("nonce");
-    u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_daemons_and_watchers_lose_nothing_and_pay_nothing_twice() {
     let kills: u32 = std::env::var("SOAK_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(50);
@@ -171,7 +166,7 @@ async fn killed_daemons_and_watchers_lose_nothing_and_pay_nothing_twice() {
             .map(|d| d.nonce.expect("a confirmed spend's nonce"))
             .collect();
         nonces.sort_unstable();
-        let on_chain = nonce(&org, address).await;
+        let on_chain = org.nonce(address).await;
         assert_eq!(nonces, (0..on_chain).collect::<Vec<_>>(), "wallet {wallet}");
     }
     // Nothing released or failed was sent.

@@ -4,18 +4,12 @@
 //! the wallet is exactly what the ledger says was paid.
 
 use serde_json::json;
-use spendguard_evm::testing::rpc_call;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::prelude::*;
 use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
 use std::collections::HashSet;
 use std::time::Duration;
-
-async fn nonce(org: &EvmOrg, address: &str) -> u64 {
-    let n = rpc_call(&org.anvil.url, "eth_getTransactionCount", json!([address, "latest"])).await.expect("nonce");
-    u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
 
 fn is_final(status: SpendStatus) -> bool {
     matches!(status, SpendStatus::Confirmed | SpendStatus::Failed | SpendStatus::Released | SpendStatus::Denied)
@@ -78,7 +72,7 @@ async fn a_misbehaving_rpc_never_makes_a_spend_go_out_twice() {
     let paid: rust_decimal::Decimal = confirmed.iter().map(|d| d.amount).sum();
     let moved = org.token_balance(PAYEE).await - paid_before;
     assert_eq!(rust_decimal::Decimal::from(moved) / rust_decimal::Decimal::from(1_000_000), paid);
-    assert_eq!(nonce(&org, HOT).await, confirmed.len() as u64, "one transaction per confirmed spend");
+    assert_eq!(org.nonce(HOT).await, confirmed.len() as u64, "one transaction per confirmed spend");
     let hashes: HashSet<_> = confirmed.iter().map(|d| d.tx_hash.clone()).collect();
     assert_eq!(hashes.len(), confirmed.len());
     // The auditor agrees: every outflow matched its decision, nothing frozen.

@@ -342,6 +342,14 @@ impl EvmOrg {
         testing::rpc_call(&self.anvil.url, "evm_mine", serde_json::json!([])).await.expect("evm_mine");
     }
 
+    /// How many transactions `address` has sent: its nonce at the latest block.
+    pub async fn nonce(&self, address: &str) -> u64 {
+        let n = testing::rpc_call(&self.anvil.url, "eth_getTransactionCount", serde_json::json!([address, "latest"]))
+            .await
+            .expect("eth_getTransactionCount");
+        u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
+    }
+
     /// TUSD base units held by `owner`, read from the chain.
     pub async fn token_balance(&self, owner: &str) -> u128 {
         let out = testing::rpc_call(
