@@ -6,12 +6,12 @@
 
 use serde_json::{json, Value};
 use spendguard_tests::anvil::{Anvil, DEV_KEYS};
-use spendguard_tests::evm_org::{keystores, EvmOrg, PASSWORD_ENVS};
+use spendguard_tests::evm_org::{keystores, Daemon, EvmOrg, PASSWORD_ENVS};
 use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::surfnet::Surfnet;
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const GITHUB: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
@@ -73,7 +73,7 @@ impl Demo {
         }
     }
 
-    fn serve(&self) -> (Child, String) {
+    fn serve(&self) -> (Daemon, String) {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(&self.config)
@@ -85,7 +85,7 @@ impl Demo {
             .unwrap();
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        (child, line.trim().trim_start_matches("spendguard listening on ").to_string())
+        (Daemon::from(child), line.trim().trim_start_matches("spendguard listening on ").to_string())
     }
 }
 

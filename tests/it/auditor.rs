@@ -349,7 +349,7 @@ async fn the_watch_command_shows_backfill_progress() {
             }
         }
     });
-    assert!(EvmOrg::stop_daemon(watcher));
+    assert!(EvmOrg::stop_daemon(watcher.into()));
     // Head 1203 (3 set-up blocks + 1200), confirmations 1: blocks 0..=1202, 500 a pass.
     assert_eq!(
         progress,

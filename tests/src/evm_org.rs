@@ -3,6 +3,7 @@
 
 use crate::anvil::{Anvil, DEV_KEYS};
 use crate::node::TestNode;
+pub use crate::Daemon;
 use spendguard_evm::testing;
 use spendguard_node::KeyRing;
 use std::collections::HashMap;
@@ -286,29 +287,24 @@ impl EvmOrg {
     }
 
     /// Starts `spendguard serve` on a free port; returns the process and its `/mcp` URL.
-    pub fn start_daemon(&self) -> (std::process::Child, String) {
+    pub fn start_daemon(&self) -> (Daemon, String) {
         self.start_daemon_for(&self.config_path, &[])
     }
 
     /// [`EvmOrg::start_daemon`] on another config (e.g. a variant), with `extra_env` beside the
     /// keystore passwords.
-    pub fn start_daemon_for(&self, config: &Path, extra_env: &[(&str, &str)]) -> (std::process::Child, String) {
+    pub fn start_daemon_for(&self, config: &Path, extra_env: &[(&str, &str)]) -> (Daemon, String) {
         self.spawn_daemon(config, extra_env, std::process::Stdio::inherit())
     }
 
     /// [`EvmOrg::start_daemon`], its log (at `level`, as `SPENDGUARD_LOG` takes it) written to
     /// the file `log`.
-    pub fn start_daemon_logging_to(&self, log: &Path, level: &str) -> (std::process::Child, String) {
+    pub fn start_daemon_logging_to(&self, log: &Path, level: &str) -> (Daemon, String) {
         let file = std::fs::File::create(log).expect("log file");
         self.spawn_daemon(&self.config_path, &[("SPENDGUARD_LOG", level)], file.into())
     }
 
-    fn spawn_daemon(
-        &self,
-        config: &Path,
-        extra_env: &[(&str, &str)],
-        stderr: std::process::Stdio,
-    ) -> (std::process::Child, String) {
+    fn spawn_daemon(&self, config: &Path, extra_env: &[(&str, &str)], stderr: std::process::Stdio) -> (Daemon, String) {
         use std::io::BufRead;
         let mut child = std::process::Command::new(EvmOrg::binary())
             .arg("--config")
@@ -327,12 +323,13 @@ impl EvmOrg {
             .strip_prefix("spendguard listening on ")
             .unwrap_or_else(|| panic!("unexpected: {line}"))
             .to_string();
-        (child, url)
+        (Daemon(Some(child)), url)
     }
 
     /// Stops a daemon with SIGTERM; true when it exited cleanly. One still running a minute
     /// later is killed, and the test fails.
-    pub fn stop_daemon(mut child: std::process::Child) -> bool {
+    pub fn stop_daemon(mut daemon: Daemon) -> bool {
+        let Some(mut child) = daemon.0.take() else { return false };
         let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         crate::wait_exit(&mut child, "spendguard after SIGTERM", Duration::from_secs(60)).success()
     }

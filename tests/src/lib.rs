@@ -51,11 +51,43 @@ pub async fn wait_until(what: &str, deadline: std::time::Duration, mut done: imp
     }
 }
 
+/// A running `spendguard serve` or `watch`, killed when dropped: a test that fails mid-way must not leave
+/// a daemon behind (it would hold the test run's output open and keep spending).
+pub struct Daemon(Option<std::process::Child>);
+
+impl From<std::process::Child> for Daemon {
+    fn from(child: std::process::Child) -> Daemon {
+        Daemon(Some(child))
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("the daemon was stopped")
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the daemon was stopped")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A running `spendguard watch`: the lines it prints (findings) and the chains it has reported
 /// caught up.
 pub struct Watching {
     /// The process.
-    pub child: std::process::Child,
+    pub child: Daemon,
     /// Its standard output, a line at a time.
     pub lines: std::sync::mpsc::Receiver<String>,
     caught_up: std::sync::mpsc::Receiver<String>,
@@ -90,7 +122,7 @@ impl Watching {
                 }
             }
         });
-        Watching { child, lines, caught_up }
+        Watching { child: Daemon::from(child), lines, caught_up }
     }
 
     /// Waits (at most a minute) until the watcher reports `chain` caught up with its final head:
