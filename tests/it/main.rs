@@ -11,6 +11,7 @@ mod demo;
 mod hostile;
 mod ledger_faults;
 mod ledger_file;
+mod load_generator;
 mod mcp_evm;
 mod operators;
 mod properties;

@@ -4,7 +4,7 @@
 //!
 //! `operate.rs`: approvals, delays, freezes, agents and tokens; `inspect.rs`: check, evaluate,
 //! status, exposures, reports, the audit log; `daemon.rs`: serve, mcp, watch; `keys.rs`:
-//! wallet keys.
+//! wallet keys; `bench.rs`: the load generator.
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +13,7 @@ use spendguard_core::model::Scope;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod daemon;
 mod inspect;
 mod keys;
@@ -114,6 +115,10 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a running daemon like agent hosts do: N concurrent MCP sessions over streamable
+    /// HTTP calling one tool; prints calls per second, p50/p90/p99 latency and failures. The
+    /// agent's token comes from SPENDGUARD_TOKEN (or --token-env). Needs no config file.
+    Bench(bench::BenchArgs),
     /// What this binary was built from (for the test harness, which refuses a stale binary).
     #[command(hide = true)]
     BuildInfo,
@@ -305,6 +310,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Wallet(cmd) = &cli.command {
         return keys::wallet(cmd, &cli.config);
     }
+    if let Command::Bench(args) = cli.command {
+        return bench::bench(args).await;
+    }
     if let Command::BuildInfo = &cli.command {
         println!("sources {}", env!("SPENDGUARD_SOURCES"));
         println!("fail-points {}", if spendguard_service::FAIL_POINTS { "yes" } else { "no" });
@@ -329,7 +337,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => inspect::report(config, args).await,
         Command::Status { json } => inspect::status(config, json).await,
         Command::Exposures { horizon, json } => inspect::exposures(config, &horizon, json).await,
-        Command::Wallet(_) | Command::BuildInfo => unreachable!("handled before the config is loaded"),
+        Command::Wallet(_) | Command::BuildInfo | Command::Bench(_) => {
+            unreachable!("handled before the config is loaded")
+        }
     }
 }
 

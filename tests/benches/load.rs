@@ -1,0 +1,86 @@
+//! Load as agent hosts make it: starts anvil and `spendguard serve` (release), then runs
+//! `spendguard bench` — N concurrent streamable-HTTP MCP sessions on plain keep-alive
+//! connections — for each call at 1 and 16 clients, and prints a table for BENCHMARKS.md.
+//! Run: `cargo build --release --bin spendguard && cargo bench -p spendguard-tests --bench load`.
+//! `LOAD_SECONDS` (default 10) sets each measurement's length, `LOAD_CLIENTS` (default "1,16")
+//! the concurrency levels, `LOAD_CALLS` (default all) a comma-separated subset of
+//! healthz, evaluate, evaluate_refused, balance, spend.
+#![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
+
+use serde_json::{json, Value};
+use spendguard_tests::evm_org::*;
+
+/// One row: a name, and the `spendguard bench` arguments that make the call.
+fn calls() -> Vec<(&'static str, Vec<String>)> {
+    let transfer = json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" });
+    let refused = json!({ "wallet": "hot", "to": PAYEE, "amount": "1.2.3", "asset": "TUSD" });
+    let tool = |name: &str, args: &Value| vec!["--tool".into(), name.into(), "--args".into(), args.to_string()];
+    vec![
+        ("healthz", vec!["--get".into(), "/healthz".into()]),
+        ("evaluate", tool("evaluate", &transfer)),
+        // Refused before the ledger or the chain is asked: the transport's cost alone.
+        ("evaluate_refused", tool("evaluate", &refused)),
+        ("balance", tool("balance", &json!({ "wallet": "hot" }))),
+        ("spend", tool("spend", &transfer)),
+    ]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let seconds: u64 = std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let levels: Vec<usize> = std::env::var("LOAD_CLIENTS")
+        .unwrap_or_else(|_| "1,16".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("LOAD_CLIENTS: numbers separated by commas"))
+        .collect();
+    let only = std::env::var("LOAD_CALLS").ok();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Limits high enough that every spend of the run is admitted at once (INSTANT).
+    let org = rt.block_on(EvmOrg::start(
+        r#"
+[[policy]]
+id = "buyer"
+scope = "agent:buyer"
+limits = [ { window = "24h", max_usd = "1000000" } ]
+"#,
+    ));
+    let (daemon, url) = org.start_daemon_for(&org.config_path, &[("SPENDGUARD_LOG", "warn")]);
+    println!("| call | clients | calls/s | p50 | p90 | p99 | failures |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, args) in calls() {
+        if only.as_deref().is_some_and(|only| !only.split(',').any(|o| o.trim() == name)) {
+            continue;
+        }
+        for &clients in &levels {
+            let out = std::process::Command::new(EvmOrg::binary())
+                .arg("bench")
+                .args([
+                    "--url",
+                    &url,
+                    "--clients",
+                    &clients.to_string(),
+                    "--duration",
+                    &format!("{seconds}s"),
+                    "--json",
+                ])
+                .args(&args)
+                .env("SPENDGUARD_TOKEN", &org.tokens["buyer"])
+                .output()
+                .unwrap();
+            let line = String::from_utf8_lossy(&out.stdout);
+            let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
+                panic!("{name} at {clients}: {line}{}", String::from_utf8_lossy(&out.stderr));
+            };
+            println!(
+                "| {name} | {clients} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {}{} |",
+                r["calls_per_second"].as_f64().unwrap(),
+                r["p50_ms"].as_f64().unwrap(),
+                r["p90_ms"].as_f64().unwrap(),
+                r["p99_ms"].as_f64().unwrap(),
+                r["failures"],
+                r["first_failure"].as_str().map(|f| format!(" ({f})")).unwrap_or_default(),
+            );
+        }
+    }
+    EvmOrg::stop_daemon(daemon);
+}
