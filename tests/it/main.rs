@@ -8,6 +8,7 @@ mod clock;
 mod config_check;
 mod crash;
 mod demo;
+mod evaluate_balances;
 mod hostile;
 mod ledger_faults;
 mod ledger_file;

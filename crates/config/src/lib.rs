@@ -210,6 +210,9 @@ pub struct ChainSettings {
     /// How long a broadcast spend may go unseen on chain before it is reported missing
     /// (extension).
     pub missing_after: TimeDelta,
+    /// How long a balance read answers `evaluate` (dry runs) before the chain is asked again;
+    /// zero asks on every call. `spend` always reads the chain (extension).
+    pub balance_max_age: TimeDelta,
 }
 
 /// Key material of one wallet (paths resolved against the config's directory).

@@ -67,6 +67,12 @@ string_value!(
     "{:?} is not a duration: write a whole number and s, m, h or d, e.g. \"30s\", \"5m\", \"24h\", \"7d\""
 );
 string_value!(
+    AgeText,
+    TimeDelta,
+    |s| if s == "0s" { Some(TimeDelta::zero()) } else { parse_duration(s) },
+    "{:?} is not a duration: write \"0s\" or a whole number and s, m, h or d, e.g. \"1s\", \"5m\""
+);
+string_value!(
     WindowText,
     Window,
     Window::parse,
@@ -176,6 +182,7 @@ pub(crate) struct RawChain {
     pub(crate) max_reorg_depth: Option<u64>,
     pub(crate) stall_after: Option<DurationText>,
     pub(crate) missing_after: Option<DurationText>,
+    pub(crate) balance_max_age: Option<AgeText>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,7 +129,9 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
         clients.push(client);
     }
     let alerts = AlertChannel::from_config(&config);
-    let chains = Chains::new(clients);
+    let chains = config.chains.iter().fold(Chains::new(clients), |chains, settings| {
+        chains.keep_balances(&settings.id, settings.balance_max_age.to_std().unwrap_or_default())
+    });
     let services =
         Services::new(Arc::clone(&config), store.clone(), chains.clone(), signs, alerts, Arc::new(SystemClock));
     Ok(Node { config, store, services, chains })

@@ -1,4 +1,6 @@
-//! The chain clients the services talk to, by chain id, and reading wallets' live balances.
+//! The chain clients the services talk to, by chain id, and reading wallets' live balances —
+//! or, for dry runs, balances read moments ago (at most a chain's `balance_max_age`), so that
+//! `evaluate` does not wait on an RPC round trip per call.
 
 use crate::error::{ServiceError, ServiceResult};
 use rust_decimal::Decimal;
@@ -8,7 +10,9 @@ use spendguard_core::engine::requested_asset_key;
 use spendguard_core::model::{Asset, Wallet};
 use spendguard_core::{Balances, Model, SpendRequest};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// One asset balance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,16 +32,34 @@ pub(crate) struct WalletRead {
     pub(crate) error: Option<String>,
 }
 
+/// Balances read lately, by wallet id and asset key, with when they were read.
+type RecentBalances = Mutex<HashMap<(String, String), (Decimal, Instant)>>;
+
 /// The chain clients, by chain id.
 #[derive(Clone, Default)]
 pub struct Chains {
     clients: HashMap<String, Arc<dyn ChainClient>>,
+    /// How long a balance read serves dry runs, by chain; a chain not named keeps none.
+    balance_max_age: HashMap<String, Duration>,
+    recent: Arc<RecentBalances>,
 }
 
 impl Chains {
     /// One client per chain; a later client for the same chain replaces an earlier one.
     pub fn new(clients: Vec<Arc<dyn ChainClient>>) -> Chains {
-        Chains { clients: clients.into_iter().map(|c| (c.chain_id().to_string(), c)).collect() }
+        Chains { clients: clients.into_iter().map(|c| (c.chain_id().to_string(), c)).collect(), ..Chains::default() }
+    }
+
+    /// Lets a balance read on `chain` answer dry runs for `max_age` (zero: every dry run reads
+    /// the chain).
+    pub fn keep_balances(mut self, chain: &str, max_age: Duration) -> Chains {
+        self.balance_max_age.insert(chain.to_string(), max_age);
+        self
+    }
+
+    /// Forgets what was read of `wallet`'s balances: money just left it.
+    pub(crate) fn forget_balances(&self, wallet: &str) {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).retain(|(w, _), _| w != wallet);
     }
 
     /// The client of `chain`.
@@ -75,13 +97,46 @@ impl Chains {
 
     /// Live balance of the asset a request names, when its wallet and asset are known.
     pub(crate) async fn request_balance(&self, model: &Model, req: &SpendRequest) -> Result<Balances, ChainError> {
+        self.read_request_balance(model, req, false).await
+    }
+
+    /// [`Chains::request_balance`] for a dry run: a balance read within the chain's
+    /// `balance_max_age` is used instead of asking the chain again.
+    pub(crate) async fn recent_request_balance(
+        &self,
+        model: &Model,
+        req: &SpendRequest,
+    ) -> Result<Balances, ChainError> {
+        self.read_request_balance(model, req, true).await
+    }
+
+    async fn read_request_balance(
+        &self,
+        model: &Model,
+        req: &SpendRequest,
+        recent_will_do: bool,
+    ) -> Result<Balances, ChainError> {
         let mut balances = Balances::new();
         let Some(wallet) = model.wallet(&req.wallet) else { return Ok(balances) };
         let Some(key) = requested_asset_key(model, wallet, req.asset.as_deref()) else { return Ok(balances) };
         let Some(asset) = model.assets.iter().find(|a| a.key() == key) else { return Ok(balances) };
         let Some(client) = self.clients.get(&wallet.chain) else { return Ok(balances) };
+        let max_age = self.balance_max_age.get(&wallet.chain).copied().unwrap_or_default();
+        let slot = (wallet.id.clone(), key.clone());
+        if recent_will_do && !max_age.is_zero() {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(&slot).copied();
+            if let Some((amount, read_at)) = recent.filter(|(_, read_at)| read_at.elapsed() < max_age) {
+                tracing::trace!(wallet = wallet.id, asset = key, age = ?read_at.elapsed(), "balance read lately");
+                balances.insert(key, amount);
+                return Ok(balances);
+            }
+        }
+        let read_at = Instant::now();
         let amounts = client.balances(&wallet.address, std::slice::from_ref(asset)).await?;
         if let Some(a) = amounts.first() {
+            if !max_age.is_zero() {
+                self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert(slot, (*a, read_at));
+            }
             balances.insert(key, *a);
         }
         Ok(balances)

@@ -111,7 +111,10 @@ impl Executor {
                 }
             }
         };
-        self.broadcast(id, client.as_ref(), &signed).await
+        let broadcast = self.broadcast(id, client.as_ref(), &signed).await;
+        // Whatever the answer, the transaction may be on its way: balances read before are old.
+        self.chains.forget_balances(&wallet.id);
+        broadcast
     }
 
     /// Fetches what signing `record`'s transfer needs: the intent it pays, the account whose
@@ -195,7 +198,9 @@ impl Executor {
         match self.signing.resign(id, &dead.hash, ready.intent, ready.sign, self.clock.now()).await {
             Ok(Resigning::Resigned(signed)) => {
                 tracing::warn!(decision = id, dead = %dead.hash, new = %signed.hash, "expired transaction re-signed");
-                self.broadcast(id, client, &signed).await
+                let broadcast = self.broadcast(id, client, &signed).await;
+                self.chains.forget_balances(&record.wallet);
+                broadcast
             }
             Ok(Resigning::Exhausted) => {
                 self.fail(id, &format!("{why} (it had been re-signed once already)"), true).await

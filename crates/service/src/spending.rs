@@ -114,7 +114,8 @@ impl Spending {
         Ok(self.decisions.evaluate(request, balances).await?)
     }
 
-    /// `evaluate`: a dry run; nothing is reserved. Unreadable balances are left unknown.
+    /// `evaluate`: a dry run; nothing is reserved. The balance may be one read moments ago
+    /// (the chain's `balance_max_age`); unreadable balances are left unknown.
     pub async fn evaluate(&self, agent: &str, args: EvaluateArgs) -> ServiceResult<Evaluation> {
         args.check_sizes()?;
         let req = match self.request(agent, &args) {
@@ -129,7 +130,7 @@ impl Spending {
                 })
             }
         };
-        let balances = self.chains.request_balance(&self.config.model, &req).await.unwrap_or_default();
+        let balances = self.chains.recent_request_balance(&self.config.model, &req).await.unwrap_or_default();
         Ok(self.decisions.evaluate(req, balances).await?)
     }
 

@@ -63,13 +63,14 @@ pub(super) fn chains(
             }
         }
         chains.push(Chain { id: ch.id.clone(), kind: ch.kind });
+        let poll_interval = ch.poll_interval.map_or(chrono::TimeDelta::seconds(1), |d| d.0);
         chain_settings.push(ChainSettings {
             id: ch.id.clone(),
             kind: ch.kind,
             chain_id: ch.chain_id,
             rpc: ch.rpc.clone(),
             confirmations: ch.confirmations.unwrap_or(if ch.kind == ChainKind::Evm { 2 } else { 0 }),
-            poll_interval: ch.poll_interval.map_or(chrono::TimeDelta::seconds(1), |d| d.0),
+            poll_interval,
             start_block: ch.start_block.unwrap_or(0),
             max_fee_per_gas_gwei: ch.max_fee_per_gas_gwei.map(|m| m.0),
             commitment: match ch.commitment {
@@ -80,6 +81,8 @@ pub(super) fn chains(
             max_reorg_depth: ch.max_reorg_depth.unwrap_or(64),
             stall_after: ch.stall_after.map_or(chrono::TimeDelta::minutes(2), |d| d.0),
             missing_after: ch.missing_after.map_or(chrono::TimeDelta::minutes(10), |d| d.0),
+            // One poll: a balance is no older than the watcher's view of the chain.
+            balance_max_age: ch.balance_max_age.map_or(poll_interval, |d| d.0),
         });
     }
     refs.chain_kinds = chains.iter().map(|ch| (ch.id.clone(), ch.kind)).collect();
