@@ -81,8 +81,43 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("history", history), &req, |b, req| {
             b.iter(|| black_box(sb.evaluate(black_box(req))))
         });
+        // The same evaluation over 256 different requests: amounts, recipients, assets, and
+        // instants moving forward as live traffic does (so window edges move), cycled so that
+        // no cache or branch predictor sees one request over and over.
+        let varied = varied_requests(256);
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("varied_history", history), |b| {
+            b.iter(|| {
+                next = (next + 1) % varied.len();
+                black_box(sb.evaluate(black_box(&varied[next])))
+            })
+        });
     }
     group.finish();
+}
+
+/// `n` requests by alice from eth-hot, each different in amount, recipient, asset and instant.
+fn varied_requests(n: usize) -> Vec<SpendRequest> {
+    let start = at("2026-11-23T00:00:00Z");
+    (0..n)
+        .map(|i| {
+            let to = [GITHUB, PLAIN_EVM][i % 2];
+            let asset = ["USDC", "ETH"][(i / 2) % 2];
+            let amount =
+                if asset == "ETH" { format!("0.{:04}", 1 + i) } else { format!("{}.{:02}", 1 + i % 400, i % 100) };
+            // Forward in uneven steps of 1 s to 2 min: about four hours in all.
+            let when = start + TimeDelta::seconds((0..i as i64).map(|k| 1 + (k * 7_919) % 120).sum::<i64>());
+            SpendRequest {
+                agent: "alice".into(),
+                wallet: "eth-hot".into(),
+                to: to.into(),
+                amount: dec(&amount),
+                asset: Some(asset.into()),
+                operation: None,
+                at: when,
+            }
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench);

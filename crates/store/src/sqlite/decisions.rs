@@ -21,7 +21,7 @@ use spendguard_core::{evaluate, Balances, Context, Decision, Evaluation, Freeze,
 #[async_trait]
 impl DecisionStore for SqliteStore {
     async fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
-        self.write(move |w| w.dry_run(request, balances)).await
+        self.dry(move |w| w.dry_run(request, balances)).await
     }
 
     async fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome> {

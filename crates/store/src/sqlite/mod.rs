@@ -148,7 +148,21 @@ impl SqliteStore {
         work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
-        let job = writer::Job::new(work, reply);
+        self.submit(writer::Job::new(work, reply), answer).await
+    }
+
+    /// Runs `work` on the writer thread in a batch of its own kind: it reads the database and the
+    /// usage index but writes nothing, so a batch of such jobs takes no write lock.
+    pub(crate) async fn dry<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(writer::Job::reading(work, reply), answer).await
+    }
+
+    /// Queues `job` for the writer thread and waits for its answer.
+    async fn submit<T>(&self, job: writer::Job, answer: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
         self.jobs.as_ref().ok_or(StoreError::Stopped)?.send(job).map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }

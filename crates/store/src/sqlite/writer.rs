@@ -81,6 +81,8 @@ type Run = Box<dyn FnOnce(&mut Writer) -> (bool, Deliver) + Send>;
 
 /// One request for the writer: work to run inside a batch, and where to send its answer.
 pub(crate) struct Job {
+    /// Whether the work may write; a batch of jobs that only read takes no write lock.
+    writes: bool,
     /// Runs the work.
     run: Run,
     /// Answers without running (the batch could not even start).
@@ -90,6 +92,23 @@ pub(crate) struct Job {
 impl Job {
     /// A job running `work`, answered on `reply` after the commit.
     pub(crate) fn new<T: Send + 'static>(
+        work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
+        reply: oneshot::Sender<StoreResult<T>>,
+    ) -> Job {
+        Job::with_access(true, work, reply)
+    }
+
+    /// A job whose `work` only reads the database (a dry run against the usage index); answered
+    /// on `reply` once its batch ends.
+    pub(crate) fn reading<T: Send + 'static>(
+        work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
+        reply: oneshot::Sender<StoreResult<T>>,
+    ) -> Job {
+        Job::with_access(false, work, reply)
+    }
+
+    fn with_access<T: Send + 'static>(
+        writes: bool,
         work: impl FnOnce(&mut Writer) -> StoreResult<T> + Send + 'static,
         reply: oneshot::Sender<StoreResult<T>>,
     ) -> Job {
@@ -103,6 +122,7 @@ impl Job {
             }
         };
         Job {
+            writes,
             run: Box::new(move |writer| {
                 let result = work(writer);
                 let ok = result.is_ok();
@@ -240,7 +260,10 @@ impl Writer {
         self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         self.counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let fail_all = |batch: Vec<Job>, msg: &str| batch.into_iter().for_each(|job| (job.fail)(msg));
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+        // Dry runs alone read a snapshot: they neither wait for nor hold up another process's
+        // writer (nor, writing nothing, cost an fsync).
+        let begin = if batch.iter().any(|job| job.writes) { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
+        if let Err(e) = self.conn.execute_batch(begin) {
             return fail_all(batch, &e.to_string());
         }
         if let Err(e) = self.refresh() {

@@ -328,3 +328,19 @@ async fn signing_refuses_an_intent_other_than_the_one_bound_or_none_at_all() {
     let err = ledger.sign(&r.decision_id, bound, None, never(), at(NOON)).await.unwrap_err();
     assert!(matches!(err, StoreError::IntentMissing(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_neither_waits_for_nor_blocks_another_processs_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    // A short busy timeout: a dry run that wanted the write lock would fail quickly.
+    let options = LedgerOptions { busy_timeout: std::time::Duration::from_millis(200), ..LedgerOptions::default() };
+    let ledger = SqliteStore::open(&path, model(), at(NOON), options).unwrap();
+    decided(ledger.reserve(usdc("bot", "1.00")).await.unwrap());
+    // Another process holds the write lock, mid-transaction.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'change_seq';").unwrap();
+    let dry = ledger.evaluate(usdc("bot", "2.00").request, Balances::new()).await.expect("dry run while locked");
+    assert!(dry.is_allowed(), "{:?}", dry.reasons);
+    other.execute_batch("COMMIT").unwrap();
+}
