@@ -4,7 +4,8 @@
 //! Run: `cargo build --release --bin spendguard && cargo bench -p spendguard-tests --bench load`.
 //! `LOAD_SECONDS` (default 10) sets each measurement's length, `LOAD_CLIENTS` (default "1,16")
 //! the concurrency levels, `LOAD_CALLS` (default all) a comma-separated subset of
-//! healthz, evaluate, evaluate_refused, balance, spend.
+//! healthz, evaluate, evaluate_refused, balance, spend. Under `cargo test` each row runs for a
+//! second, as a smoke test.
 #![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
 
 use serde_json::{json, Value};
@@ -26,8 +27,11 @@ fn calls() -> Vec<(&'static str, Vec<String>)> {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
-    let seconds: u64 = std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    // `cargo bench` passes `--bench`; under `cargo test` (no `--bench`) this is a smoke test
+    // of one second per row.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let seconds: u64 =
+        std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if benching { 10 } else { 1 });
     let levels: Vec<usize> = std::env::var("LOAD_CLIENTS")
         .unwrap_or_else(|_| "1,16".into())
         .split(',')

@@ -226,6 +226,17 @@ async fn main() {
     let r = research.call("spend", pay("sol-ops", SOL_VENDOR, "40")).await;
     say("research-bot", "40 USDC on Solana", &r);
 
+    step("16 agent sessions at once: research-bot's dry runs for two seconds (spendguard bench)");
+    let bench = Command::new(binary())
+        .args(["bench", "--url", &url, "--tool", "evaluate", "--clients", "16", "--duration", "2s"])
+        .args(["--args", &pay("eth-research", CLOUD, "1").to_string()])
+        .env("SPENDGUARD_TOKEN", &tokens["research-bot"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&bench.stdout);
+    assert!(bench.status.success(), "spendguard bench failed: {report}{}", String::from_utf8_lossy(&bench.stderr));
+    println!("  {}", report.trim());
+
     step("The queued 300 USDC executes when due; everything lands");
     let ledger_db = out_dir.join("spendguard.db");
     let status_of = |id: String| {
