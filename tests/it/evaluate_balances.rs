@@ -13,8 +13,7 @@ use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
 async fn evaluate_reuses_a_recent_balance_and_spend_reads_the_chain() {
     let org = EvmOrg::start("").await;
     let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
-    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
-    let config = org.variant("recent", &[(&rpc, &format!("rpc = [\"{}\"]\nbalance_max_age = \"1h\"", proxy.url))]);
+    let config = org.via_rpc("recent", &[&proxy.url], "balance_max_age = \"1h\"");
     let node = org.node_for(config, vec![]).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
     let balance_reads = || proxy.stats().forwarded.get("eth_call").copied().unwrap_or(0);
@@ -49,8 +48,7 @@ async fn evaluate_reuses_a_recent_balance_and_spend_reads_the_chain() {
 async fn a_zero_balance_max_age_reads_the_chain_on_every_dry_run() {
     let org = EvmOrg::start("").await;
     let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
-    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
-    let config = org.variant("live", &[(&rpc, &format!("rpc = [\"{}\"]\nbalance_max_age = \"0s\"", proxy.url))]);
+    let config = org.via_rpc("live", &[&proxy.url], "balance_max_age = \"0s\"");
     let node = org.node_for(config, vec![]).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
     proxy.reset_stats();

@@ -19,8 +19,7 @@ fn is_final(status: SpendStatus) -> bool {
 async fn a_misbehaving_rpc_never_makes_a_spend_go_out_twice() {
     let org = EvmOrg::start("").await;
     let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
-    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
-    let config = org.variant("faulty", &[(&rpc, &format!("rpc = [\"{}\"]\nrpc_timeout = \"1s\"", proxy.url))]);
+    let config = org.via_rpc("faulty", &[&proxy.url], "rpc_timeout = \"1s\"");
     let node = org.node_for(config, vec![]).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
     let paid_before = org.token_balance(PAYEE).await;
@@ -92,8 +91,7 @@ async fn a_misbehaving_rpc_never_makes_a_spend_go_out_twice() {
 async fn a_url_serving_another_chain_is_skipped_for_the_right_one() {
     let org = EvmOrg::start("").await;
     let wrong = RpcProxy::start(&org.anvil.url, Faults { chain_id: Some(1), ..Faults::default() }).await;
-    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
-    let config = org.variant("two-urls", &[(&rpc, &format!("rpc = [\"{}\", \"{}\"]", wrong.url, org.anvil.url))]);
+    let config = org.via_rpc("two-urls", &[&wrong.url, &org.anvil.url], "");
     let node = org.node_for(config, vec![]).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
     let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "2", "asset": "TUSD" })).await;

@@ -102,8 +102,7 @@ async fn a_watcher_without_progress_raises_watcher_stalled_once_per_episode() {
     let org = EvmOrg::start("").await;
     org.mine().await;
     let proxy = RpcProxy::start(&org.anvil.url, Faults { down: true, ..Faults::default() }).await;
-    let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
-    let config = org.variant("stalling", &[(&rpc, &format!("rpc = [\"{}\"]\nstall_after = \"1s\"", proxy.url))]);
+    let config = org.via_rpc("stalling", &[&proxy.url], "stall_after = \"1s\"");
     let node = org.node_for(config, vec![]).await;
     let stalled = async || node.ledger().events(Some(EventKind::WatcherStalled)).await.unwrap();
 

@@ -248,6 +248,15 @@ impl EvmOrg {
         write_variant(&self.config_path, name, edits)
     }
 
+    /// A [`EvmOrg::variant`] whose chain is reached through `urls` (proxies, in failover order)
+    /// instead of anvil directly, with `chain_lines` (e.g. `rpc_timeout = "1s"`) added to the
+    /// chain's table.
+    pub fn via_rpc(&self, name: &str, urls: &[&str], chain_lines: &str) -> spendguard_config::Config {
+        let rpc = format!("rpc = [\"{}\"]", self.anvil.url);
+        let list = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+        self.variant(name, &[(&rpc, &format!("rpc = [{list}]\n{chain_lines}"))])
+    }
+
     /// A node in this process for `config` (this org's, or a [`EvmOrg::variant`]): the keys of
     /// `hot` and `cold`, and of every plain Solana keypair file the config names.
     pub async fn node_for(
