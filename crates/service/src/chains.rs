@@ -32,8 +32,13 @@ pub(crate) struct WalletRead {
     pub(crate) error: Option<String>,
 }
 
-/// Balances read lately, by wallet id and asset key, with when they were read.
-type RecentBalances = Mutex<HashMap<(String, String), (Decimal, Instant)>>;
+/// Balances read lately, by wallet id and asset key, with when they were read; and when each
+/// wallet's were last forgotten, so that a read begun before money left is not kept after.
+#[derive(Default)]
+struct RecentBalances {
+    read: HashMap<(String, String), (Decimal, Instant)>,
+    forgotten: HashMap<String, Instant>,
+}
 
 /// The chain clients, by chain id.
 #[derive(Clone, Default)]
@@ -41,7 +46,7 @@ pub struct Chains {
     clients: HashMap<String, Arc<dyn ChainClient>>,
     /// How long a balance read serves dry runs, by chain; a chain not named keeps none.
     balance_max_age: HashMap<String, Duration>,
-    recent: Arc<RecentBalances>,
+    recent: Arc<Mutex<RecentBalances>>,
 }
 
 impl Chains {
@@ -59,7 +64,9 @@ impl Chains {
 
     /// Forgets what was read of `wallet`'s balances: money just left it.
     pub(crate) fn forget_balances(&self, wallet: &str) {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).retain(|(w, _), _| w != wallet);
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.read.retain(|(w, _), _| w != wallet);
+        recent.forgotten.insert(wallet.to_string(), Instant::now());
     }
 
     /// The client of `chain`.
@@ -124,7 +131,7 @@ impl Chains {
         let max_age = self.balance_max_age.get(&wallet.chain).copied().unwrap_or_default();
         let slot = (wallet.id.clone(), key.clone());
         if recent_will_do && !max_age.is_zero() {
-            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(&slot).copied();
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner).read.get(&slot).copied();
             if let Some((amount, read_at)) = recent.filter(|(_, read_at)| read_at.elapsed() < max_age) {
                 tracing::trace!(wallet = wallet.id, asset = key, age = ?read_at.elapsed(), "balance read lately");
                 balances.insert(key, amount);
@@ -134,8 +141,10 @@ impl Chains {
         let read_at = Instant::now();
         let amounts = client.balances(&wallet.address, std::slice::from_ref(asset)).await?;
         if let Some(a) = amounts.first() {
-            if !max_age.is_zero() {
-                self.recent.lock().unwrap_or_else(PoisonError::into_inner).insert(slot, (*a, read_at));
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let forgotten_since = recent.forgotten.get(&wallet.id).is_some_and(|at| *at >= read_at);
+            if !max_age.is_zero() && !forgotten_since {
+                recent.read.insert(slot, (*a, read_at));
             }
             balances.insert(key, *a);
         }

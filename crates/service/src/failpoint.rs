@@ -21,7 +21,7 @@ mod tests {
     /// points: arming one does nothing. (With the feature, `hit` would end this process.)
     #[test]
     fn without_the_feature_an_armed_fail_point_does_nothing() {
-        assert!(!crate::FAIL_POINTS);
+        const { assert!(!crate::FAIL_POINTS) };
         std::env::set_var("SPENDGUARD_FAILPOINT", "after_sign");
         super::hit("after_sign", 86);
         std::env::remove_var("SPENDGUARD_FAILPOINT");

@@ -17,7 +17,8 @@ use tokio::sync::oneshot;
 
 /// Idempotency keys are kept at least 24 hours (the contract); we keep them 48.
 const IDEMPOTENCY_RETENTION: TimeDelta = TimeDelta::hours(48);
-/// Every this many batches the index and idempotency table are pruned.
+/// After this many batches, the next one that writes also prunes the index and the idempotency
+/// table.
 const PRUNE_EVERY: u64 = 1024;
 
 /// Opens a connection the way every connection of a ledger is opened: WAL, `synchronous =
@@ -161,6 +162,7 @@ pub(crate) struct Writer {
     batch_seq: Option<i64>,
     /// Set when a job left the transaction in an unknown state: the batch must roll back.
     abort: Option<String>,
+    /// Batches since the last pruning.
     batches: u64,
     /// Bumped whenever the index or the freezes change in memory: a job that fails after
     /// changing them leaves memory ahead of the rolled-back database.
@@ -262,7 +264,8 @@ impl Writer {
         let fail_all = |batch: Vec<Job>, msg: &str| batch.into_iter().for_each(|job| (job.fail)(msg));
         // Dry runs alone read a snapshot: they neither wait for nor hold up another process's
         // writer (nor, writing nothing, cost an fsync).
-        let begin = if batch.iter().any(|job| job.writes) { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
+        let writes = batch.iter().any(|job| job.writes);
+        let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
         if let Err(e) = self.conn.execute_batch(begin) {
             return fail_all(batch, &e.to_string());
         }
@@ -277,7 +280,9 @@ impl Writer {
             done.push(self.run_job(job));
         }
         self.batches += 1;
-        if self.batches.is_multiple_of(PRUNE_EVERY) {
+        // Only a batch holding the write lock prunes: a read-only one must not start writing.
+        if writes && self.batches >= PRUNE_EVERY {
+            self.batches = 0;
             // Pruning is housekeeping: a failure leaves extra rows, never wrong answers.
             let _ = self.prune();
         }
