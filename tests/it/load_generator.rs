@@ -48,6 +48,13 @@ async fn bench_drives_concurrent_sessions_and_counts_tool_errors_as_failures() {
     assert_eq!((code, result["ok"].as_u64(), result["failures"].as_u64()), (2, Some(0), Some(3)), "{result}");
     assert!(result["first_failure"].as_str().unwrap().contains("tool error"), "{result}");
 
+    // A plain GET needs no token and opens no MCP session.
+    let (code, out, err) =
+        bench(&[&common[..], &["--get", "/healthz", "--calls", "5", "--warmup", "1"]].concat(), None);
+    assert_eq!(code, 0, "{out}{err}");
+    let result: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((result["call"].as_str(), result["ok"].as_u64()), (Some("GET /healthz"), Some(5)), "{result}");
+
     // A token the daemon does not know: the session cannot even open.
     let (code, _, err) = bench(&[&common[..], &["--tool", "evaluate", "--calls", "1"]].concat(), Some("sg_wrong"));
     assert_eq!(code, 1);

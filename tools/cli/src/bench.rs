@@ -67,7 +67,8 @@ struct Session {
 const PROTOCOL_VERSION: &str = "2025-06-18";
 
 impl Session {
-    async fn open(url: &str, token: &str) -> Result<Session> {
+    /// A keep-alive connection to `url`, not yet an MCP session (enough for `--get`).
+    fn connection(url: &str, token: &str) -> Result<Session> {
         // One connection per session, kept alive; HTTP/1.1 as most agent hosts speak it.
         let http = reqwest::Client::builder()
             .http1_only()
@@ -75,8 +76,12 @@ impl Session {
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
-        let mut session =
-            Session { http, url: url.to_string(), token: token.to_string(), session_id: None, next_id: 0 };
+        Ok(Session { http, url: url.to_string(), token: token.to_string(), session_id: None, next_id: 0 })
+    }
+
+    /// An MCP session: `initialize`, then `notifications/initialized`.
+    async fn open(url: &str, token: &str) -> Result<Session> {
+        let mut session = Session::connection(url, token)?;
         let init = session
             .request(
                 "initialize",
@@ -184,7 +189,10 @@ async fn run_client(
     budget: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) -> Result<ClientRun> {
-    let mut session = Session::open(&args.url, &token).await?;
+    let mut session = match args.get {
+        Some(_) => Session::connection(&args.url, &token)?,
+        None => Session::open(&args.url, &token).await?,
+    };
     for _ in 0..args.warmup {
         call_once(&mut session, &args, &arguments).await.context("a warm-up call failed")?;
     }
