@@ -7,15 +7,23 @@ use spendguard_evm::testing;
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::node::TestNode;
 use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
+use std::sync::Arc;
+
+/// The org, a counting proxy its node reaches the chain through (with `chain_lines` added to
+/// the chain's table), the node and buyer's MCP session on it.
+async fn through_a_proxy(chain_lines: &str) -> (EvmOrg, RpcProxy, Arc<TestNode>, McpAgent) {
+    let org = EvmOrg::start("").await;
+    let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
+    let node = org.node_for(org.via_rpc("proxied", &[&proxy.url], chain_lines), vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    (org, proxy, node, agent)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluate_reuses_a_recent_balance_and_spend_reads_the_chain() {
-    let org = EvmOrg::start("").await;
-    let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
-    let config = org.via_rpc("recent", &[&proxy.url], "balance_max_age = \"1h\"");
-    let node = org.node_for(config, vec![]).await;
-    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let (org, proxy, _node, agent) = through_a_proxy("balance_max_age = \"1h\"").await;
     let balance_reads = || proxy.stats().forwarded.get("eth_call").copied().unwrap_or(0);
     let tusd = |amount: &str| json!({ "wallet": "hot", "to": PAYEE, "amount": amount, "asset": "TUSD" });
 
@@ -46,11 +54,7 @@ async fn evaluate_reuses_a_recent_balance_and_spend_reads_the_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_balance_max_age_reads_the_chain_on_every_dry_run() {
-    let org = EvmOrg::start("").await;
-    let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
-    let config = org.via_rpc("live", &[&proxy.url], "balance_max_age = \"0s\"");
-    let node = org.node_for(config, vec![]).await;
-    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let (_org, proxy, _node, agent) = through_a_proxy("balance_max_age = \"0s\"").await;
     proxy.reset_stats();
     for _ in 0..5 {
         agent.call("evaluate", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
