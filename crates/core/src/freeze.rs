@@ -1,7 +1,7 @@
 //! Kill-switch rules: which scopes are frozen, by whom, when and why; which scopes an
 //! unexplained outflow or a decommissioned agent freezes.
 
-use crate::model::{Model, OutflowAction, Scope};
+use crate::model::{Agent, Model, OutflowAction, Scope, Wallet};
 use crate::reconcile::Class;
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -38,6 +38,13 @@ impl Freeze {
         }
         text
     }
+}
+
+/// The first of `freezes` that covers a spend by `agent` from `wallet` (its org, department,
+/// agent or wallet), if any.
+pub fn covering<'a>(freezes: &'a [Freeze], agent: &Agent, wallet: &Wallet) -> Option<&'a Freeze> {
+    let scopes = crate::engine::covering_scopes(agent, wallet);
+    freezes.iter().find(|f| scopes.contains(&f.scope))
 }
 
 /// The scopes an outflow of `class` leaving `wallet` freezes under the organisation's

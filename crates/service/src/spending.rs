@@ -138,8 +138,7 @@ impl Spending {
     async fn frozen(&self, agent: &str, wallet: &str) -> ServiceResult<bool> {
         let model = &self.config.model;
         let (Some(agent), Some(wallet)) = (model.agent(agent), model.wallet(wallet)) else { return Ok(false) };
-        let scopes = spendguard_core::engine::covering_scopes(agent, wallet);
-        Ok(self.freezes.freezes().await?.iter().any(|f| scopes.contains(&f.scope)))
+        Ok(spendguard_core::freeze::covering(&self.freezes.freezes().await?, agent, wallet).is_some())
     }
 
     /// `spend`: evaluate, reserve, and execute at once when the tier allows.

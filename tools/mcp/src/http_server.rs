@@ -39,19 +39,13 @@ impl SessionOwners {
     }
 
     async fn opened(&self, session: String, agent: String) {
-        let known: Vec<String> =
-            self.by_session.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        let known = self.by_session.lock().unwrap_or_else(PoisonError::into_inner).len();
         // Now and then, forget the sessions rmcp no longer holds.
-        let mut gone = vec![];
-        if known.len() >= 64 && known.len().is_power_of_two() {
+        if known >= 64 && known.is_power_of_two() {
             let live = self.manager.sessions.read().await;
-            gone = known.into_iter().filter(|s| !live.contains_key(s.as_str())).collect();
+            self.by_session.lock().unwrap_or_else(PoisonError::into_inner).retain(|s, _| live.contains_key(s.as_str()));
         }
-        let mut owners = self.by_session.lock().unwrap_or_else(PoisonError::into_inner);
-        for session in gone {
-            owners.remove(&session);
-        }
-        owners.insert(session, agent);
+        self.by_session.lock().unwrap_or_else(PoisonError::into_inner).insert(session, agent);
     }
 
     fn closed(&self, session: &str) {
@@ -100,10 +94,13 @@ async fn authenticate(State(gate): State<McpGate>, mut request: Request, next: N
     response
 }
 
+/// An allowed `Host`: the lower-case host, and the port when the entry names one.
+type AllowedHost = (String, Option<String>);
+
 /// What the HTTP routes accept from whom: the `Host` names and browser origins of the config,
 /// and the bound address.
 struct Admission {
-    hosts: Vec<String>,
+    hosts: Vec<AllowedHost>,
     origins: Vec<String>,
 }
 
@@ -114,6 +111,14 @@ impl Admission {
         if !bound.ip().is_unspecified() && !hosts.contains(&ip) {
             hosts.push(ip);
         }
+        // Parsed once here, not on every request.
+        let hosts = hosts
+            .iter()
+            .map(|entry| {
+                let (host, port) = host_and_port(entry);
+                (host, port.map(str::to_string))
+            })
+            .collect();
         Admission { hosts, origins: config.server.allowed_origins.clone() }
     }
 }
@@ -138,7 +143,7 @@ fn host_and_port(authority: &str) -> (String, Option<&str>) {
 
 /// Refuses a request whose `Host` is not one spendguard answers to: a page on another site
 /// whose name was rebound to this address must not reach `/admin`, `/mcp` or `/metrics`.
-async fn check_host(State(allowed): State<Arc<Vec<String>>>, request: Request, next: Next) -> Response {
+async fn check_host(State(allowed): State<Arc<Vec<AllowedHost>>>, request: Request, next: Next) -> Response {
     let authority = request
         .headers()
         .get(header::HOST)
@@ -146,9 +151,8 @@ async fn check_host(State(allowed): State<Arc<Vec<String>>>, request: Request, n
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     let admitted = authority.is_some_and(|authority| {
         let (host, port) = host_and_port(authority);
-        allowed.iter().any(|entry| {
-            let (allowed_host, allowed_port) = host_and_port(entry);
-            allowed_host == host && allowed_port.is_none_or(|p| Some(p) == port)
+        allowed.iter().any(|(allowed_host, allowed_port)| {
+            *allowed_host == host && allowed_port.as_deref().is_none_or(|p| Some(p) == port)
         })
     });
     if admitted {

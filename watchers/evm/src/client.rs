@@ -87,11 +87,10 @@ impl EvmClient {
             .rpc
             .iter()
             .map(|url| {
-                let provider = url
-                    .parse()
-                    .map(RootProvider::new_http)
-                    .map_err(|e| bad(format!("RPC URL {}: {e}", spendguard_chain::endpoint_name(url))))?;
-                Ok(Endpoint { provider, name: spendguard_chain::endpoint_name(url), verified: Arc::default() })
+                let name = spendguard_chain::endpoint_name(url);
+                let provider =
+                    url.parse().map(RootProvider::new_http).map_err(|e| bad(format!("RPC URL {name}: {e}")))?;
+                Ok(Endpoint { provider, name, verified: Arc::default() })
             })
             .collect::<ChainResult<Vec<_>>>()?;
         if endpoints.is_empty() {

@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
-use spendguard_core::engine::covering_scopes;
 use spendguard_core::money::fmt_units;
 use spendguard_core::usage::LedgerEntry;
 use spendguard_core::{evaluate, Balances, Context, Decision, Evaluation, Freeze, SpendRequest, SpendStatus};
@@ -349,10 +348,7 @@ impl Writer {
     /// The freeze that covers a decision's agent or wallet now, in words.
     pub(crate) fn freeze_covering(&self, d: &DecisionRecord) -> Option<String> {
         match (self.model.agent(&d.agent), self.model.wallet(&d.wallet)) {
-            (Some(a), Some(w)) => {
-                let scopes = covering_scopes(a, w);
-                self.freezes.iter().find(|f| scopes.contains(&f.scope)).map(Freeze::describe)
-            }
+            (Some(a), Some(w)) => spendguard_core::freeze::covering(&self.freezes, a, w).map(Freeze::describe),
             _ => Some("its agent or wallet is no longer configured".into()),
         }
     }
