@@ -47,6 +47,16 @@ const RECONCILER: &str = "reconciler";
 /// Longest reason or acknowledgment an operator may give.
 const TEXT_MAX: usize = 1024;
 
+/// Refuses an operator's text `name` that is blank (`missing` says why it is needed) or longer
+/// than [`TEXT_MAX`].
+fn required_text(name: &str, text: &str, missing: &str) -> ServiceResult<()> {
+    crate::answers::bounded(name, text, TEXT_MAX)?;
+    if text.trim().is_empty() {
+        return Err(ServiceError::Invalid(missing.into()));
+    }
+    Ok(())
+}
+
 /// Operators' actions and the reads behind them.
 pub struct Operators {
     pub(crate) config: Arc<Config>,
@@ -134,10 +144,7 @@ impl Operators {
 
     /// Rejects a pending request as `operator`; its reservation is released.
     pub async fn reject(&self, id: &str, operator: &str, reason: &str) -> ServiceResult<DecisionRecord> {
-        crate::answers::bounded("reason", reason, TEXT_MAX)?;
-        if reason.trim().is_empty() {
-            return Err(ServiceError::Invalid("a rejection needs a reason".into()));
-        }
+        required_text("reason", reason, "a rejection needs a reason")?;
         let d = self.decision_of(id).await?;
         self.permit_approval(operator, &d)?;
         self.decisions.reject(id, operator, reason, self.clock.now()).await.map_err(ServiceError::refusal)
@@ -152,10 +159,7 @@ impl Operators {
 
     /// Freezes a scope as `operator`.
     pub async fn freeze(&self, scope: Scope, operator: &str, reason: &str) -> ServiceResult<FreezeOutcome> {
-        crate::answers::bounded("reason", reason, TEXT_MAX)?;
-        if reason.trim().is_empty() {
-            return Err(ServiceError::Invalid("a freeze needs a reason".into()));
-        }
+        required_text("reason", reason, "a freeze needs a reason")?;
         self.permit(operator, AdminAction::Freeze)?;
         let freeze = Freeze {
             scope,
@@ -171,10 +175,7 @@ impl Operators {
     /// set (money left unexplained) needs the role `[roles] unfreeze_reconciler` names. False
     /// when the scope was not frozen.
     pub async fn unfreeze(&self, scope: Scope, operator: &str, ack: &str) -> ServiceResult<bool> {
-        crate::answers::bounded("ack", ack, TEXT_MAX)?;
-        if ack.trim().is_empty() {
-            return Err(ServiceError::Invalid("unfreezing needs an acknowledgment saying why it is safe".into()));
-        }
+        required_text("ack", ack, "unfreezing needs an acknowledgment saying why it is safe")?;
         let current = self.freezes.freezes().await?.into_iter().find(|f| f.scope == scope);
         let action = match &current {
             Some(f) if f.frozen_by == RECONCILER => AdminAction::UnfreezeReconciler,
@@ -187,10 +188,7 @@ impl Operators {
     /// Revokes an agent, freezes it and every wallet only it uses, and releases its queued and
     /// pending spends, in one step.
     pub async fn decommission(&self, agent: &str, operator: &str, reason: &str) -> ServiceResult<Decommissioned> {
-        crate::answers::bounded("reason", reason, TEXT_MAX)?;
-        if reason.trim().is_empty() {
-            return Err(ServiceError::Invalid("a decommission needs a reason saying why".into()));
-        }
+        required_text("reason", reason, "a decommission needs a reason saying why")?;
         self.permit(operator, AdminAction::Decommission)?;
         if self.config.model.agent(agent).is_none() {
             return Err(ServiceError::Invalid(format!("no agent {agent:?} is configured")));
