@@ -169,6 +169,9 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// The names of this machine that `[server] allowed_hosts` holds by default.
+pub(crate) const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
 /// Solana commitment level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commitment {
@@ -379,7 +382,7 @@ impl Config {
                 )
             })
             .collect();
-        let loopback = |h: &String| matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1");
+        let loopback = |h: &String| LOOPBACK_HOSTS.contains(&h.as_str());
         if self.server.listen.ip().is_unspecified() && self.server.allowed_hosts.iter().all(loopback) {
             warnings.push(format!(
                 "[server] listen = \"{}\" accepts connections on every interface, but only requests addressed to \

@@ -52,7 +52,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
 
 /// The loopback names, and the listen address when it is a specific one.
 fn default_hosts(listen: SocketAddr) -> Vec<String> {
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let mut hosts: Vec<String> = crate::LOOPBACK_HOSTS.map(String::from).to_vec();
     let ip = listen.ip().to_string();
     if !listen.ip().is_unspecified() && !hosts.contains(&ip) {
         hosts.push(ip);
