@@ -15,6 +15,7 @@ mod ledger_file;
 mod load_generator;
 mod mcp_evm;
 mod operators;
+mod prices_evm;
 mod properties;
 mod python_mcp;
 mod race;

@@ -24,7 +24,13 @@ impl Field {
     async fn spend(&self, request: SpendRequest) -> Receipt {
         match self
             .ledger
-            .reserve(ReserveRequest { request, balances: Balances::new(), idempotency_key: None, memo: None })
+            .reserve(ReserveRequest {
+                request,
+                balances: Balances::new(),
+                prices: Default::default(),
+                idempotency_key: None,
+                memo: None,
+            })
             .await
             .unwrap()
         {

@@ -205,6 +205,8 @@ pub fn timeless(outflows: Vec<spendguard_store::RecordedOutflow>) -> Vec<spendgu
 
 /// The test ERC-20's compiled bytecode (fixtures/evm), built into the binary.
 pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin");
+/// Creation bytecode of `fixtures/evm/TestPriceFeed.sol` (a Chainlink-interface feed a test sets).
+pub const TEST_PRICE_FEED_BIN: &str = include_str!("../../fixtures/evm/TestPriceFeed.bin");
 
 /// The organisation every engine test starts from: two chains, four assets, three agents in two
 /// departments, three wallets, two merchants. Tests append their `[[policy]]` tables.
@@ -372,6 +374,8 @@ pub struct Sandbox {
     pub freezes: Vec<Freeze>,
     /// Balances handed to the engine.
     pub balances: Balances,
+    /// Price readings handed to the engine (live-priced assets only).
+    pub prices: spendguard_core::price::Prices,
     next_seq: i64,
 }
 
@@ -383,13 +387,16 @@ impl Sandbox {
             index: UsageIndex::new(),
             freezes: vec![],
             balances: Balances::new(),
+            prices: Default::default(),
             next_seq: 1,
         }
     }
 
     /// Evaluates without recording.
     pub fn evaluate(&self, req: &SpendRequest) -> Evaluation {
-        evaluate(&self.model, req, &Context { usage: &self.index, freezes: &self.freezes, balances: &self.balances })
+        let ctx =
+            Context { usage: &self.index, freezes: &self.freezes, balances: &self.balances, prices: &self.prices };
+        evaluate(&self.model, req, &ctx)
     }
 
     /// Evaluates and, when allowed, records the spend as executed.
@@ -414,7 +421,7 @@ impl Sandbox {
                 asset: spend.asset.clone(),
                 operation: req.operation.clone(),
                 amount: req.amount,
-                usd: spend.usd,
+                usd: spend.usd().unwrap_or_default(),
                 state,
             });
             self.next_seq += 1;

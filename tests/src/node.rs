@@ -48,11 +48,12 @@ impl TestNode {
         &self.node.store
     }
 
-    /// One pass of every background job, in the daemon's order of concerns: execution and its
-    /// follow-up, each chain's watcher (at most 500 blocks), alert delivery. A watcher that
+    /// One pass of every background job, in the daemon's order of concerns: every price feed
+    /// read, execution and its follow-up, each chain's watcher (at most 500 blocks), alert delivery. A watcher that
     /// cannot read its chain is logged, as in the daemon; the ledger failing fails the test.
     pub async fn tick(&self) {
         let s = &self.node.services;
+        s.prices.refresh_now().await.unwrap_or_else(|e| panic!("price refresh: {e}"));
         s.executor.pass().await.unwrap_or_else(|e| panic!("execution pass: {e}"));
         let chains: Vec<String> = s.auditor.chains().map(str::to_string).collect();
         for chain in chains {

@@ -73,6 +73,16 @@ string_value!(
     "{:?} is not a duration: write \"0s\" or a whole number and s, m, h or d, e.g. \"1s\", \"5m\""
 );
 string_value!(
+    PercentText,
+    Decimal,
+    |s| s
+        .strip_suffix('%')
+        .and_then(|n| parse_decimal(n).ok())
+        .filter(|n| *n >= Decimal::ZERO)
+        .map(|n| n / Decimal::ONE_HUNDRED),
+    "{:?} is not a percentage: write a decimal and %, e.g. \"0.5%\", \"2%\""
+);
+string_value!(
     WindowText,
     Window,
     Window::parse,
@@ -193,7 +203,25 @@ pub(crate) struct RawAsset {
     pub(crate) contract: Option<String>,
     pub(crate) mint: Option<String>,
     pub(crate) decimals: u32,
-    pub(crate) price_usd: Money,
+    pub(crate) price_usd: Option<Money>,
+    pub(crate) price: Option<RawPrice>,
+}
+
+/// `price = { source = "chainlink" | "pyth", … }`: a live price feed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrice {
+    pub(crate) source: String,
+    pub(crate) chain: Option<String>,
+    pub(crate) feed: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) max_age: Option<DurationText>,
+    pub(crate) max_confidence: Option<PercentText>,
+    pub(crate) sequencer_feed: Option<String>,
+    pub(crate) sequencer_grace: Option<DurationText>,
+    pub(crate) peg_usd: Option<Money>,
+    pub(crate) max_peg_deviation: Option<PercentText>,
+    pub(crate) refresh: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

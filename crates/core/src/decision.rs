@@ -2,6 +2,7 @@
 
 use crate::model::ChainKind;
 use crate::money::{fmt_units, fmt_usd};
+use crate::price::{PriceProblem, Valuation};
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,8 @@ pub enum ReasonCode {
     /// Extension: no policy with a limit covers the agent and wallet, so nothing bounds the
     /// spend; spendguard fails closed.
     NoPolicy,
+    /// A rule needs the amount's USD value and the asset has no fresh, sane price.
+    PriceUnavailable,
 }
 
 impl ReasonCode {
@@ -140,6 +143,7 @@ impl ReasonCode {
             ReasonCode::ApprovalRequired => "APPROVAL_REQUIRED",
             ReasonCode::Delayed => "DELAYED",
             ReasonCode::NoPolicy => "NO_POLICY",
+            ReasonCode::PriceUnavailable => "PRICE_UNAVAILABLE",
         }
     }
 
@@ -285,16 +289,21 @@ pub struct ResolvedSpend {
     pub category: Option<String>,
     /// Agent's department.
     pub department: Option<String>,
-    /// USD value of the amount.
-    pub usd: Decimal,
-    /// USD price used.
-    pub price_usd: Decimal,
+    /// The amount's USD value, or why the asset has no usable price.
+    pub valuation: Result<Valuation, PriceProblem>,
     /// Delay to wait for a DELAY spend (the longest any policy asks).
     pub delay: Option<TimeDelta>,
     /// Time an APPROVAL request stays open (the shortest any policy allows).
     pub approval_ttl: Option<TimeDelta>,
     /// Role that may approve (of the first policy requiring approval).
     pub approver_role: Option<String>,
+}
+
+impl ResolvedSpend {
+    /// The amount's USD value, when the asset had a usable price.
+    pub fn usd(&self) -> Option<Decimal> {
+        self.valuation.as_ref().ok().map(|v| v.usd)
+    }
 }
 
 /// The result of [`crate::evaluate`]; serialises as the `evaluate` tool's result object.
@@ -308,6 +317,9 @@ pub struct Evaluation {
     pub reasons: Vec<Reason>,
     /// Room left under each applicable limit.
     pub headroom: Vec<Headroom>,
+    /// What the amount was valued at, when the asset had a usable price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valuation: Option<Valuation>,
     /// What the spend resolved to.
     #[serde(skip)]
     pub spend: Option<ResolvedSpend>,

@@ -12,6 +12,7 @@ use crate::model::{
     Wallet,
 };
 use crate::money::{decimal_places, fmt_units, fmt_usd};
+use crate::price::{quote, Prices, Valuation};
 use crate::time::{fmt_duration, Window};
 use crate::usage::{UsageQuery, UsageSource};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -50,6 +51,8 @@ pub struct Context<'a> {
     pub freezes: &'a [Freeze],
     /// Balances of the request's wallet.
     pub balances: &'a Balances,
+    /// Latest readings of the live price feeds (static prices need none).
+    pub prices: &'a Prices,
 }
 
 /// Evaluates one spend request against the organisation's model.
@@ -81,10 +84,11 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             tier: Tier::Instant,
             reasons: frozen,
             headroom: vec![],
+            valuation: None,
             spend: None,
         };
     }
-    let spend = match resolve(model, req, agent, wallet) {
+    let spend = match resolve(model, req, ctx, agent, wallet) {
         Ok(spend) => spend,
         Err(reason) => {
             return Evaluation {
@@ -92,6 +96,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
                 tier: Tier::Instant,
                 reasons: vec![reason],
                 headroom: vec![],
+                valuation: None,
                 spend: None,
             }
         }
@@ -161,6 +166,7 @@ fn rejected(code: ReasonCode, rule: &str, detail: String) -> Evaluation {
         tier: Tier::Instant,
         reasons: vec![Reason { code, policy_id: None, rule: rule.into(), detail }],
         headroom: vec![],
+        valuation: None,
         spend: None,
     }
 }
@@ -177,7 +183,13 @@ pub fn covering_scopes(agent: &Agent, wallet: &Wallet) -> Vec<Scope> {
 }
 
 /// Works out asset, amount, recipient and value, or the reason the request is malformed.
-fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) -> Result<ResolvedSpend, Reason> {
+fn resolve(
+    model: &Model,
+    req: &SpendRequest,
+    ctx: &Context<'_>,
+    agent: &Agent,
+    wallet: &Wallet,
+) -> Result<ResolvedSpend, Reason> {
     let bad = |code, rule: &str, detail: String| Reason { code, policy_id: None, rule: rule.into(), detail };
     let chain = model.chain(&wallet.chain).ok_or_else(|| {
         bad(ReasonCode::ChainNotAllowed, "chain", format!("chain {} is not configured", wallet.chain))
@@ -223,9 +235,22 @@ fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) ->
             format!("amount {} has {places} decimals; {key} allows {}", req.amount.normalize(), asset.decimals),
         ));
     }
-    let usd = req.amount.checked_mul(asset.price_usd).ok_or_else(|| {
-        bad(ReasonCode::InvalidAmount, "amount", format!("amount {} is too large to value", fmt_units(req.amount)))
-    })?;
+    // No usable price is not yet a denial: only rules that need a USD value deny for it.
+    let valuation = match quote(&asset.price, ctx.prices.get(&key), req.at) {
+        Ok(q) => Ok(Valuation {
+            usd: req.amount.checked_mul(q.price).ok_or_else(|| {
+                bad(
+                    ReasonCode::InvalidAmount,
+                    "amount",
+                    format!("amount {} is too large to value", fmt_units(req.amount)),
+                )
+            })?,
+            price: q.price,
+            source: q.source,
+            as_of: q.as_of,
+        }),
+        Err(problem) => Err(problem),
+    };
     let recipient = chain
         .kind
         .normalize_address(&req.to)
@@ -241,8 +266,7 @@ fn resolve(model: &Model, req: &SpendRequest, agent: &Agent, wallet: &Wallet) ->
         category: merchant.and_then(|m| m.category.clone()),
         recipient,
         department: agent.department.clone(),
-        usd,
-        price_usd: asset.price_usd,
+        valuation,
         delay: None,
         approval_ttl: None,
         approver_role: None,
@@ -256,6 +280,8 @@ struct Outcome {
     delay: Option<TimeDelta>,
     approval_ttl: Option<TimeDelta>,
     approver_role: Option<String>,
+    /// PRICE_UNAVAILABLE was given already (once per evaluation is enough).
+    price_denied: bool,
 }
 
 impl Default for Outcome {
@@ -267,6 +293,7 @@ impl Default for Outcome {
             delay: None,
             approval_ttl: None,
             approver_role: None,
+            price_denied: false,
         }
     }
 }
@@ -298,6 +325,27 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The amount's USD value for a rule that needs it; without a usable price the spend is
+    /// denied `PRICE_UNAVAILABLE` (fail closed) and the rule is skipped.
+    fn usd_for(&mut self, policy: &Policy, rule: &str) -> Option<Decimal> {
+        match &self.spend.valuation {
+            Ok(v) => Some(v.usd),
+            Err(problem) => {
+                if !self.out.price_denied {
+                    self.out.price_denied = true;
+                    let detail = format!(
+                        "policy {} {rule} needs the USD value of {} {}, and there is no usable price: {problem}",
+                        policy.id,
+                        fmt_units(self.req.amount),
+                        self.spend.asset
+                    );
+                    self.out.deny(ReasonCode::PriceUnavailable, Some(policy), rule, detail);
+                }
+                None
+            }
+        }
+    }
+
     fn check_policy(&mut self, policy: &Policy, labels: &PolicyLabels) {
         let spend = self.spend;
         if let Some(chains) = &policy.chains {
@@ -364,13 +412,13 @@ impl Run<'_> {
             }
         }
         if let Some((cap, operation)) = per_tx {
-            if spend.usd > cap {
-                let rule = operation.map_or_else(|| "per_tx_usd".to_string(), |o| format!("operation[{o}].per_tx_usd"));
+            let rule = operation.map_or_else(|| "per_tx_usd".to_string(), |o| format!("operation[{o}].per_tx_usd"));
+            if let Some(usd) = self.usd_for(policy, &rule).filter(|usd| *usd > cap) {
                 self.out.deny(
                     ReasonCode::PerTxLimit,
                     Some(policy),
                     &rule,
-                    format!("{} USD exceeds the per-transaction cap of {} USD", fmt_usd(spend.usd), fmt_usd(cap)),
+                    format!("{} USD exceeds the per-transaction cap of {} USD", fmt_usd(usd), fmt_usd(cap)),
                 );
             }
         }
@@ -387,6 +435,11 @@ impl Run<'_> {
         if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
             return;
         }
+        // Without a price the spend is denied, and the limit's headroom is still shown.
+        let requested_usd = match limit.measure {
+            Measure::Usd(_) => self.usd_for(policy, &label.rule).unwrap_or_default(),
+            _ => Decimal::ZERO,
+        };
         let since = self.window_start(limit.window, policy.timezone);
         // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
         let balance_fraction = matches!(limit.measure, Measure::BalanceFraction(_));
@@ -399,7 +452,7 @@ impl Run<'_> {
         let usage = self.ctx.usage.usage(&query);
         let amount = self.req.amount;
         let (code, max, used, reserved, requested) = match limit.measure {
-            Measure::Usd(max) => (ReasonCode::WindowLimit, max, usage.spent_usd, usage.reserved_usd, spend.usd),
+            Measure::Usd(max) => (ReasonCode::WindowLimit, max, usage.spent_usd, usage.reserved_usd, requested_usd),
             Measure::Amount(max) => (ReasonCode::WindowLimit, max, usage.spent_amount, usage.reserved_amount, amount),
             Measure::Count(max) => (
                 ReasonCode::VelocityLimit,
@@ -514,14 +567,15 @@ impl Run<'_> {
                     RecipientAction::Allow => {}
                 }
                 if let Some(cap) = rule.per_tx_cap_usd {
-                    if spend.usd > cap {
+                    let cap_rule = format!("{name}.per_tx_cap_usd");
+                    if let Some(usd) = self.usd_for(policy, &cap_rule).filter(|usd| *usd > cap) {
                         self.out.deny(
                             ReasonCode::PerTxLimit,
                             Some(policy),
-                            &format!("{name}.per_tx_cap_usd"),
+                            &cap_rule,
                             format!(
                                 "{} USD to {who} exceeds its per-transaction cap of {} USD",
-                                fmt_usd(spend.usd),
+                                fmt_usd(usd),
                                 fmt_usd(cap)
                             ),
                         );
@@ -571,7 +625,7 @@ impl Run<'_> {
             self.out.raise_tier(Tier::Instant, None);
             return;
         };
-        let usd = self.spend.usd;
+        let Some(usd) = self.usd_for(policy, "tiers") else { return };
         let steps = [
             (Tier::Instant, tiers.instant_max_usd, "instant_max_usd"),
             (Tier::Notify, tiers.notify_max_usd, "notify_max_usd"),
@@ -602,7 +656,17 @@ impl Run<'_> {
     }
 
     fn finish(self) -> Evaluation {
-        let Run { mut out, spend, .. } = self;
+        let Run { mut out, spend, req, .. } = self;
+        // Every admitted spend is booked at its USD value (ceilings, reports, exposure): one
+        // that no USD rule needed is still refused without a price rather than booked at zero.
+        if let (Err(problem), false) = (&spend.valuation, out.price_denied) {
+            let detail = format!(
+                "spendguard books every spend at its USD value, and {} {} has no usable price: {problem}",
+                fmt_units(req.amount),
+                spend.asset
+            );
+            out.deny(ReasonCode::PriceUnavailable, None, "valuation", detail);
+        }
         let (tier, tier_reasons) = out.tier.take().unwrap_or((Tier::Instant, vec![]));
         let decision = if out.denials.is_empty() { tier.decision() } else { Decision::Deny };
         let mut reasons = out.denials;
@@ -613,7 +677,8 @@ impl Run<'_> {
             resolved.approval_ttl = out.approval_ttl;
             resolved.approver_role = out.approver_role;
         }
-        Evaluation { decision, tier, reasons, headroom: out.headroom, spend: Some(resolved) }
+        let valuation = resolved.valuation.clone().ok();
+        Evaluation { decision, tier, reasons, headroom: out.headroom, valuation, spend: Some(resolved) }
     }
 }
 

@@ -32,11 +32,14 @@ pub enum EventKind {
     /// A chain answers as another chain than the ledger knows (its genesis changed, or it
     /// counts fewer transactions from a wallet than were confirmed): its wallets are frozen.
     ChainReset,
+    /// An asset's live price became unusable (stale, unreachable, off its peg…): spends that
+    /// need its USD value are denied `PRICE_UNAVAILABLE` until it is fresh again.
+    PriceStale,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::UnexplainedOutflow,
         EventKind::KillSwitch,
         EventKind::ApprovalRequested,
@@ -48,6 +51,7 @@ impl EventKind {
         EventKind::Resigned,
         EventKind::Reorg,
         EventKind::ChainReset,
+        EventKind::PriceStale,
     ];
 
     /// The kind as stored, subscribed to and sent.
@@ -64,6 +68,7 @@ impl EventKind {
             EventKind::Resigned => "resigned",
             EventKind::Reorg => "reorg",
             EventKind::ChainReset => "chain_reset",
+            EventKind::PriceStale => "price_stale",
         }
     }
 
@@ -94,6 +99,6 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(EventKind::parse("nope"), None);
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 10);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 11);
     }
 }

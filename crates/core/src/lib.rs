@@ -13,6 +13,8 @@
 //! - [`event`]: the kinds of events operators are told about.
 //! - [`lifecycle`]: decision statuses and their legal transitions.
 //! - [`money`]: strict decimal parsing and display; money is never a float.
+//! - [`price`]: where each asset's USD price comes from, and [`price::quote`], which judges a
+//!   live feed's latest reading at the request's instant (fresh, sane, on peg) or says why not.
 //! - [`reconcile`]: on-chain outflows classified against the decisions that approved them.
 //!
 //! Time is always a parameter: the caller says when a request happens.
@@ -24,6 +26,7 @@ pub mod freeze;
 pub mod lifecycle;
 pub mod model;
 pub mod money;
+pub mod price;
 pub mod reconcile;
 pub mod time;
 pub mod usage;

@@ -154,8 +154,8 @@ pub struct Asset {
     pub token: Option<String>,
     /// Decimals of the base unit.
     pub decimals: u32,
-    /// Static USD price used for valuation.
-    pub price_usd: Decimal,
+    /// How the asset is valued in USD.
+    pub price: crate::price::AssetPrice,
 }
 
 impl Asset {

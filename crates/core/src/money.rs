@@ -52,6 +52,16 @@ pub fn fmt_units(value: Decimal) -> String {
     value.normalize().to_string()
 }
 
+/// Serialises a USD value as a decimal string ([`fmt_usd`]).
+pub fn serialize_usd<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&fmt_usd(*value))
+}
+
+/// Serialises an amount as a decimal string ([`fmt_units`]).
+pub fn serialize_units<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&fmt_units(*value))
+}
+
 /// Parses a decimal from trusted storage; the text was written by [`fmt_units`] or `Decimal`.
 pub fn decimal_from_store(text: &str) -> Option<Decimal> {
     Decimal::from_str(text).ok()

@@ -47,7 +47,8 @@ where
 
 impl Node {
     /// Runs the background loops — execution (when this node holds keys), a watcher per chain,
-    /// alert delivery, and with an HTTP listener the report schedule — and serves `listeners`,
+    /// price refresh, alert delivery, and with an HTTP listener the report schedule — and
+    /// serves `listeners`,
     /// until `shutdown` completes (or the stdio client leaves). Then no new connection is
     /// accepted, spends being worked on finish, each loop finishes its pass, and it returns.
     pub async fn run(
@@ -72,6 +73,18 @@ impl Node {
             }));
         }
         loops.push(tokio::spawn(Arc::clone(&services.auditor).run(stop.clone())));
+        if services.prices.has_feeds() {
+            let prices = Arc::clone(&services.prices);
+            let tick = prices.tick();
+            loops.push(tokio::spawn(spendguard_chain::watch::poll(tick, stop.clone().cancelled_owned(), move || {
+                let prices = Arc::clone(&prices);
+                async move {
+                    if let Err(e) = prices.refresh().await {
+                        tracing::warn!(error = %e, "price refresh failed; will retry");
+                    }
+                }
+            })));
+        }
         let alerts = Arc::clone(&services.alerts);
         loops.push(every_pass(&stop, "alert delivery", move || {
             let alerts = Arc::clone(&alerts);

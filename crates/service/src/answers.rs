@@ -5,6 +5,7 @@ use crate::chains::AssetBalance;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use spendguard_core::price::Valuation;
 use spendguard_core::reconcile::Class;
 use spendguard_core::{Decision, Headroom, Reason, SpendStatus, Tier};
 use spendguard_store::DecisionRecord;
@@ -137,6 +138,9 @@ pub struct SpendOutcome {
     /// True when this answers a repeated idempotency key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// What the amount was valued at (absent when the asset had no usable price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valuation: Option<Valuation>,
 }
 
 impl SpendArgs {
@@ -161,6 +165,7 @@ impl SpendOutcome {
             approval_expires_at: None,
             failure: None,
             replayed: false,
+            valuation: None,
         }
     }
 
@@ -179,12 +184,14 @@ impl SpendOutcome {
             approval_expires_at: receipt.approval_expires_at,
             failure: None,
             replayed: false,
+            valuation: receipt.valuation,
         }
     }
 
     /// Where a recorded decision stands.
     pub(crate) fn of(record: DecisionRecord, replayed: bool) -> SpendOutcome {
         SpendOutcome {
+            valuation: record.valuation(),
             decision_id: Some(record.id),
             status: AgentStatus::of(record.status),
             decision: record.decision,
@@ -237,11 +244,14 @@ pub struct StatusReport {
     pub approval_expires_at: Option<DateTime<Utc>>,
     /// Why it failed or was released.
     pub failure: Option<String>,
+    /// What the amount was valued at when decided: USD value, price, source, publish time.
+    pub valuation: Option<Valuation>,
 }
 
 impl StatusReport {
     pub(crate) fn of(r: DecisionRecord, confirmations: Option<u64>, reconciliation: Option<Class>) -> StatusReport {
         StatusReport {
+            valuation: r.valuation(),
             status: AgentStatus::of(r.status),
             lifecycle: r.status,
             decision: r.decision,

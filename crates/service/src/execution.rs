@@ -28,6 +28,8 @@ pub struct Executor {
     /// False in a process that holds no keys (status, reports): it never executes anything,
     /// leaving reserved spends to a process that can sign them.
     pub(crate) signs: bool,
+    /// Prices, for valuing balances (`balance_low`).
+    pub(crate) prices: Arc<crate::prices::PriceBook>,
     /// Wallets known to be below their `balance_low_usd`, so it is reported once per drop.
     pub(crate) low_wallets: Mutex<HashSet<String>>,
 }

@@ -138,7 +138,17 @@ impl Executor {
         let client = Arc::clone(self.chains.get(&wallet.chain)?);
         let assets: Vec<Asset> = self.config.model.assets_on(&wallet.chain).cloned().collect();
         let balances = client.balances(&wallet.address, &assets).await?;
-        let worth: Decimal = assets.iter().zip(&balances).map(|(a, b)| a.price_usd * b).sum();
+        let now = self.clock.now();
+        let mut worth = Decimal::ZERO;
+        for (asset, balance) in assets.iter().zip(&balances) {
+            match self.prices.quote(asset, now) {
+                Ok(q) => worth += q.price * balance,
+                // Never valued at zero: the wallet is judged once its prices are usable again
+                // (`price_stale` tells operators why).
+                Err(_) if !balance.is_zero() => return Ok(()),
+                Err(_) => {}
+            }
+        }
         let newly_low = {
             let mut low = self.low_wallets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if worth < threshold {

@@ -17,6 +17,8 @@
 //! - [`Overview`] (`overview.rs`): status and exposures; [`Reports`] (`report/`): the
 //!   reconciliation report, its renderings and its schedule, and the audit log's reads.
 //! - [`AlertDelivery`] (`alerts.rs`), [`Metrics`] (`metrics.rs`).
+//! - [`PriceBook`] (`prices.rs`): the latest reading of every live price feed, refreshed in
+//!   the background; decisions, status, metrics and reports take their prices from it.
 //! - Shared: [`Chains`] (`chains.rs`, clients and balance reads), limits' headroom
 //!   (`limits.rs`), [`Usd`] (`usd.rs`), [`Clock`] (`clock.rs`), errors (`error.rs`), crash fail
 //!   points for tests (`failpoint.rs`, feature `fail-points`).
@@ -39,6 +41,7 @@ mod limits;
 mod metrics;
 mod operators;
 mod overview;
+mod prices;
 pub mod report;
 mod spending;
 mod usd;
@@ -57,6 +60,7 @@ pub use execution::Executor;
 pub use metrics::Metrics;
 pub use operators::{FrozenScope, Operators};
 pub use overview::{Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus};
+pub use prices::{PriceBook, PriceState};
 pub use report::Reports;
 pub use spending::Spending;
 pub use usd::Usd;
@@ -91,6 +95,8 @@ pub struct Services {
     pub alerts: Arc<AlertDelivery>,
     /// Counters of what this process did.
     pub metrics: Arc<Metrics>,
+    /// Live prices, refreshed in the background.
+    pub prices: Arc<PriceBook>,
 }
 
 impl Services {
@@ -106,7 +112,10 @@ impl Services {
         clock: Arc<dyn Clock>,
     ) -> Services {
         let metrics = Arc::new(Metrics::default());
-        let limits = limits::Limits { decisions: store.clone(), clock: Arc::clone(&clock) };
+        let prices =
+            Arc::new(PriceBook::new(Arc::new(config.model.clone()), chains.clone(), store.clone(), Arc::clone(&clock)));
+        let limits =
+            limits::Limits { decisions: store.clone(), prices: Arc::clone(&prices), clock: Arc::clone(&clock) };
         let executor = Arc::new(Executor {
             config: Arc::clone(&config),
             decisions: store.clone(),
@@ -115,6 +124,7 @@ impl Services {
             chains: chains.clone(),
             clock: Arc::clone(&clock),
             signs,
+            prices: Arc::clone(&prices),
             low_wallets: Default::default(),
         });
         let spending = Arc::new(Spending::new(
@@ -124,6 +134,7 @@ impl Services {
             store.clone(),
             store.clone(),
             chains.clone(),
+            Arc::clone(&prices),
             Arc::clone(&executor),
             Arc::clone(&metrics),
             Arc::clone(&clock),
@@ -151,18 +162,32 @@ impl Services {
             freezes: store.clone(),
             chains,
             limits: limits.clone(),
+            prices: Arc::clone(&prices),
             clock: Arc::clone(&clock),
         });
         let reports = Arc::new(Reports {
             config: Arc::clone(&config),
             store: store.clone(),
             audit: store.clone(),
+            prices: Arc::clone(&prices),
             limits,
             clock: Arc::clone(&clock),
         });
         let alerts =
             Arc::new(AlertDelivery::new(config.model.org_id.clone(), alerts, store, Arc::clone(&metrics), clock));
-        Services { config, spending, executor, auditor, operators, credentials, overview, reports, alerts, metrics }
+        Services {
+            config,
+            spending,
+            executor,
+            auditor,
+            operators,
+            credentials,
+            overview,
+            reports,
+            alerts,
+            metrics,
+            prices,
+        }
     }
 
     /// The same services delivering alerts to `channels` instead of the configured ones (their

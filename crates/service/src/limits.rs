@@ -13,6 +13,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct Limits {
     pub(crate) decisions: Arc<dyn DecisionStore>,
+    pub(crate) prices: Arc<crate::prices::PriceBook>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -40,7 +41,8 @@ impl Limits {
             };
             let known: Balances =
                 balances.iter().filter(|(k, _)| **k == asset.key()).map(|(k, v)| (k.clone(), *v)).collect();
-            let eval = self.decisions.evaluate(req, known).await?;
+            let prices = self.prices.for_asset(Some(&asset.key())).await;
+            let eval = self.decisions.evaluate(req, known, prices).await?;
             for mut h in eval.headroom {
                 h.requested = Decimal::ZERO;
                 if !limits.iter().any(|x| x.labels == h.labels) {

@@ -103,6 +103,6 @@ impl Metrics {
 }
 
 /// A label value, escaped as the exposition format requires.
-fn label(text: &str) -> String {
+pub(crate) fn label(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

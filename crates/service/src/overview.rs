@@ -131,6 +131,8 @@ pub struct Status {
     pub queued_delays: Vec<PendingItem>,
     /// Frozen scopes.
     pub frozen: Vec<FrozenScope>,
+    /// Every asset's price: source, value, publish time, age, and whether decisions may use it.
+    pub prices: Vec<crate::prices::PriceState>,
 }
 
 /// Spend already committed to within a horizon.
@@ -182,6 +184,7 @@ pub struct Overview {
     pub(crate) freezes: Arc<dyn FreezeStore>,
     pub(crate) chains: Chains,
     pub(crate) limits: Limits,
+    pub(crate) prices: Arc<crate::prices::PriceBook>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -245,6 +248,7 @@ impl Overview {
             pending_approvals: of(SpendStatus::PendingApproval),
             queued_delays: of(SpendStatus::Queued),
             frozen: freezes.iter().map(FrozenScope::of).collect(),
+            prices: self.prices.states(now),
         })
     }
 

@@ -11,9 +11,12 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::execution::Executor;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::prices::PriceBook;
 use rust_decimal::Decimal;
 use spendguard_config::Config;
+use spendguard_core::engine::requested_asset_key;
 use spendguard_core::money::parse_decimal;
+use spendguard_core::price::Prices;
 use spendguard_core::{Balances, Decision, Evaluation, EventKind, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
 use spendguard_store::{
     DecisionStore, FreezeStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, StoreError,
@@ -29,6 +32,7 @@ pub struct Spending {
     pub(crate) outbox: Arc<dyn OutboxStore>,
     pub(crate) freezes: Arc<dyn FreezeStore>,
     pub(crate) chains: Chains,
+    pub(crate) prices: Arc<PriceBook>,
     pub(crate) executor: Arc<Executor>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
@@ -56,11 +60,13 @@ impl Spending {
         outbox: Arc<dyn OutboxStore>,
         freezes: Arc<dyn FreezeStore>,
         chains: Chains,
+        prices: Arc<PriceBook>,
         executor: Arc<Executor>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Spending {
-        let limits = Limits { decisions: Arc::clone(&decisions), clock: Arc::clone(&clock) };
+        let limits =
+            Limits { decisions: Arc::clone(&decisions), prices: Arc::clone(&prices), clock: Arc::clone(&clock) };
         Spending {
             config,
             decisions,
@@ -68,6 +74,7 @@ impl Spending {
             outbox,
             freezes,
             chains,
+            prices,
             executor,
             limits,
             metrics,
@@ -111,7 +118,16 @@ impl Spending {
     /// A dry run of `request` as given (its time, and `balances` instead of live ones), for an
     /// operator's `spendguard evaluate`; nothing is recorded.
     pub async fn dry_run(&self, request: SpendRequest, balances: Balances) -> ServiceResult<Evaluation> {
-        Ok(self.decisions.evaluate(request, balances).await?)
+        let prices = self.prices_for(&request).await;
+        Ok(self.decisions.evaluate(request, balances, prices).await?)
+    }
+
+    /// The latest reading of the price feed of the asset `req` spends (none for a static price):
+    /// taken from the background refresh, never read per request once read.
+    async fn prices_for(&self, req: &SpendRequest) -> Prices {
+        let model = &self.config.model;
+        let asset = model.wallet(&req.wallet).and_then(|w| requested_asset_key(model, w, req.asset.as_deref()));
+        self.prices.for_asset(asset.as_deref()).await
     }
 
     /// `evaluate`: a dry run; nothing is reserved. The balance may be one read moments ago
@@ -126,12 +142,14 @@ impl Spending {
                     tier: Tier::Instant,
                     reasons: vec![reason],
                     headroom: vec![],
+                    valuation: None,
                     spend: None,
                 })
             }
         };
         let balances = self.chains.recent_request_balance(&self.config.model, &req).await.unwrap_or_default();
-        Ok(self.decisions.evaluate(req, balances).await?)
+        let prices = self.prices_for(&req).await;
+        Ok(self.decisions.evaluate(req, balances, prices).await?)
     }
 
     /// Is a spend by `agent` from `wallet` frozen (any scope covering it)?
@@ -164,9 +182,11 @@ impl Spending {
                 Err(e) => return Err(e.into()),
             },
         };
+        let prices = self.prices_for(&req).await;
         let reserve = ReserveRequest {
             request: req,
             balances,
+            prices,
             idempotency_key: args.idempotency_key.filter(|k| !k.is_empty()),
             memo: args.request.memo,
         };

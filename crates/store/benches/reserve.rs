@@ -65,6 +65,7 @@ fn request(at: DateTime<Utc>) -> ReserveRequest {
             at,
         },
         balances: Balances::new(),
+        prices: Default::default(),
         idempotency_key: None,
         memo: None,
     }

@@ -12,6 +12,7 @@ use crate::records::*;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
+use spendguard_core::price::Prices;
 use spendguard_core::reconcile::{Class, Finding, Outflow};
 use spendguard_core::{Balances, Evaluation, EventKind, Freeze, SpendRequest, SpendStatus};
 
@@ -20,7 +21,7 @@ use spendguard_core::{Balances, Evaluation, EventKind, Freeze, SpendRequest, Spe
 #[async_trait]
 pub trait DecisionStore: Send + Sync {
     /// Evaluates a spend against the current ledger without recording anything.
-    async fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation>;
+    async fn evaluate(&self, request: SpendRequest, balances: Balances, prices: Prices) -> StoreResult<Evaluation>;
     /// Evaluates a spend and records the decision in one transaction; an allowed spend's amount
     /// is reserved against every limit until it is released. Durable when this returns.
     async fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome>;

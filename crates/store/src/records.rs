@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spendguard_core::model::Scope;
+use spendguard_core::price::{Prices, Valuation};
 use spendguard_core::reconcile::{Class, OutflowKind};
 use spendguard_core::{Balances, Decision, EventKind, Freeze, Headroom, Reason, SpendRequest, SpendStatus, Tier};
 
@@ -16,6 +17,8 @@ pub struct ReserveRequest {
     pub request: SpendRequest,
     /// Live balances of the wallet, where known.
     pub balances: Balances,
+    /// Latest readings of the live price feeds.
+    pub prices: Prices,
     /// Stripe-style idempotency key, scoped to the agent.
     pub idempotency_key: Option<String>,
     /// Free text from the agent, recorded with the decision.
@@ -45,10 +48,8 @@ pub struct Receipt {
     pub amount: Decimal,
     /// Asset, `chain:SYMBOL`, when resolved.
     pub asset: Option<String>,
-    /// USD value, when resolved.
-    pub usd: Option<Decimal>,
-    /// Price used for the USD value.
-    pub price_usd: Option<Decimal>,
+    /// What the amount was valued at, when the asset had a usable price.
+    pub valuation: Option<Valuation>,
 }
 
 /// The answer to a reservation.
@@ -117,6 +118,10 @@ pub struct DecisionRecord {
     pub usd: Option<Decimal>,
     /// Price used.
     pub price_usd: Option<Decimal>,
+    /// Where that price came from (`static`, `chainlink:<feed>`, `pyth:<account>`).
+    pub price_source: Option<String>,
+    /// When that price was published (`None` for a static price).
+    pub price_as_of: Option<DateTime<Utc>>,
     /// Operation.
     pub operation: Option<String>,
     /// Memo.
@@ -173,6 +178,17 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// What the decision valued its amount at; `None` for one that was never valued.
+    pub fn valuation(&self) -> Option<Valuation> {
+        Some(Valuation {
+            usd: self.usd?,
+            price: self.price_usd?,
+            // Decisions recorded before live prices were all valued at the static price.
+            source: self.price_source.clone().unwrap_or_else(|| "static".into()),
+            as_of: self.price_as_of,
+        })
+    }
+
     /// What the stored decision pays, as its intent hash binds it; `None` for a decision that
     /// never resolved to a chain transfer (a denial), or one recorded before the hash bound
     /// the sender, token and decimals.

@@ -227,6 +227,16 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
     for f in &s.frozen {
         println!("  {}\tby {}\tsince {}\t{}", f.scope, f.frozen_by, time(f.since), f.reason);
     }
+    println!("\nprices ({}):", s.prices.len());
+    for p in &s.prices {
+        let price = p.price.map_or_else(|| "-".to_string(), |v| format!("${}", v.normalize()));
+        let age = p.age_seconds.map(|a| format!(", {a}s old")).unwrap_or_default();
+        let state = match &p.problem {
+            None => "ok".to_string(),
+            Some(why) => format!("UNUSABLE: {why}"),
+        };
+        println!("  {}\t{price}\t{}{age}\t{state}", p.asset, p.source);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

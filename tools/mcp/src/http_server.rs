@@ -186,6 +186,7 @@ fn routes(services: Services, sessions: CancellationToken, admission: Admission)
     let agents = Router::new().nest_service("/mcp", mcp).layer(middleware::from_fn_with_state(gate, authenticate));
     let health = Arc::clone(&services.operators);
     let metrics = Arc::clone(&services.metrics);
+    let prices = Arc::clone(&services.prices);
     agents
         .nest("/admin", crate::admin::router(services))
         .route(
@@ -201,7 +202,8 @@ fn routes(services: Services, sessions: CancellationToken, admission: Admission)
         .route(
             "/metrics",
             axum::routing::get(move || async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render())
+                let text = metrics.render() + &prices.render_metrics();
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
         .layer(middleware::from_fn_with_state(Arc::new(admission.hosts), check_host))

@@ -18,6 +18,7 @@ pub mod watch;
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_core::model::{Asset, ChainKind};
+use spendguard_core::price::{FeedKind, Observation};
 use std::time::Duration;
 
 /// Result alias of chain operations.
@@ -338,6 +339,16 @@ pub trait ChainClient: Send + Sync {
     async fn sent_count(&self, address: &str, block: u64) -> ChainResult<Option<u64>> {
         let _ = (address, block);
         Ok(None)
+    }
+
+    /// Reads a price feed on this chain ([`FeedKind::Chainlink`] on EVM, [`FeedKind::Pyth`] on
+    /// Solana), converted to plain values; judging it is the core's business.
+    async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {
+        let _ = feed;
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain has no price feeds of that kind".into(),
+        })
     }
 
     /// The hash of block `number` on the node's canonical chain, if it has one.

@@ -17,6 +17,7 @@ use spendguard_chain::{
     Transfer, TxOutcome,
 };
 use spendguard_core::model::{Asset, ChainKind};
+use spendguard_core::price::{FeedKind, Observation};
 use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
@@ -63,10 +64,12 @@ struct Endpoint {
 
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
 pub struct EvmClient {
-    settings: EvmSettings,
+    pub(crate) settings: EvmSettings,
     endpoints: Vec<Endpoint>,
     signers: HashMap<Address, PrivateKeySigner>,
     max_fee_wei: Option<u128>,
+    /// `decimals()` of each price feed read, which never changes.
+    pub(crate) feed_decimals: std::sync::Mutex<HashMap<Address, u8>>,
 }
 
 impl std::fmt::Debug for EvmClient {
@@ -106,7 +109,7 @@ impl EvmClient {
             None => None,
         };
         let signers = signers.into_iter().map(|s| (s.address(), s)).collect();
-        Ok(EvmClient { settings, endpoints, signers, max_fee_wei })
+        Ok(EvmClient { settings, endpoints, signers, max_fee_wei, feed_decimals: Default::default() })
     }
 
     fn error(&self, e: RpcError<TransportErrorKind>) -> ChainError {
@@ -128,7 +131,7 @@ impl EvmClient {
     }
 
     /// Runs `call` with failover, timeout and backoff ([`spendguard_chain::with_failover`]).
-    async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
+    pub(crate) async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
@@ -163,7 +166,7 @@ impl EvmClient {
         endpoint.verified.get_or_try_init(check).await.map(|_| ())
     }
 
-    fn address(&self, text: &str) -> ChainResult<Address> {
+    pub(crate) fn address(&self, text: &str) -> ChainResult<Address> {
         Address::from_str(text).map_err(|e| ChainError::BadResponse {
             chain: self.settings.id.clone(),
             message: format!("address {text}: {e}"),
@@ -205,6 +208,18 @@ impl ChainClient for EvmClient {
             out.push(from_base_units(raw, asset.decimals));
         }
         Ok(out)
+    }
+
+    async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {
+        match feed {
+            FeedKind::Chainlink { feed, sequencer } => {
+                self.read_chainlink(feed, sequencer.as_ref().map(|(s, _)| s.as_str())).await
+            }
+            FeedKind::Pyth { .. } => Err(ChainError::BadResponse {
+                chain: self.settings.id.clone(),
+                message: "a Pyth account is read on a Solana chain".into(),
+            }),
+        }
     }
 
     async fn prepare(&self, transfer: &Transfer) -> ChainResult<Prepared> {

@@ -5,12 +5,15 @@
 //! - [`keystore`]: read and write keystores (scrypt n = 2^18).
 //! - [`client`]: [`EvmClient`], the [`spendguard_chain::ChainClient`] for EVM chains.
 //! - [`units`]: exact decimal ↔ base-unit conversion.
+//! - `price`: Chainlink `AggregatorV3Interface` feeds, read for [`EvmClient`]'s
+//!   `read_price`.
 //!
 //! Nothing alloy-typed leaves this crate: addresses, hashes and amounts cross as strings and
 //! decimals.
 
 pub mod client;
 pub mod keystore;
+mod price;
 pub mod units;
 
 #[cfg(feature = "test-utils")]

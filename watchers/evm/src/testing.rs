@@ -73,3 +73,50 @@ pub async fn rpc_call(rpc: &str, method: &str, params: serde_json::Value) -> Tes
     let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(url);
     provider.raw_request::<_, serde_json::Value>(method.to_string().into(), params).await.map_err(|e| e.to_string())
 }
+
+alloy::sol! {
+    /// The test feed's setter (fixtures/evm/TestPriceFeed.sol).
+    interface ITestPriceFeed {
+        function setRound(uint80 id, int256 value, uint256 started, uint256 updated, uint80 answeredIn) external;
+    }
+}
+
+/// Deploys `TestPriceFeed(decimals)` from `creation_hex` (fixtures/evm/TestPriceFeed.bin) and
+/// returns its address.
+pub async fn deploy_price_feed(rpc: &str, deployer_hex: &str, creation_hex: &str, decimals: u8) -> TestResult<String> {
+    let mut code = hex::decode(creation_hex.trim().trim_start_matches("0x")).map_err(|e| e.to_string())?;
+    code.extend(U256::from(decimals).abi_encode());
+    let tx = TransactionRequest::default().with_deploy_code(Bytes::from(code));
+    let (_, address) = send(rpc, deployer_hex, tx).await?;
+    address.ok_or_else(|| "no contract address in the receipt".to_string())
+}
+
+/// One round of a test feed, as `latestRoundData` will answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedRound {
+    /// Round id.
+    pub id: u64,
+    /// Answer, in the feed's decimals (may be zero or negative).
+    pub answer: i128,
+    /// `startedAt`, unix seconds.
+    pub started: u64,
+    /// `updatedAt`, unix seconds.
+    pub updated: u64,
+    /// `answeredInRound`.
+    pub answered_in: u64,
+}
+
+/// Sets the latest round of a test feed (from its deployer).
+pub async fn set_feed_round(rpc: &str, deployer_hex: &str, feed: &str, round: FeedRound) -> TestResult<()> {
+    let feed = Address::from_str(feed).map_err(|e| e.to_string())?;
+    let input = ITestPriceFeed::setRoundCall {
+        id: alloy::primitives::Uint::from(round.id),
+        value: alloy::primitives::I256::try_from(round.answer).map_err(|e| e.to_string())?,
+        started: U256::from(round.started),
+        updated: U256::from(round.updated),
+        answeredIn: alloy::primitives::Uint::from(round.answered_in),
+    }
+    .abi_encode();
+    send(rpc, deployer_hex, TransactionRequest::default().with_to(feed).with_input(Bytes::from(input))).await?;
+    Ok(())
+}

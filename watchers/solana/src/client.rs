@@ -22,6 +22,7 @@ use spendguard_chain::{
     SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
 };
 use spendguard_core::model::{Asset, ChainKind};
+use spendguard_core::price::{FeedKind, Observation};
 use spendguard_core::reconcile::OutflowKind;
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,7 +57,7 @@ pub struct SolanaClient {
     settings: SolanaSettings,
     clients: Vec<Arc<RpcClient>>,
     keypairs: HashMap<Pubkey, Keypair>,
-    commitment: CommitmentConfig,
+    pub(crate) commitment: CommitmentConfig,
 }
 
 impl std::fmt::Debug for SolanaClient {
@@ -94,7 +95,7 @@ impl SolanaClient {
         self.settings.id.clone()
     }
 
-    fn bad(&self, message: String) -> ChainError {
+    pub(crate) fn bad(&self, message: String) -> ChainError {
         ChainError::BadResponse { chain: self.chain(), message }
     }
 
@@ -120,7 +121,7 @@ impl SolanaClient {
     }
 
     /// Runs `call` with failover, timeout and backoff ([`spendguard_chain::with_failover`]).
-    async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
+    pub(crate) async fn rpc<T, F, Fut>(&self, call: F) -> ChainResult<T>
     where
         F: Fn(Arc<RpcClient>) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
@@ -133,7 +134,7 @@ impl SolanaClient {
         .await
     }
 
-    fn pubkey(&self, text: &str) -> ChainResult<Pubkey> {
+    pub(crate) fn pubkey(&self, text: &str) -> ChainResult<Pubkey> {
         Pubkey::from_str(text).map_err(|e| self.bad(format!("address {text}: {e}")))
     }
 
@@ -204,6 +205,13 @@ impl ChainClient for SolanaClient {
 
     fn kind(&self) -> ChainKind {
         ChainKind::Solana
+    }
+
+    async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {
+        match feed {
+            FeedKind::Pyth { account, .. } => self.read_pyth(account).await,
+            FeedKind::Chainlink { .. } => Err(self.bad("a Chainlink feed is read on an EVM chain".into())),
+        }
     }
 
     async fn balances(&self, address: &str, assets: &[Asset]) -> ChainResult<Vec<Decimal>> {
@@ -590,7 +598,13 @@ mod tests {
     use super::*;
 
     fn sol() -> Asset {
-        Asset { chain: "sol".into(), symbol: "SOL".into(), token: None, decimals: 9, price_usd: Decimal::ONE }
+        Asset {
+            chain: "sol".into(),
+            symbol: "SOL".into(),
+            token: None,
+            decimals: 9,
+            price: spendguard_core::price::AssetPrice::fixed(Decimal::ONE),
+        }
     }
 
     /// A `getTransaction` answer (jsonParsed) in which `payer` sends 0.5 SOL to `to`.

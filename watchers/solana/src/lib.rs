@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`client`]: [`SolanaClient`], the [`spendguard_chain::ChainClient`] for Solana chains.
 //! - [`keypair`]: Solana CLI keypair files and their encrypted form.
+//! - [`price`]: Pyth `PriceUpdateV2` accounts, decoded for [`SolanaClient`]'s `read_price`.
 //! - `testing` (feature `test-utils`): mints, minting and transfers outside spendguard, for tests.
 //!
 //! Nothing solana-typed leaves this crate: addresses and signatures cross as base58 strings,
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod keypair;
+pub mod price;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 

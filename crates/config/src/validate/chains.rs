@@ -4,8 +4,10 @@ use super::{Checker, Refs};
 use crate::locate::KeyPath;
 use crate::raw::{RawAsset, RawChain, RawCommitment};
 use crate::{ChainSettings, Commitment};
+use chrono::TimeDelta;
 use rust_decimal::Decimal;
 use spendguard_core::model::{Asset, Chain, ChainKind};
+use spendguard_core::price::{AssetPrice, FeedKind, Peg, PriceFeed, PriceSource};
 use std::collections::HashSet;
 
 pub(super) fn chains(
@@ -106,9 +108,7 @@ pub(super) fn assets(c: &mut Checker, raw: &[RawAsset], root: &KeyPath, refs: &m
         if a.decimals > 28 {
             c.err(p.key("decimals"), "must be at most 28 (the precision of spendguard's decimals)");
         }
-        if a.price_usd.0 <= Decimal::ZERO {
-            c.err(p.key("price_usd"), "must be greater than zero");
-        }
+        let price = asset_price(c, a, &p, refs);
         let token = match (kind, &a.contract, &a.mint) {
             (ChainKind::Evm, _, Some(_)) => {
                 c.err(p.key("mint"), "applies only to solana assets; use contract on an evm chain");
@@ -143,8 +143,130 @@ pub(super) fn assets(c: &mut Checker, raw: &[RawAsset], root: &KeyPath, refs: &m
             symbol: a.symbol.clone(),
             token,
             decimals: a.decimals,
-            price_usd: a.price_usd.0,
+            price: price.unwrap_or_else(|| AssetPrice::fixed(Decimal::ONE)),
         });
     }
     refs.assets = assets;
+}
+
+/// `price_usd = "…"` (static) or `price = {…}` (a live feed), exactly one of them. `None` after
+/// an error has been reported.
+fn asset_price(c: &mut Checker, a: &RawAsset, p: &KeyPath, refs: &Refs) -> Option<AssetPrice> {
+    let raw = match (&a.price_usd, &a.price) {
+        (Some(usd), None) => {
+            if usd.0 <= Decimal::ZERO {
+                c.err(p.key("price_usd"), "must be greater than zero");
+                return None;
+            }
+            return Some(AssetPrice::fixed(usd.0));
+        }
+        (None, Some(raw)) => raw,
+        (Some(_), Some(_)) => {
+            c.err(p.key("price"), "give either price_usd (a fixed price) or price = {…} (a live feed), not both");
+            return None;
+        }
+        (None, None) => {
+            c.err(
+                p.key("price_usd"),
+                "missing: every asset needs price_usd = \"…\" or price = { source = \"chainlink\" | \"pyth\", … }",
+            );
+            return None;
+        }
+    };
+    let pp = p.key("price");
+    let errors = c.issues.len();
+    let chain = raw.chain.clone().unwrap_or_else(|| a.chain.clone());
+    let chain_kind = refs.chain(c, &chain, pp.key("chain"));
+    let address = |c: &mut Checker, key: &str, value: &Option<String>, kind: ChainKind| -> Option<String> {
+        let Some(text) = value else {
+            c.err(pp.key(key), format!("missing: a {} price needs {key}", raw.source));
+            return None;
+        };
+        kind.normalize_address(text).map_err(|e| c.err(pp.key(key), e.to_string())).ok()
+    };
+    let refuse = |c: &mut Checker, key: &str, given: bool| {
+        if given {
+            c.err(pp.key(key), format!("does not apply to a {} price", raw.source));
+        }
+    };
+    let want = |c: &mut Checker, kind: ChainKind| {
+        if chain_kind.is_some_and(|k| k != kind) {
+            c.err(pp.key("chain"), format!("a {} feed must be on a {} chain; {chain} is not", raw.source, kind));
+        }
+    };
+    let kind = match raw.source.as_str() {
+        "chainlink" => {
+            want(c, ChainKind::Evm);
+            refuse(c, "account", raw.account.is_some());
+            refuse(c, "max_confidence", raw.max_confidence.is_some());
+            let feed = address(c, "feed", &raw.feed, ChainKind::Evm);
+            let sequencer = match (&raw.sequencer_feed, raw.sequencer_grace) {
+                (Some(_), grace) => address(c, "sequencer_feed", &raw.sequencer_feed, ChainKind::Evm)
+                    // Chainlink's documented grace after a sequencer restart.
+                    .map(|s| (s, grace.map_or(TimeDelta::hours(1), |g| g.0))),
+                (None, Some(_)) => {
+                    c.err(pp.key("sequencer_grace"), "applies only with sequencer_feed");
+                    None
+                }
+                (None, None) => None,
+            };
+            feed.map(|feed| FeedKind::Chainlink { feed, sequencer })
+        }
+        "pyth" => {
+            want(c, ChainKind::Solana);
+            for (key, given) in [
+                ("feed", raw.feed.is_some()),
+                ("sequencer_feed", raw.sequencer_feed.is_some()),
+                ("sequencer_grace", raw.sequencer_grace.is_some()),
+            ] {
+                refuse(c, key, given);
+            }
+            let max_confidence = raw.max_confidence.map(|m| m.0);
+            if max_confidence.is_some_and(|m| m.is_zero()) {
+                c.err(pp.key("max_confidence"), "must be greater than 0%");
+            }
+            address(c, "account", &raw.account, ChainKind::Solana)
+                .map(|account| FeedKind::Pyth { account, max_confidence })
+        }
+        "static" => {
+            c.err(pp.key("source"), "a fixed price is written price_usd = \"…\" beside decimals, not in price = {…}");
+            None
+        }
+        other => {
+            c.err(pp.key("source"), format!("{other:?} is not a price source: write \"chainlink\" or \"pyth\""));
+            None
+        }
+    };
+    let max_age = match raw.max_age {
+        Some(age) => Some(age.0),
+        None => {
+            c.err(
+                pp.key("max_age"),
+                "missing: how old a price may be before spends needing it are denied, e.g. \"1h\"",
+            );
+            None
+        }
+    };
+    let peg = match (raw.peg_usd, raw.max_peg_deviation) {
+        (Some(usd), Some(dev)) => {
+            if usd.0 <= Decimal::ZERO {
+                c.err(pp.key("peg_usd"), "must be greater than zero");
+            }
+            Some(Peg { usd: usd.0, max_deviation: dev.0 })
+        }
+        (Some(_), None) => {
+            c.err(pp.key("max_peg_deviation"), "missing: peg_usd needs the deviation it tolerates, e.g. \"2%\"");
+            None
+        }
+        (None, Some(_)) => {
+            c.err(pp.key("peg_usd"), "missing: max_peg_deviation needs the peg it is measured from, e.g. \"1\"");
+            None
+        }
+        (None, None) => None,
+    };
+    let refresh = raw.refresh.map_or(TimeDelta::seconds(10), |r| r.0);
+    if c.issues.len() > errors {
+        return None;
+    }
+    Some(AssetPrice { source: PriceSource::Live(PriceFeed { chain, kind: kind?, max_age: max_age? }), peg, refresh })
 }

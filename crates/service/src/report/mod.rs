@@ -245,6 +245,7 @@ pub struct Reports {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Arc<dyn ReportStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
+    pub(crate) prices: Arc<crate::prices::PriceBook>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -298,7 +299,12 @@ impl Reports {
         }
 
         // Reconciliation: outflows seen in the period, missing spends and reorgs reported in it.
-        let price = |asset: &str| asset.split_once(':').and_then(|(c, s)| model.asset(c, s)).map(|a| a.price_usd);
+        // Outflows are valued at today's usable price (decisions at their own, above).
+        let now = self.clock.now();
+        let price = |asset: &str| {
+            let asset = asset.split_once(':').and_then(|(c, s)| model.asset(c, s))?;
+            self.prices.quote(asset, now).ok().map(|q| q.price)
+        };
         let mut classes: BTreeMap<ReportClass, ClassSum> =
             ReportClass::ALL.iter().map(|c| (*c, ClassSum::default())).collect();
         let mut exceptions = vec![];

@@ -14,13 +14,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use spendguard_core::money::fmt_units;
+use spendguard_core::price::Prices;
 use spendguard_core::usage::LedgerEntry;
 use spendguard_core::{evaluate, Balances, Context, Decision, Evaluation, Freeze, SpendRequest, SpendStatus};
 
 #[async_trait]
 impl DecisionStore for SqliteStore {
-    async fn evaluate(&self, request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
-        self.dry(move |w| w.dry_run(request, balances)).await
+    async fn evaluate(&self, request: SpendRequest, balances: Balances, prices: Prices) -> StoreResult<Evaluation> {
+        self.dry(move |w| w.dry_run(request, balances, prices)).await
     }
 
     async fn reserve(&self, request: ReserveRequest) -> StoreResult<ReserveOutcome> {
@@ -107,15 +108,20 @@ fn request_hash(r: &SpendRequest, memo: Option<&str>) -> String {
 }
 
 impl Writer {
-    pub(crate) fn dry_run(&mut self, mut request: SpendRequest, balances: Balances) -> StoreResult<Evaluation> {
+    pub(crate) fn dry_run(
+        &mut self,
+        mut request: SpendRequest,
+        balances: Balances,
+        prices: Prices,
+    ) -> StoreResult<Evaluation> {
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
-        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances };
+        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances, prices: &prices };
         Ok(evaluate(&self.model, &request, &ctx))
     }
 
     pub(crate) fn reserve(&mut self, req: ReserveRequest) -> StoreResult<ReserveOutcome> {
-        let ReserveRequest { mut request, balances, idempotency_key, memo } = req;
+        let ReserveRequest { mut request, balances, prices, idempotency_key, memo } = req;
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
         let hash = request_hash(&request, memo.as_deref());
@@ -140,7 +146,7 @@ impl Writer {
             }
         }
 
-        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances };
+        let ctx = Context { usage: &self.index, freezes: &self.freezes, balances: &balances, prices: &prices };
         let eval = evaluate(&self.model, &request, &ctx);
         let status = match eval.decision {
             Decision::Deny => SpendStatus::Denied,
@@ -149,6 +155,7 @@ impl Writer {
             Decision::RequireApproval => SpendStatus::PendingApproval,
         };
         let spend = eval.spend.as_ref();
+        let valuation = eval.valuation.as_ref();
         let execute_after =
             (status == SpendStatus::Queued).then(|| request.at + spend.and_then(|s| s.delay).unwrap_or_default());
         let approval_expires_at = (status == SpendStatus::PendingApproval)
@@ -184,9 +191,10 @@ impl Writer {
                 "INSERT INTO decisions (id, created_at_us, updated_at_us, agent, wallet, department, chain, asset,
                     recipient, amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status,
                     reasons, headroom, execute_after_us, approval_expires_us, approver_role, request_hash,
-                    idempotency_key, change_seq, intent_hash, from_address, token, decimals)
+                    idempotency_key, change_seq, intent_hash, from_address, token, decimals, price_source,
+                    price_as_of_us)
                  VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)
+                    ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)
                  RETURNING seq",
             )?
             .query_row(
@@ -200,8 +208,8 @@ impl Writer {
                     spend.map(|s| s.asset.clone()),
                     recipient,
                     money(request.amount),
-                    spend.map(|s| money(s.usd)),
-                    spend.map(|s| money(s.price_usd)),
+                    valuation.map(|v| money(v.usd)),
+                    valuation.map(|v| money(v.price)),
                     request.operation,
                     memo,
                     spend.and_then(|s| s.merchant.clone()),
@@ -221,11 +229,13 @@ impl Writer {
                     intent.as_ref().map(|i| i.from_address.clone()),
                     spend.and_then(|s| s.token.clone()),
                     spend.map(|s| s.decimals),
+                    valuation.map(|v| v.source.clone()),
+                    valuation.and_then(|v| v.as_of).map(to_us),
                 ],
                 |r| r.get(0),
             )?;
         let codes: Vec<&str> = eval.reasons.iter().map(|r| r.code.as_str()).collect();
-        let usd = spend.map(|s| money(s.usd));
+        let usd = valuation.map(|v| money(v.usd));
         self.audit(
             AuditInput {
                 kind: "decision",
@@ -247,6 +257,7 @@ impl Writer {
                     "intent_hash": intent_hash,
                     "execute_after": execute_after.map(|t| t.to_rfc3339()),
                     "approval_expires_at": approval_expires_at.map(|t| t.to_rfc3339()),
+                    "valuation": valuation,
                 }),
             },
             request.at,
@@ -262,8 +273,7 @@ impl Writer {
             approval_expires_at,
             amount: request.amount.normalize(),
             asset: spend.map(|s| s.asset.clone()),
-            usd: spend.map(|s| s.usd.normalize()),
-            price_usd: spend.map(|s| s.price_usd.normalize()),
+            valuation: valuation.cloned(),
         };
         if let Some(key) = &idempotency_key {
             let response = serde_json::to_string(&receipt).map_err(|e| StoreError::Unusable(e.to_string()))?;
@@ -284,7 +294,9 @@ impl Writer {
                 asset: spend.asset.clone(),
                 operation: request.operation.clone(),
                 amount: request.amount,
-                usd: spend.usd,
+                usd: valuation
+                    .map(|v| v.usd)
+                    .ok_or_else(|| StoreError::Unusable(format!("decision {id} holds budget without a USD value")))?,
                 state,
             });
             self.memory_writes += 1;

@@ -175,7 +175,8 @@ pub(crate) const DECISION_COLUMNS: &str =
     "id, seq, created_at_us, updated_at_us, agent, wallet, department, chain, asset, recipient,
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
     execute_after_us, approval_expires_us, approver_role, idempotency_key, nonce, tx_hash, fee_cap, fee_terms, block,
-    fee_paid, failure, intent_hash, approved_by, approved_at_us, from_address, token, decimals";
+    fee_paid, failure, intent_hash, approved_by, approved_at_us, from_address, token, decimals, price_source,
+    price_as_of_us";
 
 fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
@@ -221,6 +222,8 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
             .get::<_, Option<i64>>(38)?
             .map(|d| u32::try_from(d).map_err(|_| bad(r, 38, format!("{d}"))))
             .transpose()?,
+        price_source: r.get(39)?,
+        price_as_of: time_col_opt(r, 40)?,
     })
 }
 

@@ -229,6 +229,11 @@ const MIGRATIONS: &[&str] = &[
         first_seen_us INTEGER NOT NULL
     );
     "#,
+    // 10: live prices: where each decision's price came from and when it was published.
+    r#"
+    ALTER TABLE decisions ADD COLUMN price_source TEXT;
+    ALTER TABLE decisions ADD COLUMN price_as_of_us INTEGER;
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -142,7 +142,7 @@ async fn a_dry_run_reads_the_ledger_but_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = open(&dir.path().join("l.db"));
     decided(ledger.reserve(usdc("bot", "999")).await.unwrap());
-    let e = ledger.evaluate(usdc("bot", "2").request, Default::default()).await.unwrap();
+    let e = ledger.evaluate(usdc("bot", "2").request, Default::default(), Default::default()).await.unwrap();
     assert_eq!(e.reasons[0].code, ReasonCode::WindowLimit);
     assert_eq!(ledger.decisions(None).await.unwrap().len(), 1);
 }
@@ -201,7 +201,7 @@ async fn a_dry_run_writes_nothing_and_a_failed_job_does_not_disturb_the_change_c
         c.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get::<_, i64>(0)).unwrap()
     };
     let before = counter();
-    a.evaluate(usdc("bot", "1").request, Default::default()).await.unwrap();
+    a.evaluate(usdc("bot", "1").request, Default::default(), Default::default()).await.unwrap();
     assert_eq!(counter(), before, "a dry run bumps nothing");
     // A job that fails after writing (an illegal transition) leaves the counter where it was…
     let r = decided(a.reserve(usdc("bot", "1")).await.unwrap());
@@ -340,7 +340,10 @@ async fn a_dry_run_neither_waits_for_nor_blocks_another_processs_writer() {
     // Another process holds the write lock, mid-transaction.
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'change_seq';").unwrap();
-    let dry = ledger.evaluate(usdc("bot", "2.00").request, Balances::new()).await.expect("dry run while locked");
+    let dry = ledger
+        .evaluate(usdc("bot", "2.00").request, Balances::new(), Default::default())
+        .await
+        .expect("dry run while locked");
     assert!(dry.is_allowed(), "{:?}", dry.reasons);
     other.execute_batch("COMMIT").unwrap();
 }

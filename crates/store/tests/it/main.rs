@@ -90,6 +90,7 @@ pub(crate) fn usdc(agent: &str, amount: &str) -> ReserveRequest {
             at: at(NOON),
         },
         balances: Balances::new(),
+        prices: Default::default(),
         idempotency_key: None,
         memo: None,
     }
