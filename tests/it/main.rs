@@ -16,6 +16,7 @@ mod load_generator;
 mod mcp_evm;
 mod operators;
 mod prices_evm;
+mod prices_solana;
 mod properties;
 mod python_mcp;
 mod race;

@@ -85,7 +85,7 @@ impl PriceFeed {
 pub enum FeedKind {
     /// A Chainlink `AggregatorV3Interface` contract on an EVM chain.
     Chainlink {
-        /// Aggregator address (EIP-55).
+        /// Aggregator address, canonical (lower case).
         feed: String,
         /// L2 sequencer-uptime feed and the grace period after it comes back up.
         sequencer: Option<(String, TimeDelta)>,

@@ -141,3 +141,32 @@ fn agents_no_limit_covers_are_warned_about() {
 }
 
 mod fuzz;
+
+#[test]
+fn live_price_tables_load_with_their_defaults() {
+    use spendguard_core::price::{FeedKind, PriceSource};
+    let base = std::fs::read_to_string(fixtures().join("minimal.toml")).unwrap();
+    let text = base
+        .replace(
+            "price_usd = \"3000\"",
+            "price = { source = \"chainlink\", feed = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\", max_age = \"1h\", \
+             sequencer_feed = \"0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512\" }",
+        )
+        .replace(
+            "price_usd = \"1\"",
+            "price = { source = \"chainlink\", feed = \"0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0\", max_age = \"25h\", \
+             peg_usd = \"1\", max_peg_deviation = \"2%\", refresh = \"30s\" }",
+        );
+    let config = parse(&text, Path::new("live.toml")).unwrap();
+    let eth = &config.model.assets[0].price;
+    let PriceSource::Live(feed) = &eth.source else { panic!("{eth:?}") };
+    assert_eq!(feed.chain, "eth-local");
+    assert_eq!(feed.max_age, chrono::TimeDelta::hours(1));
+    assert_eq!(eth.refresh, chrono::TimeDelta::seconds(10));
+    let FeedKind::Chainlink { sequencer: Some((_, grace)), .. } = &feed.kind else { panic!("{feed:?}") };
+    assert_eq!(*grace, chrono::TimeDelta::hours(1), "Chainlink's documented grace by default");
+    let usdc = &config.model.assets[1].price;
+    let peg = usdc.peg.unwrap();
+    assert_eq!((peg.usd, peg.max_deviation), (1.into(), "0.02".parse().unwrap()));
+    assert_eq!(usdc.source.name(), "chainlink:0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0", "canonical: lower case");
+}
