@@ -1,7 +1,8 @@
 //! The demo (`tools/dev/demo.sh`): an organisation on local chains — anvil, and surfpool for
 //! Solana — with two departments, three agents and wallets on both chains, run through the MCP
-//! tools of a real `spendguard serve`, with an operator approving, cancelling and watching the
-//! kill switch catch a rogue transfer. Ends with the status and the reconciliation report.
+//! tools of a real `spendguard serve` (ETH and SOL priced live by a Chainlink feed and a Pyth
+//! account), with an operator approving, cancelling and watching the kill switch catch a rogue
+//! transfer. Ends with the status and the reconciliation report.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
 
 use serde_json::{json, Value};
@@ -89,6 +90,19 @@ impl Demo {
     }
 }
 
+/// Publishes `usd` on the demo's ETH/USD feed (8 decimals), updated `age` seconds ago.
+async fn set_eth_price(rpc: &str, feed: &str, usd: i128, age: u64) {
+    let now = chrono::Utc::now().timestamp() as u64;
+    let round = spendguard_evm::testing::FeedRound {
+        id: now,
+        answer: usd * 100_000_000,
+        started: now - age,
+        updated: now - age,
+        answered_in: now,
+    };
+    spendguard_evm::testing::set_feed_round(rpc, DEV_KEYS[0], feed, round).await.unwrap();
+}
+
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     for _ in 0..300 {
         if done().await {
@@ -140,6 +154,21 @@ async fn main() {
         .await
         .unwrap();
     println!("  anvil {}  USDC {usdc}\n  surfnet {}  USDC mint {sol_usdc}", anvil.url, surfnet.url);
+    let feed_bin = spendguard_tests::TEST_PRICE_FEED_BIN;
+    let eth_feed = spendguard_evm::testing::deploy_price_feed(&anvil.url, DEV_KEYS[0], feed_bin, 8).await.unwrap();
+    set_eth_price(&anvil.url, &eth_feed, 3000, 0).await;
+    let sol_pyth = spendguard_solana::keypair_address(&spendguard_solana::Keypair::new());
+    let update = spendguard_solana::price::PriceUpdate {
+        fully_verified: true,
+        price: 150_00000000,
+        conf: 7_500000,
+        exponent: -8,
+        publish_time: chrono::Utc::now().timestamp(),
+    };
+    let data: String = update.encode([1; 32]).iter().map(|b| format!("{b:02x}")).collect();
+    let account = json!({ "lamports": 10_000_000u64, "data": data, "owner": spendguard_solana::price::PYTH_RECEIVER });
+    spendguard_evm::testing::rpc_call(&surfnet.url, "surfnet_setAccount", json!([sol_pyth, account])).await.unwrap();
+    println!("  ETH/USD Chainlink-interface feed {eth_feed}\n  SOL/USD Pyth account {sol_pyth}");
 
     step("The organisation: two departments, three agents, wallets on both chains");
     for name in ["hot.json", "cold.json"] {
@@ -156,6 +185,8 @@ async fn main() {
         .replace("{ETH_OPS}", &eth_ops)
         .replace("{ETH_RESEARCH}", &eth_research)
         .replace("{SOL_OPS}", &sol_address)
+        .replace("{ETH_FEED}", &eth_feed)
+        .replace("{SOL_PYTH}", &sol_pyth)
         .replace("{DIR}", &out_dir.display().to_string());
     std::fs::write(&config, toml).unwrap();
     let env = PASSWORD_ENVS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -198,6 +229,32 @@ async fn main() {
     long_memo["memo"] = json!("x".repeat(100_000));
     let r = procurement.call("spend", long_memo).await;
     say("procurement-bot", "8 USDC with a 100 KB memo", &r);
+
+    step("Live prices: ETH from its Chainlink feed; a stale feed refuses rather than guesses");
+    let eth = json!({"wallet": "eth-ops", "to": GITHUB, "amount": "0.003"});
+    let valued = |r: &spendguard_tests::mcp_client::ToolReply| {
+        let v = |key: &str| r.data["valuation"][key].as_str().unwrap_or("?").to_string();
+        format!("{} USD at {} from {} (published {})", v("usd"), v("price"), v("source"), v("as_of"))
+    };
+    let r = procurement.call("evaluate", eth.clone()).await;
+    println!("  procurement-bot: evaluate 0.003 ETH → {} ({})", r.data["decision"].as_str().unwrap_or("?"), valued(&r));
+    set_eth_price(&anvil.url, &eth_feed, 3000, 7200).await;
+    println!("  the feed's last update is now two hours old (max_age 1h)");
+    until("the stale price to be refused", async || {
+        procurement.call("evaluate", eth.clone()).await.text.contains("PRICE_UNAVAILABLE")
+    })
+    .await;
+    let r = procurement.call("spend", eth.clone()).await;
+    say("procurement-bot", "0.003 ETH to GitHub", &r);
+    set_eth_price(&anvil.url, &eth_feed, 3100, 0).await;
+    println!("  the feed publishes 3100 USD");
+    until("the fresh price to be used", async || {
+        procurement.call("evaluate", eth.clone()).await.data["decision"] == "allow"
+    })
+    .await;
+    let r = procurement.call("spend", eth.clone()).await;
+    say("procurement-bot", "0.003 ETH to GitHub", &r);
+    println!("    valued {}", valued(&r));
 
     step("The treasurer cancels the duplicate and approves the annual plan");
     let cancelled_id = cancelled.data["decision_id"].as_str().unwrap();
