@@ -171,3 +171,33 @@ async fn an_unreachable_feed_denies() {
     node.tick().await;
     assert_eq!(agent.call("evaluate", eth("0.1")).await.data["decision"], "allow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l2_sequencer_down_or_within_its_grace_denies() {
+    let p = Priced::start().await;
+    let sequencer = testing::deploy_price_feed(&p.org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_PRICE_FEED_BIN, 0)
+        .await
+        .expect("deploy the sequencer-uptime feed");
+    p.set(&sequencer, 0, 7200).await; // up for two hours
+    let config = p.org.variant(
+        "l2",
+        &[(
+            "max_age = \"1h\" }",
+            &format!("max_age = \"1h\", sequencer_feed = \"{sequencer}\", sequencer_grace = \"1h\" }}"),
+        )],
+    );
+    let node = p.org.node_for(config, vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    node.tick().await;
+    assert_eq!(agent.call("evaluate", eth("0.1")).await.data["decision"], "allow");
+
+    p.set(&sequencer, 1, 0).await; // down since now
+    node.tick().await;
+    assert_unavailable(&agent.call("evaluate", eth("0.1")).await, "the L2 sequencer is down since");
+    p.set(&sequencer, 0, 60).await; // back up a minute ago
+    node.tick().await;
+    assert_unavailable(&agent.call("evaluate", eth("0.1")).await, "within its grace period of 1h");
+    p.set(&sequencer, 0, 3601).await;
+    node.tick().await;
+    assert_eq!(agent.call("evaluate", eth("0.1")).await.data["decision"], "allow");
+}
