@@ -120,5 +120,52 @@ fn varied_requests(n: usize) -> Vec<SpendRequest> {
         .collect()
 }
 
-criterion_group!(benches, bench);
+/// The same varied evaluation with eth:ETH and eth:USDC priced statically and by live feeds
+/// whose latest reading is cached (what the daemon does between refreshes): the price's only
+/// cost on the request path is judging that reading.
+fn price_sources(c: &mut Criterion) {
+    use spendguard_core::price::{AssetPrice, FeedKind, Observation, PriceFeed, PriceReading, PriceSource};
+    let policies = fifty_rules();
+    let varied = varied_requests(256);
+    let mut group = c.benchmark_group("evaluate_price_source");
+    for live in [false, true] {
+        let mut sb = Sandbox::new(&policies);
+        if live {
+            let read_at = varied[0].at;
+            for asset in sb.model.assets.iter_mut().filter(|a| a.chain == "eth") {
+                let feed = format!("0x{:040x}", asset.decimals);
+                let price = asset.price.clone();
+                let PriceSource::Static(usd) = price.source else { unreachable!("the base org prices statically") };
+                asset.price = AssetPrice {
+                    source: PriceSource::Live(PriceFeed {
+                        chain: "eth".into(),
+                        kind: FeedKind::Chainlink { feed, sequencer: None },
+                        max_age: TimeDelta::hours(24),
+                    }),
+                    peg: None,
+                    refresh: TimeDelta::hours(24),
+                };
+                let seen = Observation {
+                    price: usd,
+                    confidence: None,
+                    published_at: read_at,
+                    round_complete: true,
+                    sequencer: None,
+                };
+                sb.prices.insert(asset.key(), PriceReading { read_at, result: Ok(seen) });
+            }
+        }
+        assert!(varied.iter().all(|r| sb.evaluate(r).is_allowed()));
+        let mut next = 0usize;
+        group.bench_function(if live { "live_feed_cached" } else { "static" }, |b| {
+            b.iter(|| {
+                next = (next + 1) % varied.len();
+                black_box(sb.evaluate(black_box(&varied[next])))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, price_sources);
 criterion_main!(benches);

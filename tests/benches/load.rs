@@ -4,8 +4,9 @@
 //! Run: `cargo build --release --bin spendguard && cargo bench -p spendguard-tests --bench load`.
 //! `LOAD_SECONDS` (default 10) sets each measurement's length, `LOAD_CLIENTS` (default "1,16")
 //! the concurrency levels, `LOAD_CALLS` (default all) a comma-separated subset of
-//! healthz, evaluate, evaluate_refused, balance, spend. Under `cargo test` each row runs for a
-//! second, as a smoke test.
+//! healthz, evaluate, evaluate_refused, balance, spend. `LOAD_PRICE=chainlink` prices TUSD (the
+//! asset every call spends) by a Chainlink-interface feed on anvil instead of a static price.
+//! Under `cargo test` each row runs for a second, as a smoke test.
 #![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
 
 use serde_json::{json, Value};
@@ -48,6 +49,9 @@ scope = "agent:buyer"
 limits = [ { window = "24h", max_usd = "1000000" } ]
 "#,
     ));
+    if std::env::var("LOAD_PRICE").as_deref() == Ok("chainlink") {
+        rt.block_on(price_tusd_live(&org));
+    }
     let (daemon, url) = org.start_daemon_for(&org.config_path, &[("SPENDGUARD_LOG", "warn")]);
     println!("| call | clients | calls/s | p50 | p90 | p99 | failures |");
     println!("|---|---|---|---|---|---|---|");
@@ -87,4 +91,20 @@ limits = [ { window = "24h", max_usd = "1000000" } ]
         }
     }
     EvmOrg::stop_daemon(daemon);
+}
+
+/// Prices TUSD by a freshly deployed test feed answering 1 USD (refreshed every 10 s).
+async fn price_tusd_live(org: &EvmOrg) {
+    use spendguard_evm::testing;
+    use spendguard_tests::anvil::DEV_KEYS;
+    let feed = testing::deploy_price_feed(&org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_PRICE_FEED_BIN, 8)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp() as u64;
+    let round = testing::FeedRound { id: 1, answer: 100_000_000, started: now, updated: now, answered_in: 1 };
+    testing::set_feed_round(&org.anvil.url, DEV_KEYS[0], &feed, round).await.unwrap();
+    org.edit_config(
+        "price_usd = \"1\"",
+        &format!("price = {{ source = \"chainlink\", feed = \"{feed}\", max_age = \"1h\", refresh = \"10s\" }}"),
+    );
 }

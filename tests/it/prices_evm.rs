@@ -4,8 +4,10 @@
 //! decision carries its valuation, and status, `/metrics` and the `price_stale` alert show it.
 
 use serde_json::{json, Value};
+use spendguard_config::AlertKind;
 use spendguard_core::EventKind;
 use spendguard_evm::testing::{self, FeedRound};
+use spendguard_service::AlertChannel;
 use spendguard_store::OutboxStore;
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
@@ -75,7 +77,14 @@ fn assert_unavailable(r: &ToolReply, why: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_follow_a_chainlink_price_and_unusable_prices_deny() {
     let p = Priced::start().await;
-    let node = p.org.node().await;
+    let (url, seen) = spendguard_tests::alert_receiver::receiver(0).await;
+    let hook = AlertChannel {
+        id: "treasury".into(),
+        kind: AlertKind::Webhook,
+        url: Some(format!("{url}/hook")),
+        events: vec![EventKind::PriceStale],
+    };
+    let node = p.org.node_with_alerts(vec![hook]).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
     node.tick().await;
 
@@ -127,6 +136,10 @@ async fn limits_follow_a_chainlink_price_and_unusable_prices_deny() {
     let stale_events = node.ledger().events(Some(EventKind::PriceStale)).await.unwrap();
     assert_eq!(stale_events.len(), 1, "one alert while it stays unusable: {stale_events:?}");
     assert!(stale_events[0].detail.contains("eth-local:ETH"), "{:?}", stale_events[0]);
+    let delivered = seen.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].1["event"], "price_stale", "{delivered:?}");
+    assert!(delivered[0].1["detail"].as_str().unwrap().contains("stale since"), "{delivered:?}");
 
     // Fresh again: allowed, and a later failure alerts again.
     p.set(&p.eth_feed, 3000_00000000, 5).await;
