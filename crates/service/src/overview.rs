@@ -248,7 +248,10 @@ impl Overview {
             pending_approvals: of(SpendStatus::PendingApproval),
             queued_delays: of(SpendStatus::Queued),
             frozen: freezes.iter().map(FrozenScope::of).collect(),
-            prices: self.prices.states(now),
+            prices: {
+                self.prices.read_unread().await;
+                self.prices.states(now)
+            },
         })
     }
 

@@ -92,10 +92,21 @@ impl PriceBook {
         !self.feeds.is_empty()
     }
 
-    /// How often the background refresh looks for feeds due: the shortest refresh.
+    /// How often the background refresh looks for feeds due: half the shortest refresh, so
+    /// that a feed is read at most one and a half refreshes apart.
     pub fn tick(&self) -> std::time::Duration {
         let shortest = self.feeds.iter().map(|f| f.refresh).min().unwrap_or(TimeDelta::seconds(10));
-        shortest.to_std().unwrap_or(std::time::Duration::from_secs(1)).max(std::time::Duration::from_millis(100))
+        (shortest / 2).to_std().unwrap_or(std::time::Duration::from_secs(1)).max(std::time::Duration::from_millis(100))
+    }
+
+    /// Reads the feeds never read yet (a process without the background refresh, such as the
+    /// CLI's `status` or `report`), recording no event.
+    pub(crate) async fn read_unread(&self) {
+        let unread: Vec<usize> = {
+            let last = self.last_read.lock().unwrap_or_else(PoisonError::into_inner);
+            (0..self.feeds.len()).filter(|i| !last.contains_key(i)).collect()
+        };
+        futures::future::join_all(unread.iter().map(|&i| self.read_feed(i))).await;
     }
 
     /// The reading a decision about `asset` needs (none for static prices), reading the feed now

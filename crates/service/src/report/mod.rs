@@ -300,6 +300,7 @@ impl Reports {
 
         // Reconciliation: outflows seen in the period, missing spends and reorgs reported in it.
         // Outflows are valued at today's usable price (decisions at their own, above).
+        self.prices.read_unread().await;
         let now = self.clock.now();
         let price = |asset: &str| {
             let asset = asset.split_once(':').and_then(|(c, s)| model.asset(c, s))?;

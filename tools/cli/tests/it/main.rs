@@ -105,7 +105,9 @@ fn evaluate_prints_the_tool_result_as_json() {
         .any(|h| h["policy_id"] == "procurement" && h["window"] == "24h" && h["remaining"] == "800.00"));
     assert!(headroom.iter().any(|h| h["policy_id"] == "trading-hot-wallet" && h["limit"] == "1000"));
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["decision", "headroom", "reasons", "tier"]);
+    assert_eq!(keys, ["decision", "headroom", "reasons", "tier", "valuation"]);
+    assert_eq!(v["valuation"]["source"], "static", "{}", v["valuation"]);
+    assert!(v["valuation"]["as_of"].is_null(), "a static price has no publish time: {}", v["valuation"]);
 }
 
 #[test]
