@@ -235,7 +235,8 @@ fn resolve(
             format!("amount {} has {places} decimals; {key} allows {}", req.amount.normalize(), asset.decimals),
         ));
     }
-    // No usable price is not yet a denial: only rules that need a USD value deny for it.
+    // No usable price is not denied here: each rule that needs the USD value names itself in
+    // the denial, and `finish` denies a spend no such rule covered.
     let valuation = match quote(&asset.price, ctx.prices.get(&key), req.at) {
         Ok(q) => Ok(Valuation {
             usd: req.amount.checked_mul(q.price).ok_or_else(|| {
