@@ -255,6 +255,11 @@ async fn main() {
     let r = procurement.call("spend", eth.clone()).await;
     say("procurement-bot", "0.003 ETH to GitHub", &r);
     println!("    valued {}", valued(&r));
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    println!("  GET /metrics:");
+    for line in metrics.lines().filter(|l| l.starts_with("spendguard_price_")) {
+        println!("    {line}");
+    }
 
     step("The treasurer cancels the duplicate and approves the annual plan");
     let cancelled_id = cancelled.data["decision_id"].as_str().unwrap();

@@ -25,6 +25,8 @@ fn the_demo_runs_end_to_end() {
         "0.003 ETH to GitHub → refused: PRICE_UNAVAILABLE",
         "0.003 ETH to GitHub → executed (INSTANT)",
         "valued 9.30 USD at 3100 from chainlink:0x",
+        "spendguard_price_usable{asset=\"eth-local:ETH\"} 1",
+        "spendguard_price_age_seconds{asset=\"sol-local:SOL\"}",
         "eth-local:ETH\t$3100\tchainlink:0x",
         "sol-local:SOL\t$150\tpyth:",
         "pending approvals (0)",

@@ -7,6 +7,7 @@ mod chain_identity;
 mod clock;
 mod config_check;
 mod crash;
+mod delegation;
 mod demo;
 mod evaluate_balances;
 mod hostile;

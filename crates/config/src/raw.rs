@@ -240,6 +240,7 @@ pub(crate) struct RawWallet {
     pub(crate) password_env: Option<String>,
     pub(crate) keypair: Option<String>,
     pub(crate) balance_low_usd: Option<Money>,
+    pub(crate) delegates: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,11 +35,14 @@ pub enum EventKind {
     /// An asset's live price became unusable (stale, unreachable, off its peg…): spends that
     /// need its USD value are denied `PRICE_UNAVAILABLE` until it is fresh again.
     PriceStale,
+    /// A registered wallet's key signed an EIP-7702 delegation of its code to an address not
+    /// in its `delegates`: `on_unexplained_outflow` is applied before any money moves.
+    DelegationChanged,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::UnexplainedOutflow,
         EventKind::KillSwitch,
         EventKind::ApprovalRequested,
@@ -52,6 +55,7 @@ impl EventKind {
         EventKind::Reorg,
         EventKind::ChainReset,
         EventKind::PriceStale,
+        EventKind::DelegationChanged,
     ];
 
     /// The kind as stored, subscribed to and sent.
@@ -69,6 +73,7 @@ impl EventKind {
             EventKind::Reorg => "reorg",
             EventKind::ChainReset => "chain_reset",
             EventKind::PriceStale => "price_stale",
+            EventKind::DelegationChanged => "delegation_changed",
         }
     }
 
@@ -99,6 +104,6 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(EventKind::parse("nope"), None);
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 11);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 12);
     }
 }

@@ -179,6 +179,8 @@ pub struct Wallet {
     pub chain: String,
     /// Canonical address (see [`ChainKind::normalize_address`]).
     pub address: String,
+    /// EVM: the addresses its code may be delegated to (EIP-7702), canonical.
+    pub delegates: Vec<String>,
 }
 
 /// An LLM agent allowed to spend from some wallets.

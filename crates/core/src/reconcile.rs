@@ -13,6 +13,10 @@ pub enum OutflowKind {
     Token,
     /// The fee of a transaction the wallet sent (paid even when it failed).
     Fee,
+    /// An EIP-7702 authorization signed by the wallet's key, in any sender's type-4
+    /// transaction: the wallet's code now runs the recipient's (the delegate). Nothing left
+    /// yet (amount 0), but the delegate's code can move everything the wallet holds.
+    Delegation,
 }
 
 impl OutflowKind {
@@ -22,12 +26,15 @@ impl OutflowKind {
             OutflowKind::Native => "native",
             OutflowKind::Token => "token",
             OutflowKind::Fee => "fee",
+            OutflowKind::Delegation => "delegation",
         }
     }
 
     /// Parses [`OutflowKind::as_str`].
     pub fn parse(text: &str) -> Option<OutflowKind> {
-        [OutflowKind::Native, OutflowKind::Token, OutflowKind::Fee].into_iter().find(|k| k.as_str() == text)
+        [OutflowKind::Native, OutflowKind::Token, OutflowKind::Fee, OutflowKind::Delegation]
+            .into_iter()
+            .find(|k| k.as_str() == text)
     }
 }
 
@@ -134,10 +141,12 @@ pub struct Finding {
     pub frozen: Vec<crate::model::Scope>,
 }
 
-/// Classifies an outflow against the decision its transaction belongs to, if any.
+/// Classifies an outflow against the decision its transaction belongs to, if any. A delegation
+/// is never a decision's: see [`classify_delegation`].
 pub fn classify(outflow: &Outflow, approved: Option<&Approved>) -> Class {
     let Some(a) = approved else { return Class::Unexplained };
     match outflow.kind {
+        OutflowKind::Delegation => Class::Unexplained,
         OutflowKind::Fee => match a.fee_cap {
             Some(cap) if outflow.amount > cap => Class::FeeOverCap,
             _ => Class::Matched,
@@ -155,8 +164,27 @@ pub fn classify(outflow: &Outflow, approved: Option<&Approved>) -> Class {
     }
 }
 
+/// Classifies an EIP-7702 delegation of a wallet's code: to one of the wallet's allowed
+/// `delegates`, or back to no code at all (the zero address), it is matched; to anything else
+/// it is unexplained — the drain of phishing kits starts with exactly this signature.
+pub fn classify_delegation(delegate: Option<&str>, allowed: &[String]) -> Class {
+    match delegate {
+        Some(d) if d == "0x0000000000000000000000000000000000000000" || allowed.iter().any(|a| a == d) => {
+            Class::Matched
+        }
+        _ => Class::Unexplained,
+    }
+}
+
 /// Words for an alert and for the freeze's evidence.
 pub fn evidence(o: &Outflow) -> String {
+    if o.kind == OutflowKind::Delegation {
+        let to = o.recipient.as_deref().unwrap_or("?");
+        return format!(
+            "EIP-7702 delegation of wallet {}'s code to {to} in tx {} at block {} on {}",
+            o.wallet, o.tx_hash, o.block, o.chain
+        );
+    }
     let what = match (&o.asset, &o.token) {
         (Some(asset), _) => format!("{} {asset}", o.amount.normalize()),
         (None, Some(token)) => format!("{} base units of unknown token {token}", o.amount.normalize()),
@@ -183,6 +211,22 @@ mod tests {
             token: None,
             amount: Decimal::from(amount),
         }
+    }
+
+    #[test]
+    fn a_delegation_is_matched_only_to_an_allowed_delegate_or_to_no_code() {
+        let allowed = vec!["0x1111111111111111111111111111111111111111".to_string()];
+        assert_eq!(classify_delegation(Some(&allowed[0]), &allowed), Class::Matched);
+        assert_eq!(classify_delegation(Some("0x0000000000000000000000000000000000000000"), &[]), Class::Matched);
+        assert_eq!(
+            classify_delegation(Some("0x2222222222222222222222222222222222222222"), &allowed),
+            Class::Unexplained
+        );
+        assert_eq!(classify_delegation(None, &allowed), Class::Unexplained);
+        let mut d = outflow(OutflowKind::Delegation, 0);
+        assert_eq!(classify(&d, None), Class::Unexplained, "no decision ever approves a delegation");
+        d.recipient = Some("0xdrainer".into());
+        assert!(evidence(&d).starts_with("EIP-7702 delegation of wallet hot's code to 0xdrainer in tx 0xabc"));
     }
 
     #[test]

@@ -431,6 +431,28 @@ impl ChainClient for EvmClient {
         };
         let mut outflows = vec![];
         for tx in block.transactions.txns() {
+            // EIP-7702: an authorization signed by a watched wallet's key delegates its code,
+            // whoever sends the transaction carrying it.
+            for (i, auth) in tx.authorization_list().unwrap_or_default().iter().enumerate() {
+                // A bad signature, or one for another chain, is not applied here.
+                let Ok(authority) = auth.recover_authority() else { continue };
+                let chain_id = auth.chain_id();
+                if !watched.contains(&authority)
+                    || !(chain_id.is_zero() || *chain_id == U256::from(self.settings.chain_id))
+                {
+                    continue;
+                }
+                outflows.push(ChainOutflow {
+                    tx_hash: format!("{:#x}", tx.tx_hash()),
+                    index: i as u64,
+                    kind: OutflowKind::Delegation,
+                    from: format!("{authority:#x}"),
+                    to: Some(format!("{:#x}", auth.address())),
+                    token: None,
+                    asset: None,
+                    amount: Decimal::ZERO,
+                });
+            }
             let from = tx.from();
             if !watched.contains(&from) {
                 continue;

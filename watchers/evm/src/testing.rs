@@ -120,3 +120,26 @@ pub async fn set_feed_round(rpc: &str, deployer_hex: &str, feed: &str, round: Fe
     send(rpc, deployer_hex, TransactionRequest::default().with_to(feed).with_input(Bytes::from(input))).await?;
     Ok(())
 }
+
+/// Sends an EIP-7702 (type 4) transaction from `sender_hex` carrying an authorization signed by
+/// `wallet_hex` that delegates the wallet's code to `delegate`; returns the tx hash.
+pub async fn delegate_code(rpc: &str, sender_hex: &str, wallet_hex: &str, delegate: &str) -> TestResult<String> {
+    use alloy::eips::eip7702::Authorization;
+    use alloy::network::TransactionBuilder7702;
+    use alloy::signers::SignerSync;
+    let wallet = signer(wallet_hex)?;
+    let url = rpc.parse().map_err(|e| format!("{e}"))?;
+    let provider = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(url);
+    let chain_id = provider.get_chain_id().await.map_err(|e| e.to_string())?;
+    let nonce = provider.get_transaction_count(wallet.address()).await.map_err(|e| e.to_string())?;
+    let auth = Authorization {
+        chain_id: U256::from(chain_id),
+        address: Address::from_str(delegate).map_err(|e| e.to_string())?,
+        nonce,
+    };
+    let signature = wallet.sign_hash_sync(&auth.signature_hash()).map_err(|e| e.to_string())?;
+    let tx = TransactionRequest::default()
+        .with_to(wallet.address())
+        .with_authorization_list(vec![auth.into_signed(signature)]);
+    Ok(send(rpc, sender_hex, tx).await?.0)
+}

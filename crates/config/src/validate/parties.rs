@@ -61,6 +61,16 @@ pub(super) fn wallets(
                 if w.keystore.is_some() {
                     c.err(p.key("keystore"), "applies only to evm wallets; use keypair");
                 }
+                if w.delegates.is_some() {
+                    c.err(p.key("delegates"), "applies only to evm wallets (EIP-7702 delegations)");
+                }
+            }
+        }
+        let mut delegates = vec![];
+        for (j, d) in w.delegates.iter().flatten().enumerate() {
+            match kind.normalize_address(d) {
+                Ok(a) => delegates.push(a),
+                Err(e) => c.err(p.key("delegates").index(j), e.to_string()),
             }
         }
         if let Some(env) = &w.password_env {
@@ -68,7 +78,7 @@ pub(super) fn wallets(
                 c.err(p.key("password_env"), format!("{env:?} is not an environment variable name (A-Z, 0-9, _)"));
             }
         }
-        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address });
+        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address, delegates });
         wallet_keys.push(WalletKeys {
             wallet: w.id.clone(),
             keystore: w.keystore.as_ref().map(|k| base_dir.join(k)),

@@ -170,3 +170,17 @@ fn live_price_tables_load_with_their_defaults() {
     assert_eq!((peg.usd, peg.max_deviation), (1.into(), "0.02".parse().unwrap()));
     assert_eq!(usdc.source.name(), "chainlink:0x9fe46736679d2d9a65f0992f2272de9f3c7fa6e0", "canonical: lower case");
 }
+
+#[test]
+fn delegates_are_evm_addresses_of_evm_wallets() {
+    let base = std::fs::read_to_string(fixtures().join("minimal.toml")).unwrap();
+    let with = |list: &str| base.replace("id = \"hot\"\n", &format!("id = \"hot\"\ndelegates = {list}\n"));
+    let config = parse(&with("[\"0x5FbDB2315678afecb367f032d93F642f64180aa3\"]"), Path::new("d.toml")).unwrap();
+    assert_eq!(config.model.wallets[0].delegates, ["0x5fbdb2315678afecb367f032d93f642f64180aa3"]);
+    let err = parse(&with("[\"0x5fbdb2315678afecb367f032d93f642f64180aA3\"]"), Path::new("d.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("wallet[0].delegates[0]: \"0x5fbdb2315678afecb367f032d93f642f64180aA3\" has a bad EIP-55"),
+        "{err}"
+    );
+}

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
-use spendguard_core::reconcile::{classify, evidence, Approved, Class, Finding, Outflow};
+use spendguard_core::reconcile::{
+    classify, classify_delegation, evidence, Approved, Class, Finding, Outflow, OutflowKind,
+};
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
 #[async_trait]
@@ -181,7 +183,13 @@ impl Writer {
                 })
                 .optional()
                 .map_err(super::rows::corrupt("decision with tx_hash", o.tx_hash.clone()))?;
-            let class = classify(&o, approved.as_ref());
+            let class = match o.kind {
+                OutflowKind::Delegation => {
+                    let allowed = self.model.wallet(&o.wallet).map(|w| w.delegates.as_slice()).unwrap_or_default();
+                    classify_delegation(o.recipient.as_deref(), allowed)
+                }
+                _ => classify(&o, approved.as_ref()),
+            };
             let decision_id = approved.map(|a| a.decision_id);
             let inserted = self.conn.execute(
                 "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
@@ -228,14 +236,18 @@ impl Writer {
                     at,
                 )?;
                 if class.trips_kill_switch() {
-                    let reason = format!("{} outflow from wallet {}", class.as_str(), o.wallet);
+                    let (kind, reason) = match o.kind {
+                        OutflowKind::Delegation => (
+                            EventKind::DelegationChanged,
+                            format!("wallet {}'s code delegated to an address not in its delegates", o.wallet),
+                        ),
+                        _ => (
+                            EventKind::UnexplainedOutflow,
+                            format!("{} outflow from wallet {}", class.as_str(), o.wallet),
+                        ),
+                    };
                     // The finding first, then the freezes it causes (each records a kill_switch event).
-                    self.record_event(
-                        EventKind::UnexplainedOutflow,
-                        decision_id.as_deref(),
-                        &format!("{reason}: {}", evidence(&o)),
-                        at,
-                    )?;
+                    self.record_event(kind, decision_id.as_deref(), &format!("{reason}: {}", evidence(&o)), at)?;
                     for scope in scopes_for_outflow(&self.model, class, &o.wallet) {
                         let freeze = Freeze {
                             scope: scope.clone(),

@@ -1,0 +1,58 @@
+//! EIP-7702 on anvil (prague): a registered wallet's key signing a delegation of its code is
+//! seen in whoever's type-4 transaction carries it. To an allowed `delegates` address it is
+//! recorded and matched; to anything else it freezes the wallet at once — before any money
+//! moves — with a `delegation_changed` alert, and the agent's next spend is refused.
+
+use serde_json::json;
+use spendguard_core::reconcile::{Class, OutflowKind};
+use spendguard_core::EventKind;
+use spendguard_evm::testing;
+use spendguard_store::{OutboxStore, OutflowStore};
+use spendguard_tests::anvil::DEV_KEYS;
+use spendguard_tests::evm_org::*;
+use spendguard_tests::mcp_client::McpAgent;
+
+/// An address the wallet may delegate to (a smart-account implementation the treasury chose).
+const ALLOWED: &str = "0x1111111111111111111111111111111111111111";
+/// A drainer contract's address.
+const DRAINER: &str = "0x2222222222222222222222222222222222222222";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_outside_the_allowed_list_freezes_the_wallet_before_money_moves() {
+    let org = EvmOrg::start("").await;
+    let config = org.variant(
+        "delegates",
+        &[(
+            "password_env = \"HOT_PASSWORD\"",
+            &format!("password_env = \"HOT_PASSWORD\"\ndelegates = [\"{ALLOWED}\"]"),
+        )],
+    );
+    let node = org.node_for(config, vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+
+    // The allowed delegate, sent by someone else: recorded as matched, nothing frozen.
+    let allowed_tx = testing::delegate_code(&org.anvil.url, DEV_KEYS[0], DEV_KEYS[1], ALLOWED).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    let delegations = |outflows: Vec<spendguard_store::RecordedOutflow>| {
+        outflows.into_iter().filter(|o| o.kind == OutflowKind::Delegation).collect::<Vec<_>>()
+    };
+    let seen = delegations(node.ledger().outflows(Some("eth-local")).await.unwrap());
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((seen[0].tx_hash.as_str(), seen[0].class), (allowed_tx.as_str(), Class::Matched), "{seen:?}");
+    let pay = json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" });
+    assert_eq!(agent.call("evaluate", pay.clone()).await.data["decision"], "allow");
+
+    // The drainer: the wallet is frozen with the evidence, before anything left it.
+    let balance = org.token_balance(HOT).await;
+    let drain_tx = testing::delegate_code(&org.anvil.url, DEV_KEYS[0], DEV_KEYS[1], DRAINER).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    let events = node.ledger().events(Some(EventKind::DelegationChanged)).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].detail.contains(DRAINER) && events[0].detail.contains(&drain_tx), "{:?}", events[0]);
+    let r = agent.call("spend", pay).await;
+    assert!(r.is_error && r.text.starts_with("KILL_SWITCH: wallet hot is frozen"), "{}", r.text);
+    assert!(r.text.contains("EIP-7702 delegation of wallet hot's code to"), "{}", r.text);
+    assert_eq!(org.token_balance(HOT).await, balance, "nothing left the wallet");
+}
