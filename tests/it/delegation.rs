@@ -1,7 +1,9 @@
 //! EIP-7702 on anvil (prague): a registered wallet's key signing a delegation of its code is
 //! seen in whoever's type-4 transaction carries it. To an allowed `delegates` address it is
 //! recorded and matched; to anything else it freezes the wallet at once — before any money
-//! moves — with a `delegation_changed` alert, and the agent's next spend is refused.
+//! moves — with a `delegation_changed` alert, and the agent's next spend is refused. With a
+//! drainer allowed, what its code moves out of the wallet — tokens by log, ether by an internal
+//! call seen in call traces — is unexplained and freezes the wallet.
 
 use serde_json::json;
 use spendguard_core::reconcile::{Class, OutflowKind};
@@ -55,4 +57,39 @@ async fn a_delegation_outside_the_allowed_list_freezes_the_wallet_before_money_m
     assert!(r.is_error && r.text.starts_with("KILL_SWITCH: wallet hot is frozen"), "{}", r.text);
     assert!(r.text.contains("EIP-7702 delegation of wallet hot's code to"), "{}", r.text);
     assert_eq!(org.token_balance(HOT).await, balance, "nothing left the wallet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ether_and_tokens_drained_through_delegated_code_are_unexplained() {
+    let org = EvmOrg::start("").await;
+    let drainer = testing::deploy(&org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_DRAINER_BIN).await.unwrap();
+    let config = org.variant(
+        "drainer-allowed",
+        &[(
+            "password_env = \"HOT_PASSWORD\"",
+            &format!("password_env = \"HOT_PASSWORD\"\ndelegates = [\"{drainer}\"]"),
+        )],
+    );
+    let node = org.node_for(config, vec![]).await;
+    testing::delegate_code(&org.anvil.url, DEV_KEYS[0], DEV_KEYS[1], &drainer).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    assert!(node.ledger().events(Some(EventKind::DelegationChanged)).await.unwrap().is_empty(), "an allowed delegate");
+
+    // Someone else calls the delegated code on the wallet's address.
+    let attacker = testing::address_of(DEV_KEYS[4]).unwrap();
+    let drain_tx = testing::drain(&org.anvil.url, DEV_KEYS[4], HOT, &org.token, &attacker).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    let outflows = node.ledger().outflows(Some("eth-local")).await.unwrap();
+    let drained: Vec<_> = outflows.iter().filter(|o| o.tx_hash == drain_tx).collect();
+    let kinds: Vec<(OutflowKind, Class)> = drained.iter().map(|o| (o.kind, o.class)).collect();
+    assert!(kinds.contains(&(OutflowKind::Token, Class::Unexplained)), "{drained:?}");
+    let ether =
+        drained.iter().find(|o| o.kind == OutflowKind::Native).expect("the internal ether transfer, from traces");
+    assert_eq!((ether.class, ether.recipient.as_deref()), (Class::Unexplained, Some(attacker.as_str())), "{ether:?}");
+    assert_eq!(ether.amount, "5000".parse().unwrap(), "half of the wallet's 10,000 ETH: {ether:?}");
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
+    assert!(r.is_error && r.text.starts_with("KILL_SWITCH: wallet hot is frozen"), "{}", r.text);
 }

@@ -205,6 +205,8 @@ pub fn timeless(outflows: Vec<spendguard_store::RecordedOutflow>) -> Vec<spendgu
 
 /// The test ERC-20's compiled bytecode (fixtures/evm), built into the binary.
 pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin");
+/// Creation bytecode of `fixtures/evm/TestDrainer.sol` (what an EIP-7702 phishing kit delegates to).
+pub const TEST_DRAINER_BIN: &str = include_str!("../../fixtures/evm/TestDrainer.bin");
 /// Creation bytecode of `fixtures/evm/TestPriceFeed.sol` (a Chainlink-interface feed a test sets).
 pub const TEST_PRICE_FEED_BIN: &str = include_str!("../../fixtures/evm/TestPriceFeed.bin");
 

@@ -70,6 +70,8 @@ pub struct EvmClient {
     max_fee_wei: Option<u128>,
     /// `decimals()` of each price feed read, which never changes.
     pub(crate) feed_decimals: std::sync::Mutex<HashMap<Address, u8>>,
+    /// Set once the node refused `debug_traceBlockByHash`: it is not asked again.
+    pub(crate) traces_unsupported: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EvmClient {
@@ -109,7 +111,14 @@ impl EvmClient {
             None => None,
         };
         let signers = signers.into_iter().map(|s| (s.address(), s)).collect();
-        Ok(EvmClient { settings, endpoints, signers, max_fee_wei, feed_decimals: Default::default() })
+        Ok(EvmClient {
+            settings,
+            endpoints,
+            signers,
+            max_fee_wei,
+            feed_decimals: Default::default(),
+            traces_unsupported: Default::default(),
+        })
     }
 
     fn error(&self, e: RpcError<TransportErrorKind>) -> ChainError {
@@ -513,6 +522,11 @@ impl ChainClient for EvmClient {
                     amount: from_base_units(value, asset.map_or(0, |a| a.decimals)),
                 });
             }
+        }
+        // Ether sent by code running as a watched wallet (an internal call): from call traces.
+        let tx_hashes: Vec<B256> = block.transactions.txns().map(|tx| tx.tx_hash()).collect();
+        if let Some(internal) = self.internal_outflows(block.header.hash, &tx_hashes, &watched, native).await? {
+            outflows.extend(internal);
         }
         Ok(Some(BlockOutflows {
             number,

@@ -5,6 +5,9 @@
 //! - [`keystore`]: read and write keystores (scrypt n = 2^18).
 //! - [`client`]: [`EvmClient`], the [`spendguard_chain::ChainClient`] for EVM chains.
 //! - [`units`]: exact decimal ↔ base-unit conversion.
+//! - `traces`: ether moved out of a watched wallet by code running as it (internal calls, e.g.
+//!   EIP-7702 delegated code), from `debug_traceBlockByHash` call traces where the node offers
+//!   them.
 //! - `price`: Chainlink `AggregatorV3Interface` feeds, read for [`EvmClient`]'s
 //!   `read_price`.
 //!
@@ -14,6 +17,7 @@
 pub mod client;
 pub mod keystore;
 mod price;
+mod traces;
 pub mod units;
 
 #[cfg(feature = "test-utils")]

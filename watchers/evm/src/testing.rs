@@ -143,3 +143,28 @@ pub async fn delegate_code(rpc: &str, sender_hex: &str, wallet_hex: &str, delega
         .with_authorization_list(vec![auth.into_signed(signature)]);
     Ok(send(rpc, sender_hex, tx).await?.0)
 }
+
+alloy::sol! {
+    /// The test drainer (fixtures/evm/TestDrainer.sol), called on a wallet delegated to it.
+    interface ITestDrainer {
+        function drain(address token, address to) external;
+    }
+}
+
+/// Deploys a contract whose constructor takes no arguments; returns its address.
+pub async fn deploy(rpc: &str, deployer_hex: &str, creation_hex: &str) -> TestResult<String> {
+    let code = hex::decode(creation_hex.trim().trim_start_matches("0x")).map_err(|e| e.to_string())?;
+    let tx = TransactionRequest::default().with_deploy_code(Bytes::from(code));
+    let (_, address) = send(rpc, deployer_hex, tx).await?;
+    address.ok_or_else(|| "no contract address in the receipt".to_string())
+}
+
+/// Calls `drain(token, to)` on `wallet` (delegated to the test drainer) from `sender_hex`;
+/// returns the tx hash.
+pub async fn drain(rpc: &str, sender_hex: &str, wallet: &str, token: &str, to: &str) -> TestResult<String> {
+    let parse = |a: &str| Address::from_str(a).map_err(|e| e.to_string());
+    let input = ITestDrainer::drainCall { token: parse(token)?, to: parse(to)? }.abi_encode();
+    let tx =
+        TransactionRequest::default().with_to(parse(wallet)?).with_input(Bytes::from(input)).with_gas_limit(300_000);
+    Ok(send(rpc, sender_hex, tx).await?.0)
+}

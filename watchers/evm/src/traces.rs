@@ -1,0 +1,145 @@
+//! Native value moved out of a watched wallet by code running as it — an internal call, as an
+//! EIP-7702 delegate makes — which no transaction field and no log shows: read from the node's
+//! call traces (`debug_traceBlockByHash` with the call tracer) where the node offers them.
+
+use crate::client::EvmClient;
+use crate::units::from_base_units;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use serde::Deserialize;
+use spendguard_chain::{ChainError, ChainOutflow, ChainResult};
+use spendguard_core::model::Asset;
+use spendguard_core::reconcile::OutflowKind;
+use std::sync::atomic::Ordering;
+
+/// One transaction's trace, as the call tracer answers it.
+#[derive(Debug, Deserialize)]
+struct TxTrace {
+    #[serde(rename = "txHash")]
+    tx_hash: Option<B256>,
+    result: CallFrame,
+}
+
+/// One call of a trace and the calls it made.
+#[derive(Debug, Deserialize)]
+struct CallFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    from: Address,
+    to: Option<Address>,
+    value: Option<U256>,
+    /// Set when the call reverted: nothing it or its children sent moved.
+    error: Option<String>,
+    #[serde(default)]
+    calls: Vec<CallFrame>,
+}
+
+impl EvmClient {
+    /// Internal native transfers out of `watched` in the block `hash` whose transactions are
+    /// `tx_hashes` (in order); `None` when the node offers no call traces (then only balance
+    /// conservation catches them).
+    pub(crate) async fn internal_outflows(
+        &self,
+        hash: B256,
+        tx_hashes: &[B256],
+        watched: &[Address],
+        native: Option<&Asset>,
+    ) -> ChainResult<Option<Vec<ChainOutflow>>> {
+        if self.traces_unsupported.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let tracer = serde_json::json!({ "tracer": "callTracer" });
+        let traces: Vec<TxTrace> = match self
+            .rpc(|p| {
+                let tracer = tracer.clone();
+                async move { p.raw_request("debug_traceBlockByHash".into(), (hash, tracer)).await }
+            })
+            .await
+        {
+            Ok(traces) => traces,
+            // The node refused the method (not offered, or disabled): say so once, and stop asking.
+            Err(ChainError::Rejected { reason, .. }) => {
+                self.traces_unsupported.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    chain = %self.settings.id,
+                    %reason,
+                    "the node offers no call traces: ether moved by internal calls (e.g. EIP-7702 delegated \
+                     code) is caught only by balance conservation"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if traces.len() != tx_hashes.len() {
+            return Err(ChainError::Unavailable {
+                chain: self.settings.id.clone(),
+                message: format!("block {hash:#x} has {} transactions but {} traces", tx_hashes.len(), traces.len()),
+            });
+        }
+        let mut out = vec![];
+        for (trace, tx_hash) in traces.iter().zip(tx_hashes) {
+            let tx_hash = trace.tx_hash.unwrap_or(*tx_hash);
+            let mut index = 0;
+            walk(&trace.result, 0, &mut |frame| {
+                // The top-level call's value is the transaction's own, indexed from the block.
+                index += 1;
+                let value = frame.value.unwrap_or_default();
+                if value.is_zero() || !watched.contains(&frame.from) {
+                    return;
+                }
+                out.push(ChainOutflow {
+                    tx_hash: format!("{tx_hash:#x}"),
+                    index,
+                    kind: OutflowKind::Native,
+                    from: format!("{:#x}", frame.from),
+                    to: frame.to.map(|t| format!("{t:#x}")),
+                    token: None,
+                    asset: native.map(Asset::key),
+                    amount: from_base_units(value, native.map_or(18, |a| a.decimals)),
+                });
+            });
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Calls `seen` for every call below the top level that moved value and did not revert, in
+/// execution order. DELEGATECALL and STATICCALL move none; CALLCODE only to the caller itself.
+fn walk(frame: &CallFrame, depth: usize, seen: &mut impl FnMut(&CallFrame)) {
+    if frame.error.is_some() {
+        return;
+    }
+    if depth > 0 && matches!(frame.kind.as_str(), "CALL" | "CREATE" | "CREATE2" | "SELFDESTRUCT") {
+        seen(frame);
+    }
+    for call in &frame.calls {
+        walk(call, depth + 1, seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nested_value_moving_calls_that_did_not_revert_count() {
+        let trace: CallFrame = serde_json::from_value(serde_json::json!({
+            "type": "CALL", "from": "0x0000000000000000000000000000000000000001",
+            "to": "0x0000000000000000000000000000000000000002", "value": "0x5",
+            "calls": [
+                { "type": "CALL", "from": "0x0000000000000000000000000000000000000002",
+                  "to": "0x0000000000000000000000000000000000000003", "value": "0x7" },
+                { "type": "DELEGATECALL", "from": "0x0000000000000000000000000000000000000002",
+                  "to": "0x0000000000000000000000000000000000000004", "value": "0x7" },
+                { "type": "CALL", "from": "0x0000000000000000000000000000000000000002",
+                  "to": "0x0000000000000000000000000000000000000003", "value": "0x9", "error": "execution reverted",
+                  "calls": [{ "type": "CALL", "from": "0x0000000000000000000000000000000000000003",
+                              "to": "0x0000000000000000000000000000000000000002", "value": "0x1" }] }
+            ]
+        }))
+        .unwrap();
+        let mut values = vec![];
+        walk(&trace, 0, &mut |f| values.push(f.value.unwrap_or_default().to::<u64>()));
+        assert_eq!(values, [7]);
+    }
+}
