@@ -11,6 +11,7 @@ mod delegation;
 mod demo;
 mod evaluate_balances;
 mod hostile;
+mod inflows;
 mod ledger_faults;
 mod ledger_file;
 mod load_generator;

@@ -241,6 +241,7 @@ pub(crate) struct RawWallet {
     pub(crate) keypair: Option<String>,
     pub(crate) balance_low_usd: Option<Money>,
     pub(crate) delegates: Option<Vec<String>>,
+    pub(crate) refill_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

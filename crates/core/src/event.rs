@@ -38,11 +38,13 @@ pub enum EventKind {
     /// A registered wallet's key signed an EIP-7702 delegation of its code to an address not
     /// in its `delegates`: `on_unexplained_outflow` is applied before any money moves.
     DelegationChanged,
+    /// Money came into a registered wallet from an address not in its `refill_from`.
+    UnexpectedInflow,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::UnexplainedOutflow,
         EventKind::KillSwitch,
         EventKind::ApprovalRequested,
@@ -56,6 +58,7 @@ impl EventKind {
         EventKind::ChainReset,
         EventKind::PriceStale,
         EventKind::DelegationChanged,
+        EventKind::UnexpectedInflow,
     ];
 
     /// The kind as stored, subscribed to and sent.
@@ -74,6 +77,7 @@ impl EventKind {
             EventKind::ChainReset => "chain_reset",
             EventKind::PriceStale => "price_stale",
             EventKind::DelegationChanged => "delegation_changed",
+            EventKind::UnexpectedInflow => "unexpected_inflow",
         }
     }
 
@@ -104,6 +108,6 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(EventKind::parse("nope"), None);
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 12);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 13);
     }
 }

@@ -181,6 +181,9 @@ pub struct Wallet {
     pub address: String,
     /// EVM: the addresses its code may be delegated to (EIP-7702), canonical.
     pub delegates: Vec<String>,
+    /// The addresses its refills are expected from, canonical; an inflow from any other is
+    /// reported as `unexpected_inflow`.
+    pub refill_from: Vec<String>,
 }
 
 /// An LLM agent allowed to spend from some wallets.

@@ -69,6 +69,41 @@ pub struct Outflow {
     pub amount: Decimal,
 }
 
+/// Money that came into a registered wallet: a treasury movement in the books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inflow {
+    /// Chain id.
+    pub chain: String,
+    /// Block (slot) number.
+    pub block: u64,
+    /// Transaction hash (signature).
+    pub tx_hash: String,
+    /// Position within the transaction (log index for tokens, call order for internal calls).
+    pub index: u64,
+    /// Native coin or token.
+    pub kind: OutflowKind,
+    /// Wallet id it came into.
+    pub wallet: String,
+    /// Who sent it (canonical).
+    pub sender: String,
+    /// Asset key `chain:SYMBOL` when it is a configured asset.
+    pub asset: Option<String>,
+    /// Token contract or mint for tokens (configured or not).
+    pub token: Option<String>,
+    /// Amount in asset units (configured assets) or base units (unknown tokens).
+    pub amount: Decimal,
+    /// The wallet's balance of the asset at the end of the block before.
+    pub balance_before: Option<Decimal>,
+    /// Its balance at the end of the block the inflow landed in.
+    pub balance_after: Option<Decimal>,
+}
+
+/// Is an inflow from `sender` one the wallet expects? Only from its `refill_from` addresses:
+/// money from anyone else is reported (`unexpected_inflow`), never frozen.
+pub fn expected_inflow(sender: &str, refill_from: &[String]) -> bool {
+    refill_from.iter().any(|r| r == sender)
+}
+
 /// What a decision approved, as the reconciler compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approved {

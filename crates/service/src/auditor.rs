@@ -10,10 +10,10 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use spendguard_chain::watch::{BlockOutcome, ChainWatcher, IndexSink, SinkError, WatchError, WatchPass, WatchSettings};
-use spendguard_chain::{BlockOutflows, ChainClient, ChainOutflow, Indexing, TxOutflows};
+use spendguard_chain::{BlockOutflows, ChainClient, ChainInflow, ChainOutflow, Indexing, TxOutflows};
 use spendguard_config::Config;
 use spendguard_core::model::Wallet;
-use spendguard_core::reconcile::{evidence, Class, Finding, Outflow};
+use spendguard_core::reconcile::{evidence, Class, Finding, Inflow, Outflow};
 use spendguard_core::EventKind;
 use spendguard_store::{BlockRecorded, IndexedBlock, OutboxStore, OutflowStore};
 use std::collections::{HashMap, HashSet};
@@ -35,6 +35,31 @@ struct Reconciler {
 }
 
 impl Reconciler {
+    /// A chain's inflows as the ledger books them: each into a registered wallet, with its id.
+    fn ledger_inflows(&self, chain: &str, block: u64, inflows: Vec<ChainInflow>) -> Vec<Inflow> {
+        let wallets: Vec<&Wallet> = self.config.model.wallets.iter().filter(|w| w.chain == chain).collect();
+        inflows
+            .into_iter()
+            .filter_map(|i| {
+                let wallet = wallets.iter().find(|w| w.address == i.to)?;
+                Some(Inflow {
+                    chain: chain.to_string(),
+                    block,
+                    tx_hash: i.tx_hash,
+                    index: i.index,
+                    kind: i.kind,
+                    wallet: wallet.id.clone(),
+                    sender: i.from,
+                    asset: i.asset,
+                    token: i.token,
+                    amount: i.amount,
+                    balance_before: i.balance_before,
+                    balance_after: i.balance_after,
+                })
+            })
+            .collect()
+    }
+
     /// A chain's outflows as the ledger records them: each from a registered wallet, with its id.
     fn ledger_outflows(&self, chain: &str, block: u64, outflows: Vec<ChainOutflow>) -> Vec<Outflow> {
         let wallets: Vec<&Wallet> = self.config.model.wallets.iter().filter(|w| w.chain == chain).collect();
@@ -71,12 +96,14 @@ impl IndexSink for Reconciler {
 
     async fn record_block(&self, chain: &str, block: BlockOutflows) -> Result<BlockOutcome, SinkError> {
         let outflows = self.ledger_outflows(chain, block.number, block.outflows);
+        let inflows = self.ledger_inflows(chain, block.number, block.inflows);
         let indexed = IndexedBlock {
             chain: chain.to_string(),
             number: block.number,
             hash: block.hash,
             parent_hash: block.parent_hash,
             outflows,
+            inflows,
         };
         Ok(match self.outflows.record_block(indexed, self.clock.now()).await? {
             BlockRecorded::Recorded(findings) => BlockOutcome::Recorded(findings),

@@ -56,6 +56,15 @@ impl Executor {
                 Err(e) => tracing::warn!(decision = %d.id, error = %e, "starting a due spend failed; will retry"),
             }
         }
+        // A wallet reported low is checked again until a refill lifts it, so that the next time
+        // it runs low is reported again.
+        let low: Vec<String> =
+            self.low_wallets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+        for wallet in low {
+            if let Err(e) = self.check_balance_low(&wallet).await {
+                tracing::warn!(wallet = %wallet, error = %e, "checking a low wallet again failed; will retry");
+            }
+        }
         for client in self.chains.all() {
             if let Err(e) = self.check_missing(client.as_ref()).await {
                 tracing::warn!(chain = client.chain_id(), error = %e, "checking for missing spends failed; will retry");

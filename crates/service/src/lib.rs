@@ -160,6 +160,7 @@ impl Services {
             config: Arc::clone(&config),
             decisions: store.clone(),
             freezes: store.clone(),
+            inflows: store.clone(),
             chains,
             limits: limits.clone(),
             prices: Arc::clone(&prices),

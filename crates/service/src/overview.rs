@@ -116,6 +116,8 @@ pub struct WalletStatus {
     pub frozen: bool,
     /// Each agent using it, with its utilisation of every limit that applies.
     pub agents: Vec<(String, Vec<LimitUse>)>,
+    /// The latest money that came into it (up to five), newest last.
+    pub recent_inflows: Vec<spendguard_store::RecordedInflow>,
 }
 
 /// The answer of `status`.
@@ -182,6 +184,7 @@ pub struct Overview {
     pub(crate) config: Arc<Config>,
     pub(crate) decisions: Arc<dyn DecisionStore>,
     pub(crate) freezes: Arc<dyn FreezeStore>,
+    pub(crate) inflows: Arc<dyn spendguard_store::OutflowStore>,
     pub(crate) chains: Chains,
     pub(crate) limits: Limits,
     pub(crate) prices: Arc<crate::prices::PriceBook>,
@@ -197,6 +200,7 @@ impl Overview {
         let day_start = Window::Calendar(CalendarPeriod::Day).start(now, self.config.server.timezone);
         let decisions = self.decisions.decisions(None).await?;
         let freezes = self.freezes.freezes().await?;
+        let inflows = self.inflows.inflows(None).await?;
         let mut wallets = vec![];
         for w in &model.wallets {
             let mut spent = Decimal::ZERO;
@@ -239,6 +243,10 @@ impl Overview {
                 spent_today_usd: Usd(spent),
                 frozen,
                 agents,
+                recent_inflows: {
+                    let of_wallet: Vec<_> = inflows.iter().filter(|i| i.wallet == w.id).collect();
+                    of_wallet[of_wallet.len().saturating_sub(5)..].iter().map(|i| (*i).clone()).collect()
+                },
             });
         }
         let of = |s: SpendStatus| decisions.iter().filter(|d| d.status == s).map(PendingItem::of).collect();

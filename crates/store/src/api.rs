@@ -138,6 +138,8 @@ pub trait OutflowStore: Send + Sync {
     async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>>;
     /// Every outflow recorded, of one chain or all, in chain, block and transaction order.
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>>;
+    /// Inflows recorded (of one chain, or all), in chain, block and transaction order.
+    async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>>;
     /// How the outflows of a decision's transaction reconciled: the worst class among them,
     /// `None` until the watcher has seen it.
     async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>>;
@@ -254,6 +256,8 @@ pub trait AuditStore: Send + Sync {
 pub trait ReportStore: Send + Sync {
     /// Decisions made in `[from, to)`, oldest first.
     async fn decisions_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>>;
+    /// Inflows the watcher recorded in `[from, to)`, in chain, block and transaction order.
+    async fn inflows_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RecordedInflow>>;
     /// Outflows the watcher recorded in `[from, to)`, in chain, block and transaction order.
     async fn outflows_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RecordedOutflow>>;
     /// Events of `kinds` recorded in `[from, to)`, oldest first.

@@ -342,6 +342,41 @@ pub struct IndexedBlock {
     pub parent_hash: String,
     /// Outflows of registered wallets in it.
     pub outflows: Vec<spendguard_core::reconcile::Outflow>,
+    /// Money that came into registered wallets in it.
+    pub inflows: Vec<spendguard_core::reconcile::Inflow>,
+}
+
+/// An inflow as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordedInflow {
+    /// Chain id.
+    pub chain: String,
+    /// Block (slot).
+    pub block: u64,
+    /// Transaction hash (signature).
+    pub tx_hash: String,
+    /// Position in the transaction.
+    pub index: u64,
+    /// Native or token.
+    pub kind: OutflowKind,
+    /// Wallet id it came into.
+    pub wallet: String,
+    /// Who sent it.
+    pub sender: String,
+    /// Asset key, when configured.
+    pub asset: Option<String>,
+    /// Token contract or mint.
+    pub token: Option<String>,
+    /// Amount.
+    pub amount: Decimal,
+    /// The wallet's balance at the end of the block before.
+    pub balance_before: Option<Decimal>,
+    /// Its balance at the end of the block it landed in.
+    pub balance_after: Option<Decimal>,
+    /// From one of the wallet's `refill_from` addresses.
+    pub expected: bool,
+    /// When the watcher recorded it.
+    pub seen_at: DateTime<Utc>,
 }
 
 /// What recording a block did.

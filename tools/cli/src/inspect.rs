@@ -209,6 +209,11 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
             ),
         }
         println!("  spent today: ${}", w.spent_today_usd);
+        for i in &w.recent_inflows {
+            let what = i.asset.clone().or_else(|| i.token.clone()).unwrap_or_default();
+            let flag = if i.expected { "" } else { "  [UNEXPECTED: sender not in refill_from]" };
+            println!("  inflow: {} {what} from {} at block {}{flag}", i.amount.normalize(), i.sender, i.block);
+        }
         for (agent, limits) in &w.agents {
             println!("  agent {agent}:");
             for l in limits {

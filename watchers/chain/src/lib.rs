@@ -264,6 +264,33 @@ pub struct BlockOutflows {
     pub parent_hash: String,
     /// Outflows in transaction order.
     pub outflows: Vec<ChainOutflow>,
+    /// Money that came into the watched addresses.
+    pub inflows: Vec<ChainInflow>,
+}
+
+/// Money that came into a watched address, as a chain client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInflow {
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Position within the transaction.
+    pub index: u64,
+    /// Native or token.
+    pub kind: spendguard_core::reconcile::OutflowKind,
+    /// Who sent it.
+    pub from: String,
+    /// The watched address it came into.
+    pub to: String,
+    /// Token contract or mint.
+    pub token: Option<String>,
+    /// Configured asset key, when known.
+    pub asset: Option<String>,
+    /// Amount in asset units (base units for unknown tokens).
+    pub amount: Decimal,
+    /// The receiver's balance of the asset at the end of the block before, when read.
+    pub balance_before: Option<Decimal>,
+    /// Its balance at the end of this block, when read.
+    pub balance_after: Option<Decimal>,
 }
 
 /// How a chain's watcher finds the outflows of registered wallets.

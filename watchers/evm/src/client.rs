@@ -13,8 +13,8 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_chain::{
-    with_failover, BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Prepared, RetryPolicy, SignedTx,
-    Transfer, TxOutcome,
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainInflow, ChainOutflow, ChainResult, Prepared,
+    RetryPolicy, SignedTx, Transfer, TxOutcome,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::price::{FeedKind, Observation};
@@ -173,6 +173,29 @@ impl EvmClient {
             Err(wrong)
         };
         endpoint.verified.get_or_try_init(check).await.map(|_| ())
+    }
+
+    /// `owner`'s balance of `asset` at the end of block `number`.
+    async fn balance_at(&self, owner: Address, asset: &Asset, number: u64) -> ChainResult<Decimal> {
+        let at = BlockId::number(number);
+        let raw = match &asset.token {
+            None => self.rpc(|p| async move { p.get_balance(owner).block_id(at).await }).await?,
+            Some(contract) => {
+                let contract = self.address(contract)?;
+                let input = Bytes::from(IERC20::balanceOfCall { account: owner }.abi_encode());
+                let out = self
+                    .rpc(|p| {
+                        let req = TransactionRequest::default().to(contract).input(input.clone().into());
+                        async move { p.call(req).block(at).await }
+                    })
+                    .await?;
+                IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| ChainError::BadResponse {
+                    chain: self.settings.id.clone(),
+                    message: format!("balanceOf of {contract} at block {number}: {e}"),
+                })?
+            }
+        };
+        Ok(from_base_units(raw, asset.decimals))
     }
 
     pub(crate) fn address(&self, text: &str) -> ChainResult<Address> {
@@ -439,6 +462,7 @@ impl ChainClient for EvmClient {
             assets.iter().find(|a| a.token.as_deref().and_then(|t| Address::from_str(t).ok()) == Some(contract))
         };
         let mut outflows = vec![];
+        let mut inflows = vec![];
         for tx in block.transactions.txns() {
             // EIP-7702: an authorization signed by a watched wallet's key delegates its code,
             // whoever sends the transaction carrying it.
@@ -463,6 +487,20 @@ impl ChainClient for EvmClient {
                 });
             }
             let from = tx.from();
+            if let Some(to) = tx.to().filter(|t| watched.contains(t) && *t != from && tx.value() > U256::ZERO) {
+                inflows.push(ChainInflow {
+                    tx_hash: format!("{:#x}", tx.tx_hash()),
+                    index: 0,
+                    kind: OutflowKind::Native,
+                    from: format!("{from:#x}"),
+                    to: format!("{to:#x}"),
+                    token: None,
+                    asset: native.map(Asset::key),
+                    amount: from_base_units(tx.value(), native.map_or(18, |a| a.decimals)),
+                    balance_before: None,
+                    balance_after: None,
+                });
+            }
             if !watched.contains(&from) {
                 continue;
             }
@@ -505,12 +543,27 @@ impl ChainClient for EvmClient {
                     continue;
                 }
                 let from = Address::from_word(topics[1]);
-                if !watched.contains(&from) {
-                    continue;
-                }
+                let to = Address::from_word(topics[2]);
                 let value = U256::from_be_slice(&log.data().data);
                 let contract = log.address();
                 let asset = token_asset(contract);
+                if watched.contains(&to) && to != from {
+                    inflows.push(ChainInflow {
+                        tx_hash: format!("{:#x}", receipt.transaction_hash),
+                        index: log.log_index.unwrap_or(0),
+                        kind: OutflowKind::Token,
+                        from: format!("{from:#x}"),
+                        to: format!("{to:#x}"),
+                        token: Some(format!("{contract:#x}")),
+                        asset: asset.map(Asset::key),
+                        amount: from_base_units(value, asset.map_or(0, |a| a.decimals)),
+                        balance_before: None,
+                        balance_after: None,
+                    });
+                }
+                if !watched.contains(&from) {
+                    continue;
+                }
                 outflows.push(ChainOutflow {
                     tx_hash: format!("{:#x}", receipt.transaction_hash),
                     index: log.log_index.unwrap_or(0),
@@ -525,14 +578,37 @@ impl ChainClient for EvmClient {
         }
         // Ether sent by code running as a watched wallet (an internal call): from call traces.
         let tx_hashes: Vec<B256> = block.transactions.txns().map(|tx| tx.tx_hash()).collect();
-        if let Some(internal) = self.internal_outflows(block.header.hash, &tx_hashes, &watched, native).await? {
-            outflows.extend(internal);
+        if let Some((out, into)) = self.internal_transfers(block.header.hash, &tx_hashes, &watched, native).await? {
+            outflows.extend(out);
+            inflows.extend(into);
+        }
+        // Each receiving wallet's balance of each asset it received, before and after the block.
+        let mut read: HashMap<(String, String), (Decimal, Decimal)> = HashMap::new();
+        for inflow in &mut inflows {
+            let Some(asset) = inflow.asset.as_ref().and_then(|k| assets.iter().find(|a| a.key() == *k)) else {
+                continue;
+            };
+            let key = (inflow.to.clone(), asset.key());
+            let (before, after) = match read.get(&key) {
+                Some(pair) => *pair,
+                None => {
+                    let owner = self.address(&inflow.to)?;
+                    let pair = (
+                        self.balance_at(owner, asset, number.saturating_sub(1)).await?,
+                        self.balance_at(owner, asset, number).await?,
+                    );
+                    read.insert(key, pair);
+                    pair
+                }
+            };
+            (inflow.balance_before, inflow.balance_after) = (Some(before), Some(after));
         }
         Ok(Some(BlockOutflows {
             number,
             hash: format!("{:#x}", block.header.hash),
             parent_hash: format!("{:#x}", block.header.parent_hash),
             outflows,
+            inflows,
         }))
     }
 }

@@ -7,7 +7,7 @@ use crate::units::from_base_units;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use serde::Deserialize;
-use spendguard_chain::{ChainError, ChainOutflow, ChainResult};
+use spendguard_chain::{ChainError, ChainInflow, ChainOutflow, ChainResult};
 use spendguard_core::model::Asset;
 use spendguard_core::reconcile::OutflowKind;
 use std::sync::atomic::Ordering;
@@ -35,16 +35,16 @@ struct CallFrame {
 }
 
 impl EvmClient {
-    /// Internal native transfers out of `watched` in the block `hash` whose transactions are
-    /// `tx_hashes` (in order); `None` when the node offers no call traces (then only balance
-    /// conservation catches them).
-    pub(crate) async fn internal_outflows(
+    /// Internal native transfers out of and into `watched` in the block `hash` whose
+    /// transactions are `tx_hashes` (in order); `None` when the node offers no call traces
+    /// (then only balance conservation catches them).
+    pub(crate) async fn internal_transfers(
         &self,
         hash: B256,
         tx_hashes: &[B256],
         watched: &[Address],
         native: Option<&Asset>,
-    ) -> ChainResult<Option<Vec<ChainOutflow>>> {
+    ) -> ChainResult<Option<(Vec<ChainOutflow>, Vec<ChainInflow>)>> {
         if self.traces_unsupported.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -76,30 +76,47 @@ impl EvmClient {
                 message: format!("block {hash:#x} has {} transactions but {} traces", tx_hashes.len(), traces.len()),
             });
         }
-        let mut out = vec![];
+        let (mut out, mut into) = (vec![], vec![]);
         for (trace, tx_hash) in traces.iter().zip(tx_hashes) {
-            let tx_hash = trace.tx_hash.unwrap_or(*tx_hash);
+            let tx_hash = format!("{:#x}", trace.tx_hash.unwrap_or(*tx_hash));
             let mut index = 0;
             walk(&trace.result, 0, &mut |frame| {
                 // The top-level call's value is the transaction's own, indexed from the block.
                 index += 1;
                 let value = frame.value.unwrap_or_default();
-                if value.is_zero() || !watched.contains(&frame.from) {
+                if value.is_zero() {
                     return;
                 }
-                out.push(ChainOutflow {
-                    tx_hash: format!("{tx_hash:#x}"),
-                    index,
-                    kind: OutflowKind::Native,
-                    from: format!("{:#x}", frame.from),
-                    to: frame.to.map(|t| format!("{t:#x}")),
-                    token: None,
-                    asset: native.map(Asset::key),
-                    amount: from_base_units(value, native.map_or(18, |a| a.decimals)),
-                });
+                let amount = from_base_units(value, native.map_or(18, |a| a.decimals));
+                if watched.contains(&frame.from) {
+                    out.push(ChainOutflow {
+                        tx_hash: tx_hash.clone(),
+                        index,
+                        kind: OutflowKind::Native,
+                        from: format!("{:#x}", frame.from),
+                        to: frame.to.map(|t| format!("{t:#x}")),
+                        token: None,
+                        asset: native.map(Asset::key),
+                        amount,
+                    });
+                }
+                if let Some(to) = frame.to.filter(|t| watched.contains(t) && *t != frame.from) {
+                    into.push(ChainInflow {
+                        tx_hash: tx_hash.clone(),
+                        index,
+                        kind: OutflowKind::Native,
+                        from: format!("{:#x}", frame.from),
+                        to: format!("{to:#x}"),
+                        token: None,
+                        asset: native.map(Asset::key),
+                        amount,
+                        balance_before: None,
+                        balance_after: None,
+                    });
+                }
             });
         }
-        Ok(Some(out))
+        Ok(Some((out, into)))
     }
 }
 

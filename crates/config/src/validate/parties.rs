@@ -66,19 +66,24 @@ pub(super) fn wallets(
                 }
             }
         }
-        let mut delegates = vec![];
-        for (j, d) in w.delegates.iter().flatten().enumerate() {
-            match kind.normalize_address(d) {
-                Ok(a) => delegates.push(a),
-                Err(e) => c.err(p.key("delegates").index(j), e.to_string()),
+        let mut addresses = |key: &str, list: &Option<Vec<String>>| {
+            let mut out = vec![];
+            for (j, d) in list.iter().flatten().enumerate() {
+                match kind.normalize_address(d) {
+                    Ok(a) => out.push(a),
+                    Err(e) => c.err(p.key(key).index(j), e.to_string()),
+                }
             }
-        }
+            out
+        };
+        let delegates = addresses("delegates", &w.delegates);
+        let refill_from = addresses("refill_from", &w.refill_from);
         if let Some(env) = &w.password_env {
             if !env_name_ok(env) {
                 c.err(p.key("password_env"), format!("{env:?} is not an environment variable name (A-Z, 0-9, _)"));
             }
         }
-        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address, delegates });
+        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address, delegates, refill_from });
         wallet_keys.push(WalletKeys {
             wallet: w.id.clone(),
             keystore: w.keystore.as_ref().map(|k| base_dir.join(k)),

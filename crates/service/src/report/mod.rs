@@ -204,6 +204,8 @@ pub struct Report {
     pub reconciliation: Vec<ClassSummary>,
     /// Every exception with its evidence.
     pub exceptions: Vec<Exception>,
+    /// Money that came into registered wallets in the period, with balances around it.
+    pub inflows: Vec<spendguard_store::RecordedInflow>,
     /// Spend per agent per day.
     pub daily: Vec<DailySpend>,
     /// Utilisation of each limit.
@@ -391,6 +393,7 @@ impl Reports {
             },
             reconciliation,
             exceptions,
+            inflows: self.store.inflows_between(from, to).await?,
             daily: daily.into_iter().map(|((day, agent), usd)| DailySpend { day, agent, usd: Usd(usd) }).collect(),
             limits: self.utilisation().await?,
         })

@@ -98,6 +98,9 @@ fn csv(r: &Report) -> String {
         let key = e.tx_hash.as_deref().or(e.decision_id.as_deref()).unwrap_or("");
         row(["exception", e.class.as_str(), "", "", "", &format!("{key}: {}", e.evidence)]);
     }
+    for i in &r.inflows {
+        row(["inflow", &i.wallet, "", "", &inflow_amount(i), &inflow_words(i)]);
+    }
     for d in &r.daily {
         row(["daily", &format!("{} {}", d.day, d.agent), "", &d.usd.to_string(), "", ""]);
     }
@@ -151,6 +154,13 @@ fn markdown(r: &Report) -> String {
             e.decision_id.as_deref().map(|d| format!("(decision {d})")).unwrap_or_default(),
             e.evidence.replace('|', "\\|")
         );
+    }
+    let _ = writeln!(out, "\n## Inflows\n");
+    if r.inflows.is_empty() {
+        out.push_str("None.\n");
+    }
+    for i in &r.inflows {
+        let _ = writeln!(out, "- {} ← {}: {}", i.wallet, inflow_amount(i), inflow_words(i).replace('|', "\\|"));
     }
     let _ = writeln!(out, "\n## Spend per agent per day\n\n| day | agent | USD |\n|---|---|---:|");
     for d in &r.daily {
@@ -376,6 +386,35 @@ fn html(r: &Report) -> String {
             }),
         );
     }
+    out.push_str("<h2>Inflows</h2>");
+    if r.inflows.is_empty() {
+        out.push_str("<p>None.</p>");
+    } else {
+        table(
+            &mut out,
+            &["at", "wallet", "amount", "from, balances, transaction"],
+            r.inflows.iter().map(|i| vec![i.seen_at.to_rfc3339(), i.wallet.clone(), inflow_amount(i), inflow_words(i)]),
+        );
+    }
     out.push_str("</body></html>\n");
     out
+}
+
+/// `250 eth-local:USDC`, or the base units of an unknown token.
+fn inflow_amount(i: &spendguard_store::RecordedInflow) -> String {
+    match (&i.asset, &i.token) {
+        (Some(asset), _) => format!("{} {asset}", i.amount.normalize()),
+        (None, Some(token)) => format!("{} base units of unknown token {token}", i.amount.normalize()),
+        (None, None) => i.amount.normalize().to_string(),
+    }
+}
+
+/// Sender, balances around it, transaction, and whether it was expected.
+fn inflow_words(i: &spendguard_store::RecordedInflow) -> String {
+    let balances = match (i.balance_before, i.balance_after) {
+        (Some(b), Some(a)) => format!(", balance {} → {}", b.normalize(), a.normalize()),
+        _ => String::new(),
+    };
+    let flag = if i.expected { "" } else { " — UNEXPECTED (sender not in refill_from)" };
+    format!("from {}{balances}, tx {} at block {} on {}{flag}", i.sender, i.tx_hash, i.block, i.chain)
 }

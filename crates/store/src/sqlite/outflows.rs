@@ -2,19 +2,19 @@
 //! stored once and classified against the decision its transaction belongs to, the kill switch
 //! applied as core's rules say, and reorgs rewound.
 
-use super::rows::{decimal_col, decimal_col_opt, money, query_outflows, to_us};
+use super::rows::{decimal_col, decimal_col_opt, money, query_inflows, query_outflows, to_us};
 use super::{SqliteStore, Writer};
 use crate::api::OutflowStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
-use crate::records::{BlockRecorded, IndexedBlock, RecordedOutflow};
+use crate::records::{BlockRecorded, IndexedBlock, RecordedInflow, RecordedOutflow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{
-    classify, classify_delegation, evidence, Approved, Class, Finding, Outflow, OutflowKind,
+    classify, classify_delegation, evidence, expected_inflow, Approved, Class, Finding, Inflow, Outflow, OutflowKind,
 };
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
@@ -104,6 +104,11 @@ impl OutflowStore for SqliteStore {
         .await
     }
 
+    async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>> {
+        let chain = chain.map(str::to_string);
+        self.read(move |c| query_inflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
+    }
+
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>> {
         let chain = chain.map(str::to_string);
         self.read(move |c| query_outflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
@@ -125,7 +130,7 @@ impl OutflowStore for SqliteStore {
 
 impl Writer {
     fn record_block(&mut self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded> {
-        let IndexedBlock { chain, number, hash, parent_hash, outflows } = block;
+        let IndexedBlock { chain, number, hash, parent_hash, outflows, inflows } = block;
         let below: Option<String> = self
             .conn
             .query_row(
@@ -141,7 +146,81 @@ impl Writer {
             "INSERT OR REPLACE INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
             params![chain, number as i64, hash],
         )?;
+        self.record_inflows(inflows, at)?;
         self.reconcile(outflows, at).map(BlockRecorded::Recorded)
+    }
+
+    /// Books money that came into registered wallets (once: one seen before is ignored); one
+    /// from an address outside the wallet's `refill_from` records `unexpected_inflow`.
+    fn record_inflows(&mut self, inflows: Vec<Inflow>, at: DateTime<Utc>) -> StoreResult<()> {
+        for i in inflows {
+            let refill_from = self.model.wallet(&i.wallet).map(|w| w.refill_from.as_slice()).unwrap_or_default();
+            let expected = expected_inflow(&i.sender, refill_from);
+            let inserted = self.conn.execute(
+                "INSERT OR IGNORE INTO inflows (chain, block, tx_hash, idx, kind, wallet, sender, asset, token, amount,
+                    balance_before, balance_after, expected, seen_at_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    i.chain,
+                    i.block as i64,
+                    i.tx_hash,
+                    i.index as i64,
+                    i.kind.as_str(),
+                    i.wallet,
+                    i.sender,
+                    i.asset,
+                    i.token,
+                    money(i.amount),
+                    i.balance_before.map(money),
+                    i.balance_after.map(money),
+                    expected,
+                    to_us(at),
+                ],
+            )? == 1;
+            if !inserted {
+                continue;
+            }
+            self.audit(
+                AuditInput {
+                    kind: "inflow",
+                    actor: "reconciler",
+                    wallet: Some(&i.wallet),
+                    detail: serde_json::json!({
+                        "chain": i.chain,
+                        "block": i.block,
+                        "tx_hash": i.tx_hash,
+                        "index": i.index,
+                        "kind": i.kind.as_str(),
+                        "sender": i.sender,
+                        "asset": i.asset,
+                        "token": i.token,
+                        "amount": money(i.amount),
+                        "balance_before": i.balance_before.map(money),
+                        "balance_after": i.balance_after.map(money),
+                        "expected": expected,
+                    }),
+                    ..AuditInput::default()
+                },
+                at,
+            )?;
+            if !expected {
+                let what = match (&i.asset, &i.token) {
+                    (Some(asset), _) => format!("{} {asset}", i.amount.normalize()),
+                    (None, Some(token)) => format!("{} base units of unknown token {token}", i.amount.normalize()),
+                    (None, None) => i.amount.normalize().to_string(),
+                };
+                let balances = match (i.balance_before, i.balance_after) {
+                    (Some(b), Some(a)) => format!(" (balance {} → {})", b.normalize(), a.normalize()),
+                    _ => String::new(),
+                };
+                let detail = format!(
+                    "{what} came into wallet {} from {}, not in its refill_from{balances}, in tx {} at block {} on {}",
+                    i.wallet, i.sender, i.tx_hash, i.block, i.chain
+                );
+                self.record_event(EventKind::UnexpectedInflow, None, &detail, at)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records a transaction of a signature-indexed chain and moves `address`'s cursor to it,
@@ -326,6 +405,7 @@ impl Writer {
             )?;
         }
         self.conn.execute("DELETE FROM outflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
+        self.conn.execute("DELETE FROM inflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
         self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
         self.record_event(
             EventKind::Reorg,

@@ -1,10 +1,10 @@
 //! [`ReportStore`] on SQLite: what a period's report reads, bounded by the period.
 
-use super::rows::{query_decisions, query_events, query_outflows, to_us};
+use super::rows::{query_decisions, query_events, query_inflows, query_outflows, to_us};
 use super::SqliteStore;
 use crate::api::ReportStore;
 use crate::error::StoreResult;
-use crate::records::{DecisionRecord, Event, RecordedOutflow};
+use crate::records::{DecisionRecord, Event, RecordedInflow, RecordedOutflow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
@@ -21,6 +21,11 @@ impl ReportStore for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn inflows_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RecordedInflow>> {
+        self.read(move |c| query_inflows(c, "seen_at_us >= ?1 AND seen_at_us < ?2", params![to_us(from), to_us(to)]))
+            .await
     }
 
     async fn outflows_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<RecordedOutflow>> {

@@ -2,7 +2,7 @@
 //! table, row and column, never a default.
 
 use crate::error::{StoreError, StoreResult};
-use crate::records::{DecisionRecord, Event, RecordedOutflow, SignedRecord};
+use crate::records::{DecisionRecord, Event, RecordedInflow, RecordedOutflow, SignedRecord};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
@@ -287,6 +287,36 @@ pub(crate) fn query_events(conn: &Connection, filter: &str, args: impl rusqlite:
 
 pub(crate) const OUTFLOW_COLUMNS: &str =
     "id, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount, class, decision_id, chain, seen_at_us";
+
+/// Inflows matching a `WHERE` clause, in chain, block and transaction order.
+pub(crate) fn query_inflows(
+    conn: &Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> StoreResult<Vec<RecordedInflow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT chain, block, tx_hash, idx, kind, wallet, sender, asset, token, amount, balance_before, balance_after,
+            expected, seen_at_us FROM inflows WHERE {filter} ORDER BY chain, block, tx_hash, kind, idx"
+    ))?;
+    each_row("inflow", &mut stmt, args, |r| {
+        Ok(RecordedInflow {
+            chain: r.get(0)?,
+            block: unsigned(r, 1)?,
+            tx_hash: r.get(2)?,
+            index: unsigned(r, 3)?,
+            kind: parsed(r, 4, OutflowKind::parse)?,
+            wallet: r.get(5)?,
+            sender: r.get(6)?,
+            asset: r.get(7)?,
+            token: r.get(8)?,
+            amount: decimal_col(r, 9)?,
+            balance_before: decimal_col_opt(r, 10)?,
+            balance_after: decimal_col_opt(r, 11)?,
+            expected: r.get(12)?,
+            seen_at: time_col(r, 13)?,
+        })
+    })
+}
 
 pub(crate) fn query_outflows(
     conn: &Connection,

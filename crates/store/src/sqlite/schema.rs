@@ -234,6 +234,29 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE decisions ADD COLUMN price_source TEXT;
     ALTER TABLE decisions ADD COLUMN price_as_of_us INTEGER;
     "#,
+    // 11: money that came into registered wallets, with their balances around it.
+    r#"
+    CREATE TABLE inflows (
+        id             INTEGER PRIMARY KEY,
+        chain          TEXT NOT NULL,
+        block          INTEGER NOT NULL,
+        tx_hash        TEXT NOT NULL,
+        idx            INTEGER NOT NULL,
+        kind           TEXT NOT NULL,
+        wallet         TEXT NOT NULL,
+        sender         TEXT NOT NULL,
+        asset          TEXT,
+        token          TEXT,
+        amount         TEXT NOT NULL,
+        balance_before TEXT,
+        balance_after  TEXT,
+        expected       INTEGER NOT NULL,
+        seen_at_us     INTEGER NOT NULL,
+        UNIQUE (chain, tx_hash, idx, kind, wallet)
+    );
+    CREATE INDEX inflows_by_block ON inflows (chain, block);
+    CREATE INDEX inflows_by_seen ON inflows (seen_at_us);
+    "#,
 ];
 
 /// The newest schema version this build knows.
