@@ -13,6 +13,7 @@ use spendguard_store::{OutboxStore, OutflowStore};
 use spendguard_tests::anvil::DEV_KEYS;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
+use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
 
 /// An address the wallet may delegate to (a smart-account implementation the treasury chose).
 const ALLOWED: &str = "0x1111111111111111111111111111111111111111";
@@ -92,4 +93,43 @@ async fn ether_and_tokens_drained_through_delegated_code_are_unexplained() {
     let agent = McpAgent::connect(&node.services, "buyer").await;
     let r = agent.call("spend", json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" })).await;
     assert!(r.is_error && r.text.starts_with("KILL_SWITCH: wallet hot is frozen"), "{}", r.text);
+    // Everything that moved was recorded: the balances add up.
+    let differences = node.ledger().events(Some(EventKind::UnexplainedBalanceChange)).await.unwrap();
+    assert!(differences.is_empty(), "{differences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_call_traces_ether_drained_by_delegated_code_is_caught_by_balance_conservation() {
+    let org = EvmOrg::start("").await;
+    let drainer = testing::deploy(&org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_DRAINER_BIN).await.unwrap();
+    let proxy = RpcProxy::start(&org.anvil.url, Faults { no_traces: true, ..Faults::default() }).await;
+    let config = org.via_rpc("no-traces", &[&proxy.url], "");
+    let delegates = format!("password_env = \"HOT_PASSWORD\"\ndelegates = [\"{drainer}\"]");
+    let config = spendguard_tests::evm_org::write_variant(
+        &config.path,
+        "no-traces-drainer",
+        &[("password_env = \"HOT_PASSWORD\"", &delegates)],
+    );
+    let node = org.node_for(config, vec![]).await;
+    node.tick().await;
+    testing::delegate_code(&org.anvil.url, DEV_KEYS[0], DEV_KEYS[1], &drainer).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    assert!(node.ledger().events(Some(EventKind::UnexplainedBalanceChange)).await.unwrap().is_empty());
+
+    let attacker = testing::address_of(DEV_KEYS[4]).unwrap();
+    testing::drain(&org.anvil.url, DEV_KEYS[4], HOT, &org.token, &attacker).await.unwrap();
+    org.mine().await;
+    node.tick().await;
+    let outflows = node.ledger().outflows(Some("eth-local")).await.unwrap();
+    assert!(
+        !outflows.iter().any(|o| o.kind == OutflowKind::Native && o.recipient.as_deref() == Some(attacker.as_str())),
+        "without traces the internal ether transfer is not seen as an outflow"
+    );
+    let differences = node.ledger().events(Some(EventKind::UnexplainedBalanceChange)).await.unwrap();
+    assert_eq!(differences.len(), 1, "only ETH fails to add up; the tokens left by a log: {differences:?}");
+    let d = &differences[0].detail;
+    assert!(d.contains("eth-local:ETH balance of wallet hot") && d.contains("difference -5000"), "{d}");
+    let frozen = node.services.operators.frozen().await.unwrap();
+    assert!(frozen.iter().any(|f| f.scope == "wallet:hot"), "{frozen:?}");
 }

@@ -6,6 +6,7 @@ mod auditor;
 mod chain_identity;
 mod clock;
 mod config_check;
+mod conservation;
 mod crash;
 mod delegation;
 mod demo;

@@ -205,6 +205,9 @@ pub fn timeless(outflows: Vec<spendguard_store::RecordedOutflow>) -> Vec<spendgu
 
 /// The test ERC-20's compiled bytecode (fixtures/evm), built into the binary.
 pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin");
+/// Creation bytecode of `fixtures/evm/TestFeeToken.sol` (a token taking an unlogged 1 % fee);
+/// its constructor takes `(uint256 supply)`.
+pub const TEST_FEE_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestFeeToken.bin");
 /// Creation bytecode of `fixtures/evm/TestDrainer.sol` (what an EIP-7702 phishing kit delegates to).
 pub const TEST_DRAINER_BIN: &str = include_str!("../../fixtures/evm/TestDrainer.bin");
 /// Creation bytecode of `fixtures/evm/TestPriceFeed.sol` (a Chainlink-interface feed a test sets).

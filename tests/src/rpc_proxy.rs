@@ -41,6 +41,8 @@ pub struct Faults {
     /// Pass `eth_sendRawTransaction` on, then answer HTTP 502: a broadcast whose answer was
     /// lost on the way back.
     pub lose_send_answers: bool,
+    /// Refuse `debug_trace*` methods (JSON-RPC -32601): a node that offers no call traces.
+    pub no_traces: bool,
 }
 
 /// Counts of what the proxy did.
@@ -140,6 +142,11 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     if every(faults.rpc_error_every, count) {
         inject("JSON-RPC error");
         let error = json!({ "code": -32603, "message": "internal error" });
+        return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "error": error })).into_response();
+    }
+    if faults.no_traces && method.starts_with("debug_trace") {
+        inject("no traces");
+        let error = json!({ "code": -32601, "message": "the method does not exist/is not available" });
         return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "error": error })).into_response();
     }
     if let (Some(id), "eth_chainId") = (faults.chain_id, method.as_str()) {

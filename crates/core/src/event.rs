@@ -40,11 +40,14 @@ pub enum EventKind {
     DelegationChanged,
     /// Money came into a registered wallet from an address not in its `refill_from`.
     UnexpectedInflow,
+    /// A wallet's balance moved by more (or less) than the outflows and inflows recorded: money
+    /// left in a way no transaction, log or trace showed. Handled like an unexplained outflow.
+    UnexplainedBalanceChange,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::UnexplainedOutflow,
         EventKind::KillSwitch,
         EventKind::ApprovalRequested,
@@ -59,6 +62,7 @@ impl EventKind {
         EventKind::PriceStale,
         EventKind::DelegationChanged,
         EventKind::UnexpectedInflow,
+        EventKind::UnexplainedBalanceChange,
     ];
 
     /// The kind as stored, subscribed to and sent.
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::PriceStale => "price_stale",
             EventKind::DelegationChanged => "delegation_changed",
             EventKind::UnexpectedInflow => "unexpected_inflow",
+            EventKind::UnexplainedBalanceChange => "unexplained_balance_change",
         }
     }
 
@@ -108,6 +113,6 @@ mod tests {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(EventKind::parse("nope"), None);
-        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 13);
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.alertable()).count(), 14);
     }
 }

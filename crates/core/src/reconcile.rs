@@ -104,6 +104,63 @@ pub fn expected_inflow(sender: &str, refill_from: &[String]) -> bool {
     refill_from.iter().any(|r| r == sender)
 }
 
+/// Balance conservation for one wallet and asset over a range of indexed blocks: the balance
+/// read at the range's end must be the balance at the previous checkpoint minus the outflows
+/// (fees included) plus the inflows recorded in between. Anything else moved money no
+/// transaction field, log or trace showed (a fee-on-transfer token, a rebasing one, code
+/// running as the wallet on a node without traces…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceCheck {
+    /// Chain id.
+    pub chain: String,
+    /// Wallet id.
+    pub wallet: String,
+    /// Asset key.
+    pub asset: String,
+    /// The checkpoint's block.
+    pub from_block: u64,
+    /// The block the balance was read at.
+    pub to_block: u64,
+    /// Balance at the checkpoint.
+    pub checkpoint: Decimal,
+    /// Outflows recorded in `(from_block, to_block]`.
+    pub outflows: Decimal,
+    /// Inflows recorded in `(from_block, to_block]`.
+    pub inflows: Decimal,
+    /// Balance read at `to_block`.
+    pub actual: Decimal,
+}
+
+impl BalanceCheck {
+    /// What the balance should be.
+    pub fn expected(&self) -> Decimal {
+        self.checkpoint - self.outflows + self.inflows
+    }
+
+    /// Does the balance add up?
+    pub fn holds(&self) -> bool {
+        self.actual == self.expected()
+    }
+
+    /// Words for the alert and the freeze's evidence: both balances and the range.
+    pub fn evidence(&self) -> String {
+        format!(
+            "{} balance of wallet {} at block {} is {}, expected {} (balance {} at block {}, minus outflows {},              plus inflows {}); difference {} on {}",
+            self.asset,
+            self.wallet,
+            self.to_block,
+            self.actual.normalize(),
+            self.expected().normalize(),
+            self.checkpoint.normalize(),
+            self.from_block,
+            self.outflows.normalize(),
+            self.inflows.normalize(),
+            (self.actual - self.expected()).normalize(),
+            self.chain
+        )
+    }
+}
+
 /// What a decision approved, as the reconciler compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approved {

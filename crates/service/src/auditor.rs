@@ -221,9 +221,34 @@ impl Auditor {
         self.watchers.keys().map(String::as_str)
     }
 
+    /// Balance conservation at `block`, the last one indexed: one balance read per wallet and
+    /// asset, checked against the outflows and inflows recorded since the last checkpoint.
+    async fn check_conservation(
+        &self,
+        chain: &str,
+        client: &Arc<dyn ChainClient>,
+        block: u64,
+    ) -> crate::ServiceResult<()> {
+        let model = &self.config.model;
+        let assets: Vec<spendguard_core::model::Asset> = model.assets_on(chain).cloned().collect();
+        let mut readings = vec![];
+        for wallet in model.wallets.iter().filter(|w| w.chain == chain) {
+            let balances = client.balances_at(&wallet.address, &assets, block).await?;
+            readings.extend(assets.iter().zip(balances).map(|(a, balance)| spendguard_store::BalanceReading {
+                wallet: wallet.id.clone(),
+                asset: a.key(),
+                balance,
+            }));
+        }
+        for d in self.outflows.check_balances(chain, block, readings, self.clock.now()).await? {
+            tracing::warn!(chain, frozen = ?d.frozen, evidence = %d.check.evidence(), "balance did not add up");
+        }
+        Ok(())
+    }
+
     /// One pass of `chain`'s watcher, at most `max` blocks (transactions): outflows of
     /// registered wallets recorded and reconciled, unexplained or mismatched ones tripping the
-    /// kill switch, reorgs unwound.
+    /// kill switch, reorgs unwound, and (by block) balance conservation checked at the last block indexed.
     ///
     /// A watcher behind the final head that makes no progress for the chain's `stall_after`
     /// records one `watcher_stalled` event until it moves again; one stopped by a too-deep
@@ -251,6 +276,13 @@ impl Auditor {
         if went_back {
             if let Err(reset @ WatchError::Halted(_)) = self.check_identity(chain, &mut w).await {
                 result = Err(reset);
+            }
+        }
+        if let Ok(pass) = &result {
+            if pass.indexing == Indexing::Blocks && pass.indexed > 0 {
+                if let Err(e) = self.check_conservation(chain, &w.client, pass.next - 1).await {
+                    tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+                }
             }
         }
         let now = self.clock.now();

@@ -140,6 +140,17 @@ pub trait OutflowStore: Send + Sync {
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>>;
     /// Inflows recorded (of one chain, or all), in chain, block and transaction order.
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>>;
+    /// Balance conservation at `block` (indexed up to it): each reading is checked against the
+    /// wallet's latest checkpoint of the asset minus the outflows plus the inflows recorded
+    /// since, and becomes the next checkpoint. A difference records
+    /// `unexplained_balance_change` and applies `on_unexplained_outflow`, in one transaction.
+    async fn check_balances(
+        &self,
+        chain: &str,
+        block: u64,
+        readings: Vec<BalanceReading>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<BalanceDifference>>;
     /// How the outflows of a decision's transaction reconciled: the worst class among them,
     /// `None` until the watcher has seen it.
     async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>>;

@@ -346,6 +346,26 @@ pub struct IndexedBlock {
     pub inflows: Vec<spendguard_core::reconcile::Inflow>,
 }
 
+/// A wallet's balance of an asset, read at a block, for balance conservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceReading {
+    /// Wallet id.
+    pub wallet: String,
+    /// Asset key.
+    pub asset: String,
+    /// The balance.
+    pub balance: Decimal,
+}
+
+/// A balance that did not add up, and what was frozen for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceDifference {
+    /// The check.
+    pub check: spendguard_core::reconcile::BalanceCheck,
+    /// Scopes frozen because of it.
+    pub frozen: Vec<Scope>,
+}
+
 /// An inflow as the ledger recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordedInflow {

@@ -368,6 +368,16 @@ pub trait ChainClient: Send + Sync {
         Ok(None)
     }
 
+    /// Balances of `address` for each asset at the end of block `number`, in the order given
+    /// (balance conservation); chains that cannot read past state say so.
+    async fn balances_at(&self, address: &str, assets: &[Asset], number: u64) -> ChainResult<Vec<Decimal>> {
+        let _ = (address, assets, number);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain's client reads no balances at a past block".into(),
+        })
+    }
+
     /// Reads a price feed on this chain ([`FeedKind::Chainlink`] on EVM, [`FeedKind::Pyth`] on
     /// Solana), converted to plain values; judging it is the core's business.
     async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {

@@ -242,6 +242,15 @@ impl ChainClient for EvmClient {
         Ok(out)
     }
 
+    async fn balances_at(&self, address: &str, assets: &[Asset], number: u64) -> ChainResult<Vec<Decimal>> {
+        let owner = self.address(address)?;
+        let mut out = Vec::with_capacity(assets.len());
+        for asset in assets {
+            out.push(self.balance_at(owner, asset, number).await?);
+        }
+        Ok(out)
+    }
+
     async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {
         match feed {
             FeedKind::Chainlink { feed, sequencer } => {

@@ -7,14 +7,16 @@ use super::{SqliteStore, Writer};
 use crate::api::OutflowStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
-use crate::records::{BlockRecorded, IndexedBlock, RecordedInflow, RecordedOutflow};
+use crate::records::{BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, RecordedInflow, RecordedOutflow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
+use rust_decimal::Decimal;
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{
-    classify, classify_delegation, evidence, expected_inflow, Approved, Class, Finding, Inflow, Outflow, OutflowKind,
+    classify, classify_delegation, evidence, expected_inflow, Approved, BalanceCheck, Class, Finding, Inflow, Outflow,
+    OutflowKind,
 };
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
@@ -104,6 +106,17 @@ impl OutflowStore for SqliteStore {
         .await
     }
 
+    async fn check_balances(
+        &self,
+        chain: &str,
+        block: u64,
+        readings: Vec<BalanceReading>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<BalanceDifference>> {
+        let chain = chain.to_string();
+        self.write(move |w| w.check_balances(&chain, block, readings, at)).await
+    }
+
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>> {
         let chain = chain.map(str::to_string);
         self.read(move |c| query_inflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
@@ -148,6 +161,95 @@ impl Writer {
         )?;
         self.record_inflows(inflows, at)?;
         self.reconcile(outflows, at).map(BlockRecorded::Recorded)
+    }
+
+    fn check_balances(
+        &mut self,
+        chain: &str,
+        block: u64,
+        readings: Vec<BalanceReading>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<BalanceDifference>> {
+        let mut differences = vec![];
+        for r in readings {
+            let last: Option<(i64, Decimal)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT block, balance FROM balance_checkpoints WHERE chain = ?1 AND wallet = ?2 AND asset = ?3
+                     ORDER BY block DESC LIMIT 1",
+                )?
+                .query_row(params![chain, r.wallet, r.asset], |row| Ok((row.get(0)?, decimal_col(row, 1)?)))
+                .optional()?;
+            if last.as_ref().is_some_and(|(b, _)| *b as u64 >= block) {
+                continue;
+            }
+            if let Some((from, checkpoint)) = last {
+                let sum = |conn: &rusqlite::Connection, table: &str| -> StoreResult<Decimal> {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT amount FROM {table} WHERE chain = ?1 AND wallet = ?2 AND asset = ?3
+                         AND block > ?4 AND block <= ?5"
+                    ))?;
+                    let rows = stmt
+                        .query_map(params![chain, r.wallet, r.asset, from, block as i64], |row| decimal_col(row, 0))?;
+                    let mut total = Decimal::ZERO;
+                    for amount in rows {
+                        total += amount?;
+                    }
+                    Ok(total)
+                };
+                let check = BalanceCheck {
+                    chain: chain.to_string(),
+                    wallet: r.wallet.clone(),
+                    asset: r.asset.clone(),
+                    from_block: from as u64,
+                    to_block: block,
+                    checkpoint,
+                    outflows: sum(&self.conn, "outflows")?,
+                    inflows: sum(&self.conn, "inflows")?,
+                    actual: r.balance,
+                };
+                if !check.holds() {
+                    let evidence = check.evidence();
+                    self.audit(
+                        AuditInput {
+                            kind: "unexplained_balance_change",
+                            actor: "reconciler",
+                            wallet: Some(&r.wallet),
+                            detail: serde_json::json!({
+                                "chain": chain, "asset": r.asset, "from_block": from, "to_block": block,
+                                "checkpoint": money(checkpoint), "outflows": money(check.outflows),
+                                "inflows": money(check.inflows), "expected": money(check.expected()),
+                                "actual": money(r.balance),
+                            }),
+                            ..AuditInput::default()
+                        },
+                        at,
+                    )?;
+                    let reason = format!("unexplained balance change of wallet {}", r.wallet);
+                    self.record_event(EventKind::UnexplainedBalanceChange, None, &format!("{reason}: {evidence}"), at)?;
+                    let mut frozen = vec![];
+                    for scope in scopes_for_outflow(&self.model, Class::Unexplained, &r.wallet) {
+                        let freeze = Freeze {
+                            scope: scope.clone(),
+                            frozen_by: "reconciler".into(),
+                            reason: reason.clone(),
+                            frozen_at: at,
+                            evidence: Some(evidence.clone()),
+                        };
+                        if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
+                            frozen.push(scope);
+                        }
+                    }
+                    differences.push(BalanceDifference { check, frozen });
+                }
+            }
+            self.conn.execute(
+                "INSERT OR REPLACE INTO balance_checkpoints (chain, wallet, asset, block, balance)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![chain, r.wallet, r.asset, block as i64, money(r.balance)],
+            )?;
+        }
+        Ok(differences)
     }
 
     /// Books money that came into registered wallets (once: one seen before is ignored); one
@@ -406,6 +508,8 @@ impl Writer {
         }
         self.conn.execute("DELETE FROM outflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
         self.conn.execute("DELETE FROM inflows WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
+        self.conn
+            .execute("DELETE FROM balance_checkpoints WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
         self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
         self.record_event(
             EventKind::Reorg,

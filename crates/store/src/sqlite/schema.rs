@@ -256,6 +256,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX inflows_by_block ON inflows (chain, block);
     CREATE INDEX inflows_by_seen ON inflows (seen_at_us);
+    CREATE TABLE balance_checkpoints (
+        chain   TEXT NOT NULL,
+        wallet  TEXT NOT NULL,
+        asset   TEXT NOT NULL,
+        block   INTEGER NOT NULL,
+        balance TEXT NOT NULL,
+        PRIMARY KEY (chain, wallet, asset, block)
+    );
     "#,
 ];
 
