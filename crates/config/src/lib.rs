@@ -216,6 +216,8 @@ pub struct ChainSettings {
     /// How long a balance read answers `evaluate` (dry runs) before the chain is asked again;
     /// zero asks on every call. `spend` always reads the chain (extension).
     pub balance_max_age: TimeDelta,
+    /// Check balance conservation after each watcher pass (EVM).
+    pub balance_conservation: bool,
 }
 
 /// Key material of one wallet (paths resolved against the config's directory).

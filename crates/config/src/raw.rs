@@ -193,6 +193,7 @@ pub(crate) struct RawChain {
     pub(crate) stall_after: Option<DurationText>,
     pub(crate) missing_after: Option<DurationText>,
     pub(crate) balance_max_age: Option<AgeText>,
+    pub(crate) balance_conservation: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -279,7 +279,8 @@ impl Auditor {
             }
         }
         if let Ok(pass) = &result {
-            if pass.indexing == Indexing::Blocks && pass.indexed > 0 {
+            let conserving = self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
+            if pass.indexing == Indexing::Blocks && pass.indexed > 0 && conserving {
                 if let Err(e) = self.check_conservation(chain, &w.client, pass.next - 1).await {
                     tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
                 }

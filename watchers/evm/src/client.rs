@@ -591,6 +591,28 @@ impl ChainClient for EvmClient {
             outflows.extend(out);
             inflows.extend(into);
         }
+        // Validator withdrawals (consensus layer) credited to a watched address: no transaction
+        // carries them, and balance conservation would otherwise take them for a leak.
+        for w in block.withdrawals.iter().flatten() {
+            if watched.contains(&w.address) && w.amount > 0 {
+                inflows.push(ChainInflow {
+                    tx_hash: format!("withdrawal:{}", w.index),
+                    index: w.index,
+                    kind: OutflowKind::Native,
+                    from: format!("{:#x}", Address::ZERO),
+                    to: format!("{:#x}", w.address),
+                    token: None,
+                    asset: native.map(Asset::key),
+                    // Withdrawals are in gwei.
+                    amount: from_base_units(
+                        U256::from(w.amount) * U256::from(1_000_000_000u64),
+                        native.map_or(18, |a| a.decimals),
+                    ),
+                    balance_before: None,
+                    balance_after: None,
+                });
+            }
+        }
         // Each receiving wallet's balance of each asset it received, before and after the block.
         let mut read: HashMap<(String, String), (Decimal, Decimal)> = HashMap::new();
         for inflow in &mut inflows {

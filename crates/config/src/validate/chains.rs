@@ -85,6 +85,7 @@ pub(super) fn chains(
             missing_after: ch.missing_after.map_or(chrono::TimeDelta::minutes(10), |d| d.0),
             // One poll: a balance is no older than the watcher's view of the chain.
             balance_max_age: ch.balance_max_age.map_or(poll_interval, |d| d.0),
+            balance_conservation: ch.balance_conservation.unwrap_or(true),
         });
     }
     refs.chain_kinds = chains.iter().map(|ch| (ch.id.clone(), ch.kind)).collect();

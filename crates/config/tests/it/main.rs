@@ -184,3 +184,11 @@ fn delegates_are_evm_addresses_of_evm_wallets() {
         "{err}"
     );
 }
+
+#[test]
+fn balance_conservation_is_on_unless_a_chain_turns_it_off() {
+    let base = std::fs::read_to_string(fixtures().join("minimal.toml")).unwrap();
+    assert!(parse(&base, Path::new("on.toml")).unwrap().chains[0].balance_conservation);
+    let off = base.replace("chain_id = 31337\n", "chain_id = 31337\nbalance_conservation = false\n");
+    assert!(!parse(&off, Path::new("off.toml")).unwrap().chains[0].balance_conservation);
+}
