@@ -472,7 +472,15 @@ impl ChainClient for EvmClient {
         };
         let mut outflows = vec![];
         let mut inflows = vec![];
-        for tx in block.transactions.txns() {
+        for (position, tx) in block.transactions.txns().enumerate() {
+            let hash = format!("{:#x}", tx.tx_hash());
+            // Receipts come in transaction order (their count was checked above).
+            let receipt = receipts
+                .get(position)
+                .filter(|r| r.transaction_hash == tx.tx_hash())
+                .ok_or_else(|| bad(format!("no receipt for {hash} in block {number}")))?;
+            // A reverted transaction moved no value (its fee is still paid).
+            let moved = if receipt.status() { tx.value() } else { U256::ZERO };
             // EIP-7702: an authorization signed by a watched wallet's key delegates its code,
             // whoever sends the transaction carrying it.
             for (i, auth) in tx.authorization_list().unwrap_or_default().iter().enumerate() {
@@ -485,7 +493,7 @@ impl ChainClient for EvmClient {
                     continue;
                 }
                 outflows.push(ChainOutflow {
-                    tx_hash: format!("{:#x}", tx.tx_hash()),
+                    tx_hash: hash.clone(),
                     index: i as u64,
                     kind: OutflowKind::Delegation,
                     from: format!("{authority:#x}"),
@@ -496,16 +504,16 @@ impl ChainClient for EvmClient {
                 });
             }
             let from = tx.from();
-            if let Some(to) = tx.to().filter(|t| watched.contains(t) && *t != from && tx.value() > U256::ZERO) {
+            if let Some(to) = tx.to().filter(|t| watched.contains(t) && *t != from && moved > U256::ZERO) {
                 inflows.push(ChainInflow {
-                    tx_hash: format!("{:#x}", tx.tx_hash()),
+                    tx_hash: hash.clone(),
                     index: 0,
                     kind: OutflowKind::Native,
                     from: format!("{from:#x}"),
                     to: format!("{to:#x}"),
                     token: None,
                     asset: native.map(Asset::key),
-                    amount: from_base_units(tx.value(), native.map_or(18, |a| a.decimals)),
+                    amount: from_base_units(moved, native.map_or(18, |a| a.decimals)),
                     balance_before: None,
                     balance_after: None,
                 });
@@ -513,8 +521,7 @@ impl ChainClient for EvmClient {
             if !watched.contains(&from) {
                 continue;
             }
-            let hash = format!("{:#x}", tx.tx_hash());
-            if tx.value() > U256::ZERO {
+            if moved > U256::ZERO {
                 outflows.push(ChainOutflow {
                     tx_hash: hash.clone(),
                     index: 0,
@@ -523,13 +530,9 @@ impl ChainClient for EvmClient {
                     to: tx.to().map(|t| format!("{t:#x}")),
                     token: None,
                     asset: native.map(Asset::key),
-                    amount: from_base_units(tx.value(), native.map_or(18, |a| a.decimals)),
+                    amount: from_base_units(moved, native.map_or(18, |a| a.decimals)),
                 });
             }
-            let receipt = receipts
-                .iter()
-                .find(|r| r.transaction_hash == tx.tx_hash())
-                .ok_or_else(|| bad(format!("no receipt for {hash} in block {number}")))?;
             let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
             outflows.push(ChainOutflow {
                 tx_hash: hash,
