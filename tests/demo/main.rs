@@ -1,8 +1,9 @@
 //! The demo (`tools/dev/demo.sh`): an organisation on local chains — anvil, and surfpool for
 //! Solana — with two departments, three agents and wallets on both chains, run through the MCP
 //! tools of a real `spendguard serve` (ETH and SOL priced live by a Chainlink feed and a Pyth
-//! account), with an operator approving, cancelling and watching the kill switch catch a rogue
-//! transfer. Ends with the status and the reconciliation report.
+//! account), with an operator approving, cancelling and watching the kill switch catch an
+//! EIP-7702 delegation to a drainer and a rogue transfer, and a stranger's money reported. Ends
+//! with the status and the reconciliation report.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
 
 use serde_json::{json, Value};
@@ -186,6 +187,7 @@ async fn main() {
         .replace("{ETH_RESEARCH}", &eth_research)
         .replace("{SOL_OPS}", &sol_address)
         .replace("{ETH_FEED}", &eth_feed)
+        .replace("{TREASURY}", &spendguard_evm::testing::address_of(DEV_KEYS[0]).unwrap())
         .replace("{SOL_PYTH}", &sol_pyth)
         .replace("{DIR}", &out_dir.display().to_string());
     std::fs::write(&config, toml).unwrap();
@@ -313,6 +315,26 @@ async fn main() {
     until("the approved spend to confirm", async || status_of(approval_id.to_string()).await == "confirmed").await;
     let r = procurement.call("spend_status", json!({"decision_id": delayed_id})).await;
     println!("  spend_status {delayed_id}: {} tx {}", r.data["status"], r.data["tx_hash"]);
+
+    step("Money in: a stranger sends eth-research 0.5 ETH (reported, never frozen)");
+    let stranger = spendguard_evm::testing::address_of(DEV_KEYS[6]).unwrap();
+    spendguard_evm::testing::send_native(&anvil.url, DEV_KEYS[6], &eth_research, 5 * 10u128.pow(17)).await.unwrap();
+    println!("  from {stranger}: not in eth-research's refill_from");
+    until("the inflow to be booked", async || {
+        demo.cli(&["status"]).contains(&format!("inflow: 0.5 eth-local:ETH from {stranger}"))
+    })
+    .await;
+
+    step("A phishing kit: eth-research's key signs an EIP-7702 delegation of its code to a drainer");
+    let drainer =
+        spendguard_evm::testing::deploy(&anvil.url, DEV_KEYS[0], spendguard_tests::TEST_DRAINER_BIN).await.unwrap();
+    let delegation =
+        spendguard_evm::testing::delegate_code(&anvil.url, DEV_KEYS[7], DEV_KEYS[2], &drainer).await.unwrap();
+    println!("  type-4 transaction {delegation}, sent by someone else; nothing has left the wallet yet");
+    until("the auditor to freeze eth-research", async || demo.cli(&["frozen"]).contains("wallet:eth-research")).await;
+    demo.show(&["frozen"]);
+    let r = research.call("spend", pay("eth-research", CLOUD, "1")).await;
+    say("research-bot", "1 USDC from eth-research after the delegation", &r);
 
     step("A leaked key: someone moves 1,000 USDC out of eth-ops without asking spendguard");
     let rogue =

@@ -30,7 +30,11 @@ fn the_demo_runs_end_to_end() {
         "eth-local:ETH\t$3100\tchainlink:0x",
         "sol-local:SOL\t$150\tpyth:",
         "pending approvals (0)",
-        "| unexplained | 2 |",
+        "| unexplained | 3 |",
+        "EIP-7702 delegation of wallet eth-research's code to",
+        "1 USDC from eth-research after the delegation → refused: KILL_SWITCH",
+        "[UNEXPECTED: sender not in refill_from]",
+        "## Inflows",
         "ok: ",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in the demo's output:\n{stdout}");

@@ -2,8 +2,8 @@
 # The demo: an organisation with two departments, three agents and wallets on both chains, on
 # local chains (anvil, and an in-process surfpool for Solana), run through the MCP tools of a
 # real `spendguard serve`: every tier, live prices (a stale feed refused), an approval granted, a
-# delay cancelled, a cross-chain aggregate denial, a rogue transfer caught and frozen; then the
-# status and the report.
+# delay cancelled, a cross-chain aggregate denial, a stranger's money reported, an EIP-7702
+# delegation to a drainer and a rogue transfer caught and frozen; then the status and the report.
 # Installs what it needs first. Output: $SPENDGUARD_DEMO_DIR (default ~/.cache/spendguard-demo).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

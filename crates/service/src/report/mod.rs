@@ -316,7 +316,10 @@ impl Reports {
             let class = ReportClass::of(o.class);
             let entry = classes.entry(class).or_default();
             entry.count += 1;
-            *entry.amounts.entry(asset.clone()).or_default() += o.amount;
+            // A delegation moves nothing itself: counted, with no amount.
+            if o.kind != spendguard_core::reconcile::OutflowKind::Delegation {
+                *entry.amounts.entry(asset.clone()).or_default() += o.amount;
+            }
             if let Some(p) = o.asset.as_deref().and_then(price) {
                 entry.usd += o.amount * p;
             }
