@@ -268,6 +268,15 @@ pub fn classify_delegation(delegate: Option<&str>, allowed: &[String]) -> Class 
     }
 }
 
+/// An amount as people read it: `250 eth-local:USDC`, or the base units of an unknown token.
+pub fn describe_amount(amount: Decimal, asset: Option<&str>, token: Option<&str>) -> String {
+    match (asset, token) {
+        (Some(asset), _) => format!("{} {asset}", amount.normalize()),
+        (None, Some(token)) => format!("{} base units of unknown token {token}", amount.normalize()),
+        (None, None) => amount.normalize().to_string(),
+    }
+}
+
 /// Words for an alert and for the freeze's evidence.
 pub fn evidence(o: &Outflow) -> String {
     if o.kind == OutflowKind::Delegation {
@@ -277,11 +286,7 @@ pub fn evidence(o: &Outflow) -> String {
             o.wallet, o.tx_hash, o.block, o.chain
         );
     }
-    let what = match (&o.asset, &o.token) {
-        (Some(asset), _) => format!("{} {asset}", o.amount.normalize()),
-        (None, Some(token)) => format!("{} base units of unknown token {token}", o.amount.normalize()),
-        (None, None) => format!("{}", o.amount.normalize()),
-    };
+    let what = describe_amount(o.amount, o.asset.as_deref(), o.token.as_deref());
     let to = o.recipient.as_deref().map(|r| format!(" to {r}")).unwrap_or_default();
     format!("{} {what}{to} in tx {} at block {} on {}", o.kind.as_str(), o.tx_hash, o.block, o.chain)
 }

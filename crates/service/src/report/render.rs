@@ -402,11 +402,7 @@ fn html(r: &Report) -> String {
 
 /// `250 eth-local:USDC`, or the base units of an unknown token.
 fn inflow_amount(i: &spendguard_store::RecordedInflow) -> String {
-    match (&i.asset, &i.token) {
-        (Some(asset), _) => format!("{} {asset}", i.amount.normalize()),
-        (None, Some(token)) => format!("{} base units of unknown token {token}", i.amount.normalize()),
-        (None, None) => i.amount.normalize().to_string(),
-    }
+    spendguard_core::reconcile::describe_amount(i.amount, i.asset.as_deref(), i.token.as_deref())
 }
 
 /// Sender, balances around it, transaction, and whether it was expected.

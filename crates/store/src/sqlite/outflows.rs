@@ -15,8 +15,8 @@ use rust_decimal::Decimal;
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{
-    classify, classify_delegation, evidence, expected_inflow, Approved, BalanceCheck, Class, Finding, Inflow, Outflow,
-    OutflowKind,
+    classify, classify_delegation, describe_amount, evidence, expected_inflow, Approved, BalanceCheck, Class, Finding,
+    Inflow, Outflow, OutflowKind,
 };
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
@@ -306,11 +306,7 @@ impl Writer {
                 at,
             )?;
             if !expected {
-                let what = match (&i.asset, &i.token) {
-                    (Some(asset), _) => format!("{} {asset}", i.amount.normalize()),
-                    (None, Some(token)) => format!("{} base units of unknown token {token}", i.amount.normalize()),
-                    (None, None) => i.amount.normalize().to_string(),
-                };
+                let what = describe_amount(i.amount, i.asset.as_deref(), i.token.as_deref());
                 let balances = match (i.balance_before, i.balance_after) {
                     (Some(b), Some(a)) => format!(" (balance {} → {})", b.normalize(), a.normalize()),
                     _ => String::new(),
