@@ -344,9 +344,11 @@ async fn sigterm_under_load_loses_no_decision_and_leaves_no_reservation_dangling
         let d = decisions.iter().find(|d| &d.id == id).unwrap_or_else(|| panic!("answered {id} is not in the ledger"));
         assert!(d.tx_hash.is_some(), "{id} answered without its transaction");
     }
-    // Restarted, the node settles them all: the payee got exactly one token per decision.
+    // Restarted, the node settles them all: the payee got exactly one token per decision. The
+    // restart unlocks two keystores (scrypt) and indexes every block of the load (with its call
+    // traces and balance checks): on a busy 2-core machine that takes longer than 30 s.
     let (daemon, _) = org.start_daemon();
-    wait_for("every spend to confirm", async || {
+    spendguard_tests::wait_until("every spend to confirm", Duration::from_secs(120), async || {
         node.ledger().decisions(None).await.unwrap().iter().all(|d| d.status.as_str() == "confirmed")
     })
     .await;
