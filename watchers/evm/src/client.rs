@@ -617,25 +617,32 @@ impl ChainClient for EvmClient {
             }
         }
         // Each receiving wallet's balance of each asset it received, before and after the block.
-        let mut read: HashMap<(String, String), (Decimal, Decimal)> = HashMap::new();
+        // For the books only: a node without that block's state any more (not an archive node,
+        // backfilling old blocks) leaves them unknown rather than stopping the index.
+        let mut read: HashMap<(String, String), Option<(Decimal, Decimal)>> = HashMap::new();
         for inflow in &mut inflows {
             let Some(asset) = inflow.asset.as_ref().and_then(|k| assets.iter().find(|a| a.key() == *k)) else {
                 continue;
             };
             let key = (inflow.to.clone(), asset.key());
-            let (before, after) = match read.get(&key) {
+            let pair = match read.get(&key) {
                 Some(pair) => *pair,
                 None => {
                     let owner = self.address(&inflow.to)?;
-                    let pair = (
-                        self.balance_at(owner, asset, number.saturating_sub(1)).await?,
-                        self.balance_at(owner, asset, number).await?,
-                    );
+                    let before = self.balance_at(owner, asset, number.saturating_sub(1)).await;
+                    let after = self.balance_at(owner, asset, number).await;
+                    let pair = match (before, after) {
+                        (Ok(b), Ok(a)) => Some((b, a)),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::debug!(block = number, error = %e, "balances around an inflow unreadable");
+                            None
+                        }
+                    };
                     read.insert(key, pair);
                     pair
                 }
             };
-            (inflow.balance_before, inflow.balance_after) = (Some(before), Some(after));
+            (inflow.balance_before, inflow.balance_after) = (pair.map(|p| p.0), pair.map(|p| p.1));
         }
         Ok(Some(BlockOutflows {
             number,
