@@ -200,7 +200,6 @@ impl Overview {
         let day_start = Window::Calendar(CalendarPeriod::Day).start(now, self.config.server.timezone);
         let decisions = self.decisions.decisions(None).await?;
         let freezes = self.freezes.freezes().await?;
-        let inflows = self.inflows.inflows(None).await?;
         let mut wallets = vec![];
         for w in &model.wallets {
             let mut spent = Decimal::ZERO;
@@ -243,10 +242,7 @@ impl Overview {
                 spent_today_usd: Usd(spent),
                 frozen,
                 agents,
-                recent_inflows: {
-                    let of_wallet: Vec<_> = inflows.iter().filter(|i| i.wallet == w.id).collect();
-                    of_wallet[of_wallet.len().saturating_sub(5)..].iter().map(|i| (*i).clone()).collect()
-                },
+                recent_inflows: self.inflows.recent_inflows(&w.id, 5).await?,
             });
         }
         let of = |s: SpendStatus| decisions.iter().filter(|d| d.status == s).map(PendingItem::of).collect();

@@ -140,6 +140,8 @@ pub trait OutflowStore: Send + Sync {
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>>;
     /// Inflows recorded (of one chain, or all), in chain, block and transaction order.
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>>;
+    /// The latest `limit` inflows into `wallet`, oldest first.
+    async fn recent_inflows(&self, wallet: &str, limit: usize) -> StoreResult<Vec<RecordedInflow>>;
     /// Balance conservation at `block` (indexed up to it): each reading is checked against the
     /// wallet's latest checkpoint of the asset minus the outflows plus the inflows recorded
     /// since, and becomes the next checkpoint. A difference records

@@ -117,6 +117,16 @@ impl OutflowStore for SqliteStore {
         self.write(move |w| w.check_balances(&chain, block, readings, at)).await
     }
 
+    async fn recent_inflows(&self, wallet: &str, limit: usize) -> StoreResult<Vec<RecordedInflow>> {
+        let wallet = wallet.to_string();
+        // `query_inflows` orders them by block: oldest first.
+        self.read(move |c| {
+            let newest = "wallet = ?1 AND id IN (SELECT id FROM inflows WHERE wallet = ?1 ORDER BY id DESC LIMIT ?2)";
+            query_inflows(c, newest, params![wallet, limit as i64])
+        })
+        .await
+    }
+
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>> {
         let chain = chain.map(str::to_string);
         self.read(move |c| query_inflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
@@ -161,6 +171,32 @@ impl Writer {
         )?;
         self.record_inflows(inflows, at)?;
         self.reconcile(outflows, at).map(BlockRecorded::Recorded)
+    }
+
+    /// Applies `on_unexplained_outflow` for a finding of `class` on `wallet`: freezes the scopes
+    /// the core's rules name, each with the reason and evidence; returns those newly frozen.
+    fn freeze_for(
+        &mut self,
+        class: Class,
+        wallet: &str,
+        reason: &str,
+        evidence: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Scope>> {
+        let mut frozen = vec![];
+        for scope in scopes_for_outflow(&self.model, class, wallet) {
+            let freeze = Freeze {
+                scope: scope.clone(),
+                frozen_by: "reconciler".into(),
+                reason: reason.to_string(),
+                frozen_at: at,
+                evidence: Some(evidence.to_string()),
+            };
+            if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
+                frozen.push(scope);
+            }
+        }
+        Ok(frozen)
     }
 
     fn check_balances(
@@ -227,19 +263,7 @@ impl Writer {
                     )?;
                     let reason = format!("unexplained balance change of wallet {}", r.wallet);
                     self.record_event(EventKind::UnexplainedBalanceChange, None, &format!("{reason}: {evidence}"), at)?;
-                    let mut frozen = vec![];
-                    for scope in scopes_for_outflow(&self.model, Class::Unexplained, &r.wallet) {
-                        let freeze = Freeze {
-                            scope: scope.clone(),
-                            frozen_by: "reconciler".into(),
-                            reason: reason.clone(),
-                            frozen_at: at,
-                            evidence: Some(evidence.clone()),
-                        };
-                        if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
-                            frozen.push(scope);
-                        }
-                    }
+                    let frozen = self.freeze_for(Class::Unexplained, &r.wallet, &reason, &evidence, at)?;
                     differences.push(BalanceDifference { check, frozen });
                 }
             }
@@ -425,18 +449,7 @@ impl Writer {
                     };
                     // The finding first, then the freezes it causes (each records a kill_switch event).
                     self.record_event(kind, decision_id.as_deref(), &format!("{reason}: {}", evidence(&o)), at)?;
-                    for scope in scopes_for_outflow(&self.model, class, &o.wallet) {
-                        let freeze = Freeze {
-                            scope: scope.clone(),
-                            frozen_by: "reconciler".into(),
-                            reason: reason.clone(),
-                            frozen_at: at,
-                            evidence: Some(evidence(&o)),
-                        };
-                        if matches!(self.freeze(freeze)?, crate::records::FreezeOutcome::Frozen(_)) {
-                            frozen.push(scope);
-                        }
-                    }
+                    frozen = self.freeze_for(class, &o.wallet, &reason, &evidence(&o), at)?;
                 }
             }
             findings.push(Finding { outflow: o, class, decision_id, frozen });
