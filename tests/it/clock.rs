@@ -2,32 +2,18 @@
 //! forgets a spend early and none counts one twice, because windows are computed from the
 //! times the ledger recorded.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use serde_json::json;
+use spendguard_tests::clock::SteppedClock;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
-use std::sync::{Arc, Mutex};
-
-/// A clock the test sets.
-struct SteppedClock(Mutex<DateTime<Utc>>);
-
-impl SteppedClock {
-    fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap() = at;
-    }
-}
-
-impl spendguard_service::Clock for SteppedClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_stepping_back_or_forward_neither_resets_nor_double_counts_a_window() {
     let org = EvmOrg::start("").await;
     let start = Utc::now();
-    let clock = Arc::new(SteppedClock(Mutex::new(start)));
+    let clock = Arc::new(SteppedClock::new(start));
     let node = org.node_with_clock(clock.clone()).await;
     // saver: 100 USD per rolling 24h, across both wallets.
     let agent = McpAgent::connect(&node.services, "saver").await;

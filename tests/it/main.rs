@@ -11,6 +11,7 @@ mod crash;
 mod delegation;
 mod demo;
 mod evaluate_balances;
+mod external;
 mod hostile;
 mod inflows;
 mod ledger_faults;

@@ -7,6 +7,7 @@
 pub mod alert_receiver;
 pub mod anvil;
 pub mod binary;
+pub mod clock;
 pub mod evm_org;
 pub mod mcp_client;
 pub mod node;

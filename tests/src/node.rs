@@ -37,6 +37,7 @@ impl TestNode {
             node.store.clone(),
             node.chains.clone(),
             true,
+            node.services.executor.authority(),
             vec![],
             clock,
         );

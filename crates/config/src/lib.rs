@@ -167,6 +167,9 @@ pub struct ServerConfig {
     /// Browser origins (`scheme://host[:port]`) allowed to call `/mcp`; a request carrying any
     /// other `Origin` is refused. Default: none (agents are not browsers).
     pub allowed_origins: Vec<String>,
+    /// The Ed25519 key spendguard signs external wallets' authorizations with (created on
+    /// first use, readable by its owner only); default `authority.key` beside the config.
+    pub authority_key: PathBuf,
 }
 
 /// The names of this machine that `[server] allowed_hosts` holds by default.
@@ -218,6 +221,26 @@ pub struct ChainSettings {
     pub balance_max_age: TimeDelta,
     /// Check balance conservation after each watcher pass (EVM).
     pub balance_conservation: bool,
+}
+
+/// Gas an external wallet's payment may use when its fee is held to the chain's fee cap: a
+/// native transfer takes 21,000 and a token transfer about 35,000–65,000; the rest is room for
+/// tokens with hooks.
+pub const EXTERNAL_PAYMENT_GAS: u64 = 200_000;
+
+impl ChainSettings {
+    /// Most the fee of an external wallet's own payment may cost, in native units, before it
+    /// is reported `fee_over_cap`: EVM, [`EXTERNAL_PAYMENT_GAS`] at `max_fee_per_gas_gwei`
+    /// (none when the chain sets no cap); Solana, 0.005 SOL — the base fee, a priority fee and
+    /// the rent of one new token account (0.00203928 SOL).
+    pub fn external_fee_cap(&self) -> Option<Decimal> {
+        match self.kind {
+            ChainKind::Evm => self
+                .max_fee_per_gas_gwei
+                .map(|gwei| gwei * Decimal::from(EXTERNAL_PAYMENT_GAS) / Decimal::from(1_000_000_000u64)),
+            ChainKind::Solana => Some(Decimal::new(5, 3)),
+        }
+    }
 }
 
 /// Key material of one wallet (paths resolved against the config's directory).

@@ -160,6 +160,7 @@ pub(crate) struct RawServer {
     pub(crate) reports_dir: Option<String>,
     pub(crate) allowed_hosts: Option<Vec<String>>,
     pub(crate) allowed_origins: Option<Vec<String>>,
+    pub(crate) authority_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +244,15 @@ pub(crate) struct RawWallet {
     pub(crate) balance_low_usd: Option<Money>,
     pub(crate) delegates: Option<Vec<String>>,
     pub(crate) refill_from: Option<Vec<String>>,
+    pub(crate) custody: Option<RawCustody>,
+    pub(crate) authorization_ttl: Option<DurationText>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawCustody {
+    Spendguard,
+    External,
 }
 
 #[derive(Debug, Deserialize)]

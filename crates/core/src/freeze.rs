@@ -47,6 +47,24 @@ pub fn covering<'a>(freezes: &'a [Freeze], agent: &Agent, wallet: &Wallet) -> Op
     freezes.iter().find(|f| scopes.contains(&f.scope))
 }
 
+/// The external wallets (custody with the agent's own vendor) a freeze of `scope` covers: the
+/// kill-switch alert names them, since spendguard cannot stop their keys — operators freeze
+/// them at the vendor too.
+pub fn external_wallets_in<'a>(model: &'a Model, scope: &Scope) -> Vec<&'a Wallet> {
+    let used_by = |wallet: &str, pred: &dyn Fn(&Agent) -> bool| model.agents_of_wallet(wallet).any(pred);
+    model
+        .wallets
+        .iter()
+        .filter(|w| w.is_external())
+        .filter(|w| match scope {
+            Scope::Org => true,
+            Scope::Wallet(id) => &w.id == id,
+            Scope::Agent(id) => used_by(&w.id, &|a| &a.id == id),
+            Scope::Department(d) => used_by(&w.id, &|a| a.department.as_ref() == Some(d)),
+        })
+        .collect()
+}
+
 /// The scopes an outflow of `class` leaving `wallet` freezes under the organisation's
 /// `on_unexplained_outflow`: none for classes that do not trip the kill switch.
 pub fn scopes_for_outflow(model: &Model, class: Class, wallet: &str) -> Vec<Scope> {

@@ -26,11 +26,15 @@ pub enum SpendStatus {
     Confirmed,
     /// Failed on chain or before it; budget returned (fees are booked by the watcher).
     Failed,
+    /// External custody: authorized for the agent to pay from its own wallet; budget held
+    /// until the auditor matches the payment (then confirmed), or the authorization expires or
+    /// is revoked (then released).
+    Authorized,
 }
 
 impl SpendStatus {
     /// Every status.
-    pub const ALL: [SpendStatus; 9] = [
+    pub const ALL: [SpendStatus; 10] = [
         SpendStatus::Denied,
         SpendStatus::Reserved,
         SpendStatus::Queued,
@@ -40,6 +44,7 @@ impl SpendStatus {
         SpendStatus::Broadcast,
         SpendStatus::Confirmed,
         SpendStatus::Failed,
+        SpendStatus::Authorized,
     ];
 
     /// The status as stored and shown.
@@ -54,6 +59,7 @@ impl SpendStatus {
             SpendStatus::Broadcast => "broadcast",
             SpendStatus::Confirmed => "confirmed",
             SpendStatus::Failed => "failed",
+            SpendStatus::Authorized => "authorized",
         }
     }
 
@@ -65,7 +71,9 @@ impl SpendStatus {
     /// How a decision in this status counts against limits; `None` when it no longer does.
     pub fn counts_as(self) -> Option<EntryState> {
         match self {
-            SpendStatus::Reserved | SpendStatus::Queued | SpendStatus::PendingApproval => Some(EntryState::Reserved),
+            SpendStatus::Reserved | SpendStatus::Queued | SpendStatus::PendingApproval | SpendStatus::Authorized => {
+                Some(EntryState::Reserved)
+            }
             SpendStatus::Signed | SpendStatus::Broadcast | SpendStatus::Confirmed => Some(EntryState::Spent),
             SpendStatus::Denied | SpendStatus::Released | SpendStatus::Failed => None,
         }
@@ -76,12 +84,13 @@ impl SpendStatus {
         use SpendStatus::*;
         matches!(
             (self, next),
-            (Reserved, Signed | Released | Failed)
+            (Reserved, Signed | Released | Failed | Authorized)
+                | (Authorized, Confirmed | Released)
                 | (Queued, Reserved | Signed | Released)
                 | (PendingApproval, Reserved | Signed | Released)
                 | (Signed, Broadcast | Failed | Released)
                 | (Broadcast, Confirmed | Failed | Released | Signed)
-                | (Confirmed, Broadcast)
+                | (Confirmed, Broadcast | Authorized)
         )
     }
 }

@@ -184,6 +184,28 @@ pub struct Wallet {
     /// The addresses its refills are expected from, canonical; an inflow from any other is
     /// reported as `unexpected_inflow`.
     pub refill_from: Vec<String>,
+    /// Who holds its key.
+    pub custody: Custody,
+}
+
+/// Who holds a wallet's key, and so how an allowed spend is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Custody {
+    /// spendguard: it signs and broadcasts the transfer itself.
+    Spendguard,
+    /// The agent (its own MetaMask, CDP, Privy… wallet): spendguard authorizes the spend and
+    /// the agent pays; the auditor matches what leaves to the open authorizations.
+    External {
+        /// How long an authorization waits for the agent's payment.
+        authorization_ttl: TimeDelta,
+    },
+}
+
+impl Wallet {
+    /// Does the agent pay from this wallet itself, after an authorization?
+    pub fn is_external(&self) -> bool {
+        matches!(self.custody, Custody::External { .. })
+    }
 }
 
 /// An LLM agent allowed to spend from some wallets.

@@ -256,6 +256,39 @@ pub fn classify(outflow: &Outflow, approved: Option<&Approved>) -> Class {
     }
 }
 
+/// An authorization of an external wallet's spend, still waiting for the agent's payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAuthorization {
+    /// Decision id.
+    pub decision_id: String,
+    /// Asset key.
+    pub asset: String,
+    /// Canonical recipient.
+    pub recipient: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+}
+
+/// Holds a transfer out of an external wallet against the wallet's open authorizations,
+/// oldest first (`open` in that order): the first one of the same asset, recipient and exact
+/// amount is matched; otherwise the first one of the same asset and recipient, or else of the
+/// same asset and amount, is what the agent got wrong (a mismatch); with none of those the
+/// transfer is unexplained. Returns the class and the index of the authorization it consumes.
+/// Fees are not held here: a fee belongs to whatever its transaction's transfer matched.
+pub fn match_authorization(outflow: &Outflow, open: &[OpenAuthorization]) -> (Class, Option<usize>) {
+    let Some(asset) = outflow.asset.as_deref() else { return (Class::Unexplained, None) };
+    let recipient = outflow.recipient.as_deref();
+    let first = |pred: &dyn Fn(&OpenAuthorization) -> bool| open.iter().position(|a| a.asset == asset && pred(a));
+    let to_recipient = |a: &OpenAuthorization| Some(a.recipient.as_str()) == recipient;
+    if let Some(i) = first(&|a| to_recipient(a) && a.amount == outflow.amount) {
+        return (Class::Matched, Some(i));
+    }
+    if let Some(i) = first(&to_recipient).or_else(|| first(&|a| a.amount == outflow.amount)) {
+        return (Class::Mismatch, Some(i));
+    }
+    (Class::Unexplained, None)
+}
+
 /// Classifies an EIP-7702 delegation of a wallet's code: to one of the wallet's allowed
 /// `delegates`, or back to no code at all (the zero address), it is matched; to anything else
 /// it is unexplained — the drain of phishing kits starts with exactly this signature.
@@ -324,6 +357,33 @@ mod tests {
         assert_eq!(classify(&d, None), Class::Unexplained, "no decision ever approves a delegation");
         d.recipient = Some("0xdrainer".into());
         assert!(evidence(&d).starts_with("EIP-7702 delegation of wallet hot's code to 0xdrainer in tx 0xabc"));
+    }
+
+    #[test]
+    fn an_external_transfer_consumes_the_oldest_exact_authorization_else_is_a_mismatch_or_unexplained() {
+        let auth = |id: &str, asset: &str, to: &str, amount: i64| OpenAuthorization {
+            decision_id: id.into(),
+            asset: asset.into(),
+            recipient: to.into(),
+            amount: Decimal::from(amount),
+        };
+        let open = vec![
+            auth("usdc", "eth:USDC", "0xr", 5),
+            auth("old", "eth:ETH", "0xr", 5),
+            auth("new", "eth:ETH", "0xr", 5),
+            auth("other", "eth:ETH", "0xq", 7),
+        ];
+        assert_eq!(match_authorization(&outflow(OutflowKind::Native, 5), &open), (Class::Matched, Some(1)));
+        assert_eq!(match_authorization(&outflow(OutflowKind::Native, 6), &open), (Class::Mismatch, Some(1)));
+        let mut elsewhere = outflow(OutflowKind::Native, 7);
+        elsewhere.recipient = Some("0xevil".into());
+        assert_eq!(match_authorization(&elsewhere, &open), (Class::Mismatch, Some(3)), "same amount, other payee");
+        elsewhere.amount = Decimal::from(9);
+        assert_eq!(match_authorization(&elsewhere, &open), (Class::Unexplained, None));
+        assert_eq!(match_authorization(&outflow(OutflowKind::Native, 5), &[]), (Class::Unexplained, None));
+        let mut unknown_token = outflow(OutflowKind::Token, 5);
+        unknown_token.asset = None;
+        assert_eq!(match_authorization(&unknown_token, &open), (Class::Unexplained, None));
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //!
 //! # Layout
 //! - [`build`]: opens the ledger (recording the configuration in its audit log when it
-//!   changed), unlocks or is given the wallets' keys ([`Keys`], `keys.rs`), connects a client
+//!   changed), unlocks or is given the wallets' keys ([`Keys`], `keys.rs`) and the authority
+//!   key external wallets' authorizations are signed with (`authority_key.rs`), connects a client
 //!   to every chain, and wires the services over them — a [`Node`].
 //! - [`Node::run`]: the background loops (execution, one watcher per chain, alert delivery,
 //!   scheduled reports) and the servers the [`Listeners`] ask for, until shutdown; then the
 //!   servers drain, the loops finish their pass, and it returns.
 
+mod authority_key;
 mod keys;
 mod run;
 
+pub use authority_key::{load_or_create_authority, read_authority};
 pub use keys::{inspect_keys, KeyProblem, KeyRing, Keys};
 pub use run::{Listeners, StdioAgent};
 
@@ -60,6 +63,14 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The authority key (external wallets' authorizations) could not be read or created.
+    #[error("authority key {path}: {message}")]
+    Authority {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A server failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
@@ -93,6 +104,14 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
     let store = Arc::new(store);
     record_config(&config, store.as_ref()).await?;
     let signs = !matches!(keys, Keys::Locked);
+    // A process that executes spends issues authorizations for external wallets (creating the
+    // key the first time); one that only reads verifies with it when it exists.
+    let authority_path = &config.server.authority_key;
+    let authority = match signs {
+        true => Some(load_or_create_authority(authority_path)?),
+        false => read_authority(authority_path)?,
+    }
+    .map(Arc::new);
     let mut ring = keys.into_ring(&config)?;
     let mut clients: Vec<Arc<dyn ChainClient>> = vec![];
     for settings in &config.chains {
@@ -132,8 +151,15 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
     let chains = config.chains.iter().fold(Chains::new(clients), |chains, settings| {
         chains.keep_balances(&settings.id, settings.balance_max_age.to_std().unwrap_or_default())
     });
-    let services =
-        Services::new(Arc::clone(&config), store.clone(), chains.clone(), signs, alerts, Arc::new(SystemClock));
+    let services = Services::new(
+        Arc::clone(&config),
+        store.clone(),
+        chains.clone(),
+        signs,
+        authority,
+        alerts,
+        Arc::new(SystemClock),
+    );
     Ok(Node { config, store, services, chains })
 }
 

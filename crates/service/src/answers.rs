@@ -8,7 +8,7 @@ use serde::Serialize;
 use spendguard_core::price::Valuation;
 use spendguard_core::reconcile::Class;
 use spendguard_core::{Decision, Headroom, Reason, SpendStatus, Tier};
-use spendguard_store::DecisionRecord;
+use spendguard_store::{AuthorizationRecord, AuthorizationState, DecisionRecord};
 
 /// The arguments of `evaluate` (and of `spend`, with an idempotency key).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +92,9 @@ pub enum AgentStatus {
     Confirmed,
     /// The chain refused it or it reverted; its budget is back.
     Failed,
+    /// External wallet: authorized; the agent pays it from its own wallet with the
+    /// `authorization` before it expires.
+    Authorized,
 }
 
 impl AgentStatus {
@@ -106,6 +109,7 @@ impl AgentStatus {
             SpendStatus::Signed | SpendStatus::Broadcast => AgentStatus::Executed,
             SpendStatus::Confirmed => AgentStatus::Confirmed,
             SpendStatus::Failed => AgentStatus::Failed,
+            SpendStatus::Authorized => AgentStatus::Authorized,
         }
     }
 }
@@ -141,6 +145,53 @@ pub struct SpendOutcome {
     /// What the amount was valued at (absent when the asset had no usable price).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valuation: Option<Valuation>,
+    /// External wallet: what the agent may pay, with the signed token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationView>,
+}
+
+/// An external wallet's authorization as the agent (and a wallet-side hook) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorizationView {
+    /// The decision it carries out.
+    pub decision_id: String,
+    /// Chain.
+    pub chain: String,
+    /// The wallet's address: who pays.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// Asset `chain:SYMBOL`.
+    pub asset: String,
+    /// Amount in asset units: pay exactly this.
+    pub amount: Decimal,
+    /// Pay before this.
+    pub expires_at: DateTime<Utc>,
+    /// JWS compact (EdDSA) over the intent, the agent and the expiry; verify it with the key
+    /// `spendguard authority pubkey` prints.
+    pub token: String,
+    /// `open`, `consumed`, `expired` or `revoked`.
+    pub state: AuthorizationState,
+    /// The transaction that paid it, or what revoked or expired it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+}
+
+impl AuthorizationView {
+    pub(crate) fn of(a: AuthorizationRecord) -> AuthorizationView {
+        AuthorizationView {
+            decision_id: a.decision_id,
+            chain: a.chain,
+            from: a.from,
+            to: a.recipient,
+            asset: a.asset,
+            amount: a.amount,
+            expires_at: a.expires_at,
+            token: a.token,
+            state: a.state,
+            ended_by: a.ended_by,
+        }
+    }
 }
 
 impl SpendArgs {
@@ -166,6 +217,7 @@ impl SpendOutcome {
             failure: None,
             replayed: false,
             valuation: None,
+            authorization: None,
         }
     }
 
@@ -185,6 +237,7 @@ impl SpendOutcome {
             failure: None,
             replayed: false,
             valuation: receipt.valuation,
+            authorization: None,
         }
     }
 
@@ -202,7 +255,14 @@ impl SpendOutcome {
             approval_expires_at: record.approval_expires_at,
             failure: record.failure,
             replayed,
+            authorization: None,
         }
+    }
+
+    /// With the authorization an external wallet's spend carries.
+    pub(crate) fn with_authorization(mut self, a: Option<AuthorizationRecord>) -> SpendOutcome {
+        self.authorization = a.map(AuthorizationView::of);
+        self
     }
 }
 
@@ -246,6 +306,9 @@ pub struct StatusReport {
     pub failure: Option<String>,
     /// What the amount was valued at when decided: USD value, price, source, publish time.
     pub valuation: Option<Valuation>,
+    /// External wallet: its authorization and where it stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationView>,
 }
 
 impl StatusReport {
@@ -269,7 +332,14 @@ impl StatusReport {
             approval_expires_at: r.approval_expires_at,
             failure: r.failure,
             decision_id: r.id,
+            authorization: None,
         }
+    }
+
+    /// With the authorization an external wallet's spend carries.
+    pub(crate) fn with_authorization(mut self, a: Option<AuthorizationRecord>) -> StatusReport {
+        self.authorization = a.map(AuthorizationView::of);
+        self
     }
 }
 

@@ -3,16 +3,17 @@
 //! it pays exactly the decided intent) before anything is sent, broadcasts it, and fails what
 //! the chain refuses. Its background pass ([`crate::followup`]) follows what was sent.
 
+use crate::authority::{Authority, AuthorizationClaims};
 use crate::chains::Chains;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
 use spendguard_chain::{ChainClient, ChainError, SignedTx, Transfer};
 use spendguard_config::Config;
-use spendguard_core::model::{Asset, Wallet};
+use spendguard_core::model::{Asset, Custody, Wallet};
 use spendguard_core::SpendStatus;
 use spendguard_store::{
-    Account, DecisionRecord, DecisionStore, Intent, OutboxStore, Resigning, SignWith, SignedRecord, Signing,
-    SigningError, SigningStore, StoreError,
+    Account, AuthorizationStore, Authorizing, DecisionRecord, DecisionStore, Intent, IssueWith, OutboxStore, Resigning,
+    SignWith, SignedRecord, Signing, SigningError, SigningStore, StoreError,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,10 @@ pub struct Executor {
     pub(crate) prices: Arc<crate::prices::PriceBook>,
     /// Wallets known to be below their `balance_low_usd`, so it is reported once per drop.
     pub(crate) low_wallets: Mutex<HashSet<String>>,
+    /// External wallets' authorizations.
+    pub(crate) authorizations: Arc<dyn AuthorizationStore>,
+    /// The key authorizations are signed with; `None` in a process that signs nothing.
+    pub(crate) authority: Option<Arc<Authority>>,
 }
 
 /// A transfer ready to sign: what the ledger checks against the decision's intent, the account
@@ -53,10 +58,33 @@ pub(crate) fn chain_tx(s: &SignedRecord) -> SignedTx {
     }
 }
 
+/// Exactly what a decision's transfer puts on chain, for the ledger to hold against the intent
+/// bound when the spend was decided.
+fn intent_of(record: &DecisionRecord, wallet: &Wallet, asset: &Asset) -> Intent {
+    Intent {
+        agent: record.agent.clone(),
+        wallet: wallet.id.clone(),
+        from_address: wallet.address.clone(),
+        chain: wallet.chain.clone(),
+        asset: asset.key(),
+        token: asset.token.clone(),
+        decimals: asset.decimals,
+        recipient: record.recipient.clone(),
+        amount: record.amount,
+        operation: record.operation.clone(),
+        memo: record.memo.clone(),
+    }
+}
+
 impl Executor {
     /// Does this process hold keys, and so execute spends?
     pub fn signs(&self) -> bool {
         self.signs
+    }
+
+    /// The key external wallets' authorizations are signed with, if this process holds it.
+    pub fn authority(&self) -> Option<Arc<Authority>> {
+        self.authority.clone()
     }
 
     pub(crate) async fn record(&self, id: &str) -> ServiceResult<DecisionRecord> {
@@ -85,7 +113,10 @@ impl Executor {
         if !self.signs || !matches!(record.status, SpendStatus::Reserved | SpendStatus::Signed) {
             return Ok(record);
         }
-        let (wallet, _) = self.wallet_and_asset(&record)?;
+        let (wallet, asset) = self.wallet_and_asset(&record)?;
+        if let Custody::External { authorization_ttl } = wallet.custody {
+            return self.authorize(&record, wallet, asset, authorization_ttl).await;
+        }
         let client = Arc::clone(self.chains.get(&wallet.chain)?);
         let signed = match self.signing.signed_tx(id).await? {
             Some(signed) => signed,
@@ -135,21 +166,7 @@ impl Executor {
             asset: asset.clone(),
             amount: record.amount,
         };
-        // Exactly what this transfer puts on chain, for the ledger to hold against the intent
-        // bound when the spend was decided.
-        let intent = Intent {
-            agent: record.agent.clone(),
-            wallet: wallet.id.clone(),
-            from_address: transfer.from.clone(),
-            chain: wallet.chain.clone(),
-            asset: asset.key(),
-            token: asset.token.clone(),
-            decimals: asset.decimals,
-            recipient: transfer.to.clone(),
-            amount: transfer.amount,
-            operation: record.operation.clone(),
-            memo: record.memo.clone(),
-        };
+        let intent = intent_of(record, wallet, asset);
         let prepared = match client.prepare(&transfer).await {
             Ok(p) => p,
             Err(e) if e.is_retryable() => {
@@ -176,6 +193,56 @@ impl Executor {
                 .map_err(|e| SigningError { retryable: e.is_retryable(), source: Box::new(e) })
         });
         Ok(Ok(Some(Ready { intent, account, sign })))
+    }
+
+    /// Authorizes a reserved decision of an external wallet: the agent pays it from its own
+    /// wallet before `now + ttl`. The token is signed over the intent hash bound when the spend
+    /// was decided, inside the ledger transaction that stores it; a freeze since the
+    /// reservation releases the decision instead.
+    async fn authorize(
+        &self,
+        record: &DecisionRecord,
+        wallet: &Wallet,
+        asset: &Asset,
+        ttl: chrono::TimeDelta,
+    ) -> ServiceResult<DecisionRecord> {
+        let id = record.id.as_str();
+        let Some(authority) = self.authority.clone() else {
+            tracing::warn!(
+                decision = id,
+                "no authority key in this process: the authorization is left to one that has it"
+            );
+            return Ok(record.clone());
+        };
+        let now = self.clock.now();
+        let expires_at = now + ttl;
+        let fee_cap = self.config.chain_settings(&wallet.chain).and_then(|c| c.external_fee_cap());
+        let mut claims = AuthorizationClaims {
+            iss: format!("spendguard:{}", self.config.model.org_id),
+            sub: record.agent.clone(),
+            jti: record.id.clone(),
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+            intent_hash: String::new(),
+            chain: wallet.chain.clone(),
+            from: wallet.address.clone(),
+            to: record.recipient.clone(),
+            asset: asset.key(),
+            token: asset.token.clone(),
+            amount: record.amount.normalize().to_string(),
+        };
+        let issue: IssueWith = Box::new(move |intent_hash: &str| {
+            claims.intent_hash = intent_hash.to_string();
+            Ok(authority.issue(&claims))
+        });
+        let intent = intent_of(record, wallet, asset);
+        match self.authorizations.authorize(id, intent, expires_at, fee_cap, issue, now).await {
+            Ok(Authorizing::Authorized(_) | Authorizing::NotExecutable(_)) => self.record(id).await,
+            Err(e @ (StoreError::IntentChanged(_) | StoreError::IntentMissing(_))) => {
+                self.fail(id, &e.to_string(), false).await
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A broadcast decision whose transaction `dead` the chain proved can never land: a

@@ -27,6 +27,7 @@ impl Executor {
         let now = self.clock.now();
         // An expired request is released whether or not this process signs.
         self.decisions.expire_approvals(now).await?;
+        self.expire_authorizations().await?;
         if !self.signs {
             return Ok(());
         }
@@ -68,6 +69,21 @@ impl Executor {
         for client in self.chains.all() {
             if let Err(e) = self.check_missing(client.as_ref()).await {
                 tracing::warn!(chain = client.chain_id(), error = %e, "checking for missing spends failed; will retry");
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases external wallets' authorizations not paid by their expiry plus the chain's
+    /// `missing_after` — the time a payment sent just before the expiry may take to be seen
+    /// by the watcher. A payment landing later is unexplained.
+    async fn expire_authorizations(&self) -> ServiceResult<()> {
+        let now = self.clock.now();
+        for settings in &self.config.chains {
+            let expired =
+                self.authorizations.expire_authorizations(&settings.id, now - settings.missing_after, now).await?;
+            for a in expired {
+                tracing::info!(decision = %a.decision_id, wallet = %a.wallet, "authorization expired unpaid; released");
             }
         }
         Ok(())

@@ -6,7 +6,8 @@
 //!   `spend_status`, `cancel_spend` — evaluate-and-reserve in one ledger transaction, then an
 //!   allowed spend executed at once.
 //! - [`Executor`] (`execution.rs`): signs (nonce allocated and transaction stored before it is
-//!   sent, checked against the decision's intent hash) and broadcasts; its background pass
+//!   sent, checked against the decision's intent hash) and broadcasts — or, for an external
+//!   wallet, issues the authorization the agent pays with ([`Authority`], `authority.rs`); its background pass
 //!   (`followup.rs`) follows receipts, re-sends, runs due delays, expires approvals, re-signs or
 //!   releases spends the chain proves dead, and notices wallets running low.
 //! - [`Auditor`] (`auditor.rs`): the reconciler behind `spendguard_chain::watch`'s poll loop,
@@ -16,6 +17,8 @@
 //!   (`credentials.rs`): tokens.
 //! - [`Overview`] (`overview.rs`): status and exposures; [`Reports`] (`report/`): the
 //!   reconciliation report, its renderings and its schedule, and the audit log's reads.
+//! - [`Authorizations`] (`authorizations.rs`): what an external wallet's authorization token
+//!   is worth now (valid, consumed, expired, revoked), for wallet-side hooks.
 //! - [`AlertDelivery`] (`alerts.rs`), [`Metrics`] (`metrics.rs`).
 //! - [`PriceBook`] (`prices.rs`): the latest reading of every live price feed, refreshed in
 //!   the background; decisions, status, metrics and reports take their prices from it.
@@ -30,6 +33,8 @@
 mod alerts;
 mod answers;
 mod auditor;
+mod authority;
+mod authorizations;
 mod chains;
 mod clock;
 mod credentials;
@@ -52,6 +57,8 @@ pub use answers::{
     IDEMPOTENCY_KEY_MAX, MEMO_MAX,
 };
 pub use auditor::{Auditor, BLOCKS_PER_PASS};
+pub use authority::{Authority, AuthorizationClaims, TokenError};
+pub use authorizations::{Authorizations, Caller, TokenStatus, Verification, TOKEN_MAX};
 pub use chains::{AssetBalance, Chains};
 pub use clock::{Clock, SystemClock};
 pub use credentials::{hash_token, Credentials};
@@ -59,7 +66,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use execution::Executor;
 pub use metrics::Metrics;
 pub use operators::{FrozenScope, Operators};
-pub use overview::{Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus};
+pub use overview::{Exposures, LimitUse, OpenAuthorizationItem, Overview, PendingItem, Status, WalletStatus};
 pub use prices::{PriceBook, PriceState};
 pub use report::Reports;
 pub use spending::Spending;
@@ -97,17 +104,21 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Live prices, refreshed in the background.
     pub prices: Arc<PriceBook>,
+    /// External wallets' authorization tokens: verification and the public key.
+    pub authorizations: Arc<Authorizations>,
 }
 
 impl Services {
     /// The services over `store`, for `config`, talking to `chains`. `signs` says whether this
     /// process holds the wallets' keys: one that does not never executes a spend (it leaves
-    /// them to one that does).
+    /// them to one that does); `authority` is the key external wallets' authorizations are
+    /// signed with.
     pub fn new(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         chains: Chains,
         signs: bool,
+        authority: Option<Arc<Authority>>,
         alerts: Vec<AlertChannel>,
         clock: Arc<dyn Clock>,
     ) -> Services {
@@ -126,9 +137,12 @@ impl Services {
             signs,
             prices: Arc::clone(&prices),
             low_wallets: Default::default(),
+            authorizations: store.clone(),
+            authority: authority.clone(),
         });
         let spending = Arc::new(Spending::new(
             Arc::clone(&config),
+            store.clone(),
             store.clone(),
             store.clone(),
             store.clone(),
@@ -155,12 +169,19 @@ impl Services {
             executor: Arc::clone(&executor),
             clock: Arc::clone(&clock),
         });
+        let authorizations = Arc::new(Authorizations {
+            store: store.clone(),
+            operators: Arc::clone(&operators),
+            authority,
+            clock: Arc::clone(&clock),
+        });
         let credentials = Arc::new(Credentials { store: store.clone(), clock: Arc::clone(&clock) });
         let overview = Arc::new(Overview {
             config: Arc::clone(&config),
             decisions: store.clone(),
             freezes: store.clone(),
             inflows: store.clone(),
+            authorizations: store.clone(),
             chains,
             limits: limits.clone(),
             prices: Arc::clone(&prices),
@@ -188,6 +209,7 @@ impl Services {
             alerts,
             metrics,
             prices,
+            authorizations,
         }
     }
 

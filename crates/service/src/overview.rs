@@ -118,6 +118,33 @@ pub struct WalletStatus {
     pub agents: Vec<(String, Vec<LimitUse>)>,
     /// The latest money that came into it (up to five), newest last.
     pub recent_inflows: Vec<spendguard_store::RecordedInflow>,
+    /// `spendguard` (it signs) or `external` (the agent pays after an authorization).
+    pub custody: &'static str,
+    /// USD of its open authorizations: what the agent may still pay from it.
+    pub authorized_usd: Usd,
+}
+
+/// An open authorization of an external wallet, in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenAuthorizationItem {
+    /// Decision id.
+    pub decision_id: String,
+    /// Agent.
+    pub agent: String,
+    /// Wallet.
+    pub wallet: String,
+    /// Asset key.
+    pub asset: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// USD value.
+    pub usd: Option<Decimal>,
+    /// Recipient.
+    pub recipient: String,
+    /// Issued.
+    pub issued_at: DateTime<Utc>,
+    /// Pay before this.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The answer of `status`.
@@ -135,6 +162,8 @@ pub struct Status {
     pub frozen: Vec<FrozenScope>,
     /// Every asset's price: source, value, publish time, age, and whether decisions may use it.
     pub prices: Vec<crate::prices::PriceState>,
+    /// External wallets' authorizations waiting for the agent's payment, oldest first.
+    pub open_authorizations: Vec<OpenAuthorizationItem>,
 }
 
 /// Spend already committed to within a horizon.
@@ -150,6 +179,8 @@ pub struct Exposures {
     pub pending_usd: Usd,
     /// USD of spends being executed (reserved, signed or broadcast, not yet confirmed).
     pub in_flight_usd: Usd,
+    /// USD of external wallets' open authorizations: the agents may pay them any moment.
+    pub authorized_usd: Usd,
     /// Everything above.
     pub total_usd: Usd,
     /// Totals per agent.
@@ -185,6 +216,7 @@ pub struct Overview {
     pub(crate) decisions: Arc<dyn DecisionStore>,
     pub(crate) freezes: Arc<dyn FreezeStore>,
     pub(crate) inflows: Arc<dyn spendguard_store::OutflowStore>,
+    pub(crate) authorizations: Arc<dyn spendguard_store::AuthorizationStore>,
     pub(crate) chains: Chains,
     pub(crate) limits: Limits,
     pub(crate) prices: Arc<crate::prices::PriceBook>,
@@ -200,6 +232,7 @@ impl Overview {
         let day_start = Window::Calendar(CalendarPeriod::Day).start(now, self.config.server.timezone);
         let decisions = self.decisions.decisions(None).await?;
         let freezes = self.freezes.freezes().await?;
+        let open = self.authorizations.open_authorizations().await?;
         let mut wallets = vec![];
         for w in &model.wallets {
             let mut spent = Decimal::ZERO;
@@ -243,6 +276,8 @@ impl Overview {
                 frozen,
                 agents,
                 recent_inflows: self.inflows.recent_inflows(&w.id, 5).await?,
+                custody: if w.is_external() { "external" } else { "spendguard" },
+                authorized_usd: Usd(open.iter().filter(|a| a.wallet == w.id).filter_map(|a| a.usd).sum()),
             });
         }
         let of = |s: SpendStatus| decisions.iter().filter(|d| d.status == s).map(PendingItem::of).collect();
@@ -256,11 +291,26 @@ impl Overview {
                 self.prices.read_unread().await;
                 self.prices.states(now)
             },
+            open_authorizations: open
+                .into_iter()
+                .map(|a| OpenAuthorizationItem {
+                    decision_id: a.decision_id,
+                    agent: a.agent,
+                    wallet: a.wallet,
+                    asset: a.asset,
+                    amount: a.amount,
+                    usd: a.usd,
+                    recipient: a.recipient,
+                    issued_at: a.issued_at,
+                    expires_at: a.expires_at,
+                })
+                .collect(),
         })
     }
 
     /// The spend already committed to over the next `horizon`: queued delays due by then,
-    /// approval requests still open, and spends being executed.
+    /// approval requests still open, spends being executed, and external wallets' open
+    /// authorizations.
     pub async fn exposures(&self, horizon: TimeDelta) -> ServiceResult<Exposures> {
         let now = self.clock.now();
         let until = now + horizon;
@@ -272,9 +322,11 @@ impl Overview {
                 SpendStatus::Reserved,
                 SpendStatus::Signed,
                 SpendStatus::Broadcast,
+                SpendStatus::Authorized,
             ])
             .await?;
-        let (mut queued, mut pending, mut in_flight) = (Usd::default(), Usd::default(), Usd::default());
+        let (mut queued, mut pending, mut in_flight, mut authorized) =
+            (Usd::default(), Usd::default(), Usd::default(), Usd::default());
         let (mut per_agent, mut per_wallet) = (vec![], vec![]);
         let mut items = vec![];
         for d in open {
@@ -283,6 +335,7 @@ impl Overview {
                 SpendStatus::Queued if d.execute_after.is_none_or(|t| t <= until) => queued += usd,
                 SpendStatus::PendingApproval if d.approval_expires_at.is_none_or(|t| t > now) => pending += usd,
                 SpendStatus::Reserved | SpendStatus::Signed | SpendStatus::Broadcast => in_flight += usd,
+                SpendStatus::Authorized => authorized += usd,
                 _ => continue,
             }
             add_to(&mut per_agent, &d.agent, usd);
@@ -295,7 +348,8 @@ impl Overview {
             queued_usd: queued,
             pending_usd: pending,
             in_flight_usd: in_flight,
-            total_usd: Usd(queued.0 + pending.0 + in_flight.0),
+            authorized_usd: authorized,
+            total_usd: Usd(queued.0 + pending.0 + in_flight.0 + authorized.0),
             per_agent,
             per_wallet,
             items,

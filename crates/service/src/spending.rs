@@ -19,7 +19,8 @@ use spendguard_core::money::parse_decimal;
 use spendguard_core::price::Prices;
 use spendguard_core::{Balances, Decision, Evaluation, EventKind, Reason, ReasonCode, SpendRequest, SpendStatus, Tier};
 use spendguard_store::{
-    DecisionStore, FreezeStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, StoreError,
+    AuthorizationStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest,
+    StoreError,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Spending {
     pub(crate) outflows: Arc<dyn OutflowStore>,
     pub(crate) outbox: Arc<dyn OutboxStore>,
     pub(crate) freezes: Arc<dyn FreezeStore>,
+    pub(crate) authorizations: Arc<dyn AuthorizationStore>,
     pub(crate) chains: Chains,
     pub(crate) prices: Arc<PriceBook>,
     pub(crate) executor: Arc<Executor>,
@@ -59,6 +61,7 @@ impl Spending {
         outflows: Arc<dyn OutflowStore>,
         outbox: Arc<dyn OutboxStore>,
         freezes: Arc<dyn FreezeStore>,
+        authorizations: Arc<dyn AuthorizationStore>,
         chains: Chains,
         prices: Arc<PriceBook>,
         executor: Arc<Executor>,
@@ -73,6 +76,7 @@ impl Spending {
             outflows,
             outbox,
             freezes,
+            authorizations,
             chains,
             prices,
             executor,
@@ -218,7 +222,10 @@ impl Spending {
             }
         }
         match self.decisions.decision(&id).await {
-            Ok(Some(record)) => Ok(SpendOutcome::of(record, replayed)),
+            Ok(Some(record)) => {
+                let authorization = self.authorization_of(&record).await?;
+                Ok(SpendOutcome::of(record, replayed).with_authorization(authorization))
+            }
             Ok(None) => Err(ServiceError::UnknownDecision(id)),
             Err(e) => {
                 tracing::error!(decision = %id, error = %e, "reading the decision back failed");
@@ -291,14 +298,30 @@ impl Spending {
             _ => None,
         };
         let reconciliation = self.outflows.reconciliation(id).await?;
-        Ok(StatusReport::of(record, confirmations, reconciliation))
+        let authorization = self.authorization_of(&record).await?;
+        Ok(StatusReport::of(record, confirmations, reconciliation).with_authorization(authorization))
+    }
+
+    /// The authorization of an external wallet's decision; `None` for custodial wallets
+    /// (without a read) and for decisions not authorized (yet).
+    async fn authorization_of(
+        &self,
+        record: &spendguard_store::DecisionRecord,
+    ) -> ServiceResult<Option<spendguard_store::AuthorizationRecord>> {
+        match self.config.model.wallet(&record.wallet) {
+            Some(w) if w.is_external() => Ok(self.authorizations.authorization(&record.id).await?),
+            _ => Ok(None),
+        }
     }
 
     /// `cancel_spend`: the agent's own queued or pending-approval spend.
     pub async fn cancel_spend(&self, agent: &str, id: &str) -> ServiceResult<StatusReport> {
         bounded("decision_id", id, ID_MAX)?;
         match self.decisions.cancel(agent, id, "cancelled by the agent", self.clock.now()).await {
-            Ok(record) => Ok(StatusReport::of(record, None, None)),
+            Ok(record) => {
+                let authorization = self.authorization_of(&record).await?;
+                Ok(StatusReport::of(record, None, None).with_authorization(authorization))
+            }
             Err(StoreError::NotYours(_) | StoreError::UnknownDecision(_)) => {
                 Err(ServiceError::UnknownDecision(id.to_string()))
             }

@@ -168,6 +168,41 @@ pub trait OutflowStore: Send + Sync {
     async fn chain_reset(&self, chain: &str, detail: &str, at: DateTime<Utc>) -> StoreResult<Vec<Scope>>;
 }
 
+/// Authorizations of external wallets' spends: spendguard signs nothing on chain for them;
+/// the agent pays with its own wallet and the auditor (`OutflowStore`) consumes the matching
+/// authorization. Freezes revoke them (`FreezeStore`).
+#[async_trait]
+pub trait AuthorizationStore: Send + Sync {
+    /// Authorizes a reserved decision of an external wallet, in one transaction: the decision
+    /// must still be reserved and not covered by a freeze, `intent` must hash to the one bound
+    /// to it; then `issue` signs the token over that hash, the authorization is stored open
+    /// until `expires_at`, the decision becomes `authorized` (booking `fee_cap` as the most its
+    /// payment's fee may cost) and the audit log records it. A decision authorized before
+    /// answers its stored authorization.
+    async fn authorize(
+        &self,
+        id: &str,
+        intent: Intent,
+        expires_at: DateTime<Utc>,
+        fee_cap: Option<rust_decimal::Decimal>,
+        issue: IssueWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Authorizing>;
+    /// The authorization of decision `id`.
+    async fn authorization(&self, id: &str) -> StoreResult<Option<AuthorizationRecord>>;
+    /// Every open authorization, oldest first.
+    async fn open_authorizations(&self) -> StoreResult<Vec<AuthorizationRecord>>;
+    /// Expires the open authorizations of wallets on `chain` whose expiry is before `deadline`
+    /// (their expiry plus the chain's grace has passed): each decision is released and its
+    /// budget returned, in one transaction. Returns them.
+    async fn expire_authorizations(
+        &self,
+        chain: &str,
+        deadline: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<AuthorizationRecord>>;
+}
+
 /// The alert outbox: events, and their delivery to each channel.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
@@ -287,7 +322,15 @@ pub trait ReportStore: Send + Sync {
 /// A ledger engine: every concern. Take the part a service needs by upcasting an
 /// `Arc<dyn Store>` to `Arc<dyn DecisionStore>` and so on.
 pub trait Store:
-    DecisionStore + SigningStore + OutflowStore + OutboxStore + CredentialStore + FreezeStore + AuditStore + ReportStore
+    DecisionStore
+    + SigningStore
+    + AuthorizationStore
+    + OutflowStore
+    + OutboxStore
+    + CredentialStore
+    + FreezeStore
+    + AuditStore
+    + ReportStore
 {
     /// The engine's name, for logs: `sqlite`, `postgres`.
     fn engine(&self) -> &'static str;

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`api`]: the ledger as services see it, one small async trait per concern
-//!   ([`DecisionStore`], [`SigningStore`], [`OutflowStore`], [`OutboxStore`],
+//!   ([`DecisionStore`], [`SigningStore`], [`AuthorizationStore`], [`OutflowStore`], [`OutboxStore`],
 //!   [`CredentialStore`], [`FreezeStore`], [`AuditStore`], [`ReportStore`]); an engine
 //!   implementing them all is a [`Store`].
 //! - [`records`]: what the ledger records and answers, typed (money as `Decimal`, statuses,
@@ -24,8 +24,8 @@ pub mod records;
 mod sqlite;
 
 pub use api::{
-    AuditStore, CredentialStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore, ReportStore, SigningStore,
-    Store,
+    AuditStore, AuthorizationStore, CredentialStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore,
+    ReportStore, SigningStore, Store,
 };
 pub use error::{SigningError, StoreError, StoreResult};
 pub use intent::Intent;

@@ -307,6 +307,98 @@ pub enum Signing {
     NotExecutable(SpendStatus),
 }
 
+/// Signs an external wallet's authorization over the decision's intent hash (given); pure and
+/// quick, inside the ledger's transaction, so that a token exists only once it is stored.
+pub type IssueWith = Box<dyn FnOnce(&str) -> Result<String, SigningError> + Send>;
+
+/// Where an external wallet's authorization stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationState {
+    /// Waiting for the agent's payment.
+    Open,
+    /// A payment on chain was matched to it (or was what the agent got wrong: a mismatch).
+    Consumed,
+    /// Not paid by its expiry (plus the chain's grace); its budget is back.
+    Expired,
+    /// Revoked by a freeze or a decommission before it was paid; its budget is back.
+    Revoked,
+}
+
+impl AuthorizationState {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationState::Open => "open",
+            AuthorizationState::Consumed => "consumed",
+            AuthorizationState::Expired => "expired",
+            AuthorizationState::Revoked => "revoked",
+        }
+    }
+
+    /// Parses [`AuthorizationState::as_str`].
+    pub fn parse(text: &str) -> Option<AuthorizationState> {
+        [
+            AuthorizationState::Open,
+            AuthorizationState::Consumed,
+            AuthorizationState::Expired,
+            AuthorizationState::Revoked,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for AuthorizationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authorization of an external wallet's spend, with the decision it carries out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRecord {
+    /// The decision.
+    pub decision_id: String,
+    /// Agent it was issued to.
+    pub agent: String,
+    /// Wallet the agent pays from.
+    pub wallet: String,
+    /// Chain.
+    pub chain: String,
+    /// The wallet's address.
+    pub from: String,
+    /// Asset `chain:SYMBOL`.
+    pub asset: String,
+    /// Canonical recipient.
+    pub recipient: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// USD value the decision booked.
+    pub usd: Option<Decimal>,
+    /// The signed token handed to the agent.
+    pub token: String,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// Until when the agent may pay.
+    pub expires_at: DateTime<Utc>,
+    /// Where it stands.
+    pub state: AuthorizationState,
+    /// When it was consumed, expired or revoked.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// What ended it: the transaction that paid it, or who revoked it and why.
+    pub ended_by: Option<String>,
+}
+
+/// How an authorization request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorizing {
+    /// Authorized now (or before: the stored authorization).
+    Authorized(Box<AuthorizationRecord>),
+    /// It is not (or no longer) reserved: released, cancelled, frozen, …
+    NotExecutable(SpendStatus),
+}
+
 /// How a re-signing request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resigning {

@@ -200,7 +200,8 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
     println!("status at {}", time(s.at));
     for w in &s.wallets {
         let frozen = if w.frozen { "  [FROZEN]" } else { "" };
-        println!("\nwallet {} ({} {}){frozen}", w.wallet, w.chain, w.address);
+        let custody = if w.custody == "external" { ", external: the agent pays" } else { "" };
+        println!("\nwallet {} ({} {}{custody}){frozen}", w.wallet, w.chain, w.address);
         match &w.balance_error {
             Some(e) => println!("  balances: unavailable ({e})"),
             None => println!(
@@ -209,6 +210,9 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
             ),
         }
         println!("  spent today: ${}", w.spent_today_usd);
+        if w.custody == "external" {
+            println!("  open authorizations: ${}", w.authorized_usd);
+        }
         for i in &w.recent_inflows {
             let what = i.asset.clone().or_else(|| i.token.clone()).unwrap_or_default();
             let flag = if i.expected { "" } else { "  [UNEXPECTED: sender not in refill_from]" };
@@ -228,6 +232,23 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
     print_pending(&s.pending_approvals, false, "  none")?;
     println!("\nqueued delays ({}):", s.queued_delays.len());
     print_pending(&s.queued_delays, false, "  none")?;
+    println!("\nopen authorizations ({}):", s.open_authorizations.len());
+    if s.open_authorizations.is_empty() {
+        println!("  none");
+    }
+    for a in &s.open_authorizations {
+        let usd = a.usd.map(|u| format!(" (${})", u.round_dp(2))).unwrap_or_default();
+        println!(
+            "  {}\t{} from {}: {} {}{usd} to {}, until {}",
+            a.decision_id,
+            a.agent,
+            a.wallet,
+            a.amount.normalize(),
+            a.asset,
+            a.recipient,
+            time(a.expires_at)
+        );
+    }
     println!("\nfrozen ({}):", s.frozen.len());
     for f in &s.frozen {
         println!("  {}\tby {}\tsince {}\t{}", f.scope, f.frozen_by, time(f.since), f.reason);
@@ -257,6 +278,7 @@ pub(crate) async fn exposures(config: Config, horizon: &str, json: bool) -> Resu
     println!("  queued (DELAY, due in the horizon): ${}", e.queued_usd);
     println!("  pending approval:                  ${}", e.pending_usd);
     println!("  in flight:                         ${}", e.in_flight_usd);
+    println!("  authorized (external, unpaid):     ${}", e.authorized_usd);
     println!("  total:                             ${}", e.total_usd);
     for (agent, usd) in &e.per_agent {
         println!("  agent {agent}: ${usd}");

@@ -103,6 +103,9 @@ pub(crate) enum Command {
     /// Operator credentials for the daemon's admin API.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// The authority key that signs external wallets' authorizations.
+    #[command(subcommand)]
+    Authority(AuthorityCommand),
     /// The hash-chained audit log: verify, export.
     #[command(subcommand)]
     Audit(inspect::AuditCommand),
@@ -130,6 +133,18 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuthorityCommand {
+    /// Print the public key that verifies authorization tokens (EdDSA / Ed25519), as PEM or
+    /// as a JWK, for wallet-side hooks. Creates the key at [server].authority_key the first
+    /// time.
+    Pubkey {
+        /// Print a JWK (JSON) instead of PEM.
+        #[arg(long)]
+        jwk: bool,
     },
 }
 
@@ -333,6 +348,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals(cmd) => operate::approvals(config, cmd).await,
         Command::Delays(cmd) => operate::delays(config, cmd).await,
         Command::Operator(OperatorCommand::Token { operator }) => operate::operator_token(config, &operator).await,
+        Command::Authority(AuthorityCommand::Pubkey { jwk }) => operate::authority_pubkey(&config, jwk),
         Command::Audit(cmd) => inspect::audit(config, cmd).await,
         Command::Report(args) => inspect::report(config, args).await,
         Command::Status { json } => inspect::status(config, json).await,

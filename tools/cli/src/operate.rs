@@ -247,3 +247,14 @@ pub(crate) async fn operator_token(config: Config, operator: &str) -> Result<Exi
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `spendguard authority pubkey`: the key that verifies authorization tokens.
+pub(crate) fn authority_pubkey(config: &Config, jwk: bool) -> Result<ExitCode> {
+    let authority = spendguard_node::load_or_create_authority(&config.server.authority_key)?;
+    if jwk {
+        println!("{}", authority.public_jwk());
+    } else {
+        print!("{}", authority.public_key_pem());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -188,7 +188,8 @@ fn routes(services: Services, sessions: CancellationToken, admission: Admission)
     let metrics = Arc::clone(&services.metrics);
     let prices = Arc::clone(&services.prices);
     agents
-        .nest("/admin", crate::admin::router(services))
+        .nest("/admin", crate::admin::router(services.clone()))
+        .nest("/v1", crate::verify::router(services))
         .route(
             "/healthz",
             axum::routing::get(move || async move {

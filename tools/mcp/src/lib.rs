@@ -1,7 +1,7 @@
 //! spendguard's MCP server: the five tools of shared/spec/MCP_TOOLS.md, served over stdio (one
 //! process per agent) and streamable HTTP (bearer tokens); and the daemon's other HTTP routes:
-//! the operators' admin API under `/admin` (operator tokens), `/healthz` and Prometheus
-//! `/metrics`.
+//! the operators' admin API under `/admin` (operator tokens), authorization verification under
+//! `/v1`, `/healthz` and Prometheus `/metrics`.
 //!
 //! The calling agent is whoever authenticated — the token checked at launch on stdio, the
 //! bearer token of each HTTP request — never a tool argument. Denials are tool results with
@@ -16,11 +16,14 @@
 //! - `stdio.rs`: the guard that answers an oversized stdio message instead of dropping it.
 //! - `admin.rs`: `/admin`, over the operators', overview and reports services; every route
 //!   checks the operator's role.
+//! - `verify.rs`: `POST /v1/authorizations/verify`, what an external wallet's authorization
+//!   token is worth now, for the agent it was issued to or an operator.
 
 mod admin;
 mod http_server;
 mod stdio;
 mod tools;
+mod verify;
 
 pub use http_server::serve_http;
 pub use tools::{Identity, SpendguardServer};

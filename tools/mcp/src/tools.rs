@@ -225,7 +225,7 @@ impl SpendguardServer {
     }
 
     #[tool(
-        description = "Pay from one of your wallets. spendguard checks the payment against your organisation's policies and, if allowed, signs and broadcasts it itself. Small payments execute at once (status executed, with tx_hash); larger ones may be queued for a delay (status queued, execute_after; cancellable) or need a human approval (status pending_approval, approval_expires_at). A refusal is an error result whose text starts with the reason code (for example WINDOW_LIMIT, RECIPIENT_BLOCKED, KILL_SWITCH) and explains the numbers; do not retry a refusal unchanged. Pass an idempotency_key so a retry never pays twice.",
+        description = "Pay from one of your wallets. spendguard checks the payment against your organisation's policies and, if allowed, signs and broadcasts it itself. Small payments execute at once (status executed, with tx_hash); larger ones may be queued for a delay (status queued, execute_after; cancellable) or need a human approval (status pending_approval, approval_expires_at). A refusal is an error result whose text starts with the reason code (for example WINDOW_LIMIT, RECIPIENT_BLOCKED, KILL_SWITCH) and explains the numbers; do not retry a refusal unchanged. Pass an idempotency_key so a retry never pays twice. From a wallet spendguard does not hold (custody external), an allowed payment is not sent: status authorized, with an `authorization` (to, asset, exact amount, expires_at and a signed token); pay exactly that from your own wallet before it expires — anything else leaving the wallet freezes it.",
         annotations(
             title = "Pay (moves money)",
             read_only_hint = false,
@@ -277,7 +277,7 @@ impl SpendguardServer {
     }
 
     #[tool(
-        description = "Follow one of your payments by its decision_id: status (executed, queued, pending_approval, denied, processing, confirmed, released, failed), tier, reasons, tx_hash, confirmations and reconciliation class.",
+        description = "Follow one of your payments by its decision_id: status (executed, queued, pending_approval, denied, processing, authorized, confirmed, released, failed), tier, reasons, tx_hash, confirmations, reconciliation class and, for a wallet you pay from yourself, the authorization and its state (open, consumed, expired, revoked).",
         annotations(
             title = "Payment status",
             read_only_hint = true,
@@ -296,7 +296,7 @@ impl SpendguardServer {
     }
 
     #[tool(
-        description = "Cancel one of your payments that is still queued (DELAY tier) or waiting for approval; its reserved budget is released. Executed payments cannot be cancelled.",
+        description = "Cancel one of your payments that is still queued (DELAY tier), waiting for approval, or authorized but not yet paid from your own wallet (the authorization is revoked: do not pay it afterwards); its reserved budget is released. Executed payments cannot be cancelled.",
         annotations(
             title = "Cancel a queued payment",
             read_only_hint = false,

@@ -3,9 +3,10 @@
 
 use super::{env_name_ok, Checker, Refs};
 use crate::locate::KeyPath;
-use crate::raw::{RawAgent, RawDepartment, RawMerchant, RawOperator, RawRoles, RawWallet};
+use crate::raw::{RawAgent, RawCustody, RawDepartment, RawMerchant, RawOperator, RawRoles, RawWallet};
 use crate::{AdminAction, AdminRoles, WalletKeys};
-use spendguard_core::model::{Agent, ChainKind, Merchant, Operator, Wallet};
+use chrono::TimeDelta;
+use spendguard_core::model::{Agent, ChainKind, Custody, Merchant, Operator, Wallet};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -66,6 +67,27 @@ pub(super) fn wallets(
                 }
             }
         }
+        let custody = match w.custody.unwrap_or(RawCustody::Spendguard) {
+            RawCustody::Spendguard => {
+                if w.authorization_ttl.is_some() {
+                    c.err(p.key("authorization_ttl"), "applies only to wallets with custody = \"external\"");
+                }
+                Custody::Spendguard
+            }
+            RawCustody::External => {
+                // Its key is the agent's: one configured here would be a second way to spend.
+                for (key, set) in [
+                    ("keystore", w.keystore.is_some()),
+                    ("keypair", w.keypair.is_some()),
+                    ("password_env", w.password_env.is_some()),
+                ] {
+                    if set {
+                        c.err(p.key(key), "an external wallet's key is the agent's; spendguard holds none");
+                    }
+                }
+                Custody::External { authorization_ttl: w.authorization_ttl.map_or(TimeDelta::minutes(15), |d| d.0) }
+            }
+        };
         let mut addresses = |key: &str, list: &Option<Vec<String>>| {
             let mut out = vec![];
             for (j, d) in list.iter().flatten().enumerate() {
@@ -83,7 +105,7 @@ pub(super) fn wallets(
                 c.err(p.key("password_env"), format!("{env:?} is not an environment variable name (A-Z, 0-9, _)"));
             }
         }
-        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address, delegates, refill_from });
+        wallets.push(Wallet { id: w.id.clone(), chain: w.chain.clone(), address, delegates, refill_from, custody });
         wallet_keys.push(WalletKeys {
             wallet: w.id.clone(),
             keystore: w.keystore.as_ref().map(|k| base_dir.join(k)),

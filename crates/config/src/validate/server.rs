@@ -20,6 +20,9 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
     if raw.server.database.trim().is_empty() {
         c.err(sp.key("database"), "must name an SQLite file");
     }
+    if raw.server.authority_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        c.err(sp.key("authority_key"), "must name a file (created with a new key on first use)");
+    }
     if raw.org.id.is_empty() {
         c.err(root.key("org").key("id"), "must not be empty");
     }
@@ -47,6 +50,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
         reports_dir: base_dir.join(raw.server.reports_dir.as_deref().unwrap_or("reports")),
         allowed_hosts,
         allowed_origins,
+        authority_key: base_dir.join(raw.server.authority_key.as_deref().unwrap_or("authority.key")),
     }
 }
 

@@ -380,12 +380,17 @@ impl Writer {
         if current.agent != agent {
             return Err(StoreError::NotYours(id.to_string()));
         }
+        if current.status == SpendStatus::Authorized {
+            // The agent will not pay it: a payment that lands anyway is unexplained.
+            self.end_authorization(id, crate::records::AuthorizationState::Revoked, why, at)?;
+            return decision_row(&self.conn, id);
+        }
         if !matches!(current.status, SpendStatus::Queued | SpendStatus::PendingApproval) {
             return Err(StoreError::WrongStatus {
                 id: id.to_string(),
                 status: current.status,
                 failure: None,
-                needs: "only queued or pending-approval spends can be cancelled",
+                needs: "only queued, pending-approval or authorized (not yet paid) spends can be cancelled",
             });
         }
         self.set_status(id, SpendStatus::Released, at, Some(why))

@@ -86,7 +86,24 @@ impl Writer {
             },
             freeze.frozen_at,
         )?;
-        self.record_event(EventKind::KillSwitch, None, &freeze.describe(), freeze.frozen_at)?;
+        // An external wallet's open authorizations die with the freeze: the agent's own wallet
+        // could still pay them, and spendguard would then have approved money it froze. The
+        // alert names the external wallets, to be frozen at their vendor too.
+        let revoked = self.revoke_authorizations(&freeze)?;
+        let external: Vec<String> = spendguard_core::freeze::external_wallets_in(&self.model, &freeze.scope)
+            .into_iter()
+            .map(|w| w.id.clone())
+            .collect();
+        let detail = match external.is_empty() {
+            true => freeze.describe(),
+            false => format!(
+                "{}; {revoked} open authorization(s) revoked; external wallets {} are held by the agent's own \
+                 vendor: freeze them there too",
+                freeze.describe(),
+                external.join(", ")
+            ),
+        };
+        self.record_event(EventKind::KillSwitch, None, &detail, freeze.frozen_at)?;
         // Memory last: a failure above leaves it as the rolled-back database is.
         self.freezes.push(freeze.clone());
         self.memory_writes += 1;

@@ -9,11 +9,13 @@
 //! connections of their own.
 //!
 //! One file per concern implements that concern's trait: [`decisions`], [`signing`],
+//! [`authorizations`],
 //! [`outflows`], [`outbox`], [`credentials`], [`freezes`], [`audit`], [`reports`]; [`rows`]
 //! decodes rows, [`schema`] migrates, [`file`] creates the file whole and refuses to re-create
 //! one that existed.
 
 mod audit;
+mod authorizations;
 mod credentials;
 mod decisions;
 mod file;

@@ -15,8 +15,8 @@ use rust_decimal::Decimal;
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{
-    classify, classify_delegation, describe_amount, evidence, expected_inflow, Approved, BalanceCheck, Class, Finding,
-    Inflow, Outflow, OutflowKind,
+    classify, classify_delegation, describe_amount, evidence, expected_inflow, match_authorization, Approved,
+    BalanceCheck, Class, Finding, Inflow, Outflow, OutflowKind,
 };
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
@@ -367,31 +367,24 @@ impl Writer {
     /// Stores outflows (once: one seen before is ignored), each classified against the decision
     /// its transaction belongs to; unexplained and mismatched ones trip the freeze core's rules
     /// name for the organisation's `on_unexplained_outflow`.
-    fn reconcile(&mut self, outflows: Vec<Outflow>, at: DateTime<Utc>) -> StoreResult<Vec<Finding>> {
+    fn reconcile(&mut self, mut outflows: Vec<Outflow>, at: DateTime<Utc>) -> StoreResult<Vec<Finding>> {
         let mut findings = vec![];
+        // Fees last: an external wallet's fee belongs to the authorization its transaction's
+        // transfer consumed, which is only known once that transfer is held.
+        outflows.sort_by_key(|o| o.kind == OutflowKind::Fee);
         for o in outflows {
-            let approved = self
-                .conn
-                .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
-                .query_row(params![o.tx_hash], |r| {
-                    Ok(Approved {
-                        decision_id: r.get(0)?,
-                        asset: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                        recipient: r.get(2)?,
-                        amount: decimal_col(r, 3)?,
-                        fee_cap: decimal_col_opt(r, 4)?,
-                    })
-                })
-                .optional()
-                .map_err(super::rows::corrupt("decision with tx_hash", o.tx_hash.clone()))?;
-            let class = match o.kind {
+            let external = self.model.wallet(&o.wallet).is_some_and(|w| w.is_external());
+            let (class, decision_id) = match o.kind {
+                OutflowKind::Native | OutflowKind::Token if external => self.hold_external(&o, at)?,
                 OutflowKind::Delegation => {
                     let allowed = self.model.wallet(&o.wallet).map(|w| w.delegates.as_slice()).unwrap_or_default();
-                    classify_delegation(o.recipient.as_deref(), allowed)
+                    (classify_delegation(o.recipient.as_deref(), allowed), None)
                 }
-                _ => classify(&o, approved.as_ref()),
+                _ => {
+                    let approved = self.approved_by_tx(&o.tx_hash)?;
+                    (classify(&o, approved.as_ref()), approved.map(|a| a.decision_id))
+                }
             };
-            let decision_id = approved.map(|a| a.decision_id);
             let inserted = self.conn.execute(
                 "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
                     class, decision_id, seen_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -412,6 +405,16 @@ impl Writer {
                 ],
             )? == 1;
             let mut frozen = vec![];
+            // An external wallet's own transaction: its fee is what the decision's payment cost
+            // (spendguard's own transactions get theirs from the receipt).
+            if inserted && external && o.kind == OutflowKind::Fee {
+                if let Some(id) = &decision_id {
+                    self.conn.execute(
+                        "UPDATE decisions SET fee_paid = ?1 WHERE id = ?2 AND fee_paid IS NULL",
+                        params![money(o.amount), id],
+                    )?;
+                }
+            }
             // Seen before (a re-index): its consequences were applied then.
             if inserted {
                 self.audit(
@@ -455,6 +458,49 @@ impl Writer {
             findings.push(Finding { outflow: o, class, decision_id, frozen });
         }
         Ok(findings)
+    }
+
+    /// What the decision whose transaction `tx_hash` is approved, if any.
+    fn approved_by_tx(&self, tx_hash: &str) -> StoreResult<Option<Approved>> {
+        self.conn
+            .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
+            .query_row(params![tx_hash], |r| {
+                Ok(Approved {
+                    decision_id: r.get(0)?,
+                    asset: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    recipient: r.get(2)?,
+                    amount: decimal_col(r, 3)?,
+                    fee_cap: decimal_col_opt(r, 4)?,
+                })
+            })
+            .optional()
+            .map_err(super::rows::corrupt("decision with tx_hash", tx_hash.to_string()))
+    }
+
+    /// A transfer out of an external wallet, held against the wallet's open authorizations
+    /// (core's `match_authorization`); the one it matches (or got wrong) is consumed. Seen
+    /// before (a re-index), it keeps the class and decision it was given then.
+    fn hold_external(&mut self, o: &Outflow, at: DateTime<Utc>) -> StoreResult<(Class, Option<String>)> {
+        let stored = self
+            .conn
+            .prepare_cached(
+                "SELECT class, decision_id FROM outflows WHERE chain = ?1 AND tx_hash = ?2 AND idx = ?3 AND kind = ?4",
+            )?
+            .query_row(params![o.chain, o.tx_hash, o.index as i64, o.kind.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .optional()?;
+        if let Some((class, decision_id)) = stored {
+            let class = Class::parse(&class).unwrap_or(Class::Unexplained);
+            return Ok((class, decision_id));
+        }
+        let open = self.open_authorizations_of(&o.wallet)?;
+        let (class, consumed) = match_authorization(o, &open);
+        let decision_id = consumed.map(|i| open[i].decision_id.clone());
+        if let Some(id) = &decision_id {
+            self.consume_authorization(id, &o.tx_hash, o.block, at)?;
+        }
+        Ok((class, decision_id))
     }
 
     fn chain_genesis(&mut self, chain: &str, seen: &str, at: DateTime<Utc>) -> StoreResult<String> {
@@ -508,6 +554,11 @@ impl Writer {
             rows.collect::<Result<_, _>>()?
         };
         for id in &reopened {
+            // An external wallet's payment: its authorization is open again, for the agent's
+            // transaction to land again in the new chain (or expire).
+            if self.reopen_authorization(id, at)? {
+                continue;
+            }
             self.set_status(id, SpendStatus::Broadcast, at, None)?;
             // Re-send at once: the orphaned block may have taken the transaction with it.
             self.conn.execute(

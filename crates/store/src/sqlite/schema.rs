@@ -265,6 +265,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (chain, wallet, asset, block)
     );
     "#,
+    // 12: authorizations of external wallets' spends: the signed token handed to the agent,
+    // its validity, and how it ended (consumed by a payment on chain, expired, revoked).
+    r#"
+    CREATE TABLE authorizations (
+        decision_id  TEXT PRIMARY KEY,
+        wallet       TEXT NOT NULL,
+        token        TEXT NOT NULL,
+        issued_at_us INTEGER NOT NULL,
+        expires_at_us INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        ended_at_us  INTEGER,
+        ended_by     TEXT
+    );
+    CREATE INDEX authorizations_open ON authorizations (wallet, issued_at_us) WHERE state = 'open';
+    "#,
 ];
 
 /// The newest schema version this build knows.

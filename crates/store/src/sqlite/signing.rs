@@ -78,7 +78,7 @@ impl SigningStore for SqliteStore {
 
 /// What is about to reach the chain must be exactly what was decided (and approved): its
 /// intent hashes to the one bound to the decision, which must have one.
-fn check_intent(d: &DecisionRecord, intent: &Intent) -> StoreResult<()> {
+pub(crate) fn check_intent(d: &DecisionRecord, intent: &Intent) -> StoreResult<()> {
     let bound = d.intent_hash.as_deref().ok_or_else(|| StoreError::IntentMissing(d.id.clone()))?;
     if intent.hash(&d.id) != bound {
         return Err(StoreError::IntentChanged(d.id.clone()));

@@ -1,0 +1,257 @@
+//! [`AuthorizationStore`] on SQLite: external wallets' authorizations — issued over the
+//! decision's intent hash in the transaction that stores them, consumed by the reconciler
+//! (`outflows.rs`), expired here, revoked by freezes (`freezes.rs`).
+
+use super::rows::{corrupt, decimal_col, decimal_col_opt, decision_row, money, time_col, time_col_opt, to_us};
+use super::signing::check_intent;
+use super::{SqliteStore, Writer};
+use crate::api::AuthorizationStore;
+use crate::error::StoreResult;
+use crate::intent::Intent;
+use crate::records::{AuthorizationRecord, AuthorizationState, Authorizing, IssueWith};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, Row};
+use rust_decimal::Decimal;
+use spendguard_core::reconcile::OpenAuthorization;
+use spendguard_core::SpendStatus;
+
+/// The columns [`authorization_from_row`] reads: the authorization joined to its decision.
+const COLUMNS: &str =
+    "a.decision_id, d.agent, a.wallet, d.chain, d.from_address, d.asset, d.recipient, d.amount, d.usd,
+    a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by";
+
+fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
+    let state: String = r.get(12)?;
+    Ok(AuthorizationRecord {
+        decision_id: r.get(0)?,
+        agent: r.get(1)?,
+        wallet: r.get(2)?,
+        chain: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+        from: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+        asset: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        recipient: r.get(6)?,
+        amount: decimal_col(r, 7)?,
+        usd: decimal_col_opt(r, 8)?,
+        token: r.get(9)?,
+        issued_at: time_col(r, 10)?,
+        expires_at: time_col(r, 11)?,
+        state: AuthorizationState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                12,
+                rusqlite::types::Type::Text,
+                format!("unknown authorization state {state:?}").into(),
+            )
+        })?,
+        ended_at: time_col_opt(r, 13)?,
+        ended_by: r.get(14)?,
+    })
+}
+
+fn query(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> StoreResult<Vec<AuthorizationRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM authorizations a JOIN decisions d ON d.id = a.decision_id {filter}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args, authorization_from_row)?;
+    rows.collect::<Result<_, _>>().map_err(corrupt("authorizations", filter))
+}
+
+pub(crate) fn load_authorization(conn: &Connection, id: &str) -> StoreResult<Option<AuthorizationRecord>> {
+    Ok(query(conn, "WHERE a.decision_id = ?1", params![id])?.pop())
+}
+
+#[async_trait]
+impl AuthorizationStore for SqliteStore {
+    async fn authorize(
+        &self,
+        id: &str,
+        intent: Intent,
+        expires_at: DateTime<Utc>,
+        fee_cap: Option<Decimal>,
+        issue: IssueWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Authorizing> {
+        let id = id.to_string();
+        self.write(move |w| w.authorize(&id, &intent, expires_at, fee_cap, issue, at)).await
+    }
+
+    async fn authorization(&self, id: &str) -> StoreResult<Option<AuthorizationRecord>> {
+        let id = id.to_string();
+        self.read(move |c| load_authorization(c, &id)).await
+    }
+
+    async fn open_authorizations(&self) -> StoreResult<Vec<AuthorizationRecord>> {
+        self.read(|c| query(c, "WHERE a.state = 'open' ORDER BY a.issued_at_us, a.decision_id", [])).await
+    }
+
+    async fn expire_authorizations(
+        &self,
+        chain: &str,
+        deadline: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<AuthorizationRecord>> {
+        let chain = chain.to_string();
+        self.write(move |w| w.expire_authorizations(&chain, deadline, at)).await
+    }
+}
+
+impl Writer {
+    fn authorize(
+        &mut self,
+        id: &str,
+        intent: &Intent,
+        expires_at: DateTime<Utc>,
+        fee_cap: Option<Decimal>,
+        issue: IssueWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Authorizing> {
+        if let Some(existing) = load_authorization(&self.conn, id)? {
+            return Ok(Authorizing::Authorized(Box::new(existing)));
+        }
+        let current = decision_row(&self.conn, id)?;
+        if current.status != SpendStatus::Reserved {
+            return Ok(Authorizing::NotExecutable(current.status));
+        }
+        // As for signing: a freeze that landed after the reservation (or the approval) stops it.
+        if let Some(frozen) = self.freeze_covering(&current) {
+            let released =
+                self.set_status(id, SpendStatus::Released, at, Some(&format!("not authorized: {frozen}")))?;
+            return Ok(Authorizing::NotExecutable(released.status));
+        }
+        check_intent(&current, intent)?;
+        let bound = current.intent_hash.clone().unwrap_or_default();
+        // An error here rolls the job's savepoint back: no token exists that is not stored.
+        let token = issue(&bound)?;
+        self.conn.execute(
+            "INSERT INTO authorizations (decision_id, wallet, token, issued_at_us, expires_at_us, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
+            params![id, current.wallet, token, to_us(at), to_us(expires_at)],
+        )?;
+        self.conn.execute("UPDATE decisions SET fee_cap = ?1 WHERE id = ?2", params![fee_cap.map(money), id])?;
+        self.set_status(id, SpendStatus::Authorized, at, None)?;
+        self.audit_decision(
+            "authorized",
+            "spendguard",
+            &current,
+            serde_json::json!({
+                "expires_at": expires_at.to_rfc3339(),
+                "intent_hash": bound,
+                "fee_cap": fee_cap.map(money),
+            }),
+            at,
+        )?;
+        let stored = load_authorization(&self.conn, id)?;
+        let stored = stored.ok_or_else(|| crate::StoreError::UnknownDecision(id.to_string()))?;
+        Ok(Authorizing::Authorized(Box::new(stored)))
+    }
+
+    fn expire_authorizations(
+        &mut self,
+        chain: &str,
+        deadline: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<AuthorizationRecord>> {
+        let due = query(
+            &self.conn,
+            "WHERE a.state = 'open' AND d.chain = ?1 AND a.expires_at_us < ?2 ORDER BY a.issued_at_us",
+            params![chain, to_us(deadline)],
+        )?;
+        let mut expired = vec![];
+        for a in due {
+            let why = format!("authorization expired at {} without a payment on chain", a.expires_at.to_rfc3339());
+            self.end_authorization(&a.decision_id, AuthorizationState::Expired, &why, at)?;
+            expired.extend(load_authorization(&self.conn, &a.decision_id)?);
+        }
+        Ok(expired)
+    }
+
+    /// Ends an open authorization that was not paid (`Expired` or `Revoked`): its decision is
+    /// released and its budget returned.
+    pub(crate) fn end_authorization(
+        &mut self,
+        id: &str,
+        state: AuthorizationState,
+        why: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE authorizations SET state = ?1, ended_at_us = ?2, ended_by = ?3 WHERE decision_id = ?4 AND state = 'open'",
+            params![state.as_str(), to_us(at), why, id],
+        )?;
+        self.set_status(id, SpendStatus::Released, at, Some(why))?;
+        Ok(())
+    }
+
+    /// The open authorizations of `wallet`, oldest first, as the reconciler matches them.
+    pub(crate) fn open_authorizations_of(&self, wallet: &str) -> StoreResult<Vec<OpenAuthorization>> {
+        Ok(query(
+            &self.conn,
+            "WHERE a.state = 'open' AND a.wallet = ?1 ORDER BY a.issued_at_us, d.seq",
+            params![wallet],
+        )?
+        .into_iter()
+        .map(|a| OpenAuthorization {
+            decision_id: a.decision_id,
+            asset: a.asset,
+            recipient: a.recipient,
+            amount: a.amount,
+        })
+        .collect())
+    }
+
+    /// A payment on chain consumed decision `id`'s authorization: the decision is confirmed in
+    /// `block` with the payment's transaction, so that the fee of that transaction is booked
+    /// with it.
+    pub(crate) fn consume_authorization(
+        &mut self,
+        id: &str,
+        tx_hash: &str,
+        block: u64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE authorizations SET state = 'consumed', ended_at_us = ?1, ended_by = ?2 WHERE decision_id = ?3",
+            params![to_us(at), tx_hash, id],
+        )?;
+        self.conn.execute(
+            "UPDATE decisions SET tx_hash = ?1, block = ?2 WHERE id = ?3",
+            params![tx_hash, block as i64, id],
+        )?;
+        self.set_status(id, SpendStatus::Confirmed, at, None)?;
+        Ok(())
+    }
+
+    /// A reorg orphaned the block that paid decision `id`: its authorization is open again (the
+    /// payment may land again, in the new chain) and the decision authorized.
+    pub(crate) fn reopen_authorization(&mut self, id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let reopened = self.conn.execute(
+            "UPDATE authorizations SET state = 'open', ended_at_us = NULL, ended_by = NULL
+             WHERE decision_id = ?1 AND state = 'consumed'",
+            params![id],
+        )? == 1;
+        if reopened {
+            self.set_status(id, SpendStatus::Authorized, at, None)?;
+            self.conn.execute("UPDATE decisions SET block = NULL, tx_hash = NULL WHERE id = ?1", params![id])?;
+        }
+        Ok(reopened)
+    }
+
+    /// Revokes the open authorizations a new freeze covers; returns how many.
+    pub(crate) fn revoke_authorizations(&mut self, freeze: &spendguard_core::Freeze) -> StoreResult<usize> {
+        let open = query(&self.conn, "WHERE a.state = 'open'", [])?;
+        let mut revoked = 0;
+        for a in open {
+            let covered = match (self.model.agent(&a.agent), self.model.wallet(&a.wallet)) {
+                (Some(agent), Some(wallet)) => {
+                    spendguard_core::freeze::covering(std::slice::from_ref(freeze), agent, wallet).is_some()
+                }
+                _ => true,
+            };
+            if covered {
+                let why = format!("authorization revoked: {}", freeze.describe());
+                self.end_authorization(&a.decision_id, AuthorizationState::Revoked, &why, freeze.frozen_at)?;
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+}
