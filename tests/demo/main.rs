@@ -2,8 +2,9 @@
 //! Solana — with two departments, three agents and wallets on both chains, run through the MCP
 //! tools of a real `spendguard serve` (ETH and SOL priced live by a Chainlink feed and a Pyth
 //! account), with an operator approving, cancelling and watching the kill switch catch an
-//! EIP-7702 delegation to a drainer and a rogue transfer, and a stranger's money reported. Ends
-//! with the status and the reconciliation report.
+//! EIP-7702 delegation to a drainer and a rogue transfer, a stranger's money reported, and an
+//! agent paying from its own (external) wallet after spendguard authorized it. Ends with the
+//! status and the reconciliation report.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
 
 use serde_json::{json, Value};
@@ -143,11 +144,12 @@ async fn main() {
         spendguard_evm::testing::deploy_token(&anvil.url, DEV_KEYS[0], bytecode, "USD Coin", "USDC", 10u128.pow(13))
             .await
             .unwrap();
-    let (eth_ops, eth_research) = (
+    let (eth_ops, eth_research, eth_own) = (
         spendguard_evm::testing::address_of(DEV_KEYS[1]).unwrap(),
         spendguard_evm::testing::address_of(DEV_KEYS[2]).unwrap(),
+        spendguard_evm::testing::address_of(DEV_KEYS[3]).unwrap(),
     );
-    for w in [&eth_ops, &eth_research] {
+    for w in [&eth_ops, &eth_research, &eth_own] {
         spendguard_evm::testing::send_token(&anvil.url, DEV_KEYS[0], &usdc, w, 50_000 * 1_000_000).await.unwrap();
     }
     let sol_usdc = spendguard_solana::testing::create_mint(&surfnet.url, &treasury, 6).await.unwrap();
@@ -185,6 +187,7 @@ async fn main() {
         .replace("{SOL_USDC}", &sol_usdc)
         .replace("{ETH_OPS}", &eth_ops)
         .replace("{ETH_RESEARCH}", &eth_research)
+        .replace("{ETH_OWN}", &eth_own)
         .replace("{SOL_OPS}", &sol_address)
         .replace("{ETH_FEED}", &eth_feed)
         .replace("{TREASURY}", &spendguard_evm::testing::address_of(DEV_KEYS[0]).unwrap())
@@ -289,6 +292,51 @@ async fn main() {
     say("research-bot", "70 USDC on Ethereum", &r);
     let r = research.call("spend", pay("sol-ops", SOL_VENDOR, "40")).await;
     say("research-bot", "40 USDC on Solana", &r);
+
+    step("research-bot's own MetaMask wallet: spendguard authorizes, the bot pays, the auditor matches");
+    println!("  the key wallet-side hooks verify authorizations with (spendguard authority pubkey):");
+    for line in demo.cli(&["authority", "pubkey"]).lines() {
+        println!("    {line}");
+    }
+    let own = research.call("spend", pay("research-metamask", CLOUD, "10")).await;
+    say("research-bot", "10 USDC from its own wallet (counted in the same 100 USD a day)", &own);
+    let auth = &own.data["authorization"];
+    let token = auth["token"].as_str().unwrap_or_default().to_string();
+    println!(
+        "    authorization: pay exactly {} {} to {} before {}\n    token {}…",
+        auth["amount"].as_str().unwrap_or("?"),
+        auth["asset"].as_str().unwrap_or("?"),
+        auth["to"].as_str().unwrap_or("?"),
+        auth["expires_at"].as_str().unwrap_or("?"),
+        &token[..48.min(token.len())]
+    );
+    let verify = async |token: &str| -> Value {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/authorizations/verify"))
+            .bearer_auth(&tokens["research-bot"])
+            .json(&json!({ "token": token }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    println!("  POST /v1/authorizations/verify → {}", verify(&token).await["status"]);
+    let paid =
+        spendguard_evm::testing::send_token(&anvil.url, DEV_KEYS[3], &usdc, CLOUD, 10 * 1_000_000).await.unwrap();
+    println!("  research-bot sends it from MetaMask itself: tx {}", &paid[..18]);
+    let own_id = own.data["decision_id"].as_str().unwrap_or_default().to_string();
+    until("the payment to be matched", async || {
+        research.call("spend_status", json!({"decision_id": own_id})).await.data["reconciliation"] == "matched"
+    })
+    .await;
+    let r = research.call("spend_status", json!({"decision_id": own_id})).await;
+    println!(
+        "  spend_status {own_id}: {}, reconciliation {}, authorization {}",
+        r.data["status"], r.data["reconciliation"], r.data["authorization"]["state"]
+    );
+    println!("  POST /v1/authorizations/verify → {}", verify(&token).await["status"]);
 
     step("16 agent sessions at once: research-bot's dry runs for two seconds (spendguard bench)");
     let bench = Command::new(binary())

@@ -35,6 +35,11 @@ fn the_demo_runs_end_to_end() {
         "1 USDC from eth-research after the delegation → refused: KILL_SWITCH",
         "[UNEXPECTED: sender not in refill_from]",
         "## Inflows",
+        "-----BEGIN PUBLIC KEY-----",
+        "(counted in the same 100 USD a day) → authorized",
+        "POST /v1/authorizations/verify → \"valid\"",
+        "reconciliation \"matched\", authorization \"consumed\"",
+        "POST /v1/authorizations/verify → \"consumed\"",
         "ok: ",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in the demo's output:\n{stdout}");

@@ -12,6 +12,7 @@ mod delegation;
 mod demo;
 mod evaluate_balances;
 mod external;
+mod external_solana;
 mod hostile;
 mod inflows;
 mod ledger_faults;
