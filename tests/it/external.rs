@@ -159,6 +159,15 @@ async fn an_authorized_payment_from_the_agents_own_wallet_is_matched_and_counted
     assert_eq!(status_of(&s), "released", "{}", s.text);
     let switches = node.ledger().events(Some(EventKind::KillSwitch)).await.unwrap();
     assert!(switches.iter().any(|e| e.detail.contains("external wallets cold")), "{switches:?}");
+
+    // The report lists both authorizations and what became of them; the matched payment counts.
+    let now = Utc::now();
+    let report = node.services.reports.report(now - TimeDelta::hours(1), now + TimeDelta::hours(1)).await.unwrap();
+    let md = spendguard_service::report::render(&report, spendguard_service::report::ReportFormat::Markdown);
+    assert!(md.contains(&format!("- cold 5 eth-local:TUSD: consumed: {paid}; agent buyer to {PAYEE} ($5.00)")), "{md}");
+    assert!(md.contains("- cold 3 eth-local:TUSD: revoked: authorization revoked: agent buyer is frozen"), "{md}");
+    let cold_total = report.totals.wallets.iter().find(|t| t.key == "cold").unwrap();
+    assert_eq!((cold_total.count, cold_total.usd.0), (1, "5".parse().unwrap()), "{cold_total:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

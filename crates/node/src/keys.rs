@@ -126,7 +126,8 @@ fn password(wallet: &str, env: &str, what: &str) -> NodeResult<Zeroizing<String>
 /// Unlocks every key the configuration names.
 fn unlock(config: &Config) -> NodeResult<KeyRing> {
     let mut ring = KeyRing::default();
-    for wallet in &config.model.wallets {
+    // An external wallet's key is the agent's: nothing to unlock.
+    for wallet in config.model.wallets.iter().filter(|w| !w.is_external()) {
         let Some(keys) = config.wallet_keys(&wallet.id) else { continue };
         let Some(kind) = config.model.chain(&wallet.chain).map(|c| c.kind) else { continue };
         let key_error = |message: String| NodeError::Key { wallet: wallet.id.clone(), message };

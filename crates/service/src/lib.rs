@@ -191,6 +191,7 @@ impl Services {
             config: Arc::clone(&config),
             store: store.clone(),
             audit: store.clone(),
+            authorizations: store.clone(),
             prices: Arc::clone(&prices),
             limits,
             clock: Arc::clone(&clock),

@@ -192,6 +192,12 @@ pub trait AuthorizationStore: Send + Sync {
     async fn authorization(&self, id: &str) -> StoreResult<Option<AuthorizationRecord>>;
     /// Every open authorization, oldest first.
     async fn open_authorizations(&self) -> StoreResult<Vec<AuthorizationRecord>>;
+    /// Authorizations issued in `[from, to)`, whatever became of them, oldest first.
+    async fn authorizations_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<AuthorizationRecord>>;
     /// Expires the open authorizations of wallets on `chain` whose expiry is before `deadline`
     /// (their expiry plus the chain's grace has passed): each decision is released and its
     /// budget returned, in one transaction. Returns them.

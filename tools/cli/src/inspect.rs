@@ -237,7 +237,7 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
         println!("  none");
     }
     for a in &s.open_authorizations {
-        let usd = a.usd.map(|u| format!(" (${})", u.round_dp(2))).unwrap_or_default();
+        let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
         println!(
             "  {}\t{} from {}: {} {}{usd} to {}, until {}",
             a.decision_id,

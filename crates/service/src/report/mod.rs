@@ -19,7 +19,7 @@ use spendguard_config::Config;
 use spendguard_core::reconcile::Class;
 use spendguard_core::{Balances, Decision, EventKind, SpendStatus};
 use spendguard_store::audit::{Anchor, AuditCheck, AuditEntry, AuditFilter};
-use spendguard_store::{AuditStore, DecisionRecord, ReportStore};
+use spendguard_store::{AuditStore, AuthorizationState, AuthorizationStore, DecisionRecord, ReportStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -206,15 +206,52 @@ pub struct Report {
     pub exceptions: Vec<Exception>,
     /// Money that came into registered wallets in the period, with balances around it.
     pub inflows: Vec<spendguard_store::RecordedInflow>,
+    /// Authorizations of external wallets' spends issued in the period, and what became of them.
+    pub authorizations: Vec<AuthorizationLine>,
     /// Spend per agent per day.
     pub daily: Vec<DailySpend>,
     /// Utilisation of each limit.
     pub limits: Vec<LimitUtilisation>,
 }
 
-/// Statuses whose money has left or is leaving.
+/// One authorization of an external wallet's spend, as the report lists it (without its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthorizationLine {
+    /// The decision.
+    pub decision_id: String,
+    /// Agent.
+    pub agent: String,
+    /// The external wallet.
+    pub wallet: String,
+    /// Asset key.
+    pub asset: String,
+    /// Amount in asset units.
+    pub amount: Decimal,
+    /// USD value booked.
+    pub usd: Option<Decimal>,
+    /// Recipient.
+    pub recipient: String,
+    /// Issued.
+    pub issued_at: DateTime<Utc>,
+    /// Pay before this.
+    pub expires_at: DateTime<Utc>,
+    /// Open (exposure: the agent may still pay it), consumed, expired or revoked.
+    pub state: AuthorizationState,
+    /// The transaction that paid it, or what expired or revoked it.
+    pub ended_by: Option<String>,
+}
+
+/// Statuses whose money has left or is leaving (an external wallet's authorization: may leave
+/// any moment).
 fn spent(s: SpendStatus) -> bool {
-    matches!(s, SpendStatus::Reserved | SpendStatus::Signed | SpendStatus::Broadcast | SpendStatus::Confirmed)
+    matches!(
+        s,
+        SpendStatus::Reserved
+            | SpendStatus::Signed
+            | SpendStatus::Broadcast
+            | SpendStatus::Confirmed
+            | SpendStatus::Authorized
+    )
 }
 
 #[derive(Default)]
@@ -247,6 +284,7 @@ pub struct Reports {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Arc<dyn ReportStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
+    pub(crate) authorizations: Arc<dyn AuthorizationStore>,
     pub(crate) prices: Arc<crate::prices::PriceBook>,
     pub(crate) limits: Limits,
     pub(crate) clock: Arc<dyn Clock>,
@@ -397,6 +435,25 @@ impl Reports {
             reconciliation,
             exceptions,
             inflows: self.store.inflows_between(from, to).await?,
+            authorizations: self
+                .authorizations
+                .authorizations_between(from, to)
+                .await?
+                .into_iter()
+                .map(|a| AuthorizationLine {
+                    decision_id: a.decision_id,
+                    agent: a.agent,
+                    wallet: a.wallet,
+                    asset: a.asset,
+                    amount: a.amount,
+                    usd: a.usd,
+                    recipient: a.recipient,
+                    issued_at: a.issued_at,
+                    expires_at: a.expires_at,
+                    state: a.state,
+                    ended_by: a.ended_by,
+                })
+                .collect(),
             daily: daily.into_iter().map(|((day, agent), usd)| DailySpend { day, agent, usd: Usd(usd) }).collect(),
             limits: self.utilisation().await?,
         })

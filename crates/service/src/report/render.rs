@@ -101,6 +101,11 @@ fn csv(r: &Report) -> String {
     for i in &r.inflows {
         row(["inflow", &i.wallet, "", "", &inflow_amount(i), &inflow_words(i)]);
     }
+    for a in &r.authorizations {
+        let usd = a.usd.map(|u| u.to_string()).unwrap_or_default();
+        let amount = format!("{} {}", a.amount.normalize(), a.asset);
+        row(["authorization", &a.wallet, "", &usd, &amount, &authorization_words(a)]);
+    }
     for d in &r.daily {
         row(["daily", &format!("{} {}", d.day, d.agent), "", &d.usd.to_string(), "", ""]);
     }
@@ -161,6 +166,20 @@ fn markdown(r: &Report) -> String {
     }
     for i in &r.inflows {
         let _ = writeln!(out, "- {} ← {}: {}", i.wallet, inflow_amount(i), inflow_words(i).replace('|', "\\|"));
+    }
+    let _ = writeln!(out, "\n## Authorizations (external wallets)\n");
+    if r.authorizations.is_empty() {
+        out.push_str("None.\n");
+    }
+    for a in &r.authorizations {
+        let _ = writeln!(
+            out,
+            "- {} {} {}: {}",
+            a.wallet,
+            a.amount.normalize(),
+            a.asset,
+            authorization_words(a).replace('|', "\\|")
+        );
     }
     let _ = writeln!(out, "\n## Spend per agent per day\n\n| day | agent | USD |\n|---|---|---:|");
     for d in &r.daily {
@@ -396,8 +415,37 @@ fn html(r: &Report) -> String {
             r.inflows.iter().map(|i| vec![i.seen_at.to_rfc3339(), i.wallet.clone(), inflow_amount(i), inflow_words(i)]),
         );
     }
+    out.push_str("<h2>Authorizations (external wallets)</h2>");
+    if r.authorizations.is_empty() {
+        out.push_str("<p>None.</p>");
+    } else {
+        table(
+            &mut out,
+            &["issued", "wallet", "amount", "state, agent, recipient, decision"],
+            r.authorizations.iter().map(|a| {
+                vec![
+                    a.issued_at.to_rfc3339(),
+                    a.wallet.clone(),
+                    format!("{} {}", a.amount.normalize(), a.asset),
+                    authorization_words(a),
+                ]
+            }),
+        );
+    }
     out.push_str("</body></html>\n");
     out
+}
+
+/// Where an authorization stands, for whom and to whom; an open one is exposure.
+fn authorization_words(a: &super::AuthorizationLine) -> String {
+    let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
+    let state = match a.state {
+        spendguard_store::AuthorizationState::Open => {
+            format!("OPEN until {} — the agent may still pay it", a.expires_at.to_rfc3339())
+        }
+        other => format!("{other}: {}", a.ended_by.as_deref().unwrap_or("")),
+    };
+    format!("{state}; agent {} to {}{usd}, decision {}", a.agent, a.recipient, a.decision_id)
 }
 
 /// `250 eth-local:USDC`, or the base units of an unknown token.

@@ -83,6 +83,22 @@ impl AuthorizationStore for SqliteStore {
         self.read(|c| query(c, "WHERE a.state = 'open' ORDER BY a.issued_at_us, a.decision_id", [])).await
     }
 
+    async fn authorizations_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<AuthorizationRecord>> {
+        let (from, to) = (to_us(from), to_us(to));
+        self.read(move |c| {
+            query(
+                c,
+                "WHERE a.issued_at_us >= ?1 AND a.issued_at_us < ?2 ORDER BY a.issued_at_us, a.decision_id",
+                params![from, to],
+            )
+        })
+        .await
+    }
+
     async fn expire_authorizations(
         &self,
         chain: &str,
