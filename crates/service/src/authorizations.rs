@@ -6,8 +6,7 @@ use crate::authority::Authority;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
 use crate::operators::Operators;
-use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use crate::overview::AuthorizationItem;
 use serde::Serialize;
 use spendguard_config::AdminAction;
 use spendguard_store::{AuthorizationState, AuthorizationStore};
@@ -45,54 +44,15 @@ pub struct Verification {
     pub status: TokenStatus,
     /// Why, in words.
     pub detail: String,
-    /// The decision it carries out (absent for an invalid token).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision_id: Option<String>,
-    /// The agent it was issued to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// The wallet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wallet: Option<String>,
-    /// Chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chain: Option<String>,
-    /// Who pays.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Recipient.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// Asset `chain:SYMBOL`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub asset: Option<String>,
-    /// Amount in asset units.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub amount: Option<Decimal>,
-    /// Pay before this.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The transaction that consumed it, or what revoked or expired it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_by: Option<String>,
+    /// The authorization it is (absent for an invalid token): decision, agent, wallet, asset,
+    /// amount, recipient, expiry, state and what ended it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationItem>,
 }
 
 impl Verification {
     fn invalid(detail: String) -> Verification {
-        Verification {
-            status: TokenStatus::Invalid,
-            detail,
-            decision_id: None,
-            agent: None,
-            wallet: None,
-            chain: None,
-            from: None,
-            to: None,
-            asset: None,
-            amount: None,
-            expires_at: None,
-            ended_by: None,
-        }
+        Verification { status: TokenStatus::Invalid, detail, authorization: None }
     }
 }
 
@@ -153,19 +113,6 @@ impl Authorizations {
             AuthorizationState::Expired => (TokenStatus::Expired, a.ended_by.clone().unwrap_or_default()),
             AuthorizationState::Revoked => (TokenStatus::Revoked, a.ended_by.clone().unwrap_or_default()),
         };
-        Ok(Verification {
-            status,
-            detail,
-            decision_id: Some(a.decision_id),
-            agent: Some(a.agent),
-            wallet: Some(a.wallet),
-            chain: Some(a.chain),
-            from: Some(a.from),
-            to: Some(a.recipient),
-            asset: Some(a.asset),
-            amount: Some(a.amount),
-            expires_at: Some(a.expires_at),
-            ended_by: a.ended_by,
-        })
+        Ok(Verification { status, detail, authorization: Some(AuthorizationItem::of(a)) })
     }
 }

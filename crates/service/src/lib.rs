@@ -66,7 +66,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use execution::Executor;
 pub use metrics::Metrics;
 pub use operators::{FrozenScope, Operators};
-pub use overview::{Exposures, LimitUse, OpenAuthorizationItem, Overview, PendingItem, Status, WalletStatus};
+pub use overview::{AuthorizationItem, Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus};
 pub use prices::{PriceBook, PriceState};
 pub use report::Reports;
 pub use spending::Spending;

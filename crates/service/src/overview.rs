@@ -124,9 +124,10 @@ pub struct WalletStatus {
     pub authorized_usd: Usd,
 }
 
-/// An open authorization of an external wallet, in `status`.
+/// An authorization of an external wallet's spend, as operators see it in `status` (open ones)
+/// and reports (all issued in the period) — without its token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OpenAuthorizationItem {
+pub struct AuthorizationItem {
     /// Decision id.
     pub decision_id: String,
     /// Agent.
@@ -145,6 +146,29 @@ pub struct OpenAuthorizationItem {
     pub issued_at: DateTime<Utc>,
     /// Pay before this.
     pub expires_at: DateTime<Utc>,
+    /// Open (exposure: the agent may still pay it), consumed, expired or revoked.
+    pub state: spendguard_store::AuthorizationState,
+    /// The transaction that paid it, or what expired or revoked it.
+    pub ended_by: Option<String>,
+}
+
+impl AuthorizationItem {
+    /// The listing form of a stored authorization.
+    pub fn of(a: spendguard_store::AuthorizationRecord) -> AuthorizationItem {
+        AuthorizationItem {
+            decision_id: a.decision_id,
+            agent: a.agent,
+            wallet: a.wallet,
+            asset: a.asset,
+            amount: a.amount,
+            usd: a.usd,
+            recipient: a.recipient,
+            issued_at: a.issued_at,
+            expires_at: a.expires_at,
+            state: a.state,
+            ended_by: a.ended_by,
+        }
+    }
 }
 
 /// The answer of `status`.
@@ -163,7 +187,7 @@ pub struct Status {
     /// Every asset's price: source, value, publish time, age, and whether decisions may use it.
     pub prices: Vec<crate::prices::PriceState>,
     /// External wallets' authorizations waiting for the agent's payment, oldest first.
-    pub open_authorizations: Vec<OpenAuthorizationItem>,
+    pub open_authorizations: Vec<AuthorizationItem>,
 }
 
 /// Spend already committed to within a horizon.
@@ -291,20 +315,7 @@ impl Overview {
                 self.prices.read_unread().await;
                 self.prices.states(now)
             },
-            open_authorizations: open
-                .into_iter()
-                .map(|a| OpenAuthorizationItem {
-                    decision_id: a.decision_id,
-                    agent: a.agent,
-                    wallet: a.wallet,
-                    asset: a.asset,
-                    amount: a.amount,
-                    usd: a.usd,
-                    recipient: a.recipient,
-                    issued_at: a.issued_at,
-                    expires_at: a.expires_at,
-                })
-                .collect(),
+            open_authorizations: open.into_iter().map(AuthorizationItem::of).collect(),
         })
     }
 

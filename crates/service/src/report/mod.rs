@@ -10,7 +10,7 @@ mod schedule;
 use crate::clock::Clock;
 use crate::error::ServiceResult;
 use crate::limits::{percent_used, Limits};
-use crate::overview::usd_of;
+use crate::overview::{usd_of, AuthorizationItem};
 use crate::usd::Usd;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -19,7 +19,7 @@ use spendguard_config::Config;
 use spendguard_core::reconcile::Class;
 use spendguard_core::{Balances, Decision, EventKind, SpendStatus};
 use spendguard_store::audit::{Anchor, AuditCheck, AuditEntry, AuditFilter};
-use spendguard_store::{AuditStore, AuthorizationState, AuthorizationStore, DecisionRecord, ReportStore};
+use spendguard_store::{AuditStore, AuthorizationStore, DecisionRecord, ReportStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -207,38 +207,11 @@ pub struct Report {
     /// Money that came into registered wallets in the period, with balances around it.
     pub inflows: Vec<spendguard_store::RecordedInflow>,
     /// Authorizations of external wallets' spends issued in the period, and what became of them.
-    pub authorizations: Vec<AuthorizationLine>,
+    pub authorizations: Vec<AuthorizationItem>,
     /// Spend per agent per day.
     pub daily: Vec<DailySpend>,
     /// Utilisation of each limit.
     pub limits: Vec<LimitUtilisation>,
-}
-
-/// One authorization of an external wallet's spend, as the report lists it (without its token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuthorizationLine {
-    /// The decision.
-    pub decision_id: String,
-    /// Agent.
-    pub agent: String,
-    /// The external wallet.
-    pub wallet: String,
-    /// Asset key.
-    pub asset: String,
-    /// Amount in asset units.
-    pub amount: Decimal,
-    /// USD value booked.
-    pub usd: Option<Decimal>,
-    /// Recipient.
-    pub recipient: String,
-    /// Issued.
-    pub issued_at: DateTime<Utc>,
-    /// Pay before this.
-    pub expires_at: DateTime<Utc>,
-    /// Open (exposure: the agent may still pay it), consumed, expired or revoked.
-    pub state: AuthorizationState,
-    /// The transaction that paid it, or what expired or revoked it.
-    pub ended_by: Option<String>,
 }
 
 /// Statuses whose money has left or is leaving (an external wallet's authorization: may leave
@@ -440,19 +413,7 @@ impl Reports {
                 .authorizations_between(from, to)
                 .await?
                 .into_iter()
-                .map(|a| AuthorizationLine {
-                    decision_id: a.decision_id,
-                    agent: a.agent,
-                    wallet: a.wallet,
-                    asset: a.asset,
-                    amount: a.amount,
-                    usd: a.usd,
-                    recipient: a.recipient,
-                    issued_at: a.issued_at,
-                    expires_at: a.expires_at,
-                    state: a.state,
-                    ended_by: a.ended_by,
-                })
+                .map(AuthorizationItem::of)
                 .collect(),
             daily: daily.into_iter().map(|((day, agent), usd)| DailySpend { day, agent, usd: Usd(usd) }).collect(),
             limits: self.utilisation().await?,

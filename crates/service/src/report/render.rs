@@ -437,7 +437,7 @@ fn html(r: &Report) -> String {
 }
 
 /// Where an authorization stands, for whom and to whom; an open one is exposure.
-fn authorization_words(a: &super::AuthorizationLine) -> String {
+fn authorization_words(a: &crate::overview::AuthorizationItem) -> String {
     let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
     let state = match a.state {
         spendguard_store::AuthorizationState::Open => {
