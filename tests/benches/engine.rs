@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
                 asset: Some(asset.into()),
                 operation: None,
                 at: when,
+                domain: None,
             };
             assert!(sb.spend(&req).is_allowed(), "history must be allowed");
         }
@@ -115,6 +116,7 @@ fn varied_requests(n: usize) -> Vec<SpendRequest> {
                 asset: Some(asset.into()),
                 operation: None,
                 at: when,
+                domain: None,
             }
         })
         .collect()

@@ -35,3 +35,4 @@ mod solana;
 mod spend_faults;
 mod transport;
 mod watcher_faults;
+mod x402;

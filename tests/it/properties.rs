@@ -73,7 +73,7 @@ proptest! {
                 _ => ("eth-hot", PLAIN_EVM, "USDC"),
             };
             let usd = Decimal::new(i64::from(s.cents), 2);
-            let req = SpendRequest { agent: agent.into(), wallet: wallet.into(), to: to.into(), amount: usd, asset: Some(asset.into()), operation: None, at: now };
+            let req = SpendRequest { agent: agent.into(), wallet: wallet.into(), to: to.into(), amount: usd, asset: Some(asset.into()), operation: None, at: now, domain: None };
             let e = if reserve { sb.reserve(&req) } else { sb.spend(&req) };
             if e.is_allowed() {
                 allowed.push(Allowed { at: now, agent, wallet, usd });

@@ -30,6 +30,7 @@ impl Field {
                 prices: Default::default(),
                 idempotency_key: None,
                 memo: None,
+                x402: None,
             })
             .await
             .unwrap()

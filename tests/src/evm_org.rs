@@ -358,10 +358,15 @@ impl EvmOrg {
 
     /// TUSD base units held by `owner`, read from the chain.
     pub async fn token_balance(&self, owner: &str) -> u128 {
+        self.token_balance_of(&self.token, owner).await
+    }
+
+    /// `owner`'s balance of the ERC-20 at `token`, in base units.
+    pub async fn token_balance_of(&self, token: &str, owner: &str) -> u128 {
         let out = testing::rpc_call(
             &self.anvil.url,
             "eth_call",
-            serde_json::json!([{ "to": self.token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
+            serde_json::json!([{ "to": token, "data": format!("0x70a08231000000000000000000000000{}", &owner[2..]) }, "latest"]),
         )
         .await
         .expect("balanceOf");

@@ -211,6 +211,9 @@ pub const TEST_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestToken.bin"
 pub const TEST_FEE_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestFeeToken.bin");
 /// Creation bytecode of `fixtures/evm/TestDrainer.sol` (what an EIP-7702 phishing kit delegates to).
 pub const TEST_DRAINER_BIN: &str = include_str!("../../fixtures/evm/TestDrainer.bin");
+/// Creation bytecode of `fixtures/evm/TestEip3009Token.sol` (USDC-like: EIP-3009 under the
+/// domain "USD Coin" / "2"); constructor `(uint256 supply)`.
+pub const TEST_EIP3009_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestEip3009Token.bin");
 /// Creation bytecode of `fixtures/evm/TestPriceFeed.sol` (a Chainlink-interface feed a test sets).
 pub const TEST_PRICE_FEED_BIN: &str = include_str!("../../fixtures/evm/TestPriceFeed.bin");
 
@@ -367,6 +370,7 @@ pub fn request(agent: &str, wallet: &str, to: &str, amount: &str, asset: Option<
         asset: asset.map(str::to_string),
         operation: None,
         at: at(when),
+        domain: None,
     }
 }
 

@@ -56,6 +56,16 @@ pub struct Config {
     pub reports: Vec<ReportConfig>,
     /// Which operator roles may take each admin action.
     pub roles: AdminRoles,
+    /// `[x402]`.
+    pub x402: X402Settings,
+}
+
+/// `[x402]`: paying HTTP 402 challenges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct X402Settings {
+    /// An authorization's `validBefore` is never later than now plus this, whatever the server
+    /// asks (default 5 minutes).
+    pub max_timeout: TimeDelta,
 }
 
 /// An action operators take through the admin API or the CLI, each allowed to the roles

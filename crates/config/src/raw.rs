@@ -121,6 +121,14 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) report: Vec<RawReport>,
     pub(crate) roles: Option<RawRoles>,
+    pub(crate) x402: Option<RawX402>,
+}
+
+/// `[x402]`: paying HTTP 402 challenges.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawX402 {
+    pub(crate) max_timeout: Option<DurationText>,
 }
 
 /// `[roles]`: for each admin action, the operator roles that may take it.
@@ -309,6 +317,7 @@ pub(crate) struct RawRecipientRule {
     pub(crate) category: Option<String>,
     pub(crate) merchant: Option<String>,
     pub(crate) address: Option<String>,
+    pub(crate) domain: Option<String>,
     pub(crate) action: RecipientAction,
     pub(crate) per_tx_cap_usd: Option<Money>,
 }

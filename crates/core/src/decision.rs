@@ -117,6 +117,9 @@ pub enum ReasonCode {
     NoPolicy,
     /// A rule needs the amount's USD value and the asset has no fresh, sane price.
     PriceUnavailable,
+    /// No requirement of an x402 challenge can be paid from the wallet (scheme, network,
+    /// token, amount or timeout).
+    X402Unpayable,
 }
 
 impl ReasonCode {
@@ -144,6 +147,7 @@ impl ReasonCode {
             ReasonCode::Delayed => "DELAYED",
             ReasonCode::NoPolicy => "NO_POLICY",
             ReasonCode::PriceUnavailable => "PRICE_UNAVAILABLE",
+            ReasonCode::X402Unpayable => "X402_UNPAYABLE",
         }
     }
 

@@ -38,6 +38,9 @@ pub struct SpendRequest {
     pub operation: Option<String>,
     /// When the request is evaluated.
     pub at: DateTime<Utc>,
+    /// The host of the resource an x402 payment buys (`api.weather.example`), for recipient
+    /// rules naming a `domain`; `None` for plain transfers.
+    pub domain: Option<String>,
 }
 
 /// Live wallet balances by asset (`chain:SYMBOL`); an absent asset means "not known".
@@ -551,6 +554,7 @@ impl Run<'_> {
             RecipientMatch::Category(c) => spend.category.as_ref() == Some(c),
             RecipientMatch::Merchant(m) => spend.merchant.as_ref() == Some(m),
             RecipientMatch::Address { chain, address } => *chain == spend.chain && *address == spend.recipient,
+            RecipientMatch::Domain(d) => self.req.domain.as_deref().is_some_and(|host| host.eq_ignore_ascii_case(d)),
         });
         let who = match (&spend.merchant, &spend.category) {
             (Some(m), Some(c)) => format!("recipient {} (merchant {m}, category {c})", spend.recipient),

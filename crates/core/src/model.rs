@@ -73,6 +73,17 @@ impl fmt::Display for ChainKind {
     }
 }
 
+/// An EVM address (`0x` and 40 hex digits, any case) in its EIP-55 checksummed form, as
+/// wallets and libraries such as web3.py insist on; anything else is returned as given.
+pub fn eip55_address(address: &str) -> String {
+    match address.strip_prefix("0x") {
+        Some(hex) if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("0x{}", eip55(&hex.to_ascii_lowercase()))
+        }
+        _ => address.to_string(),
+    }
+}
+
 /// The EIP-55 checksummed form of 40 lower-case hex digits: each letter upper-cased where the
 /// matching nibble of the Keccak-256 of the lower-case text is 8 or more.
 fn eip55(lower: &str) -> String {
@@ -357,6 +368,8 @@ pub enum RecipientMatch {
         /// Canonical address.
         address: String,
     },
+    /// The host of the resource an x402 payment buys (lower case).
+    Domain(String),
 }
 
 /// One recipient rule.

@@ -67,6 +67,10 @@ pub struct Outflow {
     pub token: Option<String>,
     /// Amount in asset units (configured assets) or base units (unknown tokens).
     pub amount: Decimal,
+    /// A token transfer made by an EIP-3009 authorization: the nonce of the
+    /// `AuthorizationUsed(authorizer, nonce)` log paired with its `Transfer` (hex), which says
+    /// which signed authorization (an x402 payment) moved it.
+    pub authorization_nonce: Option<String>,
 }
 
 /// Money that came into a registered wallet: a treasury movement in the books.
@@ -340,6 +344,7 @@ mod tests {
             asset: Some("eth:ETH".into()),
             token: None,
             amount: Decimal::from(amount),
+            authorization_nonce: None,
         }
     }
 

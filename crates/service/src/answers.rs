@@ -72,6 +72,132 @@ pub struct SpendArgs {
     pub idempotency_key: Option<String>,
 }
 
+/// The arguments of `pay_x402`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayX402Args {
+    /// The wallet to pay from (EVM, custodial).
+    pub wallet: String,
+    /// The server's 402 `PaymentRequired` body, as JSON.
+    pub payment_required: serde_json::Value,
+    /// Free text recorded with the decision.
+    pub memo: Option<String>,
+    /// Stripe-style idempotency key: the same key returns the same header.
+    pub idempotency_key: Option<String>,
+}
+
+impl PayX402Args {
+    /// Refuses an argument larger than its bound.
+    pub(crate) fn check_sizes(&self) -> crate::ServiceResult<()> {
+        bounded("wallet", &self.wallet, ID_MAX)?;
+        bounded("memo", self.memo.as_deref().unwrap_or_default(), MEMO_MAX)?;
+        bounded("idempotency_key", self.idempotency_key.as_deref().unwrap_or_default(), IDEMPOTENCY_KEY_MAX)?;
+        let size = self.payment_required.to_string().len();
+        if size > crate::x402::CHALLENGE_MAX {
+            return Err(crate::ServiceError::Invalid(format!(
+                "payment_required is {size} bytes; at most {} are accepted",
+                crate::x402::CHALLENGE_MAX
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where an x402 payment stands, as the agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum X402Status {
+    /// Signed: send `payment_signature` to the server.
+    Signed,
+    /// DELAY tier: signed when due (`spend_status` then carries the header).
+    Queued,
+    /// APPROVAL tier: signed once approved.
+    PendingApproval,
+    /// Refused.
+    Denied,
+    /// Allowed, not yet signed; spendguard keeps trying.
+    Processing,
+    /// Settled on chain by the server's facilitator.
+    Settled,
+    /// Cancelled, expired unpaid or frozen before signing; the budget is back.
+    Released,
+    /// Could not be signed.
+    Failed,
+}
+
+/// The result of `pay_x402`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct X402Outcome {
+    /// Decision id (absent when the challenge could not be paid at all).
+    pub decision_id: Option<String>,
+    /// Where it stands.
+    pub status: X402Status,
+    /// The verdict.
+    pub decision: Decision,
+    /// Tier.
+    pub tier: Tier,
+    /// Every reason.
+    pub reasons: Vec<Reason>,
+    /// The requirement paid, as the server wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<serde_json::Value>,
+    /// The EIP-3009 authorization signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<crate::x402::PaymentAuthorization>,
+    /// The `PAYMENT-SIGNATURE` header's value (version 1: `X-PAYMENT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_signature: Option<String>,
+    /// When a DELAY payment is signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execute_after: Option<DateTime<Utc>>,
+    /// When an APPROVAL request expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// True when this answers a repeated idempotency key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+    /// What the amount was valued at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valuation: Option<Valuation>,
+}
+
+impl X402Outcome {
+    pub(crate) fn of(
+        o: SpendOutcome,
+        accepted: Option<serde_json::Value>,
+        authorization: Option<AuthorizationRecord>,
+    ) -> X402Outcome {
+        let status = match o.status {
+            AgentStatus::Authorized => X402Status::Signed,
+            AgentStatus::Confirmed => X402Status::Settled,
+            AgentStatus::Queued => X402Status::Queued,
+            AgentStatus::PendingApproval => X402Status::PendingApproval,
+            AgentStatus::Denied => X402Status::Denied,
+            AgentStatus::Processing | AgentStatus::Executed => X402Status::Processing,
+            AgentStatus::Released => X402Status::Released,
+            AgentStatus::Failed => X402Status::Failed,
+        };
+        let header = authorization.map(|a| a.token);
+        X402Outcome {
+            decision_id: o.decision_id,
+            status,
+            decision: o.decision,
+            tier: o.tier,
+            reasons: o.reasons,
+            accepted,
+            authorization: header.as_deref().and_then(crate::x402::authorization_in),
+            payment_signature: header,
+            execute_after: o.execute_after,
+            approval_expires_at: o.approval_expires_at,
+            failure: o.failure,
+            replayed: o.replayed,
+            valuation: o.valuation,
+        }
+    }
+}
+
 /// Where a spend stands, as the agent sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -309,6 +435,9 @@ pub struct StatusReport {
     /// External wallet: its authorization and where it stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationView>,
+    /// x402 payment: the `PAYMENT-SIGNATURE` header's value once signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_signature: Option<String>,
 }
 
 impl StatusReport {
@@ -333,11 +462,14 @@ impl StatusReport {
             failure: r.failure,
             decision_id: r.id,
             authorization: None,
+            payment_signature: None,
         }
     }
 
-    /// With the authorization an external wallet's spend carries.
+    /// With the authorization an external wallet's spend or an x402 payment carries.
     pub(crate) fn with_authorization(mut self, a: Option<AuthorizationRecord>) -> StatusReport {
+        self.payment_signature =
+            a.as_ref().filter(|a| a.kind == spendguard_store::AuthorizationKind::X402).map(|a| a.token.clone());
         self.authorization = a.map(AuthorizationView::of);
         self
     }

@@ -78,6 +78,7 @@ impl Reconciler {
                     asset: o.asset,
                     token: o.token,
                     amount: o.amount,
+                    authorization_nonce: o.authorization_nonce,
                 })
             })
             .collect()

@@ -7,13 +7,15 @@ use crate::authority::{Authority, AuthorizationClaims};
 use crate::chains::Chains;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
+use spendguard_chain::TransferAuthorization;
 use spendguard_chain::{ChainClient, ChainError, SignedTx, Transfer};
 use spendguard_config::Config;
 use spendguard_core::model::{Asset, Custody, Wallet};
 use spendguard_core::SpendStatus;
 use spendguard_store::{
-    Account, AuthorizationStore, Authorizing, DecisionRecord, DecisionStore, Intent, IssueWith, OutboxStore, Resigning,
-    SignWith, SignedRecord, Signing, SigningError, SigningStore, StoreError,
+    Account, AuthorizationKind, AuthorizationRequest, AuthorizationStore, Authorizing, DecisionRecord, DecisionStore,
+    Intent, IssueWith, Issued, OutboxStore, Resigning, SignWith, SignedRecord, Signing, SigningError, SigningStore,
+    StoreError, X402Request,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -116,6 +118,9 @@ impl Executor {
         let (wallet, asset) = self.wallet_and_asset(&record)?;
         if let Custody::External { authorization_ttl } = wallet.custody {
             return self.authorize(&record, wallet, asset, authorization_ttl).await;
+        }
+        if let Some(x402) = &record.x402 {
+            return self.sign_x402(&record, wallet, asset, x402).await;
         }
         let client = Arc::clone(self.chains.get(&wallet.chain)?);
         let signed = match self.signing.signed_tx(id).await? {
@@ -233,14 +238,108 @@ impl Executor {
         };
         let issue: IssueWith = Box::new(move |intent_hash: &str| {
             claims.intent_hash = intent_hash.to_string();
-            Ok(authority.issue(&claims))
+            Ok(Issued { token: authority.issue(&claims), nonce: None })
         });
-        let intent = intent_of(record, wallet, asset);
-        match self.authorizations.authorize(id, intent, expires_at, fee_cap, issue, now).await {
+        self.store_authorization(
+            record,
+            AuthorizationKind::External,
+            intent_of(record, wallet, asset),
+            expires_at,
+            fee_cap,
+            issue,
+        )
+        .await
+    }
+
+    /// Signs an x402 payment: an EIP-3009 `TransferWithAuthorization` of exactly the decided
+    /// amount, payee and token, valid until now plus the lesser of the server's
+    /// `maxTimeoutSeconds` and `[x402] max_timeout`, with a random nonce — signed inside the
+    /// ledger transaction that stores it, so one decision never has two live authorizations.
+    async fn sign_x402(
+        &self,
+        record: &DecisionRecord,
+        wallet: &Wallet,
+        asset: &Asset,
+        x402: &X402Request,
+    ) -> ServiceResult<DecisionRecord> {
+        let client = Arc::clone(self.chains.get(&wallet.chain)?);
+        let now = self.clock.now();
+        let timeout = chrono::TimeDelta::seconds(i64::try_from(x402.max_timeout_seconds).unwrap_or(i64::MAX))
+            .min(self.config.x402.max_timeout);
+        let valid_before = now + timeout;
+        let token = asset.token.clone().ok_or_else(|| {
+            ServiceError::Unconfigured(format!("asset {} has no token contract to authorize", asset.key()))
+        })?;
+        let value = crate::x402::base_units(record.amount, asset.decimals).ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "amount {} is not a whole number of {}'s base units",
+                record.amount,
+                asset.key()
+            ))
+        })?;
+        let mut nonce = [0u8; 32];
+        getrandom::getrandom(&mut nonce).map_err(|e| ServiceError::Unconfigured(format!("no randomness: {e}")))?;
+        let authorization = TransferAuthorization {
+            from: wallet.address.clone(),
+            to: record.recipient.clone(),
+            token,
+            domain_name: x402.domain_name.clone(),
+            domain_version: x402.domain_version.clone(),
+            value,
+            valid_after: 0,
+            valid_before: u64::try_from(valid_before.timestamp()).unwrap_or(0),
+            nonce,
+        };
+        let request = x402.clone();
+        let issue: IssueWith = Box::new(move |_intent_hash: &str| {
+            let signature = client
+                .sign_transfer_authorization(&authorization)
+                .map_err(|e| SigningError { retryable: e.is_retryable(), source: Box::new(e) })?;
+            let nonce = format!("0x{}", hex::encode(authorization.nonce));
+            // Addresses as EIP-55 writes them: facilitators (web3.py) refuse lower-case ones.
+            let signed = crate::x402::PaymentAuthorization {
+                from: spendguard_core::model::eip55_address(&authorization.from),
+                to: spendguard_core::model::eip55_address(&authorization.to),
+                value: authorization.value.to_string(),
+                valid_after: authorization.valid_after.to_string(),
+                valid_before: authorization.valid_before.to_string(),
+                nonce: nonce.clone(),
+            };
+            Ok(Issued { token: crate::x402::payment_header(&request, &signed, &signature), nonce: Some(nonce) })
+        });
+        let expires_at = chrono::DateTime::from_timestamp(valid_before.timestamp(), 0).unwrap_or(valid_before);
+        self.store_authorization(
+            record,
+            AuthorizationKind::X402,
+            intent_of(record, wallet, asset),
+            expires_at,
+            None,
+            issue,
+        )
+        .await
+    }
+
+    /// Has the ledger store an authorization `issue` signs, in the transaction that checks the
+    /// decision is still reserved, unfrozen and what was decided.
+    async fn store_authorization(
+        &self,
+        record: &DecisionRecord,
+        kind: AuthorizationKind,
+        intent: Intent,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        fee_cap: Option<rust_decimal::Decimal>,
+        issue: IssueWith,
+    ) -> ServiceResult<DecisionRecord> {
+        let id = record.id.as_str();
+        let now = self.clock.now();
+        let request = AuthorizationRequest { kind, intent, expires_at, fee_cap, issue };
+        match self.authorizations.authorize(id, request, now).await {
             Ok(Authorizing::Authorized(_) | Authorizing::NotExecutable(_)) => self.record(id).await,
             Err(e @ (StoreError::IntentChanged(_) | StoreError::IntentMissing(_))) => {
                 self.fail(id, &e.to_string(), false).await
             }
+            Err(StoreError::Signing(e)) if e.retryable => Ok(record.clone()),
+            Err(StoreError::Signing(e)) => self.fail(id, &e.to_string(), false).await,
             Err(e) => Err(e.into()),
         }
     }

@@ -2,9 +2,10 @@
 //! the ledger concerns, chain clients and clock it needs.
 //!
 //! # Layout
-//! - [`Spending`] (`spending.rs`, its answers in `answers.rs`): `evaluate`, `spend`, `balance`,
-//!   `spend_status`, `cancel_spend` — evaluate-and-reserve in one ledger transaction, then an
-//!   allowed spend executed at once.
+//! - [`Spending`] (`spending.rs`, its answers in `answers.rs`): `evaluate`, `spend`, `pay_x402`,
+//!   `balance`, `spend_status`, `cancel_spend` — evaluate-and-reserve in one ledger transaction,
+//!   then an allowed spend executed at once; [`x402`] reads x402 challenges and writes the
+//!   payment header.
 //! - [`Executor`] (`execution.rs`): signs (nonce allocated and transaction stored before it is
 //!   sent, checked against the decision's intent hash) and broadcasts — or, for an external
 //!   wallet, issues the authorization the agent pays with ([`Authority`], `authority.rs`); its background pass
@@ -50,11 +51,12 @@ mod prices;
 pub mod report;
 mod spending;
 mod usd;
+pub mod x402;
 
 pub use alerts::{AlertChannel, AlertDelivery};
 pub use answers::{
-    AgentStatus, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances,
-    IDEMPOTENCY_KEY_MAX, MEMO_MAX,
+    AgentStatus, BalanceReport, EvaluateArgs, PayX402Args, SpendArgs, SpendOutcome, StatusReport, WalletBalances,
+    X402Outcome, X402Status, IDEMPOTENCY_KEY_MAX, MEMO_MAX,
 };
 pub use auditor::{Auditor, BLOCKS_PER_PASS};
 pub use authority::{Authority, AuthorizationClaims, TokenError};

@@ -38,6 +38,7 @@ impl Limits {
                 asset: Some(asset.key()),
                 operation: None,
                 at: self.clock.now(),
+                domain: None,
             };
             let known: Balances =
                 balances.iter().filter(|(k, _)| **k == asset.key()).map(|(k, v)| (k.clone(), *v)).collect();

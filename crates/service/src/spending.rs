@@ -3,7 +3,8 @@
 //! executed at once by the [`Executor`].
 
 use crate::answers::{
-    bounded, BalanceReport, EvaluateArgs, SpendArgs, SpendOutcome, StatusReport, WalletBalances, ID_MAX,
+    bounded, BalanceReport, EvaluateArgs, PayX402Args, SpendArgs, SpendOutcome, StatusReport, WalletBalances,
+    X402Outcome, ID_MAX,
 };
 use crate::chains::Chains;
 use crate::clock::Clock;
@@ -101,7 +102,7 @@ impl Spending {
     /// Turns tool arguments into a request, or the `INVALID_AMOUNT` reason when the amount is
     /// not a decimal string. Nothing is trimmed: `" 5"` is not an amount and `"0xab… "` not an
     /// address, so neither is guessed at.
-    fn request(&self, agent: &str, args: &EvaluateArgs) -> Result<SpendRequest, Reason> {
+    fn request(&self, agent: &str, args: &EvaluateArgs, domain: Option<String>) -> Result<SpendRequest, Reason> {
         let amount = parse_decimal(&args.amount).map_err(|e| Reason {
             code: ReasonCode::InvalidAmount,
             policy_id: None,
@@ -116,6 +117,7 @@ impl Spending {
             asset: args.asset.clone().filter(|a| !a.is_empty()),
             operation: args.operation.clone().filter(|o| !o.is_empty()),
             at: self.clock.now(),
+            domain,
         })
     }
 
@@ -138,7 +140,7 @@ impl Spending {
     /// (the chain's `balance_max_age`); unreadable balances are left unknown.
     pub async fn evaluate(&self, agent: &str, args: EvaluateArgs) -> ServiceResult<Evaluation> {
         args.check_sizes()?;
-        let req = match self.request(agent, &args) {
+        let req = match self.request(agent, &args, None) {
             Ok(r) => r,
             Err(reason) => {
                 return Ok(Evaluation {
@@ -167,7 +169,80 @@ impl Spending {
     pub async fn spend(&self, agent: &str, args: SpendArgs) -> ServiceResult<SpendOutcome> {
         let _busy = self.start_work();
         args.check_sizes()?;
-        let req = match self.request(agent, &args.request) {
+        self.decide(agent, args, None).await
+    }
+
+    /// `pay_x402`: the first requirement of the server's challenge the wallet can pay, decided
+    /// as a spend of its amount to its payee (the resource's host usable in recipient rules)
+    /// and, when allowed, signed as an EIP-3009 authorization (at once for INSTANT and NOTIFY;
+    /// when due or approved otherwise).
+    pub async fn pay_x402(&self, agent: &str, args: PayX402Args) -> ServiceResult<X402Outcome> {
+        let _busy = self.start_work();
+        args.check_sizes()?;
+        let model = &self.config.model;
+        let assigned = model.agent(agent).is_some_and(|a| a.wallets.contains(&args.wallet));
+        let wallet = match model.wallet(&args.wallet) {
+            Some(w) if assigned => w,
+            _ => {
+                // Not a wallet of this agent: the engine says which way, as for `spend`.
+                let spend = SpendArgs {
+                    request: EvaluateArgs {
+                        wallet: args.wallet,
+                        to: String::new(),
+                        amount: "0".into(),
+                        ..Default::default()
+                    },
+                    idempotency_key: None,
+                };
+                let refused = self.decide(agent, spend, None).await?;
+                return Ok(X402Outcome::of(refused, None, None));
+            }
+        };
+        let payable = match crate::x402::choose(&self.config, wallet, &args.payment_required) {
+            Ok(p) => p,
+            Err(why) => {
+                let reason = Reason {
+                    code: ReasonCode::X402Unpayable,
+                    policy_id: None,
+                    rule: "payment_required".into(),
+                    detail: format!("no requirement can be paid from wallet {}: {why}", wallet.id),
+                };
+                return Ok(X402Outcome::of(SpendOutcome::refused(None, vec![reason]), None, None));
+            }
+        };
+        let spend = SpendArgs {
+            request: EvaluateArgs {
+                wallet: args.wallet,
+                to: payable.pay_to.clone(),
+                amount: payable.amount.to_string(),
+                asset: Some(payable.asset.symbol.clone()),
+                operation: None,
+                memo: args.memo,
+            },
+            idempotency_key: args.idempotency_key,
+        };
+        let outcome = self.decide(agent, spend, Some(payable)).await?;
+        let authorization = match outcome.decision_id.as_deref() {
+            Some(id) => self.authorizations.authorization(id).await?,
+            None => None,
+        };
+        let accepted = match outcome.decision_id.as_deref() {
+            Some(id) => self.decisions.decision(id).await?.and_then(|d| d.x402).map(|x| x.accepted),
+            None => None,
+        };
+        Ok(X402Outcome::of(outcome, accepted, authorization))
+    }
+
+    /// Evaluates, reserves and (when the tier allows) executes a spend — a transfer, or with
+    /// `x402` an x402 payment.
+    async fn decide(
+        &self,
+        agent: &str,
+        args: SpendArgs,
+        x402: Option<crate::x402::Payable>,
+    ) -> ServiceResult<SpendOutcome> {
+        let domain = x402.as_ref().and_then(|p| p.domain.clone());
+        let req = match self.request(agent, &args.request, domain) {
             Ok(r) => r,
             Err(reason) => return Ok(SpendOutcome::refused(None, vec![reason])),
         };
@@ -193,6 +268,7 @@ impl Spending {
             prices,
             idempotency_key: args.idempotency_key.filter(|k| !k.is_empty()),
             memo: args.request.memo,
+            x402: x402.map(|p| p.request),
         };
         let started = std::time::Instant::now();
         let outcome = self.decisions.reserve(reserve).await?;
@@ -309,7 +385,9 @@ impl Spending {
         record: &spendguard_store::DecisionRecord,
     ) -> ServiceResult<Option<spendguard_store::AuthorizationRecord>> {
         match self.config.model.wallet(&record.wallet) {
-            Some(w) if w.is_external() => Ok(self.authorizations.authorization(&record.id).await?),
+            Some(w) if w.is_external() || record.x402.is_some() => {
+                Ok(self.authorizations.authorization(&record.id).await?)
+            }
             _ => Ok(None),
         }
     }

@@ -63,11 +63,13 @@ fn request(at: DateTime<Utc>) -> ReserveRequest {
             asset: Some("USDC".into()),
             operation: None,
             at,
+            domain: None,
         },
         balances: Balances::new(),
         prices: Default::default(),
         idempotency_key: None,
         memo: None,
+        x402: None,
     }
 }
 

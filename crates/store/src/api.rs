@@ -173,21 +173,14 @@ pub trait OutflowStore: Send + Sync {
 /// authorization. Freezes revoke them (`FreezeStore`).
 #[async_trait]
 pub trait AuthorizationStore: Send + Sync {
-    /// Authorizes a reserved decision of an external wallet, in one transaction: the decision
+    /// Authorizes a reserved decision (an external wallet's spend, or an x402 payment), in one
+    /// transaction: the decision
     /// must still be reserved and not covered by a freeze, `intent` must hash to the one bound
     /// to it; then `issue` signs the token over that hash, the authorization is stored open
     /// until `expires_at`, the decision becomes `authorized` (booking `fee_cap` as the most its
     /// payment's fee may cost) and the audit log records it. A decision authorized before
     /// answers its stored authorization.
-    async fn authorize(
-        &self,
-        id: &str,
-        intent: Intent,
-        expires_at: DateTime<Utc>,
-        fee_cap: Option<rust_decimal::Decimal>,
-        issue: IssueWith,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Authorizing>;
+    async fn authorize(&self, id: &str, request: AuthorizationRequest, at: DateTime<Utc>) -> StoreResult<Authorizing>;
     /// The authorization of decision `id`.
     async fn authorization(&self, id: &str) -> StoreResult<Option<AuthorizationRecord>>;
     /// Every open authorization, oldest first.

@@ -23,6 +23,39 @@ pub struct ReserveRequest {
     pub idempotency_key: Option<String>,
     /// Free text from the agent, recorded with the decision.
     pub memo: Option<String>,
+    /// The x402 challenge requirement this spend pays, when it pays one.
+    pub x402: Option<X402Request>,
+}
+
+/// What an x402 payment answers: the server's requirement it accepted, kept as the server wrote
+/// it (the payment payload echoes it), and the resource it buys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct X402Request {
+    /// The protocol version of the challenge (1 or 2).
+    pub version: u8,
+    /// The accepted entry of `accepts[]`, verbatim.
+    pub accepted: serde_json::Value,
+    /// The challenge's `resource` (v2: `{url, description, mimeType}`; v1: built from the
+    /// requirement's `resource` and `description`).
+    pub resource: serde_json::Value,
+    /// The token's EIP-712 domain name and version (`extra.name`, `extra.version`).
+    pub domain_name: String,
+    /// See `domain_name`.
+    pub domain_version: String,
+    /// Seconds the server lets the authorization live (`maxTimeoutSeconds`).
+    pub max_timeout_seconds: u64,
+}
+
+impl X402Request {
+    /// The resource's URL, if the challenge named one.
+    pub fn url(&self) -> Option<&str> {
+        self.resource.get("url").and_then(|u| u.as_str())
+    }
+
+    /// The resource's description, if the challenge gave one.
+    pub fn description(&self) -> Option<&str> {
+        self.resource.get("description").and_then(|u| u.as_str()).filter(|d| !d.is_empty())
+    }
 }
 
 /// What the ledger recorded for a spend; also the response replayed for an idempotency key.
@@ -175,6 +208,8 @@ pub struct DecisionRecord {
     pub approved_by: Option<String>,
     /// When it was approved.
     pub approved_at: Option<DateTime<Utc>>,
+    /// The x402 requirement it pays, for an x402 payment.
+    pub x402: Option<X402Request>,
 }
 
 impl DecisionRecord {
@@ -307,9 +342,58 @@ pub enum Signing {
     NotExecutable(SpendStatus),
 }
 
-/// Signs an external wallet's authorization over the decision's intent hash (given); pure and
-/// quick, inside the ledger's transaction, so that a token exists only once it is stored.
-pub type IssueWith = Box<dyn FnOnce(&str) -> Result<String, SigningError> + Send>;
+/// Signs an authorization over the decision's intent hash (given); pure and quick, inside the
+/// ledger's transaction, so that a token exists only once it is stored.
+pub type IssueWith = Box<dyn FnOnce(&str) -> Result<Issued, SigningError> + Send>;
+
+/// An authorization to store: what it is, what it pays, until when, and the signing step.
+pub struct AuthorizationRequest {
+    /// What it lets happen.
+    pub kind: AuthorizationKind,
+    /// What it pays, as the decision's intent hash must still bind it.
+    pub intent: crate::Intent,
+    /// Until when it may be used.
+    pub expires_at: DateTime<Utc>,
+    /// Most the payment's fee may cost (external wallets), in native units.
+    pub fee_cap: Option<Decimal>,
+    /// Signs it, given the intent hash.
+    pub issue: IssueWith,
+}
+
+/// What signing an authorization produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// What the agent is handed: an external wallet's JWS, or an x402 payment's
+    /// `PAYMENT-SIGNATURE` header value.
+    pub token: String,
+    /// x402: the EIP-3009 nonce (hex), by which the auditor finds the authorization on chain.
+    pub nonce: Option<String>,
+}
+
+/// What an authorization lets happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationKind {
+    /// The agent pays from its own (external) wallet.
+    External,
+    /// A facilitator settles an EIP-3009 authorization spendguard signed (x402).
+    X402,
+}
+
+impl AuthorizationKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizationKind::External => "external",
+            AuthorizationKind::X402 => "x402",
+        }
+    }
+
+    /// Parses [`AuthorizationKind::as_str`].
+    pub fn parse(text: &str) -> Option<AuthorizationKind> {
+        [AuthorizationKind::External, AuthorizationKind::X402].into_iter().find(|k| k.as_str() == text)
+    }
+}
 
 /// Where an external wallet's authorization stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -360,6 +444,10 @@ impl std::fmt::Display for AuthorizationState {
 pub struct AuthorizationRecord {
     /// The decision.
     pub decision_id: String,
+    /// What it lets happen.
+    pub kind: AuthorizationKind,
+    /// x402: the EIP-3009 nonce (hex).
+    pub nonce: Option<String>,
     /// Agent it was issued to.
     pub agent: String,
     /// Wallet the agent pays from.

@@ -314,6 +314,7 @@ pub(crate) async fn evaluate(config: Config, args: EvaluateArgs) -> Result<ExitC
         asset: args.asset,
         operation: args.operation,
         at,
+        domain: None,
     };
     let evaluation = node.services.spending.dry_run(request, balances).await?;
     if args.json {

@@ -13,7 +13,10 @@ use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, Rol
 use serde::Deserialize;
 use serde_json::{json, Value};
 use spendguard_core::{Decision, Evaluation};
-use spendguard_service::{AgentStatus, Credentials, EvaluateArgs, ServiceError, SpendArgs, SpendOutcome, Spending};
+use spendguard_service::{
+    AgentStatus, Credentials, EvaluateArgs, PayX402Args, ServiceError, SpendArgs, SpendOutcome, Spending, X402Outcome,
+    X402Status,
+};
 use std::sync::Arc;
 
 /// Who is calling.
@@ -95,6 +98,20 @@ pub(crate) struct SpendParams {
     pub(crate) idempotency_key: Option<String>,
 }
 
+/// Arguments of `pay_x402`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PayX402Params {
+    /// Id of the wallet to pay from (an EVM wallet spendguard holds); it must be one assigned to you.
+    pub(crate) wallet: String,
+    /// The server's HTTP 402 answer as a JSON object: x402 version 2 `{x402Version: 2, resource: {url, description, mimeType}, accepts: [{scheme, network, amount, asset, payTo, maxTimeoutSeconds, extra: {name, version}}]}` (the base64 `PAYMENT-REQUIRED` header, decoded) or version 1 `{x402Version: 1, accepts: [{scheme, network, maxAmountRequired, resource, payTo, asset, maxTimeoutSeconds, extra}]}` (the body).
+    pub(crate) payment_required: serde_json::Map<String, Value>,
+    /// What the payment is for, in a few words; recorded with the decision.
+    pub(crate) memo: Option<String>,
+    /// A unique key for this payment: retrying with the same key and challenge returns the same header and never pays twice.
+    pub(crate) idempotency_key: Option<String>,
+}
+
 /// Arguments of `balance`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +179,17 @@ fn evaluation_result(e: &Evaluation) -> CallToolResult {
             let mut r = ok(value.clone());
             r.content = vec![ContentBlock::text(format!("deny {}: {}\n{value}", first.code, first.detail))];
             r
+        }
+        _ => ok(value),
+    }
+}
+
+fn x402_result(o: &X402Outcome) -> CallToolResult {
+    let value = serde_json::to_value(o).unwrap_or(Value::Null);
+    match (o.status, o.reasons.iter().find(|r| r.code.denies())) {
+        (X402Status::Denied, Some(first)) => refusal(first.code.as_str(), &first.detail, value),
+        (X402Status::Failed, _) => {
+            refusal("SPEND_FAILED", o.failure.as_deref().unwrap_or("the authorization could not be signed"), value)
         }
         _ => ok(value),
     }
@@ -258,6 +286,34 @@ impl SpendguardServer {
     }
 
     #[tool(
+        description = "Pay an x402 (HTTP 402 Payment Required) API from one of your wallets. Pass the server's 402 challenge as payment_required; spendguard picks the first requirement it can pay (scheme exact, on a configured chain, in a configured token), checks it against your organisation's policies like a spend of that amount to the server's payTo (the resource's host counts as its domain), and, if allowed, signs an EIP-3009 authorization for exactly that amount. Retry your HTTP request with the header PAYMENT-SIGNATURE (x402 version 1: X-PAYMENT) set to payment_signature. Status signed means send it now; queued or pending_approval means spend_status will carry payment_signature once it is signed. A refusal is an error result whose text starts with the reason code (X402_UNPAYABLE when no requirement can be paid, or a policy code). Pass an idempotency_key so a retry returns the same header.",
+        annotations(
+            title = "Pay an x402 API (moves money)",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn pay_x402(
+        &self,
+        Parameters(p): Parameters<PayX402Params>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent = self.agent(&ctx).await?;
+        let args = PayX402Args {
+            wallet: p.wallet,
+            payment_required: Value::Object(p.payment_required),
+            memo: p.memo,
+            idempotency_key: p.idempotency_key,
+        };
+        Ok(match self.spending.pay_x402(&agent, args).await {
+            Ok(o) => x402_result(&o),
+            Err(e) => service_error(e),
+        })
+    }
+
+    #[tool(
         description = "Show your wallets' live on-chain balances (every configured asset) and, for every limit that applies to you, its window, how much is used, reserved by pending payments, and remaining.",
         annotations(
             title = "Balances and remaining limits",
@@ -336,6 +392,7 @@ fn check_arguments(request: &mut CallToolRequestParams) -> Option<CallToolResult
     let problem = match request.name.as_ref() {
         "evaluate" => misfit::<EvaluateParams>(&arguments),
         "spend" => misfit::<SpendParams>(&arguments),
+        "pay_x402" => misfit::<PayX402Params>(&arguments),
         "balance" => misfit::<BalanceParams>(&arguments),
         "spend_status" | "cancel_spend" => misfit::<DecisionParams>(&arguments),
         _ => None,
@@ -386,8 +443,9 @@ impl ServerHandler for SpendguardServer {
             .with_instructions(
                 "spendguard pays from your organisation's crypto wallets under its spending policies. \
                  Amounts are decimal strings in asset units. Call `balance` to see your wallets and limits, \
-                 `evaluate` to check a payment, `spend` to pay (with an idempotency_key), `spend_status` to \
-                 follow it, and `cancel_spend` to cancel a queued one.",
+                 `evaluate` to check a payment, `spend` to pay (with an idempotency_key), `pay_x402` to pay an \
+                 API that answered HTTP 402, `spend_status` to follow a payment, and `cancel_spend` to cancel a \
+                 queued one.",
             )
     }
 }

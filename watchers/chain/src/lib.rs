@@ -251,6 +251,9 @@ pub struct ChainOutflow {
     pub asset: Option<String>,
     /// Amount: asset units for configured assets, base units for unknown tokens.
     pub amount: Decimal,
+    /// A token transfer made by an EIP-3009 authorization (an x402 payment settled by a
+    /// facilitator): the nonce of its `AuthorizationUsed` log, hex.
+    pub authorization_nonce: Option<String>,
 }
 
 /// A block's identity and the outflows of the watched addresses in it.
@@ -321,6 +324,30 @@ pub struct TxOutflows {
     pub outflows: Vec<ChainOutflow>,
 }
 
+/// An EIP-3009 `TransferWithAuthorization` to sign: what x402's `exact` scheme on EVM pays
+/// with, submitted by a facilitator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferAuthorization {
+    /// The paying wallet (the authorizer).
+    pub from: String,
+    /// The payee.
+    pub to: String,
+    /// The token contract: the EIP-712 domain's verifying contract.
+    pub token: String,
+    /// The token's EIP-712 domain name (USDC: "USD Coin").
+    pub domain_name: String,
+    /// The token's EIP-712 domain version (USDC: "2").
+    pub domain_version: String,
+    /// Amount in base units.
+    pub value: u128,
+    /// Valid after this Unix time (exclusive).
+    pub valid_after: u64,
+    /// Valid before this Unix time (exclusive).
+    pub valid_before: u64,
+    /// Random 32 bytes, used once per authorizer.
+    pub nonce: [u8; 32],
+}
+
 /// One chain, as the service uses it.
 #[async_trait]
 pub trait ChainClient: Send + Sync {
@@ -385,6 +412,17 @@ pub trait ChainClient: Send + Sync {
         Err(ChainError::BadResponse {
             chain: self.chain_id().to_string(),
             message: "this chain has no price feeds of that kind".into(),
+        })
+    }
+
+    /// Signs an EIP-3009 transfer authorization with the key of `authorization.from`: the
+    /// 65-byte signature, hex. Pure and quick (no RPC): it runs inside the ledger transaction
+    /// that stores it. Chains without EIP-3009 tokens refuse.
+    fn sign_transfer_authorization(&self, authorization: &TransferAuthorization) -> ChainResult<String> {
+        let _ = authorization;
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain has no EIP-3009 transfer authorizations".into(),
         })
     }
 

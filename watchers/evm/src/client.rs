@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_chain::{
     with_failover, BlockOutflows, ChainClient, ChainError, ChainInflow, ChainOutflow, ChainResult, Prepared,
-    RetryPolicy, SignedTx, Transfer, TxOutcome,
+    RetryPolicy, SignedTx, Transfer, TransferAuthorization, TxOutcome,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::price::{FeedKind, Observation};
@@ -32,6 +32,46 @@ alloy::sol! {
         function balanceOf(address account) external view returns (uint256);
         function transfer(address to, uint256 amount) external returns (bool);
     }
+
+    /// EIP-3009's typed message (USDC's `transferWithAuthorization`), signed for x402 payments.
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}
+
+/// The EIP-712 signature (65 bytes: r, s, v) of an EIP-3009 `TransferWithAuthorization` by
+/// `signer`, under the token's domain on chain `chain_id`.
+pub fn eip3009_signature(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    a: &TransferAuthorization,
+) -> Result<[u8; 65], String> {
+    use alloy::signers::SignerSync as _;
+    use alloy::sol_types::SolStruct as _;
+    let address = |text: &str| Address::from_str(text).map_err(|e| format!("{text:?}: {e}"));
+    let domain = alloy::sol_types::Eip712Domain::new(
+        Some(a.domain_name.clone().into()),
+        Some(a.domain_version.clone().into()),
+        Some(U256::from(chain_id)),
+        Some(address(&a.token)?),
+        None,
+    );
+    let message = TransferWithAuthorization {
+        from: address(&a.from)?,
+        to: address(&a.to)?,
+        value: U256::from(a.value),
+        validAfter: U256::from(a.valid_after),
+        validBefore: U256::from(a.valid_before),
+        nonce: B256::from(a.nonce),
+    };
+    let signature =
+        signer.sign_hash_sync(&message.eip712_signing_hash(&domain)).map_err(|e| format!("signing: {e}"))?;
+    Ok(signature.as_bytes())
 }
 
 /// Connection settings of an EVM chain (from the config's `[[chain]]`).
@@ -261,6 +301,17 @@ impl ChainClient for EvmClient {
                 message: "a Pyth account is read on a Solana chain".into(),
             }),
         }
+    }
+
+    fn sign_transfer_authorization(&self, a: &TransferAuthorization) -> ChainResult<String> {
+        let chain = || self.settings.id.clone();
+        let signer = self
+            .signers
+            .get(&self.address(&a.from)?)
+            .ok_or_else(|| ChainError::NoKey { chain: chain(), address: a.from.clone() })?;
+        let signature = eip3009_signature(signer, self.settings.chain_id, a)
+            .map_err(|message| ChainError::BadResponse { chain: chain(), message })?;
+        Ok(format!("0x{}", hex::encode(signature)))
     }
 
     async fn prepare(&self, transfer: &Transfer) -> ChainResult<Prepared> {
@@ -501,6 +552,7 @@ impl ChainClient for EvmClient {
                     token: None,
                     asset: None,
                     amount: Decimal::ZERO,
+                    authorization_nonce: None,
                 });
             }
             let from = tx.from();
@@ -531,6 +583,7 @@ impl ChainClient for EvmClient {
                     token: None,
                     asset: native.map(Asset::key),
                     amount: from_base_units(moved, native.map_or(18, |a| a.decimals)),
+                    authorization_nonce: None,
                 });
             }
             let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
@@ -543,14 +596,24 @@ impl ChainClient for EvmClient {
                 token: None,
                 asset: native.map(Asset::key),
                 amount: from_base_units(fee, native.map_or(18, |a| a.decimals)),
+                authorization_nonce: None,
             });
         }
         // ERC-20 Transfer(address indexed from, address indexed to, uint256 value) from a watched
         // address, whoever sent the transaction (an approved spender moves tokens too).
         let transfer_topic = alloy::primitives::keccak256("Transfer(address,address,uint256)");
+        // EIP-3009 (x402 payments): `AuthorizationUsed(authorizer, nonce)` precedes the
+        // `Transfer` it allowed, from the same token; a facilitator's transaction may settle
+        // several, so each Transfer takes the nearest unpaired one before it.
+        let used_topic = alloy::primitives::keccak256("AuthorizationUsed(address,bytes32)");
         for receipt in &receipts {
+            let mut used: Vec<(Address, Address, B256)> = vec![];
             for log in receipt.inner.logs() {
                 let topics = log.topics();
+                if topics.len() == 3 && topics[0] == used_topic {
+                    used.push((log.address(), Address::from_word(topics[1]), topics[2]));
+                    continue;
+                }
                 if topics.len() != 3 || topics[0] != transfer_topic || log.data().data.len() != 32 {
                     continue;
                 }
@@ -576,6 +639,10 @@ impl ChainClient for EvmClient {
                 if !watched.contains(&from) {
                     continue;
                 }
+                let authorization_nonce = used
+                    .iter()
+                    .rposition(|(token, authorizer, _)| *token == contract && *authorizer == from)
+                    .map(|i| format!("{:#x}", used.remove(i).2));
                 outflows.push(ChainOutflow {
                     tx_hash: format!("{:#x}", receipt.transaction_hash),
                     index: log.log_index.unwrap_or(0),
@@ -585,6 +652,7 @@ impl ChainClient for EvmClient {
                     token: Some(format!("{contract:#x}")),
                     asset: asset.map(Asset::key),
                     amount: from_base_units(value, asset.map_or(0, |a| a.decimals)),
+                    authorization_nonce,
                 });
             }
         }

@@ -168,3 +168,60 @@ pub async fn drain(rpc: &str, sender_hex: &str, wallet: &str, token: &str, to: &
         TransactionRequest::default().with_to(parse(wallet)?).with_input(Bytes::from(input)).with_gas_limit(300_000);
     Ok(send(rpc, sender_hex, tx).await?.0)
 }
+
+alloy::sol! {
+    /// EIP-3009 as `fixtures/evm/TestEip3009Token.sol` (and USDC) implement it.
+    interface IEip3009 {
+        function transferWithAuthorization(
+            address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce,
+            uint8 v, bytes32 r, bytes32 s
+        ) external;
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+    }
+}
+
+/// Deploys `fixtures/evm/TestEip3009Token.sol` (`creation_hex`) with `supply` base units minted
+/// to the deployer; returns its address.
+pub async fn deploy_eip3009_token(
+    rpc: &str,
+    deployer_hex: &str,
+    creation_hex: &str,
+    supply: u128,
+) -> TestResult<String> {
+    let mut code = hex::decode(creation_hex.trim().trim_start_matches("0x")).map_err(|e| e.to_string())?;
+    code.extend(U256::from(supply).abi_encode());
+    let tx = TransactionRequest::default().with_deploy_code(Bytes::from(code));
+    let (_, address) = send(rpc, deployer_hex, tx).await?;
+    address.ok_or_else(|| "no contract address in the receipt".to_string())
+}
+
+/// Signs `authorization` with `authorizer_hex` (what a leaked key could do outside spendguard)
+/// and has `submitter_hex` settle it with `transferWithAuthorization`, as a facilitator does;
+/// returns the tx hash.
+pub async fn settle_authorization(
+    rpc: &str,
+    submitter_hex: &str,
+    authorizer_hex: &str,
+    chain_id: u64,
+    authorization: &spendguard_chain::TransferAuthorization,
+) -> TestResult<String> {
+    let signature = crate::client::eip3009_signature(&signer(authorizer_hex)?, chain_id, authorization)?;
+    let parse = |a: &str| Address::from_str(a).map_err(|e| e.to_string());
+    let input = IEip3009::transferWithAuthorizationCall {
+        from: parse(&authorization.from)?,
+        to: parse(&authorization.to)?,
+        value: U256::from(authorization.value),
+        validAfter: U256::from(authorization.valid_after),
+        validBefore: U256::from(authorization.valid_before),
+        nonce: alloy::primitives::B256::from(authorization.nonce),
+        v: signature[64],
+        r: alloy::primitives::B256::from_slice(&signature[..32]),
+        s: alloy::primitives::B256::from_slice(&signature[32..64]),
+    }
+    .abi_encode();
+    let tx = TransactionRequest::default()
+        .with_to(parse(&authorization.token)?)
+        .with_input(Bytes::from(input))
+        .with_gas_limit(200_000);
+    Ok(send(rpc, submitter_hex, tx).await?.0)
+}

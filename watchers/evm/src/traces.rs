@@ -98,6 +98,7 @@ impl EvmClient {
                         token: None,
                         asset: native.map(Asset::key),
                         amount,
+                        authorization_nonce: None,
                     });
                 }
                 if let Some(to) = frame.to.filter(|t| watched.contains(t) && *t != frame.from) {

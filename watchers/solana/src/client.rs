@@ -522,6 +522,7 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
                     token: None,
                     asset: native.map(Asset::key),
                     amount: units(lamports, SOL_DECIMALS),
+                    authorization_nonce: None,
                 });
             }
         }
@@ -536,6 +537,7 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
                 token: None,
                 asset: native.map(Asset::key),
                 amount: units(rest, SOL_DECIMALS),
+                authorization_nonce: None,
             });
         }
     }
@@ -587,6 +589,7 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
                 Some(a) => units(lost, a.decimals),
                 None => Decimal::from(lost),
             },
+            authorization_nonce: None,
         });
     }
     outflows.extend(fees);

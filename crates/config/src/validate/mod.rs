@@ -144,5 +144,18 @@ pub(crate) fn build(raw: RawConfig, file: &Path) -> Result<Config, Vec<(KeyPath,
         policies,
         operators,
     );
-    Ok(Config { path: file.to_path_buf(), server, model, chains: chain_settings, wallet_keys, alerts, reports, roles })
+    let x402 = crate::X402Settings {
+        max_timeout: raw.x402.as_ref().and_then(|x| x.max_timeout).map_or(chrono::TimeDelta::minutes(5), |d| d.0),
+    };
+    Ok(Config {
+        path: file.to_path_buf(),
+        server,
+        model,
+        chains: chain_settings,
+        wallet_keys,
+        alerts,
+        reports,
+        roles,
+        x402,
+    })
 }

@@ -217,12 +217,25 @@ fn recipients(
     let mut needs_approver = r.default_action == RecipientAction::RequireApproval;
     for (j, rule) in r.rules.iter().enumerate() {
         let rule_path = rp_path.key("rules").index(j);
-        let given = [rule.category.is_some(), rule.merchant.is_some(), rule.address.is_some()];
+        let given = [rule.category.is_some(), rule.merchant.is_some(), rule.address.is_some(), rule.domain.is_some()];
         if given.iter().filter(|g| **g).count() != 1 {
-            c.err(rule_path, "a recipient rule needs exactly one of category, merchant, address");
+            c.err(rule_path, "a recipient rule needs exactly one of category, merchant, address, domain");
             continue;
         }
-        let matcher = if let Some(cat) = &rule.category {
+        let matcher = if let Some(domain) = &rule.domain {
+            // The host of an x402 resource URL, as the URL names it: no scheme, path or port.
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-'));
+            if !valid {
+                c.err(
+                    rule_path.key("domain"),
+                    format!("{domain:?} is not a host name such as \"api.weather.example\""),
+                );
+                continue;
+            }
+            RecipientMatch::Domain(domain.to_ascii_lowercase())
+        } else if let Some(cat) = &rule.category {
             RecipientMatch::Category(cat.clone())
         } else if let Some(m) = &rule.merchant {
             if !refs.merchants.contains(m) {

@@ -7,19 +7,17 @@ use super::signing::check_intent;
 use super::{SqliteStore, Writer};
 use crate::api::AuthorizationStore;
 use crate::error::StoreResult;
-use crate::intent::Intent;
-use crate::records::{AuthorizationRecord, AuthorizationState, Authorizing, IssueWith};
+use crate::records::{AuthorizationKind, AuthorizationRecord, AuthorizationRequest, AuthorizationState, Authorizing};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
-use rust_decimal::Decimal;
 use spendguard_core::reconcile::OpenAuthorization;
 use spendguard_core::SpendStatus;
 
 /// The columns [`authorization_from_row`] reads: the authorization joined to its decision.
 const COLUMNS: &str =
     "a.decision_id, d.agent, a.wallet, d.chain, d.from_address, d.asset, d.recipient, d.amount, d.usd,
-    a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by";
+    a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by, a.kind, a.nonce";
 
 fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
     let state: String = r.get(12)?;
@@ -45,6 +43,17 @@ fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> 
         })?,
         ended_at: time_col_opt(r, 13)?,
         ended_by: r.get(14)?,
+        kind: {
+            let kind: String = r.get(15)?;
+            AuthorizationKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    15,
+                    rusqlite::types::Type::Text,
+                    format!("unknown authorization kind {kind:?}").into(),
+                )
+            })?
+        },
+        nonce: r.get(16)?,
     })
 }
 
@@ -61,17 +70,9 @@ pub(crate) fn load_authorization(conn: &Connection, id: &str) -> StoreResult<Opt
 
 #[async_trait]
 impl AuthorizationStore for SqliteStore {
-    async fn authorize(
-        &self,
-        id: &str,
-        intent: Intent,
-        expires_at: DateTime<Utc>,
-        fee_cap: Option<Decimal>,
-        issue: IssueWith,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Authorizing> {
+    async fn authorize(&self, id: &str, request: AuthorizationRequest, at: DateTime<Utc>) -> StoreResult<Authorizing> {
         let id = id.to_string();
-        self.write(move |w| w.authorize(&id, &intent, expires_at, fee_cap, issue, at)).await
+        self.write(move |w| w.authorize(&id, request, at)).await
     }
 
     async fn authorization(&self, id: &str) -> StoreResult<Option<AuthorizationRecord>> {
@@ -111,15 +112,8 @@ impl AuthorizationStore for SqliteStore {
 }
 
 impl Writer {
-    fn authorize(
-        &mut self,
-        id: &str,
-        intent: &Intent,
-        expires_at: DateTime<Utc>,
-        fee_cap: Option<Decimal>,
-        issue: IssueWith,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Authorizing> {
+    fn authorize(&mut self, id: &str, request: AuthorizationRequest, at: DateTime<Utc>) -> StoreResult<Authorizing> {
+        let AuthorizationRequest { kind, intent, expires_at, fee_cap, issue } = request;
         if let Some(existing) = load_authorization(&self.conn, id)? {
             return Ok(Authorizing::Authorized(Box::new(existing)));
         }
@@ -133,14 +127,14 @@ impl Writer {
                 self.set_status(id, SpendStatus::Released, at, Some(&format!("not authorized: {frozen}")))?;
             return Ok(Authorizing::NotExecutable(released.status));
         }
-        check_intent(&current, intent)?;
+        check_intent(&current, &intent)?;
         let bound = current.intent_hash.clone().unwrap_or_default();
         // An error here rolls the job's savepoint back: no token exists that is not stored.
-        let token = issue(&bound)?;
+        let issued = issue(&bound)?;
         self.conn.execute(
-            "INSERT INTO authorizations (decision_id, wallet, token, issued_at_us, expires_at_us, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'open')",
-            params![id, current.wallet, token, to_us(at), to_us(expires_at)],
+            "INSERT INTO authorizations (decision_id, wallet, token, issued_at_us, expires_at_us, state, kind, nonce)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7)",
+            params![id, current.wallet, issued.token, to_us(at), to_us(expires_at), kind.as_str(), issued.nonce],
         )?;
         self.conn.execute("UPDATE decisions SET fee_cap = ?1 WHERE id = ?2", params![fee_cap.map(money), id])?;
         self.set_status(id, SpendStatus::Authorized, at, None)?;
@@ -149,9 +143,11 @@ impl Writer {
             "spendguard",
             &current,
             serde_json::json!({
+                "kind": kind.as_str(),
                 "expires_at": expires_at.to_rfc3339(),
                 "intent_hash": bound,
                 "fee_cap": fee_cap.map(money),
+                "nonce": issued.nonce,
             }),
             at,
         )?;
@@ -197,11 +193,12 @@ impl Writer {
         Ok(())
     }
 
-    /// The open authorizations of `wallet`, oldest first, as the reconciler matches them.
+    /// The open authorizations of external wallet `wallet`, oldest first, as the reconciler
+    /// matches its transfers.
     pub(crate) fn open_authorizations_of(&self, wallet: &str) -> StoreResult<Vec<OpenAuthorization>> {
         Ok(query(
             &self.conn,
-            "WHERE a.state = 'open' AND a.wallet = ?1 ORDER BY a.issued_at_us, d.seq",
+            "WHERE a.state = 'open' AND a.kind = 'external' AND a.wallet = ?1 ORDER BY a.issued_at_us, d.seq",
             params![wallet],
         )?
         .into_iter()
@@ -251,9 +248,21 @@ impl Writer {
         Ok(reopened)
     }
 
-    /// Revokes the open authorizations a new freeze covers; returns how many.
+    /// The x402 authorization of `wallet` with EIP-3009 nonce `nonce`, whatever its state.
+    pub(crate) fn x402_authorization(&self, wallet: &str, nonce: &str) -> StoreResult<Option<AuthorizationRecord>> {
+        Ok(query(
+            &self.conn,
+            "WHERE a.kind = 'x402' AND a.wallet = ?1 AND a.nonce = ?2",
+            params![wallet, nonce.to_ascii_lowercase()],
+        )?
+        .pop())
+    }
+
+    /// Revokes the open external-wallet authorizations a new freeze covers; returns how many.
+    /// x402 authorizations stay: the signed payment is in the server's hands and may still be
+    /// settled, so its budget stays held until it is, or its `validBefore` has passed.
     pub(crate) fn revoke_authorizations(&mut self, freeze: &spendguard_core::Freeze) -> StoreResult<usize> {
-        let open = query(&self.conn, "WHERE a.state = 'open'", [])?;
+        let open = query(&self.conn, "WHERE a.state = 'open' AND a.kind = 'external'", [])?;
         let mut revoked = 0;
         for a in open {
             let covered = match (self.model.agent(&a.agent), self.model.wallet(&a.wallet)) {

@@ -91,7 +91,7 @@ impl DecisionStore for SqliteStore {
 }
 
 /// Hash of everything that makes two requests "the same" for idempotency (not the time).
-fn request_hash(r: &SpendRequest, memo: Option<&str>) -> String {
+fn request_hash(r: &SpendRequest, memo: Option<&str>, x402: Option<&str>) -> String {
     let mut h = Sha256::new();
     for part in [
         r.wallet.as_str(),
@@ -100,6 +100,7 @@ fn request_hash(r: &SpendRequest, memo: Option<&str>) -> String {
         r.asset.as_deref().unwrap_or(""),
         r.operation.as_deref().unwrap_or(""),
         memo.unwrap_or(""),
+        x402.unwrap_or(""),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -121,10 +122,12 @@ impl Writer {
     }
 
     pub(crate) fn reserve(&mut self, req: ReserveRequest) -> StoreResult<ReserveOutcome> {
-        let ReserveRequest { mut request, balances, prices, idempotency_key, memo } = req;
+        let ReserveRequest { mut request, balances, prices, idempotency_key, memo, x402 } = req;
         request.at = truncate_to_micros(request.at);
         self.ensure_loaded(request.at)?;
-        let hash = request_hash(&request, memo.as_deref());
+        let x402 =
+            x402.map(|x| serde_json::to_string(&x)).transpose().map_err(|e| StoreError::Unusable(e.to_string()))?;
+        let hash = request_hash(&request, memo.as_deref(), x402.as_deref());
         if let Some(key) = &idempotency_key {
             let prior: Option<(String, String, String)> = self
                 .conn
@@ -234,6 +237,9 @@ impl Writer {
                 ],
                 |r| r.get(0),
             )?;
+        if let Some(x402) = &x402 {
+            self.conn.execute("UPDATE decisions SET x402 = ?1 WHERE id = ?2", params![x402, id])?;
+        }
         let codes: Vec<&str> = eval.reasons.iter().map(|r| r.code.as_str()).collect();
         let usd = valuation.map(|v| money(v.usd));
         self.audit(

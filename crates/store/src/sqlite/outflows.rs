@@ -375,6 +375,7 @@ impl Writer {
         for o in outflows {
             let external = self.model.wallet(&o.wallet).is_some_and(|w| w.is_external());
             let (class, decision_id) = match o.kind {
+                OutflowKind::Token if o.authorization_nonce.is_some() => self.hold_x402(&o, at)?,
                 OutflowKind::Native | OutflowKind::Token if external => self.hold_external(&o, at)?,
                 OutflowKind::Delegation => {
                     let allowed = self.model.wallet(&o.wallet).map(|w| w.delegates.as_slice()).unwrap_or_default();
@@ -481,6 +482,21 @@ impl Writer {
     /// (core's `match_authorization`); the one it matches (or got wrong) is consumed. Seen
     /// before (a re-index), it keeps the class and decision it was given then.
     fn hold_external(&mut self, o: &Outflow, at: DateTime<Utc>) -> StoreResult<(Class, Option<String>)> {
+        if let Some(seen) = self.stored_finding(o)? {
+            return Ok(seen);
+        }
+        let open = self.open_authorizations_of(&o.wallet)?;
+        let (class, consumed) = match_authorization(o, &open);
+        let decision_id = consumed.map(|i| open[i].decision_id.clone());
+        if let Some(id) = &decision_id {
+            self.consume_authorization(id, &o.tx_hash, o.block, at)?;
+        }
+        Ok((class, decision_id))
+    }
+
+    /// The class and decision an outflow was given when it was first recorded (a re-index
+    /// must not consume a second authorization).
+    fn stored_finding(&self, o: &Outflow) -> StoreResult<Option<(Class, Option<String>)>> {
         let stored = self
             .conn
             .prepare_cached(
@@ -490,17 +506,34 @@ impl Writer {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
             })
             .optional()?;
-        if let Some((class, decision_id)) = stored {
-            let class = Class::parse(&class).unwrap_or(Class::Unexplained);
-            return Ok((class, decision_id));
+        Ok(stored.map(|(class, decision_id)| (Class::parse(&class).unwrap_or(Class::Unexplained), decision_id)))
+    }
+
+    /// A token transfer made by an EIP-3009 authorization (an x402 payment a facilitator
+    /// settled, in a transaction the wallet did not send): held against the authorization
+    /// spendguard signed with that nonce — payee and amount must be its decision's, else a
+    /// mismatch; no such authorization (the wallet's key signed one outside spendguard) is
+    /// unexplained. An open one is consumed, its decision confirmed in this transaction.
+    fn hold_x402(&mut self, o: &Outflow, at: DateTime<Utc>) -> StoreResult<(Class, Option<String>)> {
+        if let Some(seen) = self.stored_finding(o)? {
+            return Ok(seen);
         }
-        let open = self.open_authorizations_of(&o.wallet)?;
-        let (class, consumed) = match_authorization(o, &open);
-        let decision_id = consumed.map(|i| open[i].decision_id.clone());
-        if let Some(id) = &decision_id {
-            self.consume_authorization(id, &o.tx_hash, o.block, at)?;
+        let nonce = o.authorization_nonce.as_deref().unwrap_or_default();
+        let Some(a) = self.x402_authorization(&o.wallet, nonce)? else { return Ok((Class::Unexplained, None)) };
+        let approved = Approved {
+            decision_id: a.decision_id.clone(),
+            asset: a.asset,
+            recipient: a.recipient,
+            amount: a.amount,
+            fee_cap: None,
+        };
+        let class = classify(o, Some(&approved));
+        // One that already ended (its validBefore passed by the ledger's clock, but a block
+        // stamped earlier settled it) keeps its decision as it is; the outflow names it.
+        if a.state == crate::records::AuthorizationState::Open {
+            self.consume_authorization(&a.decision_id, &o.tx_hash, o.block, at)?;
         }
-        Ok((class, decision_id))
+        Ok((class, Some(a.decision_id)))
     }
 
     fn chain_genesis(&mut self, chain: &str, seen: &str, at: DateTime<Utc>) -> StoreResult<String> {

@@ -176,7 +176,7 @@ pub(crate) const DECISION_COLUMNS: &str =
     amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons, headroom,
     execute_after_us, approval_expires_us, approver_role, idempotency_key, nonce, tx_hash, fee_cap, fee_terms, block,
     fee_paid, failure, intent_hash, approved_by, approved_at_us, from_address, token, decimals, price_source,
-    price_as_of_us";
+    price_as_of_us, x402";
 
 fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
@@ -224,6 +224,10 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
             .transpose()?,
         price_source: r.get(39)?,
         price_as_of: time_col_opt(r, 40)?,
+        x402: match r.get::<_, Option<String>>(41)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| bad(r, 41, e.to_string()))?),
+            None => None,
+        },
     })
 }
 

@@ -280,6 +280,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX authorizations_open ON authorizations (wallet, issued_at_us) WHERE state = 'open';
     "#,
+    // 13: x402 payments: the requirement a decision pays, and EIP-3009 authorizations found on
+    // chain by their nonce.
+    r#"
+    ALTER TABLE decisions ADD COLUMN x402 TEXT;
+    ALTER TABLE authorizations ADD COLUMN kind TEXT NOT NULL DEFAULT 'external';
+    ALTER TABLE authorizations ADD COLUMN nonce TEXT;
+    CREATE UNIQUE INDEX authorizations_by_nonce ON authorizations (wallet, nonce) WHERE nonce IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

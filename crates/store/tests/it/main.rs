@@ -88,11 +88,13 @@ pub(crate) fn usdc(agent: &str, amount: &str) -> ReserveRequest {
             asset: Some("USDC".into()),
             operation: None,
             at: at(NOON),
+            domain: None,
         },
         balances: Balances::new(),
         prices: Default::default(),
         idempotency_key: None,
         memo: None,
+        x402: None,
     }
 }
 
