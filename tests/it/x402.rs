@@ -27,7 +27,7 @@ const FACILITATOR_KEY: &str = DEV_KEYS[9];
 const API_PAYEE: &str = PAYEE2;
 
 /// The EVM organisation with a USDC-like EIP-3009 token configured as `USDC` (1 USD) and
-/// 1,000 USDC in wallet `hot`; `extra` is appended to the config (policies, `[x402]`).
+/// 10,000 USDC in wallet `hot`; `extra` is appended to the config (policies, `[x402]`).
 struct X402Org {
     org: EvmOrg,
     usdc: String,
@@ -45,7 +45,7 @@ impl X402Org {
         )
         .await
         .unwrap();
-        testing::send_token(&org.anvil.url, DEV_KEYS[0], &usdc, HOT, 1_000 * 1_000_000).await.unwrap();
+        testing::send_token(&org.anvil.url, DEV_KEYS[0], &usdc, HOT, 10_000 * 1_000_000).await.unwrap();
         let asset = format!(
             "[[asset]]\nchain = \"eth-local\"\nsymbol = \"USDC\"\ncontract = \"{usdc}\"\ndecimals = 6\nprice_usd = \"1\"\n\n[[department]]"
         );
@@ -299,4 +299,71 @@ scope = "agent:buyer"
     let valid_before: i64 = payload["payload"]["authorization"]["validBefore"].as_str().unwrap().parse().unwrap();
     assert!(valid_before <= before + 61, "validBefore within the server's 60 s: {valid_before} vs {before}");
     assert_eq!(x.org.nonce(HOT).await, 0, "nothing was sent from the wallet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_payment_is_signed_when_due_and_a_large_one_after_an_approval_that_shows_the_resource() {
+    let x = X402Org::start("").await;
+    let node = x.org.node_for(x.config(), vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let header_of = async |id: &str| {
+        let s = agent.call("spend_status", json!({ "decision_id": id })).await;
+        s.data["payment_signature"].as_str().map(str::to_string)
+    };
+
+    // 500 USDC is DELAY (2 s): queued, signed by the background pass when due.
+    let r = agent
+        .call("pay_x402", json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "500000000", API_PAYEE) }))
+        .await;
+    assert_eq!(r.data["status"], "queued", "{}", r.text);
+    assert!(r.data["payment_signature"].is_null(), "nothing signed before it is due: {}", r.text);
+    let delayed = r.data["decision_id"].as_str().unwrap().to_string();
+    wait_until("the delayed payment to be signed", Duration::from_secs(30), async || {
+        node.tick().await;
+        header_of(&delayed).await.is_some()
+    })
+    .await;
+
+    // 1,500 USDC needs an approver, who sees what it buys.
+    let r = agent
+        .call("pay_x402", json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "1500000000", API_PAYEE) }))
+        .await;
+    assert_eq!(r.data["status"], "pending_approval", "{}", r.text);
+    let big = r.data["decision_id"].as_str().unwrap().to_string();
+    let pending = node.services.operators.pending_approvals().await.unwrap();
+    let item = spendguard_service::PendingItem::of(pending.iter().find(|p| p.id == big).unwrap());
+    assert_eq!(item.resource.as_deref(), Some("http://api.weather.example/weather"));
+    assert_eq!(item.resource_description.as_deref(), Some("Today's weather"));
+    let requested = node.ledger().events(Some(EventKind::ApprovalRequested)).await.unwrap();
+    assert!(
+        requested.iter().any(|e| e.detail.contains("x402 payment for http://api.weather.example/weather")),
+        "{requested:?}"
+    );
+    assert_eq!(header_of(&big).await, None);
+    node.services.operators.approve(&big, "ops@e2e.example", None).await.unwrap();
+    let header = header_of(&big).await.expect("signed once approved");
+    let payload: Value = serde_json::from_slice(&b64(&header)).unwrap();
+    assert_eq!(payload["payload"]["authorization"]["value"], "1500000000");
+
+    // Both are held as exposure until settled, and listed with their resource.
+    let exposures = node.services.overview.exposures(chrono::TimeDelta::hours(1)).await.unwrap();
+    assert_eq!(exposures.authorized_usd.0, "2000".parse().unwrap());
+    let status = node.services.overview.status().await.unwrap();
+    let open: Vec<_> = status.open_authorizations.iter().filter_map(|a| a.resource.as_deref()).collect();
+    assert_eq!(open, ["http://api.weather.example/weather"; 2], "{:?}", status.open_authorizations);
+    let now = chrono::Utc::now();
+    let report = node
+        .services
+        .reports
+        .report(now - chrono::TimeDelta::hours(1), now + chrono::TimeDelta::hours(1))
+        .await
+        .unwrap();
+    let md = spendguard_service::report::render(&report, spendguard_service::report::ReportFormat::Markdown);
+    assert!(
+        md.contains(
+            "| x402 host | spends | USD | amount |\n|---|---:|---:|---:|\n| api.weather.example | 2 | 2000.00 |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("x402 payment for http://api.weather.example/weather, OPEN until"), "{md}");
 }

@@ -51,6 +51,12 @@ pub struct PendingItem {
     pub intent_hash: Option<String>,
     /// Reason codes of the decision.
     pub reasons: Vec<String>,
+    /// x402 payment: the resource it buys (URL) and the server's description of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// See `resource`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_description: Option<String>,
 }
 
 impl PendingItem {
@@ -72,6 +78,8 @@ impl PendingItem {
             approver_role: d.approver_role.clone(),
             intent_hash: d.intent_hash.clone(),
             reasons: d.reasons.iter().map(|r| format!("{} {}", r.code, r.detail)).collect(),
+            resource: d.x402.as_ref().and_then(|x| x.url()).map(str::to_string),
+            resource_description: d.x402.as_ref().and_then(|x| x.description()).map(str::to_string),
         }
     }
 }
@@ -150,6 +158,11 @@ pub struct AuthorizationItem {
     pub state: spendguard_store::AuthorizationState,
     /// The transaction that paid it, or what expired or revoked it.
     pub ended_by: Option<String>,
+    /// `external` (the agent pays from its own wallet) or `x402` (a facilitator settles it).
+    pub kind: spendguard_store::AuthorizationKind,
+    /// x402: the resource it pays for (URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 impl AuthorizationItem {
@@ -167,6 +180,8 @@ impl AuthorizationItem {
             expires_at: a.expires_at,
             state: a.state,
             ended_by: a.ended_by,
+            kind: a.kind,
+            resource: a.resource,
         }
     }
 }

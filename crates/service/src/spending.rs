@@ -242,6 +242,7 @@ impl Spending {
         x402: Option<crate::x402::Payable>,
     ) -> ServiceResult<SpendOutcome> {
         let domain = x402.as_ref().and_then(|p| p.domain.clone());
+        let resource = x402.as_ref().and_then(|p| p.request.url().map(str::to_string));
         let req = match self.request(agent, &args.request, domain) {
             Ok(r) => r,
             Err(reason) => return Ok(SpendOutcome::refused(None, vec![reason])),
@@ -293,7 +294,7 @@ impl Spending {
         let id = receipt.decision_id.clone();
         if !replayed {
             self.metrics.decision(receipt.decision);
-            if let Err(e) = self.after_decision(agent, &receipt).await {
+            if let Err(e) = self.after_decision(agent, &receipt, resource.as_deref()).await {
                 tracing::error!(decision = %id, error = %e, "completing the spend failed; the background passes finish it");
             }
         }
@@ -310,9 +311,9 @@ impl Spending {
         }
     }
 
-    /// What follows a new decision: warnings and notifications recorded, an allowed spend
-    /// executed.
-    async fn after_decision(&self, agent: &str, receipt: &Receipt) -> ServiceResult<()> {
+    /// What follows a new decision: warnings and notifications recorded (naming the resource of
+    /// an x402 payment), an allowed spend executed.
+    async fn after_decision(&self, agent: &str, receipt: &Receipt, resource: Option<&str>) -> ServiceResult<()> {
         let id = receipt.decision_id.as_str();
         if receipt.decision == Decision::Allow {
             // A warning that cannot be recorded must not stop the spend it warns about.
@@ -321,6 +322,11 @@ impl Spending {
             }
         }
         let what = format!("{} {}", receipt.amount, receipt.asset.as_deref().unwrap_or_default());
+        // An x402 payment says what it buys, for the approver.
+        let what = match resource {
+            Some(url) => format!("{what} (x402 payment for {url})"),
+            None => what,
+        };
         match receipt.status {
             SpendStatus::Reserved => {
                 if receipt.tier == Tier::Notify {

@@ -448,6 +448,8 @@ pub struct AuthorizationRecord {
     pub kind: AuthorizationKind,
     /// x402: the EIP-3009 nonce (hex).
     pub nonce: Option<String>,
+    /// x402: the URL of the resource it pays for.
+    pub resource: Option<String>,
     /// Agent it was issued to.
     pub agent: String,
     /// Wallet the agent pays from.

@@ -106,6 +106,10 @@ pub(crate) fn print_pending(items: &[PendingItem], json: bool, empty: &str) -> R
             p.usd.map_or_else(|| "?".to_string(), |u| spendguard_service::Usd(u).to_string()),
             p.recipient
         );
+        if let Some(url) = &p.resource {
+            let about = p.resource_description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            println!("\tx402 payment for {url}{about}");
+        }
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ use spendguard_config::Config;
 use spendguard_core::reconcile::Class;
 use spendguard_core::{Balances, Decision, EventKind, SpendStatus};
 use spendguard_store::audit::{Anchor, AuditCheck, AuditEntry, AuditFilter};
-use spendguard_store::{AuditStore, AuthorizationStore, DecisionRecord, ReportStore};
+use spendguard_store::{
+    AuditStore, AuthorizationKind, AuthorizationState, AuthorizationStore, DecisionRecord, ReportStore,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -206,8 +208,11 @@ pub struct Report {
     pub exceptions: Vec<Exception>,
     /// Money that came into registered wallets in the period, with balances around it.
     pub inflows: Vec<spendguard_store::RecordedInflow>,
-    /// Authorizations of external wallets' spends issued in the period, and what became of them.
+    /// Authorizations issued in the period (external wallets' spends and x402 payments), and
+    /// what became of them.
     pub authorizations: Vec<AuthorizationItem>,
+    /// x402 payments signed in the period, settled or still outstanding, per resource host.
+    pub x402_hosts: Vec<Total>,
     /// Spend per agent per day.
     pub daily: Vec<DailySpend>,
     /// Utilisation of each limit.
@@ -390,6 +395,24 @@ impl Reports {
             })
             .collect();
 
+        let authorizations: Vec<AuthorizationItem> = self
+            .authorizations
+            .authorizations_between(from, to)
+            .await?
+            .into_iter()
+            .map(AuthorizationItem::of)
+            .collect();
+        let mut hosts: BTreeMap<String, Sum> = BTreeMap::new();
+        for a in authorizations.iter().filter(|a| {
+            a.kind == AuthorizationKind::X402
+                && matches!(a.state, AuthorizationState::Open | AuthorizationState::Consumed)
+        }) {
+            let host = a.resource.as_deref().and_then(crate::x402::url_host).unwrap_or_else(|| "(unknown)".into());
+            let sum = hosts.entry(host).or_default();
+            sum.count += 1;
+            sum.usd += a.usd.unwrap_or_default();
+        }
+
         Ok(Report {
             org: model.org_id.clone(),
             from,
@@ -408,13 +431,8 @@ impl Reports {
             reconciliation,
             exceptions,
             inflows: self.store.inflows_between(from, to).await?,
-            authorizations: self
-                .authorizations
-                .authorizations_between(from, to)
-                .await?
-                .into_iter()
-                .map(AuthorizationItem::of)
-                .collect(),
+            authorizations,
+            x402_hosts: totals_of(hosts, false),
             daily: daily.into_iter().map(|((day, agent), usd)| DailySpend { day, agent, usd: Usd(usd) }).collect(),
             limits: self.utilisation().await?,
         })

@@ -58,13 +58,14 @@ pub fn csv_field(text: &str) -> String {
     }
 }
 
-fn totals_sections(r: &Report) -> [(&'static str, &[Total]); 5] {
+fn totals_sections(r: &Report) -> [(&'static str, &[Total]); 6] {
     [
         ("department", &r.totals.departments),
         ("agent", &r.totals.agents),
         ("wallet", &r.totals.wallets),
         ("chain", &r.totals.chains),
         ("asset", &r.totals.assets),
+        ("x402 host", &r.x402_hosts),
     ]
 }
 
@@ -167,7 +168,7 @@ fn markdown(r: &Report) -> String {
     for i in &r.inflows {
         let _ = writeln!(out, "- {} ← {}: {}", i.wallet, inflow_amount(i), inflow_words(i).replace('|', "\\|"));
     }
-    let _ = writeln!(out, "\n## Authorizations (external wallets)\n");
+    let _ = writeln!(out, "\n## Authorizations (external wallets and x402 payments)\n");
     if r.authorizations.is_empty() {
         out.push_str("None.\n");
     }
@@ -415,7 +416,7 @@ fn html(r: &Report) -> String {
             r.inflows.iter().map(|i| vec![i.seen_at.to_rfc3339(), i.wallet.clone(), inflow_amount(i), inflow_words(i)]),
         );
     }
-    out.push_str("<h2>Authorizations (external wallets)</h2>");
+    out.push_str("<h2>Authorizations (external wallets and x402 payments)</h2>");
     if r.authorizations.is_empty() {
         out.push_str("<p>None.</p>");
     } else {
@@ -445,7 +446,11 @@ fn authorization_words(a: &crate::overview::AuthorizationItem) -> String {
         }
         other => format!("{other}: {}", a.ended_by.as_deref().unwrap_or("")),
     };
-    format!("{state}; agent {} to {}{usd}, decision {}", a.agent, a.recipient, a.decision_id)
+    let what = match &a.resource {
+        Some(url) => format!("x402 payment for {url}, "),
+        None => String::new(),
+    };
+    format!("{what}{state}; agent {} to {}{usd}, decision {}", a.agent, a.recipient, a.decision_id)
 }
 
 /// `250 eth-local:USDC`, or the base units of an unknown token.

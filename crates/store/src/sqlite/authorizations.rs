@@ -17,7 +17,7 @@ use spendguard_core::SpendStatus;
 /// The columns [`authorization_from_row`] reads: the authorization joined to its decision.
 const COLUMNS: &str =
     "a.decision_id, d.agent, a.wallet, d.chain, d.from_address, d.asset, d.recipient, d.amount, d.usd,
-    a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by, a.kind, a.nonce";
+    a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by, a.kind, a.nonce, d.x402";
 
 fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
     let state: String = r.get(12)?;
@@ -54,6 +54,10 @@ fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> 
             })?
         },
         nonce: r.get(16)?,
+        resource: r
+            .get::<_, Option<String>>(17)?
+            .and_then(|text| serde_json::from_str::<crate::records::X402Request>(&text).ok())
+            .and_then(|x| x.url().map(str::to_string)),
     })
 }
 
