@@ -127,13 +127,13 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     assert!(cli(&config, &["agent", "token", "alice"]).status.success());
     let before = out(&verify(&config));
     // Schema 8: what spendguard wrote before it recorded each chain's genesis (9), each
-    // decision's price source (10), inflows and balance checkpoints (11), and external wallets'
-    // authorizations (12).
+    // decision's price source (10), inflows and balance checkpoints (11), external wallets'
+    // authorizations (12), x402 payments (13) and their cancellations (14).
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "DROP TABLE chain_identity; ALTER TABLE decisions DROP COLUMN price_source;
          ALTER TABLE decisions DROP COLUMN price_as_of_us; DROP TABLE inflows; DROP TABLE balance_checkpoints;
-         DROP TABLE authorizations; PRAGMA user_version = 8;",
+         DROP TABLE authorizations; ALTER TABLE decisions DROP COLUMN x402; PRAGMA user_version = 8;",
     )
     .unwrap();
     drop(conn);
@@ -141,7 +141,7 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     assert_eq!(after, before, "the audit chain is untouched by the migration");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 12);
+    assert_eq!(version, 14);
     let tokens: i64 = conn.query_row("SELECT count(*) FROM agent_tokens", [], |r| r.get(0)).unwrap();
     assert_eq!(tokens, 1, "the agent's token survived");
 }

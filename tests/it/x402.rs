@@ -367,3 +367,71 @@ async fn a_delayed_payment_is_signed_when_due_and_a_large_one_after_an_approval_
     );
     assert!(md.contains("x402 payment for http://api.weather.example/weather, OPEN until"), "{md}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancels_an_outstanding_x402_authorization_on_chain_from_the_cli() {
+    let x = X402Org::start("").await;
+    let node = x.org.node_for(x.config(), vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let r = agent
+        .call("pay_x402", json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "2000000", API_PAYEE) }))
+        .await;
+    assert_eq!(r.data["status"], "signed", "{}", r.text);
+    let id = r.data["decision_id"].as_str().unwrap().to_string();
+    let auth = r.data["authorization"].clone();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(EvmOrg::binary())
+            .arg("--config")
+            .arg(&x.config_path)
+            .args(args)
+            .envs(x.org.server_env())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "spendguard {args:?}: {text}");
+        text
+    };
+    let listed = cli(&["authorizations", "list"]);
+    assert!(
+        listed.contains(&id)
+            && listed.contains("x402\tbuyer\thot")
+            && listed.contains("x402 for http://api.weather.example/weather"),
+        "{listed}"
+    );
+
+    let cancelled = cli(&["authorizations", "cancel", &id, "--reason", "the API is down", "--as", "ops@e2e.example"]);
+    assert!(cancelled.contains(&format!("{id}: revoked (authorization cancelled on chain by 0x")), "{cancelled}");
+    let s = agent.call("spend_status", json!({ "decision_id": id })).await;
+    assert_eq!(
+        (s.data["status"].as_str(), s.data["authorization"]["state"].as_str()),
+        (Some("released"), Some("revoked")),
+        "{}",
+        s.text
+    );
+    assert!(cli(&["authorizations", "list"]).contains("no open authorizations"));
+
+    // The server can no longer settle it: the token refuses the cancelled nonce.
+    let mut nonce = [0u8; 32];
+    hex::decode_to_slice(auth["nonce"].as_str().unwrap().trim_start_matches("0x"), &mut nonce).unwrap();
+    let same = TransferAuthorization {
+        from: HOT.into(),
+        to: API_PAYEE.into(),
+        token: x.usdc.clone(),
+        domain_name: "USD Coin".into(),
+        domain_version: "2".into(),
+        value: 2_000_000,
+        valid_after: 0,
+        valid_before: auth["validBefore"].as_str().unwrap().parse().unwrap(),
+        nonce,
+    };
+    let settled = testing::settle_authorization(&x.org.anvil.url, FACILITATOR_KEY, DEV_KEYS[1], 31337, &same).await;
+    assert!(settled.is_err(), "a cancelled authorization cannot be settled: {settled:?}");
+    // The cancellation's fee is booked with the payment it cancelled: nothing unexplained.
+    x.org.mine().await;
+    node.tick().await;
+    let outflows = node.ledger().outflows(Some("eth-local")).await.unwrap();
+    let fee =
+        outflows.iter().find(|o| o.wallet == "hot" && o.kind == spendguard_core::reconcile::OutflowKind::Fee).unwrap();
+    assert_eq!((fee.class, fee.decision_id.as_deref()), (Class::Matched, Some(id.as_str())), "{fee:?}");
+    assert!(node.services.operators.frozen().await.unwrap().is_empty());
+}

@@ -86,11 +86,13 @@ pub enum AdminAction {
     Decommission,
     /// Revoke an agent's tokens.
     RevokeAgent,
+    /// Cancel an outstanding authorization (x402: on chain, with the wallet's key).
+    CancelAuthorization,
 }
 
 impl AdminAction {
     /// Every action.
-    pub const ALL: [AdminAction; 7] = [
+    pub const ALL: [AdminAction; 8] = [
         AdminAction::View,
         AdminAction::Freeze,
         AdminAction::Unfreeze,
@@ -98,6 +100,7 @@ impl AdminAction {
         AdminAction::CancelDelay,
         AdminAction::Decommission,
         AdminAction::RevokeAgent,
+        AdminAction::CancelAuthorization,
     ];
 
     /// The action's key in `[roles]`.
@@ -110,6 +113,7 @@ impl AdminAction {
             AdminAction::CancelDelay => "cancel_delay",
             AdminAction::Decommission => "decommission",
             AdminAction::RevokeAgent => "revoke_agent",
+            AdminAction::CancelAuthorization => "cancel_authorization",
         }
     }
 
@@ -123,6 +127,7 @@ impl AdminAction {
             AdminAction::CancelDelay => "cancel a queued spend",
             AdminAction::Decommission => "decommission an agent",
             AdminAction::RevokeAgent => "revoke an agent's tokens",
+            AdminAction::CancelAuthorization => "cancel an outstanding authorization",
         }
     }
 }

@@ -142,6 +142,7 @@ pub(crate) struct RawRoles {
     pub(crate) cancel_delay: Option<Vec<String>>,
     pub(crate) decommission: Option<Vec<String>>,
     pub(crate) revoke_agent: Option<Vec<String>>,
+    pub(crate) cancel_authorization: Option<Vec<String>>,
 }
 
 impl RawRoles {
@@ -153,6 +154,7 @@ impl RawRoles {
             Unfreeze => self.unfreeze.as_ref(),
             UnfreezeReconciler => self.unfreeze_reconciler.as_ref(),
             CancelDelay => self.cancel_delay.as_ref(),
+            CancelAuthorization => self.cancel_authorization.as_ref(),
             Decommission => self.decommission.as_ref(),
             RevokeAgent => self.revoke_agent.as_ref(),
         }

@@ -7,15 +7,15 @@ use crate::authority::{Authority, AuthorizationClaims};
 use crate::chains::Chains;
 use crate::clock::Clock;
 use crate::error::{ServiceError, ServiceResult};
-use spendguard_chain::TransferAuthorization;
+use spendguard_chain::{AuthorizationCancel, TransferAuthorization};
 use spendguard_chain::{ChainClient, ChainError, SignedTx, Transfer};
 use spendguard_config::Config;
 use spendguard_core::model::{Asset, Custody, Wallet};
 use spendguard_core::SpendStatus;
 use spendguard_store::{
-    Account, AuthorizationKind, AuthorizationRequest, AuthorizationStore, Authorizing, DecisionRecord, DecisionStore,
-    Intent, IssueWith, Issued, OutboxStore, Resigning, SignWith, SignedRecord, Signing, SigningError, SigningStore,
-    StoreError, X402Request,
+    Account, AuthorizationKind, AuthorizationRecord, AuthorizationRequest, AuthorizationStore, Authorizing,
+    DecisionRecord, DecisionStore, Intent, IssueWith, Issued, OutboxStore, Resigning, SignWith, SignedRecord, Signing,
+    SigningError, SigningStore, StoreError, X402Request,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,21 @@ pub(crate) fn chain_tx(s: &SignedRecord) -> SignedTx {
     }
 }
 
+/// A chain client's signing step as the ledger runs it.
+fn sign_with(sign: spendguard_chain::SignFn) -> SignWith {
+    Box::new(move |seq| {
+        sign(seq)
+            .map(|s| SignedRecord {
+                hash: s.hash,
+                raw: s.raw,
+                sequence: s.sequence,
+                fee_cap: s.fee_cap,
+                fee_terms: s.fee_terms,
+            })
+            .map_err(|e| SigningError { retryable: e.is_retryable(), source: Box::new(e) })
+    })
+}
+
 /// Exactly what a decision's transfer puts on chain, for the ledger to hold against the intent
 /// bound when the spend was decided.
 fn intent_of(record: &DecisionRecord, wallet: &Wallet, asset: &Asset) -> Intent {
@@ -82,6 +97,11 @@ impl Executor {
     /// Does this process hold keys, and so execute spends?
     pub fn signs(&self) -> bool {
         self.signs
+    }
+
+    /// The authorization of decision `id`, if it has one.
+    pub async fn authorization(&self, id: &str) -> ServiceResult<Option<AuthorizationRecord>> {
+        Ok(self.authorizations.authorization(id).await?)
     }
 
     /// The key external wallets' authorizations are signed with, if this process holds it.
@@ -185,19 +205,7 @@ impl Executor {
             address: wallet.address.clone(),
             floor,
         });
-        let sign = prepared.sign;
-        let sign: SignWith = Box::new(move |seq| {
-            sign(seq)
-                .map(|s| SignedRecord {
-                    hash: s.hash,
-                    raw: s.raw,
-                    sequence: s.sequence,
-                    fee_cap: s.fee_cap,
-                    fee_terms: s.fee_terms,
-                })
-                .map_err(|e| SigningError { retryable: e.is_retryable(), source: Box::new(e) })
-        });
-        Ok(Ok(Some(Ready { intent, account, sign })))
+        Ok(Ok(Some(Ready { intent, account, sign: sign_with(prepared.sign) })))
     }
 
     /// Authorizes a reserved decision of an external wallet: the agent pays it from its own
@@ -317,6 +325,61 @@ impl Executor {
             issue,
         )
         .await
+    }
+
+    /// Cancels open x402 authorization `id` on chain: the wallet sends `cancelAuthorization`
+    /// with its EIP-712 signature (its nonce allocated by the ledger, the transaction stored
+    /// before it is sent), then waits up to a minute for the chain's answer. Executed, the
+    /// authorization is revoked and its budget released; reverted (the server settled it
+    /// first), it stays, and the settlement is reconciled as usual.
+    pub async fn cancel_x402(&self, id: &str) -> ServiceResult<AuthorizationRecord> {
+        let record = self.record(id).await?;
+        let (wallet, asset) = self.wallet_and_asset(&record)?;
+        let a = self
+            .authorizations
+            .authorization(id)
+            .await?
+            .ok_or_else(|| ServiceError::Invalid(format!("decision {id} has no authorization to cancel")))?;
+        let (Some(x402), Some(nonce), Some(token)) = (&record.x402, a.nonce.as_deref(), asset.token.clone()) else {
+            return Err(ServiceError::Invalid(format!("decision {id} is not an x402 payment")));
+        };
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(nonce.trim_start_matches("0x"), &mut bytes).map_err(|_| {
+            ServiceError::Invalid(format!("decision {id}'s authorization nonce {nonce} is not 32 bytes"))
+        })?;
+        let client = Arc::clone(self.chains.get(&wallet.chain)?);
+        let cancel = AuthorizationCancel {
+            from: wallet.address.clone(),
+            token,
+            domain_name: x402.domain_name.clone(),
+            domain_version: x402.domain_version.clone(),
+            nonce: bytes,
+        };
+        let prepared = client.prepare_cancel_authorization(&cancel).await?;
+        let floor = prepared
+            .sequence_floor
+            .ok_or_else(|| ServiceError::Unconfigured(format!("chain {} allocates no account nonce", wallet.chain)))?;
+        let account = Account { chain: wallet.chain.clone(), address: wallet.address.clone(), floor };
+        let signed = self
+            .authorizations
+            .sign_cancellation(id, account, sign_with(prepared.sign), self.clock.now())
+            .await
+            .map_err(ServiceError::refusal)?;
+        client.broadcast(&chain_tx(&signed)).await?;
+        self.chains.forget_balances(&wallet.id);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(outcome) = client.outcome(&signed.hash).await? {
+                return Ok(self.authorizations.cancellation_landed(id, outcome.success, self.clock.now()).await?);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ServiceError::Invalid(format!(
+                    "the cancellation {} was sent but is not mined yet; run the command again to follow it",
+                    signed.hash
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 
     /// Has the ledger store an authorization `issue` signs, in the transaction that checks the

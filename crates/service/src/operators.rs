@@ -157,6 +157,29 @@ impl Operators {
         self.decisions.cancel_delay(id, operator, reason, self.clock.now()).await.map_err(ServiceError::refusal)
     }
 
+    /// Cancels an outstanding authorization as `operator`: an x402 payment's on chain (the
+    /// wallet sends `cancelAuthorization`), an external wallet's in the ledger (the agent's
+    /// payment would then be unexplained). Either way its budget is released.
+    pub async fn cancel_authorization(
+        &self,
+        id: &str,
+        operator: &str,
+        reason: &str,
+    ) -> ServiceResult<spendguard_store::AuthorizationRecord> {
+        required_text("reason", reason, "cancelling an authorization needs a reason")?;
+        self.permit(operator, AdminAction::CancelAuthorization)?;
+        let d = self.decision_of(id).await?;
+        if d.x402.is_some() {
+            return self.executor.cancel_x402(id).await;
+        }
+        let why = format!("authorization cancelled by {operator}: {reason}");
+        self.decisions.cancel(&d.agent, id, &why, self.clock.now()).await.map_err(ServiceError::refusal)?;
+        self.executor
+            .authorization(id)
+            .await?
+            .ok_or_else(|| ServiceError::Invalid(format!("decision {id} has no authorization")))
+    }
+
     /// Freezes a scope as `operator`.
     pub async fn freeze(&self, scope: Scope, operator: &str, reason: &str) -> ServiceResult<FreezeOutcome> {
         required_text("reason", reason, "a freeze needs a reason")?;

@@ -334,6 +334,11 @@ impl Overview {
         })
     }
 
+    /// Every open authorization (external wallets' and x402 payments'), oldest first.
+    pub async fn open_authorizations(&self) -> ServiceResult<Vec<AuthorizationItem>> {
+        Ok(self.authorizations.open_authorizations().await?.into_iter().map(AuthorizationItem::of).collect())
+    }
+
     /// The spend already committed to over the next `horizon`: queued delays due by then,
     /// approval requests still open, spends being executed, and external wallets' open
     /// authorizations.

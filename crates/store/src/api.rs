@@ -191,6 +191,20 @@ pub trait AuthorizationStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<AuthorizationRecord>>;
+    /// Signs the on-chain cancellation of open x402 authorization `id` with the wallet's next
+    /// nonce (allocated here) and stores the transaction before it is sent, in one transaction;
+    /// one signed before is returned as it was (to send again).
+    async fn sign_cancellation(
+        &self,
+        id: &str,
+        account: Account,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SignedRecord>;
+    /// The chain's answer to a cancellation: executed, the authorization is revoked and its
+    /// decision released; reverted (the server settled it first), it stays as it is.
+    async fn cancellation_landed(&self, id: &str, success: bool, at: DateTime<Utc>)
+        -> StoreResult<AuthorizationRecord>;
     /// Expires the open authorizations of wallets on `chain` whose expiry is before `deadline`
     /// (their expiry plus the chain's grace has passed): each decision is released and its
     /// budget returned, in one transaction. Returns them.

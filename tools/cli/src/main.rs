@@ -106,6 +106,9 @@ pub(crate) enum Command {
     /// The authority key that signs external wallets' authorizations.
     #[command(subcommand)]
     Authority(AuthorityCommand),
+    /// Outstanding authorizations (external wallets' spends, x402 payments): list, cancel.
+    #[command(subcommand)]
+    Authorizations(operate::AuthorizationsCommand),
     /// The hash-chained audit log: verify, export.
     #[command(subcommand)]
     Audit(inspect::AuditCommand),
@@ -349,6 +352,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delays(cmd) => operate::delays(config, cmd).await,
         Command::Operator(OperatorCommand::Token { operator }) => operate::operator_token(config, &operator).await,
         Command::Authority(AuthorityCommand::Pubkey { jwk }) => operate::authority_pubkey(&config, jwk),
+        Command::Authorizations(cmd) => operate::authorizations(config, cmd).await,
         Command::Audit(cmd) => inspect::audit(config, cmd).await,
         Command::Report(args) => inspect::report(config, args).await,
         Command::Status { json } => inspect::status(config, json).await,

@@ -262,3 +262,69 @@ pub(crate) fn authority_pubkey(config: &Config, jwk: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Subcommand)]
+pub(crate) enum AuthorizationsCommand {
+    /// Open authorizations: what agents may still pay (external wallets) or servers may still
+    /// settle (x402), until when.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an open authorization: an x402 payment's on chain (the wallet sends
+    /// `cancelAuthorization` with its key, and this waits for the chain's answer), an external
+    /// wallet's in the ledger. Its budget is released.
+    Cancel {
+        /// The decision id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Operator doing it: a configured operator holding a role `[roles]` names for it.
+        #[arg(long = "as", env = "SPENDGUARD_OPERATOR")]
+        operator: String,
+    },
+}
+
+pub(crate) async fn authorizations(config: Config, cmd: AuthorizationsCommand) -> Result<ExitCode> {
+    match cmd {
+        AuthorizationsCommand::List { json } => {
+            let items = reader(config).await?.services.overview.open_authorizations().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if items.is_empty() {
+                println!("no open authorizations");
+            }
+            for a in &items {
+                let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
+                let what = a.resource.as_deref().map(|r| format!("\tx402 for {r}")).unwrap_or_default();
+                println!(
+                    "{}\t{}\t{}\t{}\t{} {}{usd}\tto {}\tuntil {}{what}",
+                    a.decision_id,
+                    a.kind.as_str(),
+                    a.agent,
+                    a.wallet,
+                    a.amount.normalize(),
+                    a.asset,
+                    a.recipient,
+                    time(a.expires_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuthorizationsCommand::Cancel { id, reason, operator } => {
+            let node = spendguard_node::build(config, spendguard_node::Keys::FromConfig).await?;
+            let a = node.services.operators.cancel_authorization(&id, &operator, &reason).await?;
+            println!(
+                "{}: {} ({})",
+                a.decision_id,
+                a.state,
+                a.ended_by.as_deref().unwrap_or("still open: the server settled it first")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -348,6 +348,22 @@ pub struct TransferAuthorization {
     pub nonce: [u8; 32],
 }
 
+/// An unused EIP-3009 authorization to cancel on chain (`cancelAuthorization`), in a
+/// transaction its authorizer sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCancel {
+    /// The authorizer: the wallet that sends the cancellation.
+    pub from: String,
+    /// The token contract.
+    pub token: String,
+    /// The token's EIP-712 domain name.
+    pub domain_name: String,
+    /// The token's EIP-712 domain version.
+    pub domain_version: String,
+    /// The authorization's nonce.
+    pub nonce: [u8; 32],
+}
+
 /// One chain, as the service uses it.
 #[async_trait]
 pub trait ChainClient: Send + Sync {
@@ -420,6 +436,17 @@ pub trait ChainClient: Send + Sync {
     /// that stores it. Chains without EIP-3009 tokens refuse.
     fn sign_transfer_authorization(&self, authorization: &TransferAuthorization) -> ChainResult<String> {
         let _ = authorization;
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain has no EIP-3009 transfer authorizations".into(),
+        })
+    }
+
+    /// Fetches what signing a cancellation of an unused EIP-3009 authorization needs (the
+    /// wallet's EIP-712 signature inside a `cancelAuthorization` call it sends) and returns the
+    /// signing step, as [`ChainClient::prepare`] does for transfers.
+    async fn prepare_cancel_authorization(&self, cancel: &AuthorizationCancel) -> ChainResult<Prepared> {
+        let _ = cancel;
         Err(ChainError::BadResponse {
             chain: self.chain_id().to_string(),
             message: "this chain has no EIP-3009 transfer authorizations".into(),

@@ -13,8 +13,8 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use spendguard_chain::{
-    with_failover, BlockOutflows, ChainClient, ChainError, ChainInflow, ChainOutflow, ChainResult, Prepared,
-    RetryPolicy, SignedTx, Transfer, TransferAuthorization, TxOutcome,
+    with_failover, AuthorizationCancel, BlockOutflows, ChainClient, ChainError, ChainInflow, ChainOutflow, ChainResult,
+    Prepared, RetryPolicy, SignedTx, Transfer, TransferAuthorization, TxOutcome,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::price::{FeedKind, Observation};
@@ -31,6 +31,17 @@ alloy::sol! {
     interface IERC20 {
         function balanceOf(address account) external view returns (uint256);
         function transfer(address to, uint256 amount) external returns (bool);
+    }
+
+    /// EIP-3009's cancellation of an unused authorization, signed by its authorizer.
+    struct CancelAuthorization {
+        address authorizer;
+        bytes32 nonce;
+    }
+
+    /// The part of EIP-3009 that cancels an authorization.
+    interface IEip3009Cancel {
+        function cancelAuthorization(address authorizer, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
     }
 
     /// EIP-3009's typed message (USDC's `transferWithAuthorization`), signed for x402 payments.
@@ -125,6 +136,81 @@ impl std::fmt::Debug for EvmClient {
 }
 
 impl EvmClient {
+    /// Fetches what signing a call from `from` needs — gas (a fifth more than estimated for
+    /// contract calls, which can cost a little more when mined), fees under the cap, the
+    /// account's nonce floor — and returns the signing step.
+    async fn prepare_call(
+        &self,
+        from: Address,
+        signer: PrivateKeySigner,
+        to: Address,
+        value: U256,
+        input: Bytes,
+    ) -> ChainResult<Prepared> {
+        let request = TransactionRequest::default().from(from).to(to).value(value).input(input.clone().into());
+        let estimated = self.rpc(|p| p.estimate_gas(request.clone()).into_future()).await?;
+        let gas_limit = if input.is_empty() { estimated } else { estimated + estimated / 5 };
+        let block =
+            self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Latest).await }).await?.ok_or_else(
+                || ChainError::BadResponse { chain: self.settings.id.clone(), message: "no latest block".into() },
+            )?;
+        let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
+        let tip = self.rpc(|p| p.get_max_priority_fee_per_gas().into_future()).await?;
+        let mut max_fee = base_fee.saturating_mul(2).saturating_add(tip);
+        let mut priority = tip;
+        if let Some(cap) = self.max_fee_wei {
+            if base_fee > cap {
+                return Err(ChainError::FeeAboveCap {
+                    chain: self.settings.id.clone(),
+                    needed: format!("{} gwei base fee", from_base_units(U256::from(base_fee), 9)),
+                    cap: format!("{} gwei", from_base_units(U256::from(cap), 9)),
+                });
+            }
+            max_fee = max_fee.min(cap);
+            priority = priority.min(max_fee);
+        }
+        let floor =
+            self.rpc(|p| async move { p.get_transaction_count(from).block_id(BlockId::latest()).await }).await?;
+        let fee_cap = from_base_units(U256::from(gas_limit) * U256::from(max_fee), 18);
+        let fee_terms = format!(
+            "gas {gas_limit} × max {} gwei (tip {} gwei)",
+            from_base_units(U256::from(max_fee), 9),
+            from_base_units(U256::from(priority), 9)
+        );
+        let chain = self.settings.id.clone();
+        let chain_id = self.settings.chain_id;
+        let sign = Box::new(move |sequence: Option<u64>| -> ChainResult<SignedTx> {
+            let nonce = sequence.ok_or_else(|| ChainError::BadResponse {
+                chain: chain.clone(),
+                message: "EVM signing needs a nonce".into(),
+            })?;
+            let mut tx = TxEip1559 {
+                chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: max_fee,
+                max_priority_fee_per_gas: priority,
+                to: TxKind::Call(to),
+                value,
+                access_list: Default::default(),
+                input,
+            };
+            let signature = signer
+                .sign_transaction_sync(&mut tx)
+                .map_err(|e| ChainError::BadResponse { chain: chain.clone(), message: format!("signing: {e}") })?;
+            let envelope = TxEnvelope::from(tx.into_signed(signature));
+            let hash: B256 = *envelope.tx_hash();
+            Ok(SignedTx {
+                hash: format!("{hash:#x}"),
+                raw: envelope.encoded_2718(),
+                sequence: Some(nonce),
+                fee_cap,
+                fee_terms,
+            })
+        });
+        Ok(Prepared { sequence_floor: Some(floor), sign })
+    }
+
     /// A client for `settings` holding the given keys.
     pub fn new(settings: EvmSettings, signers: Vec<PrivateKeySigner>) -> ChainResult<EvmClient> {
         let bad = |message: String| ChainError::BadResponse { chain: settings.id.clone(), message };
@@ -331,69 +417,40 @@ impl ChainClient for EvmClient {
                 Bytes::from(IERC20::transferCall { to: recipient, amount: units }.abi_encode()),
             ),
         };
-        let request = TransactionRequest::default().from(from).to(to).value(value).input(input.clone().into());
-        let estimated = self.rpc(|p| p.estimate_gas(request.clone()).into_future()).await?;
-        // Token transfers can cost a little more when mined than estimated; plain ones cannot.
-        let gas_limit = if transfer.asset.token.is_some() { estimated + estimated / 5 } else { estimated };
-        let block =
-            self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Latest).await }).await?.ok_or_else(
-                || ChainError::BadResponse { chain: self.settings.id.clone(), message: "no latest block".into() },
-            )?;
-        let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
-        let tip = self.rpc(|p| p.get_max_priority_fee_per_gas().into_future()).await?;
-        let mut max_fee = base_fee.saturating_mul(2).saturating_add(tip);
-        let mut priority = tip;
-        if let Some(cap) = self.max_fee_wei {
-            if base_fee > cap {
-                return Err(ChainError::FeeAboveCap {
-                    chain: self.settings.id.clone(),
-                    needed: format!("{} gwei base fee", from_base_units(U256::from(base_fee), 9)),
-                    cap: format!("{} gwei", from_base_units(U256::from(cap), 9)),
-                });
-            }
-            max_fee = max_fee.min(cap);
-            priority = priority.min(max_fee);
-        }
-        let floor =
-            self.rpc(|p| async move { p.get_transaction_count(from).block_id(BlockId::latest()).await }).await?;
-        let fee_cap = from_base_units(U256::from(gas_limit) * U256::from(max_fee), 18);
-        let fee_terms = format!(
-            "gas {gas_limit} × max {} gwei (tip {} gwei)",
-            from_base_units(U256::from(max_fee), 9),
-            from_base_units(U256::from(priority), 9)
+        self.prepare_call(from, signer, to, value, input).await
+    }
+
+    async fn prepare_cancel_authorization(&self, c: &AuthorizationCancel) -> ChainResult<Prepared> {
+        use alloy::signers::SignerSync as _;
+        use alloy::sol_types::SolStruct as _;
+        let from = self.address(&c.from)?;
+        let signer = self
+            .signers
+            .get(&from)
+            .cloned()
+            .ok_or_else(|| ChainError::NoKey { chain: self.settings.id.clone(), address: c.from.clone() })?;
+        let token = self.address(&c.token)?;
+        let domain = alloy::sol_types::Eip712Domain::new(
+            Some(c.domain_name.clone().into()),
+            Some(c.domain_version.clone().into()),
+            Some(U256::from(self.settings.chain_id)),
+            Some(token),
+            None,
         );
-        let chain = self.settings.id.clone();
-        let chain_id = self.settings.chain_id;
-        let sign = Box::new(move |sequence: Option<u64>| -> ChainResult<SignedTx> {
-            let nonce = sequence.ok_or_else(|| ChainError::BadResponse {
-                chain: chain.clone(),
-                message: "EVM signing needs a nonce".into(),
-            })?;
-            let mut tx = TxEip1559 {
-                chain_id,
-                nonce,
-                gas_limit,
-                max_fee_per_gas: max_fee,
-                max_priority_fee_per_gas: priority,
-                to: TxKind::Call(to),
-                value,
-                access_list: Default::default(),
-                input,
-            };
-            let signature = signer
-                .sign_transaction_sync(&mut tx)
-                .map_err(|e| ChainError::BadResponse { chain: chain.clone(), message: format!("signing: {e}") })?;
-            let envelope = TxEnvelope::from(tx.into_signed(signature));
-            let hash: B256 = *envelope.tx_hash();
-            Ok(SignedTx {
-                hash: format!("{hash:#x}"),
-                raw: envelope.encoded_2718(),
-                sequence: Some(nonce),
-                fee_cap,
-                fee_terms,
-            })
-        });
-        Ok(Prepared { sequence_floor: Some(floor), sign })
+        let message = CancelAuthorization { authorizer: from, nonce: B256::from(c.nonce) };
+        let signature = signer.sign_hash_sync(&message.eip712_signing_hash(&domain)).map_err(|e| {
+            ChainError::BadResponse { chain: self.settings.id.clone(), message: format!("signing: {e}") }
+        })?;
+        let bytes = signature.as_bytes();
+        let input = IEip3009Cancel::cancelAuthorizationCall {
+            authorizer: from,
+            nonce: B256::from(c.nonce),
+            v: bytes[64],
+            r: B256::from_slice(&bytes[..32]),
+            s: B256::from_slice(&bytes[32..64]),
+        }
+        .abi_encode();
+        self.prepare_call(from, signer, token, U256::ZERO, Bytes::from(input)).await
     }
 
     async fn broadcast(&self, signed: &SignedTx) -> ChainResult<()> {

@@ -6,11 +6,16 @@ use super::rows::{corrupt, decimal_col, decimal_col_opt, decision_row, money, ti
 use super::signing::check_intent;
 use super::{SqliteStore, Writer};
 use crate::api::AuthorizationStore;
+use crate::error::StoreError;
 use crate::error::StoreResult;
-use crate::records::{AuthorizationKind, AuthorizationRecord, AuthorizationRequest, AuthorizationState, Authorizing};
+use crate::records::{
+    Account, AuthorizationKind, AuthorizationRecord, AuthorizationRequest, AuthorizationState, Authorizing, SignWith,
+    SignedRecord,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
+use rust_decimal::Decimal;
 use spendguard_core::reconcile::OpenAuthorization;
 use spendguard_core::SpendStatus;
 
@@ -104,6 +109,27 @@ impl AuthorizationStore for SqliteStore {
         .await
     }
 
+    async fn sign_cancellation(
+        &self,
+        id: &str,
+        account: Account,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SignedRecord> {
+        let id = id.to_string();
+        self.write(move |w| w.sign_cancellation(&id, &account, sign, at)).await
+    }
+
+    async fn cancellation_landed(
+        &self,
+        id: &str,
+        success: bool,
+        at: DateTime<Utc>,
+    ) -> StoreResult<AuthorizationRecord> {
+        let id = id.to_string();
+        self.write(move |w| w.cancellation_landed(&id, success, at)).await
+    }
+
     async fn expire_authorizations(
         &self,
         chain: &str,
@@ -178,6 +204,63 @@ impl Writer {
             expired.extend(load_authorization(&self.conn, &a.decision_id)?);
         }
         Ok(expired)
+    }
+
+    fn sign_cancellation(
+        &mut self,
+        id: &str,
+        account: &Account,
+        sign: SignWith,
+        at: DateTime<Utc>,
+    ) -> StoreResult<SignedRecord> {
+        let a = load_authorization(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        let stored: Option<(String, Vec<u8>)> = self.conn.query_row(
+            "SELECT cancel_tx, cancel_raw FROM authorizations WHERE decision_id = ?1",
+            params![id],
+            |r| Ok(r.get::<_, Option<String>>(0)?.zip(r.get::<_, Option<Vec<u8>>>(1)?)),
+        )?;
+        if let Some((hash, raw)) = stored {
+            return Ok(SignedRecord { hash, raw, sequence: None, fee_cap: Decimal::ZERO, fee_terms: String::new() });
+        }
+        if a.kind != AuthorizationKind::X402 || a.state != AuthorizationState::Open {
+            let d = decision_row(&self.conn, id)?;
+            return Err(StoreError::WrongStatus {
+                id: id.to_string(),
+                status: d.status,
+                failure: a.ended_by,
+                needs: "only an open x402 authorization is cancelled on chain",
+            });
+        }
+        let sequence = self.allocate_nonce(account)?;
+        // An error here rolls the job's savepoint back, nonce allocation included.
+        let signed = sign(Some(sequence))?;
+        self.conn.execute(
+            "UPDATE authorizations SET cancel_tx = ?1, cancel_raw = ?2 WHERE decision_id = ?3",
+            params![signed.hash, signed.raw, id],
+        )?;
+        let d = decision_row(&self.conn, id)?;
+        self.audit_decision(
+            "authorization_cancel_signed",
+            "spendguard",
+            &d,
+            serde_json::json!({ "tx_hash": signed.hash, "nonce": sequence, "authorization_nonce": a.nonce }),
+            at,
+        )?;
+        Ok(signed)
+    }
+
+    fn cancellation_landed(&mut self, id: &str, success: bool, at: DateTime<Utc>) -> StoreResult<AuthorizationRecord> {
+        let a = load_authorization(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))?;
+        if success && a.state == AuthorizationState::Open {
+            let tx: Option<String> = self.conn.query_row(
+                "SELECT cancel_tx FROM authorizations WHERE decision_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
+            let why = format!("authorization cancelled on chain by {}", tx.unwrap_or_default());
+            self.end_authorization(id, AuthorizationState::Revoked, &why, at)?;
+        }
+        load_authorization(&self.conn, id)?.ok_or_else(|| StoreError::UnknownDecision(id.to_string()))
     }
 
     /// Ends an open authorization that was not paid (`Expired` or `Revoked`): its decision is

@@ -463,6 +463,22 @@ impl Writer {
 
     /// What the decision whose transaction `tx_hash` is approved, if any.
     fn approved_by_tx(&self, tx_hash: &str) -> StoreResult<Option<Approved>> {
+        // A wallet's cancellation of an x402 authorization belongs to that payment's decision:
+        // it moves nothing, and its fee is booked there.
+        let cancelling: Option<String> = self
+            .conn
+            .prepare_cached("SELECT decision_id FROM authorizations WHERE cancel_tx = ?1")?
+            .query_row(params![tx_hash], |r| r.get(0))
+            .optional()?;
+        if let Some(decision_id) = cancelling {
+            return Ok(Some(Approved {
+                decision_id,
+                asset: String::new(),
+                recipient: String::new(),
+                amount: Decimal::ZERO,
+                fee_cap: None,
+            }));
+        }
         self.conn
             .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
             .query_row(params![tx_hash], |r| {

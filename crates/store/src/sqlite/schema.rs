@@ -288,6 +288,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE authorizations ADD COLUMN nonce TEXT;
     CREATE UNIQUE INDEX authorizations_by_nonce ON authorizations (wallet, nonce) WHERE nonce IS NOT NULL;
     "#,
+    // 14: an x402 authorization cancelled on chain: the wallet's `cancelAuthorization`
+    // transaction, stored before it is sent (its fee is booked with the decision).
+    r#"
+    ALTER TABLE authorizations ADD COLUMN cancel_tx TEXT;
+    ALTER TABLE authorizations ADD COLUMN cancel_raw BLOB;
+    CREATE INDEX authorizations_by_cancel_tx ON authorizations (cancel_tx) WHERE cancel_tx IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

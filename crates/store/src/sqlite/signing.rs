@@ -188,7 +188,7 @@ impl Writer {
 
     /// The next nonce of an account: the lowest hole a refused transaction left (at or above
     /// the chain's floor), else the allocator's next, never below the floor.
-    fn allocate_nonce(&mut self, a: &Account) -> StoreResult<u64> {
+    pub(crate) fn allocate_nonce(&mut self, a: &Account) -> StoreResult<u64> {
         let floor = a.floor as i64;
         self.conn.execute(
             "DELETE FROM nonce_holes WHERE chain = ?1 AND address = ?2 AND nonce < ?3",
