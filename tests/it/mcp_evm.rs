@@ -204,12 +204,13 @@ async fn tools_list_matches_the_golden_snapshot() {
     let agent = McpAgent::connect(&org.node().await.services, "buyer").await;
     let tools = agent.tools().await;
     let names: Vec<&str> = tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 5);
+    assert_eq!(names.len(), 6, "{names:?}");
     for t in tools.as_array().unwrap() {
         let a = &t["annotations"];
         let read_only = matches!(t["name"].as_str(), Some("evaluate" | "balance" | "spend_status"));
         assert_eq!(a["readOnlyHint"], read_only, "{}", t["name"]);
-        assert_eq!(a["destructiveHint"], t["name"] == "spend", "{}", t["name"]);
+        let moves_money = matches!(t["name"].as_str(), Some("spend" | "pay_x402"));
+        assert_eq!(a["destructiveHint"], moves_money, "{}", t["name"]);
     }
     let path = spendguard_tests::manifest_dir().join("../fixtures/mcp/tools_list.json");
     let pretty = serde_json::to_string_pretty(&tools).unwrap() + "\n";

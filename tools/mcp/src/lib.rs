@@ -1,5 +1,6 @@
-//! spendguard's MCP server: the five tools of shared/spec/MCP_TOOLS.md, served over stdio (one
-//! process per agent) and streamable HTTP (bearer tokens); and the daemon's other HTTP routes:
+//! spendguard's MCP server: the tools of shared/spec/MCP_TOOLS.md (the first wave's five and
+//! `pay_x402`), served over stdio (one process per agent) and streamable HTTP (bearer tokens);
+//! and the daemon's other HTTP routes:
 //! the operators' admin API under `/admin` (operator tokens), authorization verification under
 //! `/v1`, `/healthz` and Prometheus `/metrics`.
 //!
