@@ -284,6 +284,18 @@ scope = "agent:buyer"
     c["resource"]["url"] = json!("https://CASINO.example/spin");
     let text = refused(c).await;
     assert!(text.starts_with("RECIPIENT_BLOCKED"), "{text}");
+    // Malformed arguments are refused before anything is recorded.
+    for (bad, expect) in [
+        (json!({ "wallet": "hot", "payment_required": "eyJ4NDAy..." }), "INVALID_REQUEST"),
+        (json!({ "wallet": "hot", "payment_required": { "x402Version": 3, "accepts": [] } }), "X402_UNPAYABLE"),
+        (json!({ "wallet": "hot", "payment_required": { "x402Version": 2 } }), "X402_UNPAYABLE"),
+        (json!({ "wallet": "hot", "payment_required": { "x402Version": 2, "accepts": [], "pad": "x".repeat(70_000) } }), "INVALID_REQUEST"),
+        (json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE), "agent": "saver" }), "INVALID_REQUEST"),
+        (json!({ "wallet": "cold-storage", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE) }), "UNKNOWN_WALLET"),
+    ] {
+        let r = agent.call("pay_x402", bad.clone()).await;
+        assert!(r.is_error && r.text.starts_with(expect), "{bad}: {}", r.text);
+    }
     // The first payable requirement wins; version 1's maxAmountRequired form is read too.
     let v1 = json!({ "x402Version": 1, "accepts": [
         { "scheme": "upto", "network": "eip155:31337" },
