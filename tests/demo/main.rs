@@ -3,10 +3,12 @@
 //! tools of a real `spendguard serve` (ETH and SOL priced live by a Chainlink feed and a Pyth
 //! account), with an operator approving, cancelling and watching the kill switch catch an
 //! EIP-7702 delegation to a drainer and a rogue transfer, a stranger's money reported, and an
-//! agent paying from its own (external) wallet after spendguard authorized it. Ends with the
-//! status and the reconciliation report.
+//! agent paying from its own (external) wallet after spendguard authorized it, and an x402
+//! API paid through `pay_x402` (the official x402 Python SDK as server and facilitator). Ends
+//! with the status and the reconciliation report.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use spendguard_tests::anvil::{Anvil, DEV_KEYS};
 use spendguard_tests::evm_org::{keystores, Daemon, EvmOrg, PASSWORD_ENVS};
@@ -21,6 +23,8 @@ const GITHUB: &str = "0x23618e81e3f5cdf7f54c3d65f7fbc0abf5b21e8f";
 const CLOUD: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
 const ATTACKER: &str = "0x976ea74026e726554db657fa54763abd0c3a0aa9";
 const SOL_VENDOR: &str = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T";
+/// Where the weather API's x402 payments go.
+const WEATHER_API: &str = "0x15d34aaf54267db7d7c367839aaf71a00a2c6a65";
 
 fn step(text: &str) {
     println!("\n\x1b[1m== {text}\x1b[0m");
@@ -37,6 +41,36 @@ fn say(agent: &str, what: &str, r: &spendguard_tests::mcp_client::ToolReply) {
             d["status"].as_str().unwrap_or("?"),
             d["tier"].as_str().unwrap_or("?")
         );
+    }
+}
+
+/// The paid weather API of the x402 step: the official x402 Python SDK's FastAPI middleware
+/// and facilitator (`tests/x402/paid_api.py`), 0.50 USDC a call; stopped when dropped.
+struct PaidApi {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PaidApi {
+    fn start(rpc: &str, usdc: &str) -> PaidApi {
+        let script = spendguard_tests::manifest_dir().join("x402/paid_api.py");
+        let mut child = Command::new(spendguard_tests::python::python())
+            .arg(script)
+            .args([rpc, "31337", DEV_KEYS[5], usdc, WEATHER_API, "500000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("paid API: {line}")).to_string();
+        PaidApi { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for PaidApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -139,11 +173,10 @@ async fn main() {
     })
     .await
     .unwrap();
-    let bytecode = spendguard_tests::TEST_TOKEN_BIN;
+    // USDC as Circle's contract behaves: EIP-3009 transfers by signed authorization (x402).
+    let bytecode = spendguard_tests::TEST_EIP3009_TOKEN_BIN;
     let usdc =
-        spendguard_evm::testing::deploy_token(&anvil.url, DEV_KEYS[0], bytecode, "USD Coin", "USDC", 10u128.pow(13))
-            .await
-            .unwrap();
+        spendguard_evm::testing::deploy_eip3009_token(&anvil.url, DEV_KEYS[0], bytecode, 10u128.pow(13)).await.unwrap();
     let (eth_ops, eth_research, eth_own) = (
         spendguard_evm::testing::address_of(DEV_KEYS[1]).unwrap(),
         spendguard_evm::testing::address_of(DEV_KEYS[2]).unwrap(),
@@ -337,6 +370,54 @@ async fn main() {
         r.data["status"], r.data["reconciliation"], r.data["authorization"]["state"]
     );
     println!("  POST /v1/authorizations/verify → {}", verify(&token).await["status"]);
+
+    step("research-bot pays an x402 API: HTTP 402, pay_x402, the retry served, the settlement matched");
+    let api = PaidApi::start(&anvil.url, &usdc);
+    let http = reqwest::Client::new();
+    let mut first = None;
+    until("the paid API to answer", async || {
+        first = http.get(format!("{}/weather", api.url)).send().await.ok();
+        first.is_some()
+    })
+    .await;
+    let first = first.unwrap();
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.decode(text).unwrap();
+    let challenge: Value = serde_json::from_slice(&b64(first.headers()["payment-required"].to_str().unwrap())).unwrap();
+    println!(
+        "  GET {}/weather → {} (PAYMENT-REQUIRED: {} base units of USDC to {})",
+        api.url,
+        first.status(),
+        challenge["accepts"][0]["amount"].as_str().unwrap_or("?"),
+        challenge["accepts"][0]["payTo"].as_str().unwrap_or("?")
+    );
+    let paid = research
+        .call(
+            "pay_x402",
+            json!({"wallet": "eth-research", "payment_required": challenge, "idempotency_key": "weather-today"}),
+        )
+        .await;
+    println!(
+        "  research-bot: pay_x402 → {} ({}), validBefore {}",
+        paid.data["status"].as_str().unwrap_or("?"),
+        paid.data["tier"].as_str().unwrap_or("?"),
+        paid.data["authorization"]["validBefore"].as_str().unwrap_or("?")
+    );
+    let header = paid.data["payment_signature"].as_str().unwrap_or_default().to_string();
+    let served = http.get(format!("{}/weather", api.url)).header("PAYMENT-SIGNATURE", &header).send().await.unwrap();
+    println!("  GET /weather with PAYMENT-SIGNATURE → {} {}", served.status(), served.text().await.unwrap_or_default());
+    let paid_id = paid.data["decision_id"].as_str().unwrap_or_default().to_string();
+    until("the x402 settlement to be matched", async || {
+        research.call("spend_status", json!({"decision_id": paid_id})).await.data["reconciliation"] == "matched"
+    })
+    .await;
+    let r = research.call("spend_status", json!({"decision_id": paid_id})).await;
+    println!(
+        "  spend_status {paid_id}: {}, settled by the facilitator in {}, reconciliation {}",
+        r.data["status"],
+        r.data["tx_hash"].as_str().map(|h| &h[..18.min(h.len())]).unwrap_or("?"),
+        r.data["reconciliation"]
+    );
+    drop(api);
 
     step("16 agent sessions at once: research-bot's dry runs for two seconds (spendguard bench)");
     let bench = Command::new(binary())

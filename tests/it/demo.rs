@@ -40,6 +40,11 @@ fn the_demo_runs_end_to_end() {
         "POST /v1/authorizations/verify → \"valid\"",
         "reconciliation \"matched\", authorization \"consumed\"",
         "POST /v1/authorizations/verify → \"consumed\"",
+        "/weather → 402 Payment Required (PAYMENT-REQUIRED: 500000 base units of USDC",
+        "research-bot: pay_x402 → signed (INSTANT)",
+        "GET /weather with PAYMENT-SIGNATURE → 200 OK {\"forecast\":\"sunny\"",
+        "settled by the facilitator in 0x",
+        "reconciliation \"matched\"\n",
         "ok: ",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in the demo's output:\n{stdout}");

@@ -289,9 +289,18 @@ scope = "agent:buyer"
         (json!({ "wallet": "hot", "payment_required": "eyJ4NDAy..." }), "INVALID_REQUEST"),
         (json!({ "wallet": "hot", "payment_required": { "x402Version": 3, "accepts": [] } }), "X402_UNPAYABLE"),
         (json!({ "wallet": "hot", "payment_required": { "x402Version": 2 } }), "X402_UNPAYABLE"),
-        (json!({ "wallet": "hot", "payment_required": { "x402Version": 2, "accepts": [], "pad": "x".repeat(70_000) } }), "INVALID_REQUEST"),
-        (json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE), "agent": "saver" }), "INVALID_REQUEST"),
-        (json!({ "wallet": "cold-storage", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE) }), "UNKNOWN_WALLET"),
+        (
+            json!({ "wallet": "hot", "payment_required": { "x402Version": 2, "accepts": [], "pad": "x".repeat(70_000) } }),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE), "agent": "saver" }),
+            "INVALID_REQUEST",
+        ),
+        (
+            json!({ "wallet": "cold-storage", "payment_required": x.challenge(&x.usdc, "1000000", API_PAYEE) }),
+            "UNKNOWN_WALLET",
+        ),
     ] {
         let r = agent.call("pay_x402", bad.clone()).await;
         assert!(r.is_error && r.text.starts_with(expect), "{bad}: {}", r.text);
