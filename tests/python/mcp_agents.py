@@ -51,7 +51,11 @@ async def main():
     async with session("buyer") as s:
         init_tools = await s.list_tools()
         names = sorted(t.name for t in init_tools.tools)
-        check("tools/list has the five tools", names == ["balance", "cancel_spend", "evaluate", "spend", "spend_status"], names)
+        check(
+            "tools/list has the six tools",
+            names == ["balance", "cancel_spend", "evaluate", "pay_x402", "spend", "spend_status"],
+            names,
+        )
         spend_tool = next(t for t in init_tools.tools if t.name == "spend")
         check("spend is marked destructive", spend_tool.annotations.destructive_hint is True, spend_tool.annotations)
         evaluate_tool = next(t for t in init_tools.tools if t.name == "evaluate")
