@@ -456,3 +456,58 @@ async fn an_operator_cancels_an_outstanding_x402_authorization_on_chain_from_the
     assert_eq!((fee.class, fee.decision_id.as_deref()), (Class::Matched, Some(id.as_str())), "{fee:?}");
     assert!(node.services.operators.frozen().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_settling_several_payments_in_one_transaction_has_each_matched_to_its_own() {
+    let x = X402Org::start("").await;
+    let settler =
+        testing::deploy(&x.org.anvil.url, DEV_KEYS[0], spendguard_tests::TEST_BATCH_SETTLER_BIN).await.unwrap();
+    let node = x.org.node_for(x.config(), vec![]).await;
+    let agent = McpAgent::connect(&node.services, "buyer").await;
+    let mut signed = vec![];
+    let mut ids = vec![];
+    for amount in ["2000000", "3000000"] {
+        let r = agent
+            .call("pay_x402", json!({ "wallet": "hot", "payment_required": x.challenge(&x.usdc, amount, API_PAYEE) }))
+            .await;
+        assert_eq!(r.data["status"], "signed", "{}", r.text);
+        ids.push(r.data["decision_id"].as_str().unwrap().to_string());
+        let payload: Value = serde_json::from_slice(&b64(r.data["payment_signature"].as_str().unwrap())).unwrap();
+        let a = &payload["payload"]["authorization"];
+        let mut nonce = [0u8; 32];
+        hex::decode_to_slice(a["nonce"].as_str().unwrap().trim_start_matches("0x"), &mut nonce).unwrap();
+        let mut signature = [0u8; 65];
+        hex::decode_to_slice(
+            payload["payload"]["signature"].as_str().unwrap().trim_start_matches("0x"),
+            &mut signature,
+        )
+        .unwrap();
+        let authorization = TransferAuthorization {
+            from: a["from"].as_str().unwrap().into(),
+            to: a["to"].as_str().unwrap().into(),
+            token: x.usdc.clone(),
+            domain_name: "USD Coin".into(),
+            domain_version: "2".into(),
+            value: a["value"].as_str().unwrap().parse().unwrap(),
+            valid_after: a["validAfter"].as_str().unwrap().parse().unwrap(),
+            valid_before: a["validBefore"].as_str().unwrap().parse().unwrap(),
+            nonce,
+        };
+        signed.push((authorization, signature));
+    }
+    // Settled in the reverse order, in one transaction: each Transfer pairs with its own log.
+    signed.reverse();
+    let tx = testing::settle_batch(&x.org.anvil.url, FACILITATOR_KEY, &settler, &x.usdc, &signed).await.unwrap();
+    x.org.mine().await;
+    node.tick().await;
+    for id in &ids {
+        let s = agent.call("spend_status", json!({ "decision_id": id })).await;
+        assert_eq!(
+            (s.data["reconciliation"].as_str(), s.data["tx_hash"].as_str()),
+            (Some("matched"), Some(tx.as_str())),
+            "{}",
+            s.text
+        );
+    }
+    assert!(node.services.operators.frozen().await.unwrap().is_empty());
+}

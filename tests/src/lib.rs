@@ -214,6 +214,9 @@ pub const TEST_DRAINER_BIN: &str = include_str!("../../fixtures/evm/TestDrainer.
 /// Creation bytecode of `fixtures/evm/TestEip3009Token.sol` (USDC-like: EIP-3009 under the
 /// domain "USD Coin" / "2"); constructor `(uint256 supply)`.
 pub const TEST_EIP3009_TOKEN_BIN: &str = include_str!("../../fixtures/evm/TestEip3009Token.bin");
+/// Creation bytecode of `fixtures/evm/TestBatchSettler.sol` (settles several EIP-3009
+/// authorizations in one transaction); no constructor arguments.
+pub const TEST_BATCH_SETTLER_BIN: &str = include_str!("../../fixtures/evm/TestBatchSettler.bin");
 /// Creation bytecode of `fixtures/evm/TestPriceFeed.sol` (a Chainlink-interface feed a test sets).
 pub const TEST_PRICE_FEED_BIN: &str = include_str!("../../fixtures/evm/TestPriceFeed.bin");
 

@@ -468,8 +468,12 @@ impl StatusReport {
 
     /// With the authorization an external wallet's spend or an x402 payment carries.
     pub(crate) fn with_authorization(mut self, a: Option<AuthorizationRecord>) -> StatusReport {
-        self.payment_signature =
-            a.as_ref().filter(|a| a.kind == spendguard_store::AuthorizationKind::X402).map(|a| a.token.clone());
+        let x402 = a.as_ref().filter(|a| a.kind == spendguard_store::AuthorizationKind::X402);
+        self.payment_signature = x402.map(|a| a.token.clone());
+        // The facilitator's transaction that settled it (it may have settled others too).
+        if let Some(settled) = x402.filter(|a| a.state == AuthorizationState::Consumed) {
+            self.tx_hash = self.tx_hash.take().or_else(|| settled.ended_by.clone());
+        }
         self.authorization = a.map(AuthorizationView::of);
         self
     }

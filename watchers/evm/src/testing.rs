@@ -170,6 +170,54 @@ pub async fn drain(rpc: &str, sender_hex: &str, wallet: &str, token: &str, to: &
 }
 
 alloy::sol! {
+    /// `fixtures/evm/TestBatchSettler.sol`.
+    interface ITestBatchSettler {
+        struct Authorization {
+            address from;
+            address to;
+            uint256 value;
+            uint256 validAfter;
+            uint256 validBefore;
+            bytes32 nonce;
+            uint8 v;
+            bytes32 r;
+            bytes32 s;
+        }
+        function settle(address token, Authorization[] authorizations) external;
+    }
+}
+
+/// Settles each `(authorization, signature)` through the batch settler at `settler`, in one
+/// transaction sent by `submitter_hex`; returns the tx hash.
+pub async fn settle_batch(
+    rpc: &str,
+    submitter_hex: &str,
+    settler: &str,
+    token: &str,
+    signed: &[(spendguard_chain::TransferAuthorization, [u8; 65])],
+) -> TestResult<String> {
+    let parse = |a: &str| Address::from_str(a).map_err(|e| e.to_string());
+    let mut authorizations = vec![];
+    for (a, signature) in signed {
+        authorizations.push(ITestBatchSettler::Authorization {
+            from: parse(&a.from)?,
+            to: parse(&a.to)?,
+            value: U256::from(a.value),
+            validAfter: U256::from(a.valid_after),
+            validBefore: U256::from(a.valid_before),
+            nonce: alloy::primitives::B256::from(a.nonce),
+            v: signature[64],
+            r: alloy::primitives::B256::from_slice(&signature[..32]),
+            s: alloy::primitives::B256::from_slice(&signature[32..64]),
+        });
+    }
+    let input = ITestBatchSettler::settleCall { token: parse(token)?, authorizations }.abi_encode();
+    let tx =
+        TransactionRequest::default().with_to(parse(settler)?).with_input(Bytes::from(input)).with_gas_limit(500_000);
+    Ok(send(rpc, submitter_hex, tx).await?.0)
+}
+
+alloy::sol! {
     /// EIP-3009 as `fixtures/evm/TestEip3009Token.sol` (and USDC) implement it.
     interface IEip3009 {
         function transferWithAuthorization(

@@ -299,8 +299,9 @@ impl Writer {
     }
 
     /// A payment on chain consumed decision `id`'s authorization: the decision is confirmed in
-    /// `block` with the payment's transaction, so that the fee of that transaction is booked
-    /// with it.
+    /// `block`. An external wallet's own transaction becomes the decision's (so that its fee is
+    /// booked with it); an x402 settlement is named on the authorization only, since one
+    /// facilitator transaction may settle several decisions.
     pub(crate) fn consume_authorization(
         &mut self,
         id: &str,
@@ -313,8 +314,10 @@ impl Writer {
             params![to_us(at), tx_hash, id],
         )?;
         self.conn.execute(
-            "UPDATE decisions SET tx_hash = ?1, block = ?2 WHERE id = ?3",
-            params![tx_hash, block as i64, id],
+            "UPDATE decisions SET block = ?1,
+                tx_hash = CASE WHEN (SELECT kind FROM authorizations WHERE decision_id = ?3) = 'x402' THEN tx_hash ELSE ?2 END
+             WHERE id = ?3",
+            params![block as i64, tx_hash, id],
         )?;
         self.set_status(id, SpendStatus::Confirmed, at, None)?;
         Ok(())
