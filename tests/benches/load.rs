@@ -3,8 +3,8 @@
 //! connections — for each call at 1 and 16 clients, and prints a table for BENCHMARKS.md.
 //! Run: `cargo build --release --bin spendguard && cargo bench -p spendguard-tests --bench load`.
 //! `LOAD_SECONDS` (default 10) sets each measurement's length, `LOAD_CLIENTS` (default "1,16")
-//! the concurrency levels, `LOAD_CALLS` (default all) a comma-separated subset of
-//! healthz, evaluate, evaluate_refused, balance, spend. `LOAD_PRICE=chainlink` prices TUSD (the
+//! the concurrency levels, `LOAD_CALLS` (default all) a comma-separated subset of healthz,
+//! evaluate, evaluate_refused, balance, spend, pay_x402. `LOAD_PRICE=chainlink` prices TUSD (the
 //! asset every call spends) by a Chainlink-interface feed on anvil instead of a static price.
 //! Under `cargo test` each row runs for a second, as a smoke test.
 #![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
@@ -12,9 +12,17 @@
 use serde_json::{json, Value};
 use spendguard_tests::evm_org::*;
 
-/// One row: a name, and the `spendguard bench` arguments that make the call.
-fn calls() -> Vec<(&'static str, Vec<String>)> {
+/// One row: a name, and the `spendguard bench` arguments that make the call. `token` is the
+/// configured TUSD contract, which the x402 challenge names.
+fn calls(token: &str) -> Vec<(&'static str, Vec<String>)> {
     let transfer = json!({ "wallet": "hot", "to": PAYEE, "amount": "1", "asset": "TUSD" });
+    // An x402 challenge for 1 TUSD: decided, signed (EIP-712) and stored; nothing is settled.
+    let challenge = json!({
+        "x402Version": 2,
+        "resource": { "url": "http://api.weather.example/weather" },
+        "accepts": [{ "scheme": "exact", "network": "eip155:31337", "asset": token, "amount": "1000000",
+            "payTo": PAYEE, "maxTimeoutSeconds": 60, "extra": { "name": "Test USD", "version": "1" } }]
+    });
     let refused = json!({ "wallet": "hot", "to": PAYEE, "amount": "1.2.3", "asset": "TUSD" });
     let tool = |name: &str, args: &Value| vec!["--tool".into(), name.into(), "--args".into(), args.to_string()];
     vec![
@@ -24,6 +32,7 @@ fn calls() -> Vec<(&'static str, Vec<String>)> {
         ("evaluate_refused", tool("evaluate", &refused)),
         ("balance", tool("balance", &json!({ "wallet": "hot" }))),
         ("spend", tool("spend", &transfer)),
+        ("pay_x402", tool("pay_x402", &json!({ "wallet": "hot", "payment_required": challenge }))),
     ]
 }
 
@@ -55,7 +64,7 @@ limits = [ { window = "24h", max_usd = "1000000" } ]
     let (daemon, url) = org.start_daemon_for(&org.config_path, &[("SPENDGUARD_LOG", "warn")]);
     println!("| call | clients | calls/s | p50 | p90 | p99 | failures |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, args) in calls() {
+    for (name, args) in calls(&org.token) {
         if only.as_deref().is_some_and(|only| !only.split(',').any(|o| o.trim() == name)) {
             continue;
         }
