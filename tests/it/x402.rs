@@ -420,6 +420,10 @@ async fn an_operator_cancels_an_outstanding_x402_authorization_on_chain_from_the
         "{listed}"
     );
 
+    // The agent cannot take it back itself: the server holds the signed authorization.
+    let refused = agent.call("cancel_spend", json!({ "decision_id": id })).await;
+    assert!(refused.is_error && refused.text.contains("cancelled on chain by an operator"), "{}", refused.text);
+
     let cancelled = cli(&["authorizations", "cancel", &id, "--reason", "the API is down", "--as", "ops@e2e.example"]);
     assert!(cancelled.contains(&format!("{id}: revoked (authorization cancelled on chain by 0x")), "{cancelled}");
     let s = agent.call("spend_status", json!({ "decision_id": id })).await;

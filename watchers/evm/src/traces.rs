@@ -12,12 +12,15 @@ use spendguard_core::model::Asset;
 use spendguard_core::reconcile::OutflowKind;
 use std::sync::atomic::Ordering;
 
-/// One transaction's trace, as the call tracer answers it.
+/// One transaction's trace, as the call tracer answers it — or the node's reason it could
+/// not trace that transaction (e.g. anvil's "Resource not found" for a block whose state it no
+/// longer keeps).
 #[derive(Debug, Deserialize)]
 struct TxTrace {
     #[serde(rename = "txHash")]
     tx_hash: Option<B256>,
-    result: CallFrame,
+    result: Option<CallFrame>,
+    error: Option<serde_json::Value>,
 }
 
 /// One call of a trace and the calls it made.
@@ -70,6 +73,13 @@ impl EvmClient {
             }
             Err(e) => return Err(e),
         };
+        // A node that cannot trace this block (its state is gone: a backfill on a non-archive
+        // node) leaves the block to balance conservation, like a node without traces — but only
+        // this block: later ones may be traceable. Never a block the watcher cannot pass.
+        if let Some(why) = traces.iter().find_map(|t| t.result.is_none().then(|| t.error.clone())) {
+            tracing::debug!(chain = %self.settings.id, block = %hash, reason = ?why, "block not traceable; internal calls left to conservation");
+            return Ok(None);
+        }
         if traces.len() != tx_hashes.len() {
             return Err(ChainError::Unavailable {
                 chain: self.settings.id.clone(),
@@ -79,8 +89,9 @@ impl EvmClient {
         let (mut out, mut into) = (vec![], vec![]);
         for (trace, tx_hash) in traces.iter().zip(tx_hashes) {
             let tx_hash = format!("{:#x}", trace.tx_hash.unwrap_or(*tx_hash));
+            let Some(root) = &trace.result else { continue };
             let mut index = 0;
-            walk(&trace.result, 0, &mut |frame| {
+            walk(root, 0, &mut |frame| {
                 // The top-level call's value is the transaction's own, indexed from the block.
                 index += 1;
                 let value = frame.value.unwrap_or_default();
@@ -159,5 +170,15 @@ mod tests {
         let mut values = vec![];
         walk(&trace, 0, &mut |f| values.push(f.value.unwrap_or_default().to::<u64>()));
         assert_eq!(values, [7]);
+    }
+
+    #[test]
+    fn a_transaction_the_node_cannot_trace_reads_as_an_error_not_a_broken_answer() {
+        // anvil, asked for a block whose state it no longer keeps.
+        let traces: Vec<TxTrace> = serde_json::from_str(
+            r#"[{"error":"Resource not found","txHash":"0x1d681ca09634f0f15cf825b0ffd35541b616f27685c786fad321c17252970b43"}]"#,
+        )
+        .unwrap();
+        assert!(traces[0].result.is_none() && traces[0].error.is_some());
     }
 }

@@ -387,6 +387,18 @@ impl Writer {
             return Err(StoreError::NotYours(id.to_string()));
         }
         if current.status == SpendStatus::Authorized {
+            // A signed x402 payment is in the server's hands: only its cancellation on chain
+            // (an operator's `authorizations cancel`) makes it unusable, so its budget stays.
+            let kind = super::authorizations::load_authorization(&self.conn, id)?.map(|a| a.kind);
+            if kind == Some(crate::records::AuthorizationKind::X402) {
+                return Err(StoreError::WrongStatus {
+                    id: id.to_string(),
+                    status: current.status,
+                    failure: None,
+                    needs:
+                        "a signed x402 payment is cancelled on chain by an operator (spendguard authorizations cancel)",
+                });
+            }
             // The agent will not pay it: a payment that lands anyway is unexplained.
             self.end_authorization(id, crate::records::AuthorizationState::Revoked, why, at)?;
             return decision_row(&self.conn, id);

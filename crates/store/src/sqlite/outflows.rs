@@ -375,7 +375,9 @@ impl Writer {
         for o in outflows {
             let external = self.model.wallet(&o.wallet).is_some_and(|w| w.is_external());
             let (class, decision_id) = match o.kind {
-                OutflowKind::Token if o.authorization_nonce.is_some() => self.hold_x402(&o, at)?,
+                // An external wallet's agent may pay an x402 server itself: that is held against
+                // its authorizations like any payment it makes.
+                OutflowKind::Token if o.authorization_nonce.is_some() && !external => self.hold_x402(&o, at)?,
                 OutflowKind::Native | OutflowKind::Token if external => self.hold_external(&o, at)?,
                 OutflowKind::Delegation => {
                     let allowed = self.model.wallet(&o.wallet).map(|w| w.delegates.as_slice()).unwrap_or_default();
