@@ -78,3 +78,46 @@ async fn refills_are_booked_and_strangers_money_is_reported_not_frozen() {
     assert!(md.contains("## Inflows") && md.contains(&format!("from {stranger}, balance")), "{md}");
     assert!(md.contains("UNEXPECTED (sender not in refill_from)"), "{md}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solana_refills_are_booked_with_their_balances_and_a_strangers_sol_is_reported() {
+    use spendguard_tests::solana_org::SolanaOrg;
+    let org = SolanaOrg::start("").await;
+    let treasury = spendguard_solana::keypair_address(&org.treasury);
+    let refills =
+        format!("keypair = \"{}\"\nrefill_from = [\"{treasury}\"]", org.evm.dir.path().join("sol-hot.json").display());
+    let keypair_line = format!("keypair = \"{}\"", org.evm.dir.path().join("sol-hot.json").display());
+    let config = org.variant("sol-refills", &[(&keypair_line, &refills)]);
+    let node = org.evm.node_for(config, vec![]).await;
+    let stranger = spendguard_solana::Keypair::new();
+    let stranger_address = spendguard_solana::keypair_address(&stranger);
+    spendguard_solana::testing::send_sol(&org.surfnet.url, &org.treasury, &stranger_address, 500_000_000)
+        .await
+        .unwrap();
+    let refill = spendguard_solana::testing::send_sol(&org.surfnet.url, &org.treasury, &org.address, 1_000_000_000)
+        .await
+        .unwrap();
+    let gift =
+        spendguard_solana::testing::send_sol(&org.surfnet.url, &stranger, &org.address, 100_000_000).await.unwrap();
+    let mut inflows = vec![];
+    spendguard_tests::wait_until("both SOL inflows to be booked", std::time::Duration::from_secs(30), async || {
+        node.tick().await;
+        inflows = node.ledger().inflows(Some("sol-local")).await.unwrap();
+        [&refill, &gift].iter().all(|s| inflows.iter().any(|i| &&i.tx_hash == s))
+    })
+    .await;
+    let booked = inflows.iter().find(|i| i.tx_hash == refill).unwrap();
+    assert!(booked.expected && booked.sender == treasury && booked.wallet == "sol-hot", "{booked:?}");
+    assert_eq!(booked.amount, "1".parse().unwrap());
+    assert_eq!(booked.balance_after.unwrap() - booked.balance_before.unwrap(), "1".parse().unwrap(), "{booked:?}");
+    let strange = inflows.iter().find(|i| i.tx_hash == gift).unwrap();
+    assert!(!strange.expected && strange.sender == stranger_address, "{strange:?}");
+    let events = node.ledger().events(Some(EventKind::UnexpectedInflow)).await.unwrap();
+    assert!(
+        events.iter().any(|e| e
+            .detail
+            .starts_with(&format!("0.1 sol-local:SOL came into wallet sol-hot from {stranger_address}"))),
+        "{events:?}"
+    );
+    assert!(node.services.operators.frozen().await.unwrap().is_empty(), "an inflow never freezes");
+}

@@ -128,8 +128,15 @@ impl IndexSink for Reconciler {
         signature: &str,
         tx: TxOutflows,
     ) -> Result<Vec<Finding>, SinkError> {
-        let outflows = self.ledger_outflows(chain, tx.slot, tx.outflows);
-        Ok(self.outflows.record_transaction(chain, address, signature, tx.slot, outflows, self.clock.now()).await?)
+        let indexed = spendguard_store::IndexedTransaction {
+            chain: chain.to_string(),
+            address: address.to_string(),
+            signature: signature.to_string(),
+            slot: tx.slot,
+            outflows: self.ledger_outflows(chain, tx.slot, tx.outflows),
+            inflows: self.ledger_inflows(chain, tx.slot, tx.inflows),
+        };
+        Ok(self.outflows.record_transaction(indexed, self.clock.now()).await?)
     }
 }
 

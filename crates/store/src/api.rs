@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
 use spendguard_core::price::Prices;
-use spendguard_core::reconcile::{Class, Finding, Outflow};
+use spendguard_core::reconcile::{Class, Finding};
 use spendguard_core::{Balances, Evaluation, EventKind, Freeze, SpendRequest, SpendStatus};
 
 /// Decisions and the reservations they hold: evaluate-and-reserve, the moves agents and
@@ -116,17 +116,9 @@ pub trait OutflowStore: Send + Sync {
     /// unexplained or mismatched ones, and the chain's cursor moved past it, in one
     /// transaction. A block whose parent is not the stored block below is not recorded.
     async fn record_block(&self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded>;
-    /// Records the outflows of one transaction of a signature-indexed chain (Solana) and moves
-    /// wallet `address`'s cursor to it, in one transaction.
-    async fn record_transaction(
-        &self,
-        chain: &str,
-        address: &str,
-        signature: &str,
-        slot: u64,
-        outflows: Vec<Outflow>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Finding>>;
+    /// Records the outflows and inflows of one transaction of a signature-indexed chain
+    /// (Solana) and moves the listing wallet's cursor to it, in one transaction.
+    async fn record_transaction(&self, tx: IndexedTransaction, at: DateTime<Utc>) -> StoreResult<Vec<Finding>>;
     /// Undoes indexing from block `from` on (a reorg orphaned it): decisions confirmed there
     /// are reopened. Returns them.
     async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>>;

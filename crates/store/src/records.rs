@@ -511,6 +511,23 @@ pub struct Settlement {
     pub fee: Decimal,
 }
 
+/// A transaction of a signature-indexed chain (Solana) the watcher indexed for one wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedTransaction {
+    /// Chain id.
+    pub chain: String,
+    /// The watched address whose history listed it (its cursor moves to it).
+    pub address: String,
+    /// Its signature.
+    pub signature: String,
+    /// The slot it landed in.
+    pub slot: u64,
+    /// What left registered wallets in it.
+    pub outflows: Vec<spendguard_core::reconcile::Outflow>,
+    /// What came into registered wallets in it.
+    pub inflows: Vec<spendguard_core::reconcile::Inflow>,
+}
+
 /// A block the watcher indexed, to record with its outflows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedBlock {

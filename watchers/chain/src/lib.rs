@@ -11,6 +11,10 @@
 //! 2. The returned [`Prepared::sign`] closure is pure and fast; the ledger calls it with the
 //!    sequence it allocated, inside its transaction, and stores the [`SignedTx`] before anyone
 //!    broadcasts it.
+//!
+//! x402 payments are signed, not sent: [`ChainClient::sign_transfer_authorization`] (an
+//! EIP-3009 authorization, pure, run inside the ledger transaction that stores it); cancelling
+//! one is a transaction like a spend's ([`ChainClient::prepare_cancel_authorization`]).
 
 pub mod keystore;
 pub mod watch;
@@ -315,13 +319,15 @@ pub struct SignatureRef {
     pub slot: u64,
 }
 
-/// The outflows of the watched addresses in one transaction.
+/// The outflows of the watched addresses in one transaction, and the money that came into them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxOutflows {
     /// Slot it landed in.
     pub slot: u64,
     /// Outflows in the order of the transaction's instructions, the fee last.
     pub outflows: Vec<ChainOutflow>,
+    /// Inflows, with the receiving account's balance before and after the transaction.
+    pub inflows: Vec<ChainInflow>,
 }
 
 /// An EIP-3009 `TransferWithAuthorization` to sign: what x402's `exact` scheme on EVM pays

@@ -18,8 +18,8 @@ use solana_signer::Signer as _;
 use solana_transaction::Transaction;
 use solana_transaction_status_client_types::TransactionConfirmationStatus;
 use spendguard_chain::{
-    with_failover, BlockOutflows, ChainClient, ChainError, ChainOutflow, ChainResult, Indexing, Prepared, RetryPolicy,
-    SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainInflow, ChainOutflow, ChainResult, Indexing, Prepared,
+    RetryPolicy, SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::price::{FeedKind, Observation};
@@ -593,7 +593,114 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
         });
     }
     outflows.extend(fees);
-    Ok(TxOutflows { slot, outflows })
+    let inflows =
+        if failed { vec![] } else { inflows_of(&signature, &keys, &top_level, &inner, meta, watched, assets)? };
+    Ok(TxOutflows { slot, outflows, inflows })
+}
+
+/// The money that came into the `watched` addresses in a transaction, with each account's
+/// balance before and after it (the transaction's own pre/post balances):
+/// - SOL: each system transfer (top-level or inner) to a watched address from another one, from
+///   its source;
+/// - SPL: each token account a watched address owns that gained tokens, from the owner of the
+///   account its transfer came from (the fee payer when no transfer shows one, e.g. a mint).
+///
+/// Only transactions listed for a watched address are read: a token transfer into a wallet's
+/// existing token account, which does not name the wallet itself, is not listed for it.
+fn inflows_of(
+    signature: &str,
+    keys: &[&str],
+    top_level: &[&Value],
+    inner: &[&Value],
+    meta: &Value,
+    watched: &[String],
+    assets: &[Asset],
+) -> Result<Vec<ChainInflow>, String> {
+    let is_watched = |k: &str| watched.iter().any(|w| w == k);
+    let native = assets.iter().find(|a| a.token.is_none());
+    let lamports_of = |field: &str, i: usize| meta[field][i].as_u64().map(|l| units(l, SOL_DECIMALS));
+    let mut inflows = vec![];
+    let instructions: Vec<&Value> = top_level.iter().chain(inner).copied().collect();
+    for (n, ins) in instructions.iter().enumerate() {
+        let is_transfer = ins["program"] == "system"
+            && matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferWithSeed"));
+        let info = &ins["parsed"]["info"];
+        let (Some(source), Some(destination)) = (info["source"].as_str(), info["destination"].as_str()) else {
+            continue;
+        };
+        if !is_transfer || !is_watched(destination) || source == destination {
+            continue;
+        }
+        let lamports = info["lamports"].as_u64().ok_or("a system transfer without lamports")?;
+        let i = keys.iter().position(|k| *k == destination);
+        inflows.push(ChainInflow {
+            tx_hash: signature.to_string(),
+            index: n as u64,
+            kind: OutflowKind::Native,
+            from: source.to_string(),
+            to: destination.to_string(),
+            token: None,
+            asset: native.map(Asset::key),
+            amount: units(lamports, SOL_DECIMALS),
+            balance_before: i.and_then(|i| lamports_of("preBalances", i)),
+            balance_after: i.and_then(|i| lamports_of("postBalances", i)),
+        });
+    }
+    let token_balances = |field: &str| -> Vec<&Value> { meta[field].as_array().into_iter().flatten().collect() };
+    let (pre_tokens, post_tokens) = (token_balances("preTokenBalances"), token_balances("postTokenBalances"));
+    let amount_of = |entry: &Value| -> Result<u64, String> {
+        let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
+        text.parse().map_err(|e| format!("token amount {text:?}: {e}"))
+    };
+    let owner_of = |account: &str| -> Option<String> {
+        let index = keys.iter().position(|k| *k == account)?;
+        post_tokens.iter().chain(&pre_tokens).find(|b| b["accountIndex"] == index)?["owner"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for entry in &post_tokens {
+        let Some(owner) = entry["owner"].as_str().filter(|o| is_watched(o)) else { continue };
+        let index = entry["accountIndex"].as_u64().ok_or("a token balance without accountIndex")?;
+        let mint = entry["mint"].as_str().ok_or("a token balance without mint")?;
+        let after = amount_of(entry)?;
+        // No balance before: the account was created in this transaction.
+        let before = match pre_tokens.iter().find(|b| b["accountIndex"] == index) {
+            Some(b) => amount_of(b)?,
+            None => 0,
+        };
+        let Some(gained) = after.checked_sub(before).filter(|g| *g > 0) else { continue };
+        let account = keys.get(index as usize).copied().ok_or_else(|| format!("accountIndex {index} out of range"))?;
+        let sender = instructions
+            .iter()
+            .filter(|ins| ins["program"] == "spl-token")
+            .filter(|ins| matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferChecked")))
+            .filter(|ins| ins["parsed"]["info"]["destination"] == account)
+            .find_map(|ins| ins["parsed"]["info"]["source"].as_str())
+            .map(|source| owner_of(source).unwrap_or_else(|| source.to_string()))
+            .or_else(|| keys.first().map(|k| k.to_string()))
+            .unwrap_or_default();
+        if sender == owner {
+            continue;
+        }
+        let asset = assets.iter().find(|a| a.token.as_deref() == Some(mint));
+        let value = |base: u64| match asset {
+            Some(a) => units(base, a.decimals),
+            None => Decimal::from(base),
+        };
+        inflows.push(ChainInflow {
+            tx_hash: signature.to_string(),
+            index,
+            kind: OutflowKind::Token,
+            from: sender,
+            to: owner.to_string(),
+            token: Some(mint.to_string()),
+            asset: asset.map(Asset::key),
+            amount: value(gained),
+            balance_before: Some(value(before)),
+            balance_after: Some(value(after)),
+        });
+    }
+    Ok(inflows)
 }
 
 #[cfg(test)]
@@ -624,6 +731,54 @@ mod tests {
             },
             "meta": { "err": err, "fee": 5000, "preBalances": [1_000_000_000u64, 0, 1], "postBalances": [post_payer, 0, 1] },
         })
+    }
+
+    #[test]
+    fn money_into_a_watched_wallet_is_an_inflow_with_its_sender_and_balances() {
+        // `payer` sends 0.5 SOL to the watched `to`.
+        let sol_in = outflows_of(&transfer_tx(Value::Null, 499_995_000), &["to".to_string()], &[sol()]).unwrap();
+        assert!(sol_in.outflows.is_empty());
+        let got: Vec<_> =
+            sol_in.inflows.iter().map(|i| (i.from.as_str(), i.to.as_str(), i.amount.to_string())).collect();
+        assert_eq!(got, [("payer", "to", "0.5".to_string())]);
+        assert_eq!(sol_in.inflows[0].balance_before, Some(Decimal::ZERO));
+        // A failed transfer brought nothing.
+        let failed = outflows_of(
+            &transfer_tx(json!({ "InstructionError": [0, "Custom"] }), 999_995_000),
+            &["to".to_string()],
+            &[sol()],
+        )
+        .unwrap();
+        assert!(failed.inflows.is_empty());
+        // `payer`'s token account (index 1) sends 7 base units to `wallet`'s (index 2).
+        let tx = json!({
+            "slot": 9,
+            "transaction": { "signatures": ["sig"], "message": {
+                "accountKeys": [{ "pubkey": "payer" }, { "pubkey": "payer-ata" }, { "pubkey": "wallet-ata" }],
+                "instructions": [{ "program": "spl-token", "parsed": { "type": "transferChecked",
+                    "info": { "source": "payer-ata", "destination": "wallet-ata", "mint": "MINT" } } }] } },
+            "meta": { "err": null, "fee": 5000, "preBalances": [1, 1, 1], "postBalances": [1, 1, 1],
+                "preTokenBalances": [
+                    { "accountIndex": 1, "mint": "MINT", "owner": "payer", "uiTokenAmount": { "amount": "10" } },
+                    { "accountIndex": 2, "mint": "MINT", "owner": "wallet", "uiTokenAmount": { "amount": "3" } }],
+                "postTokenBalances": [
+                    { "accountIndex": 1, "mint": "MINT", "owner": "payer", "uiTokenAmount": { "amount": "3" } },
+                    { "accountIndex": 2, "mint": "MINT", "owner": "wallet", "uiTokenAmount": { "amount": "10" } }] },
+        });
+        let tokens = outflows_of(&tx, &["wallet".to_string()], &[sol()]).unwrap();
+        let got: Vec<_> = tokens
+            .inflows
+            .iter()
+            .map(|i| {
+                (
+                    i.from.as_str(),
+                    i.amount.to_string(),
+                    i.balance_before.unwrap().to_string(),
+                    i.balance_after.unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [("payer", "7".to_string(), "3".to_string(), "10".to_string())], "unknown mint: base units");
     }
 
     #[test]

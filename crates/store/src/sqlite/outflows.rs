@@ -7,7 +7,9 @@ use super::{SqliteStore, Writer};
 use crate::api::OutflowStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
-use crate::records::{BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, RecordedInflow, RecordedOutflow};
+use crate::records::{
+    BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, IndexedTransaction, RecordedInflow, RecordedOutflow,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -26,17 +28,8 @@ impl OutflowStore for SqliteStore {
         self.write(move |w| w.record_block(block, at)).await
     }
 
-    async fn record_transaction(
-        &self,
-        chain: &str,
-        address: &str,
-        signature: &str,
-        slot: u64,
-        outflows: Vec<Outflow>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Finding>> {
-        let (chain, address, signature) = (chain.to_string(), address.to_string(), signature.to_string());
-        self.write(move |w| w.record_transaction(&chain, &address, &signature, slot, outflows, at)).await
+    async fn record_transaction(&self, tx: IndexedTransaction, at: DateTime<Utc>) -> StoreResult<Vec<Finding>> {
+        self.write(move |w| w.record_transaction(tx, at)).await
     }
 
     async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>> {
@@ -347,21 +340,16 @@ impl Writer {
 
     /// Records a transaction of a signature-indexed chain and moves `address`'s cursor to it,
     /// in one transaction: a watcher killed at any point resumes with no gap and no duplicate.
-    fn record_transaction(
-        &mut self,
-        chain: &str,
-        address: &str,
-        signature: &str,
-        slot: u64,
-        outflows: Vec<Outflow>,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Vec<Finding>> {
+    fn record_transaction(&mut self, tx: IndexedTransaction, at: DateTime<Utc>) -> StoreResult<Vec<Finding>> {
+        let IndexedTransaction { chain, address, signature, slot, outflows, inflows } = tx;
         self.conn.execute(
             "INSERT INTO wallet_cursors (chain, address, signature, slot) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (chain, address) DO UPDATE SET signature = excluded.signature, slot = excluded.slot",
             params![chain, address, signature, slot as i64],
         )?;
-        self.reconcile(outflows, at)
+        let findings = self.reconcile(outflows, at)?;
+        self.record_inflows(inflows, at)?;
+        Ok(findings)
     }
 
     /// Stores outflows (once: one seen before is ignored), each classified against the decision
