@@ -237,17 +237,7 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
         println!("  none");
     }
     for a in &s.open_authorizations {
-        let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
-        println!(
-            "  {}\t{} from {}: {} {}{usd} to {}, until {}",
-            a.decision_id,
-            a.agent,
-            a.wallet,
-            a.amount.normalize(),
-            a.asset,
-            a.recipient,
-            time(a.expires_at)
-        );
+        println!("  {}", crate::operate::authorization_line(a));
     }
     println!("\nfrozen ({}):", s.frozen.len());
     for f in &s.frozen {

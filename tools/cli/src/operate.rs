@@ -287,6 +287,24 @@ pub(crate) enum AuthorizationsCommand {
     },
 }
 
+/// One open authorization on a line: decision, kind, agent, wallet, amount, payee, expiry and,
+/// for x402, the resource (`authorizations list`, `status`).
+pub(crate) fn authorization_line(a: &spendguard_service::AuthorizationItem) -> String {
+    let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
+    let what = a.resource.as_deref().map(|r| format!("\tx402 for {r}")).unwrap_or_default();
+    format!(
+        "{}\t{}\t{}\t{}\t{} {}{usd}\tto {}\tuntil {}{what}",
+        a.decision_id,
+        a.kind.as_str(),
+        a.agent,
+        a.wallet,
+        a.amount.normalize(),
+        a.asset,
+        a.recipient,
+        time(a.expires_at)
+    )
+}
+
 pub(crate) async fn authorizations(config: Config, cmd: AuthorizationsCommand) -> Result<ExitCode> {
     match cmd {
         AuthorizationsCommand::List { json } => {
@@ -299,19 +317,7 @@ pub(crate) async fn authorizations(config: Config, cmd: AuthorizationsCommand) -
                 println!("no open authorizations");
             }
             for a in &items {
-                let usd = a.usd.map(|u| format!(" (${})", spendguard_core::money::fmt_usd(u))).unwrap_or_default();
-                let what = a.resource.as_deref().map(|r| format!("\tx402 for {r}")).unwrap_or_default();
-                println!(
-                    "{}\t{}\t{}\t{}\t{} {}{usd}\tto {}\tuntil {}{what}",
-                    a.decision_id,
-                    a.kind.as_str(),
-                    a.agent,
-                    a.wallet,
-                    a.amount.normalize(),
-                    a.asset,
-                    a.recipient,
-                    time(a.expires_at)
-                );
+                println!("{}", authorization_line(a));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -468,6 +468,33 @@ impl ChainClient for SolanaClient {
     }
 }
 
+/// A transaction's token balances before and after it (`preTokenBalances`,
+/// `postTokenBalances`), and the account keys they index.
+struct TokenBalances<'a> {
+    keys: &'a [&'a str],
+    pre: Vec<&'a Value>,
+    post: Vec<&'a Value>,
+}
+
+impl<'a> TokenBalances<'a> {
+    fn of(meta: &'a Value, keys: &'a [&'a str]) -> TokenBalances<'a> {
+        let list = |field: &str| -> Vec<&'a Value> { meta[field].as_array().into_iter().flatten().collect() };
+        TokenBalances { keys, pre: list("preTokenBalances"), post: list("postTokenBalances") }
+    }
+
+    /// The owner of token account `account`.
+    fn owner_of(&self, account: &str) -> Option<String> {
+        let index = self.keys.iter().position(|k| *k == account)?;
+        self.post.iter().chain(&self.pre).find(|b| b["accountIndex"] == index)?["owner"].as_str().map(str::to_string)
+    }
+}
+
+/// The base units of one token balance entry.
+fn token_amount(entry: &Value) -> Result<u64, String> {
+    let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
+    text.parse().map_err(|e| format!("token amount {text:?}: {e}"))
+}
+
 /// The outflows of the `watched` addresses in a `getTransaction` answer (`jsonParsed`), from its
 /// balances before and after:
 /// - SOL: each top-level system transfer from a watched address is a native outflow to its
@@ -541,19 +568,11 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
             });
         }
     }
-    let token_balances = |field: &str| -> Vec<&Value> { meta[field].as_array().into_iter().flatten().collect() };
-    let (pre_tokens, post_tokens) = (token_balances("preTokenBalances"), token_balances("postTokenBalances"));
-    let amount_of = |entry: &Value| -> Result<u64, String> {
-        let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
-        text.parse().map_err(|e| format!("token amount {text:?}: {e}"))
-    };
-    let owner_of = |account: &str| -> Option<String> {
-        let index = keys.iter().position(|k| *k == account)?;
-        post_tokens.iter().chain(&pre_tokens).find(|b| b["accountIndex"] == index)?["owner"]
-            .as_str()
-            .map(str::to_string)
-    };
-    for entry in &pre_tokens {
+    let tokens = TokenBalances::of(meta, &keys);
+    let (pre_tokens, post_tokens) = (&tokens.pre, &tokens.post);
+    let amount_of = token_amount;
+    let owner_of = |account: &str| tokens.owner_of(account);
+    for entry in pre_tokens {
         let Some(owner) = entry["owner"].as_str().filter(|o| watched.iter().any(|w| w == o)) else { continue };
         let index = entry["accountIndex"].as_u64().ok_or("a token balance without accountIndex")?;
         let mint = entry["mint"].as_str().ok_or("a token balance without mint")?;
@@ -646,19 +665,11 @@ fn inflows_of(
             balance_after: i.and_then(|i| lamports_of("postBalances", i)),
         });
     }
-    let token_balances = |field: &str| -> Vec<&Value> { meta[field].as_array().into_iter().flatten().collect() };
-    let (pre_tokens, post_tokens) = (token_balances("preTokenBalances"), token_balances("postTokenBalances"));
-    let amount_of = |entry: &Value| -> Result<u64, String> {
-        let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
-        text.parse().map_err(|e| format!("token amount {text:?}: {e}"))
-    };
-    let owner_of = |account: &str| -> Option<String> {
-        let index = keys.iter().position(|k| *k == account)?;
-        post_tokens.iter().chain(&pre_tokens).find(|b| b["accountIndex"] == index)?["owner"]
-            .as_str()
-            .map(str::to_string)
-    };
-    for entry in &post_tokens {
+    let tokens = TokenBalances::of(meta, keys);
+    let (pre_tokens, post_tokens) = (&tokens.pre, &tokens.post);
+    let amount_of = token_amount;
+    let owner_of = |account: &str| tokens.owner_of(account);
+    for entry in post_tokens {
         let Some(owner) = entry["owner"].as_str().filter(|o| is_watched(o)) else { continue };
         let index = entry["accountIndex"].as_u64().ok_or("a token balance without accountIndex")?;
         let mint = entry["mint"].as_str().ok_or("a token balance without mint")?;
