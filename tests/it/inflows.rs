@@ -80,7 +80,7 @@ async fn refills_are_booked_and_strangers_money_is_reported_not_frozen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn solana_refills_are_booked_with_their_balances_and_a_strangers_sol_is_reported() {
+async fn solana_refills_are_booked_with_their_balances_and_a_strangers_sol_and_tokens_are_reported() {
     use spendguard_tests::solana_org::SolanaOrg;
     let org = SolanaOrg::start("").await;
     let treasury = spendguard_solana::keypair_address(&org.treasury);
@@ -99,13 +99,36 @@ async fn solana_refills_are_booked_with_their_balances_and_a_strangers_sol_is_re
         .unwrap();
     let gift =
         spendguard_solana::testing::send_sol(&org.surfnet.url, &stranger, &org.address, 100_000_000).await.unwrap();
+    // Tokens into sol-hot's existing token account: the transaction does not name sol-hot itself,
+    // only its token account, whose history the watcher lists too.
+    spendguard_solana::testing::mint_to(&org.surfnet.url, &org.treasury, &org.usds, &stranger_address, 2_000_000)
+        .await
+        .unwrap();
+    let tokens =
+        spendguard_solana::testing::send_token(&org.surfnet.url, &stranger, &org.usds, &org.address, 2_000_000)
+            .await
+            .unwrap();
     let mut inflows = vec![];
-    spendguard_tests::wait_until("both SOL inflows to be booked", std::time::Duration::from_secs(30), async || {
-        node.tick().await;
-        inflows = node.ledger().inflows(Some("sol-local")).await.unwrap();
-        [&refill, &gift].iter().all(|s| inflows.iter().any(|i| &&i.tx_hash == s))
-    })
+    spendguard_tests::wait_until(
+        "the SOL and USDS inflows to be booked",
+        std::time::Duration::from_secs(30),
+        async || {
+            node.tick().await;
+            inflows = node.ledger().inflows(Some("sol-local")).await.unwrap();
+            [&refill, &gift, &tokens].iter().all(|s| inflows.iter().any(|i| &&i.tx_hash == s))
+        },
+    )
     .await;
+    let usds = inflows.iter().find(|i| i.tx_hash == tokens).unwrap();
+    assert_eq!(
+        (usds.asset.as_deref(), usds.sender.as_str()),
+        (Some("sol-local:USDS"), stranger_address.as_str()),
+        "{usds:?}"
+    );
+    assert_eq!(
+        (usds.amount, usds.balance_after.unwrap() - usds.balance_before.unwrap()),
+        ("2".parse().unwrap(), "2".parse().unwrap())
+    );
     let booked = inflows.iter().find(|i| i.tx_hash == refill).unwrap();
     assert!(booked.expected && booked.sender == treasury && booked.wallet == "sol-hot", "{booked:?}");
     assert_eq!(booked.amount, "1".parse().unwrap());

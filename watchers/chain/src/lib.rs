@@ -478,6 +478,15 @@ pub trait ChainClient: Send + Sync {
         Indexing::Blocks
     }
 
+    /// [`Indexing::Signatures`] chains: the accounts whose transaction histories show what
+    /// moves in and out of wallet `address` — the wallet, and on Solana its token accounts for
+    /// the configured tokens (a transfer into an existing token account does not name the
+    /// wallet).
+    fn listed_accounts(&self, address: &str, assets: &[Asset]) -> Vec<String> {
+        let _ = assets;
+        vec![address.to_string()]
+    }
+
     /// [`Indexing::Signatures`] chains: the transactions involving `address` that landed after
     /// `until` (exclusive; from the start when `None`) and at or above slot `min_slot`, final at
     /// the chain's commitment, oldest first.

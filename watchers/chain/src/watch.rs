@@ -211,15 +211,22 @@ impl ChainWatcher {
         Ok(pass)
     }
 
-    /// Indexes a signature-indexed chain: for each registered wallet, the transactions listed
-    /// after its cursor, oldest first, each recorded with the cursor move in one transaction.
+    /// Indexes a signature-indexed chain: for each registered wallet and its token accounts, the
+    /// transactions listed after that account's cursor, oldest first, each recorded with the
+    /// cursor move in one transaction (one listed for several of them is recorded once).
     async fn index_signatures(&mut self, max: u64) -> Result<WatchPass, WatchError> {
         let chain = self.settings.chain.clone();
         let start = self.settings.start;
         let mut pass = WatchPass::starting(&chain, Indexing::Signatures, u64::MAX);
         pass.next = 0;
         pass.target = Some(self.client.head().await?);
-        for address in &self.settings.addresses {
+        let listed_accounts: Vec<String> = self
+            .settings
+            .addresses
+            .iter()
+            .flat_map(|wallet| self.client.listed_accounts(wallet, &self.settings.assets))
+            .collect();
+        for address in &listed_accounts {
             let cursor = self.sink.wallet_cursor(&chain, address).await.map_err(WatchError::Sink)?;
             pass.from = pass.from.min(cursor.as_ref().map_or(start, |(_, slot)| *slot));
             pass.next = pass.next.max(cursor.as_ref().map_or(start, |(_, slot)| slot + 1));

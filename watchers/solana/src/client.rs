@@ -435,6 +435,17 @@ impl ChainClient for SolanaClient {
         Ok(newest_first.into_iter().rev().take_while(|(_, ok)| *ok).map(|(s, _)| s).collect())
     }
 
+    fn listed_accounts(&self, address: &str, assets: &[Asset]) -> Vec<String> {
+        use spl_associated_token_account_interface::address::get_associated_token_address;
+        let mut accounts = vec![address.to_string()];
+        let Ok(owner) = Pubkey::from_str(address) else { return accounts };
+        // Classic SPL token accounts: a Token-2022 mint's accounts are not listed yet.
+        for mint in assets.iter().filter_map(|a| a.token.as_deref()).filter_map(|m| Pubkey::from_str(m).ok()) {
+            accounts.push(get_associated_token_address(&owner, &mint).to_string());
+        }
+        accounts
+    }
+
     async fn transaction_outflows(
         &self,
         signature: &str,
@@ -624,8 +635,8 @@ fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> Result<TxOut
 /// - SPL: each token account a watched address owns that gained tokens, from the owner of the
 ///   account its transfer came from (the fee payer when no transfer shows one, e.g. a mint).
 ///
-/// Only transactions listed for a watched address are read: a token transfer into a wallet's
-/// existing token account, which does not name the wallet itself, is not listed for it.
+/// A token transfer into a wallet's existing token account does not name the wallet: the
+/// watcher lists the token accounts' histories too ([`ChainClient::listed_accounts`]).
 fn inflows_of(
     signature: &str,
     keys: &[&str],
