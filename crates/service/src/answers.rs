@@ -164,11 +164,8 @@ pub struct X402Outcome {
 }
 
 impl X402Outcome {
-    pub(crate) fn of(
-        o: SpendOutcome,
-        accepted: Option<serde_json::Value>,
-        authorization: Option<AuthorizationRecord>,
-    ) -> X402Outcome {
+    /// The x402 answer of a decided spend, from the authorization it carries (the header).
+    pub(crate) fn of(o: SpendOutcome, accepted: Option<serde_json::Value>) -> X402Outcome {
         let status = match o.status {
             AgentStatus::Authorized => X402Status::Signed,
             AgentStatus::Confirmed => X402Status::Settled,
@@ -179,7 +176,7 @@ impl X402Outcome {
             AgentStatus::Released => X402Status::Released,
             AgentStatus::Failed => X402Status::Failed,
         };
-        let header = authorization.map(|a| a.token);
+        let header = o.authorization.map(|a| a.token);
         X402Outcome {
             decision_id: o.decision_id,
             status,

@@ -195,7 +195,7 @@ impl Spending {
                     idempotency_key: None,
                 };
                 let refused = self.decide(agent, spend, None).await?;
-                return Ok(X402Outcome::of(refused, None, None));
+                return Ok(X402Outcome::of(refused, None));
             }
         };
         let payable = match crate::x402::choose(&self.config, wallet, &args.payment_required) {
@@ -207,7 +207,7 @@ impl Spending {
                     rule: "payment_required".into(),
                     detail: format!("no requirement can be paid from wallet {}: {why}", wallet.id),
                 };
-                return Ok(X402Outcome::of(SpendOutcome::refused(None, vec![reason]), None, None));
+                return Ok(X402Outcome::of(SpendOutcome::refused(None, vec![reason]), None));
             }
         };
         let spend = SpendArgs {
@@ -221,16 +221,10 @@ impl Spending {
             },
             idempotency_key: args.idempotency_key,
         };
+        // The requirement is part of the idempotency key's arguments: a replay paid this one.
+        let accepted = payable.request.accepted.clone();
         let outcome = self.decide(agent, spend, Some(payable)).await?;
-        let authorization = match outcome.decision_id.as_deref() {
-            Some(id) => self.authorizations.authorization(id).await?,
-            None => None,
-        };
-        let accepted = match outcome.decision_id.as_deref() {
-            Some(id) => self.decisions.decision(id).await?.and_then(|d| d.x402).map(|x| x.accepted),
-            None => None,
-        };
-        Ok(X402Outcome::of(outcome, accepted, authorization))
+        Ok(X402Outcome::of(outcome, Some(accepted)))
     }
 
     /// Evaluates, reserves and (when the tier allows) executes a spend — a transfer, or with

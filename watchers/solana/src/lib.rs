@@ -7,6 +7,8 @@
 //! - [`client`]: [`SolanaClient`], the [`spendguard_chain::ChainClient`] for Solana chains.
 //! - [`keypair`]: Solana CLI keypair files and their encrypted form.
 //! - [`price`]: Pyth `PriceUpdateV2` accounts, decoded for [`SolanaClient`]'s `read_price`.
+//! - `transactions`: what a `getTransaction` answer says left and came into the watched
+//!   wallets (outflows, fees, inflows with balances).
 //! - `testing` (feature `test-utils`): mints, minting and transfers outside spendguard, for tests.
 //!
 //! Nothing solana-typed leaves this crate: addresses and signatures cross as base58 strings,
@@ -17,6 +19,7 @@ pub mod keypair;
 pub mod price;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+mod transactions;
 
 pub use client::{SolanaClient, SolanaSettings};
 pub use solana_keypair::Keypair;

@@ -299,14 +299,15 @@ impl Writer {
     }
 
     /// A payment on chain consumed decision `id`'s authorization: the decision is confirmed in
-    /// `block`. An external wallet's own transaction becomes the decision's (so that its fee is
-    /// booked with it); an x402 settlement is named on the authorization only, since one
-    /// facilitator transaction may settle several decisions.
+    /// `block`. With `owns_tx` (an external wallet's own transaction) the transaction becomes the
+    /// decision's, so that its fee is booked with it; an x402 settlement is named on the
+    /// authorization only, since one facilitator transaction may settle several decisions.
     pub(crate) fn consume_authorization(
         &mut self,
         id: &str,
         tx_hash: &str,
         block: u64,
+        owns_tx: bool,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         self.conn.execute(
@@ -314,10 +315,8 @@ impl Writer {
             params![to_us(at), tx_hash, id],
         )?;
         self.conn.execute(
-            "UPDATE decisions SET block = ?1,
-                tx_hash = CASE WHEN (SELECT kind FROM authorizations WHERE decision_id = ?3) = 'x402' THEN tx_hash ELSE ?2 END
-             WHERE id = ?3",
-            params![block as i64, tx_hash, id],
+            "UPDATE decisions SET block = ?1, tx_hash = CASE WHEN ?2 THEN ?3 ELSE tx_hash END WHERE id = ?4",
+            params![block as i64, owns_tx, tx_hash, id],
         )?;
         self.set_status(id, SpendStatus::Confirmed, at, None)?;
         Ok(())

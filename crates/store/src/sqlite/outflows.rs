@@ -453,23 +453,8 @@ impl Writer {
 
     /// What the decision whose transaction `tx_hash` is approved, if any.
     fn approved_by_tx(&self, tx_hash: &str) -> StoreResult<Option<Approved>> {
-        // A wallet's cancellation of an x402 authorization belongs to that payment's decision:
-        // it moves nothing, and its fee is booked there.
-        let cancelling: Option<String> = self
+        let decision = self
             .conn
-            .prepare_cached("SELECT decision_id FROM authorizations WHERE cancel_tx = ?1")?
-            .query_row(params![tx_hash], |r| r.get(0))
-            .optional()?;
-        if let Some(decision_id) = cancelling {
-            return Ok(Some(Approved {
-                decision_id,
-                asset: String::new(),
-                recipient: String::new(),
-                amount: Decimal::ZERO,
-                fee_cap: None,
-            }));
-        }
-        self.conn
             .prepare_cached("SELECT id, asset, recipient, amount, fee_cap FROM decisions WHERE tx_hash = ?1")?
             .query_row(params![tx_hash], |r| {
                 Ok(Approved {
@@ -481,7 +466,24 @@ impl Writer {
                 })
             })
             .optional()
-            .map_err(super::rows::corrupt("decision with tx_hash", tx_hash.to_string()))
+            .map_err(super::rows::corrupt("decision with tx_hash", tx_hash.to_string()))?;
+        if decision.is_some() {
+            return Ok(decision);
+        }
+        // A wallet's cancellation of an x402 authorization belongs to that payment's decision:
+        // it moves nothing, and its fee is booked there.
+        let cancelling: Option<String> = self
+            .conn
+            .prepare_cached("SELECT decision_id FROM authorizations WHERE cancel_tx = ?1")?
+            .query_row(params![tx_hash], |r| r.get(0))
+            .optional()?;
+        Ok(cancelling.map(|decision_id| Approved {
+            decision_id,
+            asset: String::new(),
+            recipient: String::new(),
+            amount: Decimal::ZERO,
+            fee_cap: None,
+        }))
     }
 
     /// A transfer out of an external wallet, held against the wallet's open authorizations
@@ -495,7 +497,7 @@ impl Writer {
         let (class, consumed) = match_authorization(o, &open);
         let decision_id = consumed.map(|i| open[i].decision_id.clone());
         if let Some(id) = &decision_id {
-            self.consume_authorization(id, &o.tx_hash, o.block, at)?;
+            self.consume_authorization(id, &o.tx_hash, o.block, true, at)?;
         }
         Ok((class, decision_id))
     }
@@ -537,7 +539,7 @@ impl Writer {
         // One that already ended (its validBefore passed by the ledger's clock, but a block
         // stamped earlier settled it) keeps its decision as it is; the outflow names it.
         if a.state == crate::records::AuthorizationState::Open {
-            self.consume_authorization(&a.decision_id, &o.tx_hash, o.block, at)?;
+            self.consume_authorization(&a.decision_id, &o.tx_hash, o.block, false, at)?;
         }
         Ok((class, Some(a.decision_id)))
     }
