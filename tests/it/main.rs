@@ -32,6 +32,7 @@ mod scenarios;
 mod secrets;
 mod soak;
 mod solana;
+mod solana_audit;
 mod spend_faults;
 mod transport;
 mod watcher_faults;

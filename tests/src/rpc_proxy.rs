@@ -43,6 +43,12 @@ pub struct Faults {
     pub lose_send_answers: bool,
     /// Refuse `debug_trace*` methods (JSON-RPC -32601): a node that offers no call traces.
     pub no_traces: bool,
+    /// Solana: these transactions' slots were rolled back (surfpool has no cheatcode for it):
+    /// gone from `getSignaturesForAddress`, `getSignatureStatuses` and `getTransaction`.
+    pub rolled_back: Vec<String>,
+    /// Solana: answer `getSlot` at `finalized` with at most this slot — a cluster whose
+    /// newer slots, on the fork being abandoned, never became final.
+    pub finalized_at_most: Option<u64>,
 }
 
 /// Counts of what the proxy did.
@@ -177,6 +183,19 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             }
         }
     }
+    if let (Some(most), "getSlot") = (faults.finalized_at_most, method.as_str()) {
+        if request["params"][0]["commitment"] == "finalized" {
+            inject("finalized slot held back");
+            let slot = upstream_value(&shared, &request).await.and_then(|v| v.as_u64()).map_or(most, |s| s.min(most));
+            return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": slot })).into_response();
+        }
+    }
+    if !faults.rolled_back.is_empty() {
+        if let Some(answer) = roll_back(&shared, &request, &method, &faults.rolled_back).await {
+            inject("rolled back");
+            return axum::Json(answer).into_response();
+        }
+    }
     let answer =
         match shared.http.post(&shared.upstream).body(body).header("content-type", "application/json").send().await {
             Ok(r) => r,
@@ -214,4 +233,36 @@ async fn upstream_head(shared: &Shared) -> Option<u64> {
         .await
         .ok()?;
     u64::from_str_radix(answer["result"].as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+/// The upstream's `result` for `request`.
+async fn upstream_value(shared: &Shared, request: &Value) -> Option<Value> {
+    let answer: Value = shared.http.post(&shared.upstream).json(request).send().await.ok()?.json().await.ok()?;
+    answer.get("result").cloned()
+}
+
+/// The answer to a Solana read as if the transactions `gone` had never landed, for the three
+/// methods that would show them; `None` for any other request (passed on as it is).
+async fn roll_back(shared: &Shared, request: &Value, method: &str, gone: &[String]) -> Option<Value> {
+    let is_gone = |s: &Value| s.as_str().is_some_and(|s| gone.iter().any(|g| g == s));
+    let result = match method {
+        "getTransaction" if is_gone(&request["params"][0]) => Value::Null,
+        "getSignaturesForAddress" => {
+            let mut listed = upstream_value(shared, request).await?;
+            listed.as_array_mut()?.retain(|entry| !is_gone(&entry["signature"]));
+            listed
+        }
+        "getSignatureStatuses" => {
+            let mut statuses = upstream_value(shared, request).await?;
+            let asked = request["params"][0].as_array()?;
+            for (status, signature) in statuses["value"].as_array_mut()?.iter_mut().zip(asked) {
+                if is_gone(signature) {
+                    *status = Value::Null;
+                }
+            }
+            statuses
+        }
+        _ => return None,
+    };
+    Some(json!({ "jsonrpc": "2.0", "id": request["id"], "result": result }))
 }

@@ -44,6 +44,16 @@ impl std::fmt::Display for OutflowKind {
     }
 }
 
+/// Where the watcher of a signature-indexed chain (Solana) stands for one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletCursor {
+    /// The newest transaction indexed for the account; `None` after a rollback unwound it,
+    /// when every transaction above `slot` is listed again.
+    pub signature: Option<String>,
+    /// Its slot; after a rollback, the slot below the first one unwound.
+    pub slot: u64,
+}
+
 /// One outflow seen on chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outflow {

@@ -10,10 +10,10 @@ use crate::metrics::Metrics;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use spendguard_chain::watch::{BlockOutcome, ChainWatcher, IndexSink, SinkError, WatchError, WatchPass, WatchSettings};
-use spendguard_chain::{BlockOutflows, ChainClient, ChainInflow, ChainOutflow, Indexing, TxOutflows};
-use spendguard_config::Config;
-use spendguard_core::model::Wallet;
-use spendguard_core::reconcile::{evidence, Class, Finding, Inflow, Outflow};
+use spendguard_chain::{BlockOutflows, ChainClient, ChainInflow, ChainOutflow, Indexing, SignatureRef, TxOutflows};
+use spendguard_config::{Commitment, Config};
+use spendguard_core::model::{ChainKind, Wallet};
+use spendguard_core::reconcile::{evidence, Class, Finding, Inflow, Outflow, WalletCursor};
 use spendguard_core::EventKind;
 use spendguard_store::{BlockRecorded, IndexedBlock, OutboxStore, OutflowStore};
 use std::collections::{HashMap, HashSet};
@@ -117,8 +117,13 @@ impl IndexSink for Reconciler {
         Ok(self.outflows.rewind(chain, from, self.clock.now()).await?.len())
     }
 
-    async fn wallet_cursor(&self, chain: &str, address: &str) -> Result<Option<(String, u64)>, SinkError> {
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> Result<Option<WalletCursor>, SinkError> {
         Ok(self.outflows.wallet_cursor(chain, address).await?)
+    }
+
+    async fn recorded_transactions(&self, chain: &str, above: u64) -> Result<Vec<SignatureRef>, SinkError> {
+        let recorded = self.outflows.recorded_transactions(chain, above).await?;
+        Ok(recorded.into_iter().map(|(signature, slot)| SignatureRef { signature, slot }).collect())
     }
 
     async fn record_transaction(
@@ -203,6 +208,7 @@ impl Auditor {
                         .map(|w| w.address.clone())
                         .collect(),
                     assets: model.assets_on(&settings.id).cloned().collect(),
+                    unfinal: settings.kind == ChainKind::Solana && settings.commitment == Commitment::Confirmed,
                 };
                 let watcher = ChainWatcher::new(Arc::clone(&client), Arc::clone(&sink), watch);
                 let watched = Watched {
@@ -237,17 +243,41 @@ impl Auditor {
         client: &Arc<dyn ChainClient>,
         block: u64,
     ) -> crate::ServiceResult<()> {
-        let model = &self.config.model;
-        let assets: Vec<spendguard_core::model::Asset> = model.assets_on(chain).cloned().collect();
+        let assets = self.assets_on(chain);
         let mut readings = vec![];
-        for wallet in model.wallets.iter().filter(|w| w.chain == chain) {
+        for wallet in self.config.model.wallets.iter().filter(|w| w.chain == chain) {
             let balances = client.balances_at(&wallet.address, &assets, block).await?;
-            readings.extend(assets.iter().zip(balances).map(|(a, balance)| spendguard_store::BalanceReading {
-                wallet: wallet.id.clone(),
-                asset: a.key(),
-                balance,
-            }));
+            readings.extend(balance_readings(wallet, &assets, balances));
         }
+        self.check_readings(chain, block, readings).await
+    }
+
+    /// Signature-indexed chains read no past state: each wallet's balances at the newest
+    /// finalized slot, read *before* the pass that indexes up to it, one read per wallet.
+    async fn final_balances(
+        &self,
+        chain: &str,
+        client: &Arc<dyn ChainClient>,
+    ) -> crate::ServiceResult<Vec<(u64, Vec<spendguard_store::BalanceReading>)>> {
+        let assets = self.assets_on(chain);
+        let mut snapshots = vec![];
+        for wallet in self.config.model.wallets.iter().filter(|w| w.chain == chain) {
+            let read = client.final_balances(&wallet.address, &assets).await?;
+            snapshots.push((read.slot, balance_readings(wallet, &assets, read.balances).collect()));
+        }
+        Ok(snapshots)
+    }
+
+    fn assets_on(&self, chain: &str) -> Vec<spendguard_core::model::Asset> {
+        self.config.model.assets_on(chain).cloned().collect()
+    }
+
+    async fn check_readings(
+        &self,
+        chain: &str,
+        block: u64,
+        readings: Vec<spendguard_store::BalanceReading>,
+    ) -> crate::ServiceResult<()> {
         for d in self.outflows.check_balances(chain, block, readings, self.clock.now()).await? {
             tracing::warn!(chain, frozen = ?d.frozen, evidence = %d.check.evidence(), "balance did not add up");
         }
@@ -269,6 +299,20 @@ impl Auditor {
         if let Some(why) = &w.reset {
             return Err(WatchError::Halted(why.clone()));
         }
+        let conserving = self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
+        // By signature, the balances come first: the pass that follows lists every transaction
+        // up to the slot they were read at, so the ledger holds all that moved them.
+        let snapshots = if conserving && w.client.indexing() == Indexing::Signatures {
+            match self.final_balances(chain, &w.client).await {
+                Ok(snapshots) => snapshots,
+                Err(e) => {
+                    tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+                    vec![]
+                }
+            }
+        } else {
+            vec![]
+        };
         let due = w.identity_checked.is_none_or(|at| self.clock.now() - at >= IDENTITY_RECHECK);
         let checked = if due { self.check_identity(chain, &mut w).await } else { Ok(()) };
         // A failed check is a failed pass: retried, and reported when it lasts.
@@ -287,10 +331,18 @@ impl Auditor {
             }
         }
         if let Ok(pass) = &result {
-            let conserving = self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
             if pass.indexing == Indexing::Blocks && pass.indexed > 0 && conserving {
                 if let Err(e) = self.check_conservation(chain, &w.client, pass.next - 1).await {
                     tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+                }
+            }
+            // Only when the pass left nothing listed for later: else a transaction at or below
+            // the snapshot's slot may not be in the ledger yet.
+            if pass.indexing == Indexing::Signatures && pass.caught_up() {
+                for (slot, readings) in snapshots {
+                    if let Err(e) = self.check_readings(chain, slot, readings).await {
+                        tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+                    }
                 }
             }
         }
@@ -405,4 +457,17 @@ impl Auditor {
             let _ = task.await;
         }
     }
+}
+
+/// A wallet's balances of `assets` as conservation readings.
+fn balance_readings<'a>(
+    wallet: &'a Wallet,
+    assets: &'a [spendguard_core::model::Asset],
+    balances: Vec<rust_decimal::Decimal>,
+) -> impl Iterator<Item = spendguard_store::BalanceReading> + 'a {
+    assets.iter().zip(balances).map(|(a, balance)| spendguard_store::BalanceReading {
+        wallet: wallet.id.clone(),
+        asset: a.key(),
+        balance,
+    })
 }

@@ -130,6 +130,9 @@ pub struct WalletStatus {
     pub custody: &'static str,
     /// USD of its open authorizations: what the agent may still pay from it.
     pub authorized_usd: Usd,
+    /// Balance conservation: the newest checkpoint of each asset, up to which its balance on
+    /// chain and the ledger's outflows and inflows were held against each other.
+    pub conserved: Vec<spendguard_store::BalanceCheckpoint>,
 }
 
 /// An authorization of an external wallet's spend, as operators see it in `status` (open ones)
@@ -317,6 +320,7 @@ impl Overview {
                 recent_inflows: self.inflows.recent_inflows(&w.id, 5).await?,
                 custody: if w.is_external() { "external" } else { "spendguard" },
                 authorized_usd: Usd(open.iter().filter(|a| a.wallet == w.id).filter_map(|a| a.usd).sum()),
+                conserved: self.inflows.balance_checkpoints(&w.id).await?,
             });
         }
         let of = |s: SpendStatus| decisions.iter().filter(|d| d.status == s).map(PendingItem::of).collect();

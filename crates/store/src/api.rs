@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
 use spendguard_core::price::Prices;
-use spendguard_core::reconcile::{Class, Finding};
+use spendguard_core::reconcile::{Class, Finding, WalletCursor};
 use spendguard_core::{Balances, Evaluation, EventKind, Freeze, SpendRequest, SpendStatus};
 
 /// Decisions and the reservations they hold: evaluate-and-reserve, the moves agents and
@@ -126,14 +126,20 @@ pub trait OutflowStore: Send + Sync {
     async fn block_hash(&self, chain: &str, number: u64) -> StoreResult<Option<String>>;
     /// The next block the watcher of `chain` indexes, if it has started.
     async fn chain_cursor(&self, chain: &str) -> StoreResult<Option<u64>>;
-    /// The newest transaction indexed for wallet `address` on `chain`: signature and slot.
-    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>>;
+    /// Where the watcher of signature-indexed `chain` stands for account `address`.
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<WalletCursor>>;
+    /// The transactions recorded on signature-indexed `chain` at slots above `above` (those
+    /// with outflows or inflows, and each account's newest): signature and slot, oldest first.
+    /// What a rollback could still take away.
+    async fn recorded_transactions(&self, chain: &str, above: u64) -> StoreResult<Vec<(String, u64)>>;
     /// Every outflow recorded, of one chain or all, in chain, block and transaction order.
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>>;
     /// Inflows recorded (of one chain, or all), in chain, block and transaction order.
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>>;
     /// The latest `limit` inflows into `wallet`, oldest first.
     async fn recent_inflows(&self, wallet: &str, limit: usize) -> StoreResult<Vec<RecordedInflow>>;
+    /// The newest balance conservation checkpoint of each asset of `wallet`, by asset.
+    async fn balance_checkpoints(&self, wallet: &str) -> StoreResult<Vec<BalanceCheckpoint>>;
     /// Balance conservation at `block` (indexed up to it): each reading is checked against the
     /// wallet's latest checkpoint of the asset minus the outflows plus the inflows recorded
     /// since, and becomes the next checkpoint. A difference records

@@ -556,6 +556,19 @@ pub struct BalanceReading {
     pub balance: Decimal,
 }
 
+/// The newest balance conservation checkpoint of a wallet's asset: the balance the auditor
+/// read at that block (slot), after every outflow and inflow recorded up to it added up (or,
+/// when they did not, after the difference was reported).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BalanceCheckpoint {
+    /// Asset key.
+    pub asset: String,
+    /// Block (slot) it was read at.
+    pub block: u64,
+    /// The balance.
+    pub balance: Decimal,
+}
+
 /// A balance that did not add up, and what was frozen for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceDifference {

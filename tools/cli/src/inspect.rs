@@ -213,6 +213,9 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
         if w.custody == "external" {
             println!("  open authorizations: ${}", w.authorized_usd);
         }
+        for c in &w.conserved {
+            println!("  balance checked: {} {} at block {}", c.balance.normalize(), c.asset, c.block);
+        }
         for i in &w.recent_inflows {
             let what = i.asset.clone().or_else(|| i.token.clone()).unwrap_or_default();
             let flag = if i.expected { "" } else { "  [UNEXPECTED: sender not in refill_from]" };

@@ -319,6 +319,25 @@ pub struct SignatureRef {
     pub slot: u64,
 }
 
+/// What a signature-indexed chain lists for an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Transactions final at the chain's commitment, oldest first, up to the first one that
+    /// is not.
+    pub ready: Vec<SignatureRef>,
+    /// Newer transactions listed but not final yet (left for a later pass).
+    pub not_final: u64,
+}
+
+/// A wallet's balances read at one finalized slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalBalances {
+    /// The slot they were read at.
+    pub slot: u64,
+    /// One per asset asked for, in that order.
+    pub balances: Vec<Decimal>,
+}
+
 /// The outflows of the watched addresses in one transaction, and the money that came into them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxOutflows {
@@ -427,6 +446,36 @@ pub trait ChainClient: Send + Sync {
         })
     }
 
+    /// [`Indexing::Signatures`] chains, which read no past state: balances of `address` for each
+    /// asset at the newest *finalized* slot, all read at that one slot, with the slot (balance
+    /// conservation; a slot that is final cannot be rolled back under the check).
+    async fn final_balances(&self, address: &str, assets: &[Asset]) -> ChainResult<FinalBalances> {
+        let _ = (address, assets);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain's client reads balances at a block (balances_at)".into(),
+        })
+    }
+
+    /// [`Indexing::Signatures`] chains: the newest finalized slot.
+    async fn finalized_slot(&self) -> ChainResult<u64> {
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain is indexed by block, not by signature".into(),
+        })
+    }
+
+    /// [`Indexing::Signatures`] chains: the slot each of `signatures` is in now, in the order
+    /// given; `None` for one the chain no longer has (its slot was rolled back and it did not
+    /// land again).
+    async fn signature_slots(&self, signatures: &[String]) -> ChainResult<Vec<Option<u64>>> {
+        let _ = signatures;
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain is indexed by block, not by signature".into(),
+        })
+    }
+
     /// Reads a price feed on this chain ([`FeedKind::Chainlink`] on EVM, [`FeedKind::Pyth`] on
     /// Solana), converted to plain values; judging it is the core's business.
     async fn read_price(&self, feed: &FeedKind) -> ChainResult<Observation> {
@@ -489,13 +538,8 @@ pub trait ChainClient: Send + Sync {
 
     /// [`Indexing::Signatures`] chains: the transactions involving `address` that landed after
     /// `until` (exclusive; from the start when `None`) and at or above slot `min_slot`, final at
-    /// the chain's commitment, oldest first.
-    async fn signatures_since(
-        &self,
-        address: &str,
-        until: Option<&str>,
-        min_slot: u64,
-    ) -> ChainResult<Vec<SignatureRef>> {
+    /// the chain's commitment, oldest first — and how many newer ones are not final yet.
+    async fn signatures_since(&self, address: &str, until: Option<&str>, min_slot: u64) -> ChainResult<Listing> {
         let _ = (address, until, min_slot);
         Err(ChainError::BadResponse {
             chain: self.chain_id().to_string(),

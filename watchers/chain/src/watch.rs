@@ -7,10 +7,10 @@
 //! at the chain's commitment. A node that does not have a block or transaction yet is waited
 //! for, never taken as empty.
 
-use crate::{BlockOutflows, ChainClient, ChainError, Indexing, TxOutflows};
+use crate::{BlockOutflows, ChainClient, ChainError, Indexing, SignatureRef, TxOutflows};
 use async_trait::async_trait;
 use spendguard_core::model::Asset;
-use spendguard_core::reconcile::{Class, Finding};
+use spendguard_core::reconcile::{Class, Finding, WalletCursor};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,10 @@ pub trait IndexSink: Send + Sync {
     async fn record_block(&self, chain: &str, block: BlockOutflows) -> Result<BlockOutcome, SinkError>;
     /// Undoes indexing from block `from` on; returns how many decisions were reopened.
     async fn rewind(&self, chain: &str, from: u64) -> Result<usize, SinkError>;
-    /// The newest transaction indexed for wallet `address`: signature and slot.
-    async fn wallet_cursor(&self, chain: &str, address: &str) -> Result<Option<(String, u64)>, SinkError>;
+    /// Where indexing of account `address` stands (signature-indexed chains).
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> Result<Option<WalletCursor>, SinkError>;
+    /// The transactions recorded at slots above `above`, oldest first (signature-indexed chains).
+    async fn recorded_transactions(&self, chain: &str, above: u64) -> Result<Vec<SignatureRef>, SinkError>;
     /// Records one transaction's outflows and moves `address`'s cursor to it, in one transaction.
     async fn record_transaction(
         &self,
@@ -85,6 +87,10 @@ pub struct WatchSettings {
     pub addresses: Vec<String>,
     /// The configured assets on the chain, so amounts come back in asset units.
     pub assets: Vec<Asset>,
+    /// Signature-indexed chains read below finality (Solana at `confirmed`): a slot indexed
+    /// may still be rolled back, so what was recorded above the finalized slot is checked
+    /// again each pass and unwound when it left the chain.
+    pub unfinal: bool,
 }
 
 /// What one pass of a chain's watcher did.
@@ -154,12 +160,15 @@ pub struct ChainWatcher {
     settings: WatchSettings,
     /// Set when a reorg deeper than the limit stopped it.
     halted: Option<String>,
+    /// Signature-indexed chains read below finality: the finalized slot at the last check,
+    /// below which nothing recorded can be rolled back any more.
+    final_through: u64,
 }
 
 impl ChainWatcher {
     /// A watcher of `client`'s chain recording into `sink`.
     pub fn new(client: Arc<dyn ChainClient>, sink: Arc<dyn IndexSink>, settings: WatchSettings) -> ChainWatcher {
-        ChainWatcher { client, sink, settings, halted: None }
+        ChainWatcher { client, sink, settings, halted: None, final_through: 0 }
     }
 
     /// The chain watched.
@@ -219,6 +228,9 @@ impl ChainWatcher {
         let start = self.settings.start;
         let mut pass = WatchPass::starting(&chain, Indexing::Signatures, u64::MAX);
         pass.next = 0;
+        if self.settings.unfinal {
+            self.unwind_rollbacks().await?;
+        }
         pass.target = Some(self.client.head().await?);
         let listed_accounts: Vec<String> = self
             .settings
@@ -228,9 +240,17 @@ impl ChainWatcher {
             .collect();
         for address in &listed_accounts {
             let cursor = self.sink.wallet_cursor(&chain, address).await.map_err(WatchError::Sink)?;
-            pass.from = pass.from.min(cursor.as_ref().map_or(start, |(_, slot)| *slot));
-            pass.next = pass.next.max(cursor.as_ref().map_or(start, |(_, slot)| slot + 1));
-            let listed = self.client.signatures_since(address, cursor.as_ref().map(|(s, _)| s.as_str()), start).await?;
+            pass.from = pass.from.min(cursor.as_ref().map_or(start, |c| c.slot));
+            pass.next = pass.next.max(cursor.as_ref().map_or(start, |c| c.slot + 1));
+            let (until, min_slot) = match &cursor {
+                Some(WalletCursor { signature: Some(s), .. }) => (Some(s.as_str()), start),
+                // Unwound by a rollback: everything above its slot again.
+                Some(WalletCursor { signature: None, slot }) => (None, start.max(slot + 1)),
+                None => (None, start),
+            };
+            let listing = self.client.signatures_since(address, until, min_slot).await?;
+            pass.pending += listing.not_final;
+            let listed = listing.ready;
             for (n, listed_tx) in listed.iter().enumerate() {
                 let left = (listed.len() - n) as u64;
                 if pass.indexed >= max {
@@ -261,6 +281,36 @@ impl ChainWatcher {
             pass.from = start;
         }
         Ok(pass)
+    }
+
+    /// Signature-indexed chains read below finality: asks where each transaction recorded above
+    /// the last finalized slot is now. One that is gone (its slot was rolled back) or in another
+    /// slot (it landed again after the rollback) is unwound with everything recorded from its
+    /// old slot on, to be listed and recorded again from the chain as it now is: no outflow is
+    /// lost and none is counted twice.
+    async fn unwind_rollbacks(&mut self) -> Result<(), WatchError> {
+        let chain = self.settings.chain.clone();
+        let finalized = self.client.finalized_slot().await?;
+        let recorded = self.sink.recorded_transactions(&chain, self.final_through).await.map_err(WatchError::Sink)?;
+        if !recorded.is_empty() {
+            let signatures: Vec<String> = recorded.iter().map(|r| r.signature.clone()).collect();
+            let now = self.client.signature_slots(&signatures).await?;
+            let moved = recorded.iter().zip(&now).filter(|(r, now)| **now != Some(r.slot));
+            if let Some(first) = moved.clone().map(|(r, _)| r.slot).min() {
+                let gone: Vec<String> = moved
+                    .map(|(r, now)| match now {
+                        Some(slot) => format!("{} (slot {} → {slot})", r.signature, r.slot),
+                        None => format!("{} (slot {}, gone)", r.signature, r.slot),
+                    })
+                    .collect();
+                let reopened = self.sink.rewind(&chain, first).await.map_err(WatchError::Sink)?;
+                tracing::warn!(chain, from = first, reopened, transactions = ?gone, "rollback: re-indexing");
+                return Ok(());
+            }
+        }
+        // Only once nothing had to be unwound: what was recorded up to here is final.
+        self.final_through = finalized;
+        Ok(())
     }
 
     /// Walks back from `at` (whose parent no longer matches) to the last block both the ledger

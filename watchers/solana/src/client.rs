@@ -18,8 +18,8 @@ use solana_signer::Signer as _;
 use solana_transaction::Transaction;
 use solana_transaction_status_client_types::TransactionConfirmationStatus;
 use spendguard_chain::{
-    with_failover, BlockOutflows, ChainClient, ChainError, ChainResult, Indexing, Prepared, RetryPolicy, SignatureRef,
-    SignedTx, Transfer, TxOutcome, TxOutflows,
+    with_failover, BlockOutflows, ChainClient, ChainError, ChainResult, FinalBalances, Indexing, Listing, Prepared,
+    RetryPolicy, SignatureRef, SignedTx, Transfer, TxOutcome, TxOutflows,
 };
 use spendguard_core::model::{Asset, ChainKind};
 use spendguard_core::price::{FeedKind, Observation};
@@ -144,14 +144,17 @@ impl SolanaClient {
         let found = self.rpc(|c| async move { c.get_account_with_commitment(&account, commitment).await }).await?.value;
         match found {
             None => Ok(0),
-            // SPL Token account layout: mint (32), owner (32), amount (u64 LE), ...
-            Some(a) => a
-                .data
-                .get(64..72)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| self.bad(format!("token account {account} is not an SPL Token account"))),
+            Some(a) => self.token_account_units(&account, &a.data),
         }
+    }
+
+    /// The amount held by an SPL Token account, from its data.
+    fn token_account_units(&self, account: &Pubkey, data: &[u8]) -> ChainResult<u64> {
+        // SPL Token account layout: mint (32), owner (32), amount (u64 LE), ...
+        data.get(64..72)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| self.bad(format!("token account {account} is not an SPL Token account")))
     }
 
     /// `getTransaction` (jsonParsed, v0 transactions, at our commitment) as JSON; `None` when
@@ -381,12 +384,81 @@ impl ChainClient for SolanaClient {
         Indexing::Signatures
     }
 
-    async fn signatures_since(
-        &self,
-        address: &str,
-        until: Option<&str>,
-        min_slot: u64,
-    ) -> ChainResult<Vec<SignatureRef>> {
+    async fn final_balances(&self, address: &str, assets: &[Asset]) -> ChainResult<FinalBalances> {
+        let owner = self.pubkey(address)?;
+        // The wallet and its associated token accounts in one `getMultipleAccounts`: one slot for all.
+        let mut accounts = vec![owner];
+        for asset in assets {
+            if let Some(mint) = &asset.token {
+                let mint = self.pubkey(mint)?;
+                accounts
+                    .push(spl_associated_token_account_interface::address::get_associated_token_address(&owner, &mint));
+            }
+        }
+        let finalized = CommitmentConfig::finalized();
+        let read = self
+            .rpc(|c| {
+                let accounts = accounts.clone();
+                async move { c.get_multiple_accounts_with_commitment(&accounts, finalized).await }
+            })
+            .await?;
+        if read.value.len() != accounts.len() {
+            return Err(self.bad(format!(
+                "getMultipleAccounts answered {} accounts for {} asked",
+                read.value.len(),
+                accounts.len()
+            )));
+        }
+        let mut found = accounts.iter().zip(read.value);
+        let lamports = found.next().and_then(|(_, a)| a).map_or(0, |a| a.lamports);
+        let mut balances = Vec::with_capacity(assets.len());
+        for asset in assets {
+            let base = match &asset.token {
+                None => lamports,
+                Some(_) => match found.next() {
+                    Some((account, Some(a))) => self.token_account_units(account, &a.data)?,
+                    // A token account that does not exist holds nothing.
+                    _ => 0,
+                },
+            };
+            balances.push(units(base, asset.decimals));
+        }
+        Ok(FinalBalances { slot: read.context.slot, balances })
+    }
+
+    async fn finalized_slot(&self) -> ChainResult<u64> {
+        let finalized = CommitmentConfig::finalized();
+        self.rpc(|c| async move { c.get_slot_with_commitment(finalized).await }).await
+    }
+
+    async fn signature_slots(&self, signatures: &[String]) -> ChainResult<Vec<Option<u64>>> {
+        let parsed: Vec<Signature> = signatures
+            .iter()
+            .map(|s| Signature::from_str(s).map_err(|e| self.bad(format!("recorded signature {s}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let mut slots = Vec::with_capacity(parsed.len());
+        // `getSignatureStatuses` takes at most 256 signatures a call.
+        for chunk in parsed.chunks(256) {
+            let statuses = self
+                .rpc(|c| {
+                    let chunk = chunk.to_vec();
+                    async move { c.get_signature_statuses_with_history(&chunk).await }
+                })
+                .await?
+                .value;
+            if statuses.len() != chunk.len() {
+                return Err(self.bad(format!(
+                    "getSignatureStatuses answered {} statuses for {} signatures",
+                    statuses.len(),
+                    chunk.len()
+                )));
+            }
+            slots.extend(statuses.into_iter().map(|s| s.map(|s| s.slot)));
+        }
+        Ok(slots)
+    }
+
+    async fn signatures_since(&self, address: &str, until: Option<&str>, min_slot: u64) -> ChainResult<Listing> {
         let address = self.pubkey(address)?;
         let until = until
             .map(|s| Signature::from_str(s).map_err(|e| self.bad(format!("stored cursor {s}: {e}"))))
@@ -432,7 +504,10 @@ impl ChainClient for SolanaClient {
             }
         }
         // Oldest first, up to the first one not final yet: the cursor never skips past a gap.
-        Ok(newest_first.into_iter().rev().take_while(|(_, ok)| *ok).map(|(s, _)| s).collect())
+        let listed = newest_first.len();
+        let ready: Vec<SignatureRef> =
+            newest_first.into_iter().rev().take_while(|(_, ok)| *ok).map(|(s, _)| s).collect();
+        Ok(Listing { not_final: (listed - ready.len()) as u64, ready })
     }
 
     fn listed_accounts(&self, address: &str, assets: &[Asset]) -> Vec<String> {

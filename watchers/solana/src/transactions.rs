@@ -30,6 +30,64 @@ impl<'a> TokenBalances<'a> {
     }
 }
 
+/// The system transfers (`transfer`, `transferWithSeed`) among `instructions`: position,
+/// source, destination and lamports.
+fn system_transfers<'a>(instructions: &[&'a Value]) -> Result<Vec<(usize, &'a str, &'a str, u64)>, String> {
+    let mut transfers = vec![];
+    for (n, ins) in instructions.iter().enumerate() {
+        let is_transfer = ins["program"] == "system"
+            && matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferWithSeed"));
+        let info = &ins["parsed"]["info"];
+        let (Some(source), Some(destination)) = (info["source"].as_str(), info["destination"].as_str()) else {
+            continue;
+        };
+        if is_transfer {
+            let lamports = info["lamports"].as_u64().ok_or("a system transfer without lamports")?;
+            transfers.push((n, source, destination, lamports));
+        }
+    }
+    Ok(transfers)
+}
+
+/// How the lamports of account `i` (`key`) changed beyond what the transaction's system
+/// transfers explain — those it sent at the top level (its outflows) and those it received at
+/// any level (its inflows): negative for what it paid besides them (the fee, rent of accounts
+/// it created, lamports a program moved for it), positive for what it gained by other means
+/// (rent back from a closed account).
+fn lamports_unexplained(
+    meta: &Value,
+    i: usize,
+    key: &str,
+    top_level: &[&Value],
+    inner: &[&Value],
+    failed: bool,
+) -> Result<i128, String> {
+    let all: Vec<&Value> = top_level.iter().chain(inner).copied().collect();
+    let (top, every) = (system_transfers(top_level)?, system_transfers(&all)?);
+    let balance =
+        |field: &str| meta[field][i].as_u64().ok_or_else(|| format!("{field}[{i}] is missing or not a number"));
+    let (pre, post) = (balance("preBalances")?, balance("postBalances")?);
+    // A failed transaction moved nothing but its fee.
+    let (sent, received) = if failed {
+        (0, 0)
+    } else {
+        let sum = |transfers: &[(usize, &str, &str, u64)], pick: &dyn Fn(&str, &str) -> bool| -> i128 {
+            transfers.iter().filter(|(_, s, d, _)| s != d && pick(s, d)).map(|t| i128::from(t.3)).sum()
+        };
+        (sum(&top, &|s, _| s == key), sum(&every, &|_, d| d == key))
+    };
+    Ok(i128::from(post) - i128::from(pre) - received + sent)
+}
+
+/// The inner instructions (programs' calls) of a transaction, in order.
+fn inner_instructions(meta: &Value) -> impl Iterator<Item = &Value> {
+    meta["innerInstructions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|set| set["instructions"].as_array().into_iter().flatten())
+}
+
 /// The base units of one token balance entry.
 fn token_amount(entry: &Value) -> Result<u64, String> {
     let text = entry["uiTokenAmount"]["amount"].as_str().ok_or("a token balance without amount")?;
@@ -57,36 +115,22 @@ pub(crate) fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> R
         .collect::<Result<_, _>>()?;
     let failed = !meta["err"].is_null();
     let top_level: Vec<&Value> = message["instructions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-    let inner: Vec<&Value> = meta["innerInstructions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|set| set["instructions"].as_array().into_iter().flatten())
-        .collect();
+    let inner: Vec<&Value> = inner_instructions(meta).collect();
     let native = assets.iter().find(|a| a.token.is_none());
+    // Top-level transfers only: lamports a program moves for the wallet (rent of an account it
+    // creates for a recipient) are part of what the transaction cost it, booked as its fee.
+    let transfers = system_transfers(&top_level)?;
     let mut outflows = vec![];
     let mut fees = vec![];
     for (i, &key) in keys.iter().enumerate().filter(|(_, k)| watched.iter().any(|w| w == *k)) {
-        let balance =
-            |field: &str| meta[field][i].as_u64().ok_or_else(|| format!("{field}[{i}] is missing or not a number"));
-        let dropped = balance("preBalances")?.saturating_sub(balance("postBalances")?);
-        let mut sent = 0u64;
         if !failed {
-            for (n, ins) in top_level.iter().enumerate() {
-                let is_transfer = ins["program"] == "system"
-                    && matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferWithSeed"));
-                if !is_transfer || ins["parsed"]["info"]["source"] != key {
-                    continue;
-                }
-                let info = &ins["parsed"]["info"];
-                let lamports = info["lamports"].as_u64().ok_or("a system transfer without lamports")?;
-                sent = sent.saturating_add(lamports);
+            for &(n, _, destination, lamports) in transfers.iter().filter(|(_, s, d, _)| *s == key && s != d) {
                 outflows.push(ChainOutflow {
                     tx_hash: signature.clone(),
                     index: n as u64,
                     kind: OutflowKind::Native,
                     from: key.to_string(),
-                    to: info["destination"].as_str().map(str::to_string),
+                    to: Some(destination.to_string()),
                     token: None,
                     asset: native.map(Asset::key),
                     amount: units(lamports, SOL_DECIMALS),
@@ -94,8 +138,8 @@ pub(crate) fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> R
                 });
             }
         }
-        let rest = dropped.saturating_sub(sent);
-        if rest > 0 {
+        let paid = lamports_unexplained(meta, i, key, &top_level, &inner, failed)?;
+        if paid < 0 {
             fees.push(ChainOutflow {
                 tx_hash: signature.clone(),
                 index: 0,
@@ -104,7 +148,7 @@ pub(crate) fn outflows_of(tx: &Value, watched: &[String], assets: &[Asset]) -> R
                 to: None,
                 token: None,
                 asset: native.map(Asset::key),
-                amount: units(rest, SOL_DECIMALS),
+                amount: units(u64::try_from(-paid).map_err(|_| "a fee beyond u64 lamports")?, SOL_DECIMALS),
                 authorization_nonce: None,
             });
         }
@@ -181,17 +225,11 @@ fn inflows_of(
     let lamports_of = |field: &str, i: usize| meta[field][i].as_u64().map(|l| units(l, SOL_DECIMALS));
     let mut inflows = vec![];
     let instructions: Vec<&Value> = top_level.iter().chain(inner).copied().collect();
-    for (n, ins) in instructions.iter().enumerate() {
-        let is_transfer = ins["program"] == "system"
-            && matches!(ins["parsed"]["type"].as_str(), Some("transfer" | "transferWithSeed"));
-        let info = &ins["parsed"]["info"];
-        let (Some(source), Some(destination)) = (info["source"].as_str(), info["destination"].as_str()) else {
-            continue;
-        };
-        if !is_transfer || !is_watched(destination) || source == destination {
+    let transfers = system_transfers(&instructions)?;
+    for &(n, source, destination, lamports) in &transfers {
+        if !is_watched(destination) || source == destination {
             continue;
         }
-        let lamports = info["lamports"].as_u64().ok_or("a system transfer without lamports")?;
         let i = keys.iter().position(|k| *k == destination);
         inflows.push(ChainInflow {
             tx_hash: signature.to_string(),
@@ -204,6 +242,30 @@ fn inflows_of(
             amount: units(lamports, SOL_DECIMALS),
             balance_before: i.and_then(|i| lamports_of("preBalances", i)),
             balance_after: i.and_then(|i| lamports_of("postBalances", i)),
+        });
+    }
+    // Lamports gained by other means than a system transfer — rent back from an account the
+    // transaction closed, a program paying out — from the account that closed, else the fee payer.
+    for (i, &key) in keys.iter().enumerate().filter(|(_, k)| is_watched(k)) {
+        let gained = lamports_unexplained(meta, i, key, top_level, inner, false)?;
+        if gained <= 0 {
+            continue;
+        }
+        let closed = instructions
+            .iter()
+            .filter(|ins| ins["parsed"]["type"] == "closeAccount" && ins["parsed"]["info"]["destination"] == key)
+            .find_map(|ins| ins["parsed"]["info"]["account"].as_str());
+        inflows.push(ChainInflow {
+            tx_hash: signature.to_string(),
+            index: keys.len() as u64 + i as u64,
+            kind: OutflowKind::Native,
+            from: closed.or(keys.first().copied()).unwrap_or_default().to_string(),
+            to: key.to_string(),
+            token: None,
+            asset: native.map(Asset::key),
+            amount: units(u64::try_from(gained).map_err(|_| "a gain beyond u64 lamports")?, SOL_DECIMALS),
+            balance_before: lamports_of("preBalances", i),
+            balance_after: lamports_of("postBalances", i),
         });
     }
     let tokens = TokenBalances::of(meta, keys);
@@ -272,6 +334,7 @@ mod tests {
 
     /// A `getTransaction` answer (jsonParsed) in which `payer` sends 0.5 SOL to `to`.
     fn transfer_tx(err: Value, post_payer: u64) -> Value {
+        let post_to = if err.is_null() { 500_000_000u64 } else { 0 };
         json!({
             "slot": 42,
             "transaction": {
@@ -282,7 +345,7 @@ mod tests {
                         "info": { "source": "payer", "destination": "to", "lamports": 500_000_000u64 } } }],
                 },
             },
-            "meta": { "err": err, "fee": 5000, "preBalances": [1_000_000_000u64, 0, 1], "postBalances": [post_payer, 0, 1] },
+            "meta": { "err": err, "fee": 5000, "preBalances": [1_000_000_000u64, 0, 1], "postBalances": [post_payer, post_to, 1] },
         })
     }
 

@@ -8,7 +8,8 @@ use crate::api::OutflowStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
 use crate::records::{
-    BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, IndexedTransaction, RecordedInflow, RecordedOutflow,
+    BalanceCheckpoint, BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, IndexedTransaction,
+    RecordedInflow, RecordedOutflow,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,9 +19,12 @@ use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{
     classify, classify_delegation, describe_amount, evidence, expected_inflow, match_authorization, Approved,
-    BalanceCheck, Class, Finding, Inflow, Outflow, OutflowKind,
+    BalanceCheck, Class, Finding, Inflow, Outflow, OutflowKind, WalletCursor,
 };
 use spendguard_core::{EventKind, Freeze, SpendStatus};
+
+/// Balance checkpoints kept per wallet and asset.
+const CHECKPOINTS_KEPT: i64 = 64;
 
 #[async_trait]
 impl OutflowStore for SqliteStore {
@@ -86,15 +90,31 @@ impl OutflowStore for SqliteStore {
         .await
     }
 
-    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<(String, u64)>> {
+    async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<WalletCursor>> {
         let (chain, address) = (chain.to_string(), address.to_string());
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT signature, slot FROM wallet_cursors WHERE chain = ?1 AND address = ?2",
                 params![chain, address],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+                |r| Ok(WalletCursor { signature: r.get(0)?, slot: r.get::<_, i64>(1)? as u64 }),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn recorded_transactions(&self, chain: &str, above: u64) -> StoreResult<Vec<(String, u64)>> {
+        let chain = chain.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT tx_hash, block FROM outflows WHERE chain = ?1 AND block > ?2
+                 UNION SELECT tx_hash, block FROM inflows WHERE chain = ?1 AND block > ?2
+                 UNION SELECT signature, slot FROM wallet_cursors
+                       WHERE chain = ?1 AND slot > ?2 AND signature IS NOT NULL
+                 ORDER BY 2, 1",
+            )?;
+            let rows = stmt.query_map(params![chain, above as i64], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -108,6 +128,20 @@ impl OutflowStore for SqliteStore {
     ) -> StoreResult<Vec<BalanceDifference>> {
         let chain = chain.to_string();
         self.write(move |w| w.check_balances(&chain, block, readings, at)).await
+    }
+
+    async fn balance_checkpoints(&self, wallet: &str) -> StoreResult<Vec<BalanceCheckpoint>> {
+        let wallet = wallet.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT asset, max(block), balance FROM balance_checkpoints WHERE wallet = ?1 GROUP BY asset ORDER BY asset",
+            )?;
+            let rows = stmt.query_map(params![wallet], |r| {
+                Ok(BalanceCheckpoint { asset: r.get(0)?, block: r.get::<_, i64>(1)? as u64, balance: decimal_col(r, 2)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     async fn recent_inflows(&self, wallet: &str, limit: usize) -> StoreResult<Vec<RecordedInflow>> {
@@ -265,6 +299,15 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![chain, r.wallet, r.asset, block as i64, money(r.balance)],
             )?;
+            // A checkpoint is taken every pass; the newest few are enough for a reorg or a
+            // rollback to fall back on (one deeper than that checks from the next checkpoint on).
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM balance_checkpoints WHERE chain = ?1 AND wallet = ?2 AND asset = ?3 AND block <
+                     (SELECT block FROM balance_checkpoints WHERE chain = ?1 AND wallet = ?2 AND asset = ?3
+                      ORDER BY block DESC LIMIT 1 OFFSET ?4)",
+                )?
+                .execute(params![chain, r.wallet, r.asset, CHECKPOINTS_KEPT - 1])?;
         }
         Ok(differences)
     }
@@ -612,13 +655,21 @@ impl Writer {
         self.conn
             .execute("DELETE FROM balance_checkpoints WHERE chain = ?1 AND block >= ?2", params![chain, from as i64])?;
         self.conn.execute("DELETE FROM chain_blocks WHERE chain = ?1 AND number >= ?2", params![chain, from as i64])?;
+        // Signature-indexed chains: each account's history from `from` on is listed again.
+        self.conn.execute(
+            "UPDATE wallet_cursors SET signature = NULL, slot = ?2 - 1 WHERE chain = ?1 AND slot >= ?2",
+            params![chain, from as i64],
+        )?;
+        let solana = self.model.chain(chain).is_some_and(|c| c.kind == spendguard_core::model::ChainKind::Solana);
+        let what = if solana {
+            format!("slots from {from} were rolled back")
+        } else {
+            format!("blocks from {from} left the canonical chain")
+        };
         self.record_event(
             EventKind::Reorg,
             None,
-            &format!(
-                "chain {chain}: blocks from {from} left the canonical chain; {} decision(s) reopened",
-                reopened.len()
-            ),
+            &format!("chain {chain}: {what}; {} decision(s) reopened", reopened.len()),
             at,
         )?;
         Ok(reopened)

@@ -295,6 +295,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE authorizations ADD COLUMN cancel_raw BLOB;
     CREATE INDEX authorizations_by_cancel_tx ON authorizations (cancel_tx) WHERE cancel_tx IS NOT NULL;
     "#,
+    // 15: a Solana rollback unwinds a watcher cursor to a slot with no signature (every
+    // transaction above it is listed again): the signature becomes optional.
+    r#"
+    CREATE TABLE wallet_cursors_15 (
+        chain     TEXT NOT NULL,
+        address   TEXT NOT NULL,
+        signature TEXT,
+        slot      INTEGER NOT NULL,
+        PRIMARY KEY (chain, address)
+    );
+    INSERT INTO wallet_cursors_15 (chain, address, signature, slot) SELECT chain, address, signature, slot FROM wallet_cursors;
+    DROP TABLE wallet_cursors;
+    ALTER TABLE wallet_cursors_15 RENAME TO wallet_cursors;
+    "#,
 ];
 
 /// The newest schema version this build knows.
