@@ -43,6 +43,9 @@ pub struct Faults {
     pub lose_send_answers: bool,
     /// Refuse `debug_trace*` methods (JSON-RPC -32601): a node that offers no call traces.
     pub no_traces: bool,
+    /// EVM: add `l1Fee` (wei) to every receipt, as an OP-stack chain's receipts carry their L1
+    /// data fee (anvil's `--network optimism` charges none).
+    pub l1_fee: Option<u128>,
     /// Solana: these transactions' slots were rolled back (surfpool has no cheatcode for it):
     /// gone from `getSignaturesForAddress`, `getSignatureStatuses` and `getTransaction`.
     pub rolled_back: Vec<String>,
@@ -189,6 +192,20 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             let slot = upstream_value(&shared, &request).await.and_then(|v| v.as_u64()).map_or(most, |s| s.min(most));
             return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": slot })).into_response();
         }
+    }
+    if let (Some(fee), "eth_getTransactionReceipt" | "eth_getBlockReceipts") = (faults.l1_fee, method.as_str()) {
+        let mut receipts = upstream_value(&shared, &request).await.unwrap_or(Value::Null);
+        let add = |r: &mut Value| {
+            if let Some(r) = r.as_object_mut() {
+                r.insert("l1Fee".into(), json!(format!("{fee:#x}")));
+            }
+        };
+        match receipts.as_array_mut() {
+            Some(list) => list.iter_mut().for_each(add),
+            None => add(&mut receipts),
+        }
+        inject("l1 fee");
+        return axum::Json(json!({ "jsonrpc": "2.0", "id": request["id"], "result": receipts })).into_response();
     }
     if !faults.rolled_back.is_empty() {
         if let Some(answer) = roll_back(&shared, &request, &method, &faults.rolled_back).await {

@@ -113,6 +113,23 @@ struct Endpoint {
     verified: Arc<OnceCell<()>>,
 }
 
+/// A transaction receipt with the fields alloy's Ethereum type does not know (an OP-stack
+/// chain's `l1Fee`).
+type Receipt = alloy::serde::WithOtherFields<alloy::rpc::types::TransactionReceipt>;
+
+/// What a transaction cost its sender, in wei: gas used × effective gas price, plus on OP-stack
+/// chains (Optimism, Base…) the L1 data fee their receipts carry as `l1Fee`, charged beside it.
+fn fee_of(receipt: &Receipt) -> Result<U256, String> {
+    let execution = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    // Absent on L1s, null on an OP-stack deposit transaction: nothing to add.
+    let l1 = match receipt.other.get_deserialized::<Option<U256>>("l1Fee") {
+        None | Some(Ok(None)) => U256::ZERO,
+        Some(Ok(Some(fee))) => fee,
+        Some(Err(e)) => return Err(format!("l1Fee: {e}")),
+    };
+    Ok(execution + l1)
+}
+
 /// One EVM chain: balances, signing, broadcast and receipts, with failover across RPC URLs.
 pub struct EvmClient {
     pub(crate) settings: EvmSettings,
@@ -480,12 +497,12 @@ impl ChainClient for EvmClient {
             chain: self.settings.id.clone(),
             message: format!("tx hash {hash}: {e}"),
         })?;
-        let receipt = self.rpc(|p| async move { p.get_transaction_receipt(hash).await }).await?;
-        Ok(receipt.and_then(|r| {
-            let block = r.block_number?;
-            let fee = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
-            Some(TxOutcome { success: r.status(), block, fee: from_base_units(fee, 18) })
-        }))
+        let receipt: Option<Receipt> =
+            self.rpc(|p| async move { p.raw_request("eth_getTransactionReceipt".into(), (hash,)).await }).await?;
+        let Some(r) = receipt else { return Ok(None) };
+        let Some(block) = r.block_number else { return Ok(None) };
+        let fee = fee_of(&r).map_err(|message| ChainError::BadResponse { chain: self.settings.id.clone(), message })?;
+        Ok(Some(TxOutcome { success: r.status(), block, fee: from_base_units(fee, 18) }))
     }
 
     async fn cannot_land(&self, tx: &SignedTx, from: &str, final_block: u64) -> ChainResult<bool> {
@@ -561,8 +578,12 @@ impl ChainClient for EvmClient {
         // By hash, so a node that reorganised in between cannot hand us another block's receipts.
         // A node that has not caught up with the block answers null: that is retried (on the next
         // URL too), never taken as "no receipts".
-        let receipts =
-            self.rpc(|p| async move { p.get_block_receipts(block_id).await?.ok_or(RpcError::NullResp) }).await?;
+        let receipts: Vec<Receipt> = self
+            .rpc(|p| async move {
+                let receipts: Option<Vec<Receipt>> = p.raw_request("eth_getBlockReceipts".into(), (block_id,)).await?;
+                receipts.ok_or(RpcError::NullResp)
+            })
+            .await?;
         if receipts.len() != block.transactions.len() {
             return Err(ChainError::Unavailable {
                 chain: self.settings.id.clone(),
@@ -643,7 +664,7 @@ impl ChainClient for EvmClient {
                     authorization_nonce: None,
                 });
             }
-            let fee = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+            let fee = fee_of(receipt).map_err(|e| bad(format!("receipt of {hash}: {e}")))?;
             outflows.push(ChainOutflow {
                 tx_hash: hash,
                 index: 0,
@@ -776,5 +797,36 @@ impl ChainClient for EvmClient {
             outflows,
             inflows,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An anvil receipt of a plain transfer (21,000 gas at 2 gwei), with `extra` fields added.
+    fn receipt(extra: serde_json::Value) -> Receipt {
+        let mut r = serde_json::json!({
+            "type": "0x2", "status": "0x1", "cumulativeGasUsed": "0x5208", "logs": [],
+            "logsBloom": format!("0x{}", "0".repeat(512)),
+            "transactionHash": format!("0x{}", "11".repeat(32)), "transactionIndex": "0x0",
+            "blockHash": format!("0x{}", "22".repeat(32)), "blockNumber": "0x1",
+            "gasUsed": "0x5208", "effectiveGasPrice": "0x77359400",
+            "from": "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266", "to": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+            "contractAddress": null,
+        });
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(r).unwrap()
+    }
+
+    #[test]
+    fn an_op_stack_receipt_adds_its_l1_data_fee_to_what_the_transaction_cost() {
+        let execution = U256::from(21_000u64 * 2_000_000_000);
+        assert_eq!(fee_of(&receipt(serde_json::json!({}))), Ok(execution));
+        assert_eq!(fee_of(&receipt(serde_json::json!({ "l1Fee": "0x3e8" }))), Ok(execution + U256::from(1000)));
+        // A deposit transaction's receipt: null.
+        assert_eq!(fee_of(&receipt(serde_json::json!({ "l1Fee": null }))), Ok(execution));
+        let bad = fee_of(&receipt(serde_json::json!({ "l1Fee": "lots" }))).unwrap_err();
+        assert!(bad.starts_with("l1Fee: "), "{bad}");
     }
 }
