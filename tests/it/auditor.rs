@@ -322,6 +322,24 @@ async fn crossing_80_percent_of_a_limit_and_a_low_balance_are_each_reported_once
     spend("5").await; // 90 %: already past the mark
     assert_eq!(events(EventKind::Limit80Percent).await.len(), 1, "reported when crossed, not on every spend after");
     assert_eq!(events(EventKind::BalanceLow).await.len(), 1, "reported when it drops below, not on every spend after");
+
+    // A refill of 85 TUSD lifts it above the mark (about $4 over, after the gas paid): the low
+    // state clears, so the next drop below is reported again.
+    spendguard_evm::testing::send_token(
+        &org.anvil.url,
+        spendguard_tests::anvil::DEV_KEYS[0],
+        &org.token,
+        COLD,
+        85_000_000,
+    )
+    .await
+    .unwrap();
+    org.mine().await;
+    node.tick().await;
+    assert_eq!(events(EventKind::BalanceLow).await.len(), 1, "above the mark again: nothing to report");
+    spend("10").await;
+    let low = events(EventKind::BalanceLow).await;
+    assert_eq!(low.len(), 2, "dropped below again after the refill: {low:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
