@@ -2,8 +2,9 @@
 //! scratch, directly and through a counting proxy (for RPC calls per block).
 //! Run: `cargo bench -p spendguard-tests --bench indexing` (needs anvil: `source tools/dev/deps.sh`).
 //! `INDEXING_ROUNDS` (default 700) sets the traffic: each round is four transactions in four
-//! blocks and two empty blocks. Under `cargo test` (no `--bench` argument) it runs three rounds
-//! as a smoke test.
+//! blocks and two empty blocks. Then `INDEXING_QUIET_BLOCKS` (default 20,000) blocks in which the
+//! wallets do nothing, indexed block by block and in ranges of 100 and 500. Under `cargo test`
+//! (no `--bench` argument) it runs three rounds and 300 quiet blocks as a smoke test.
 #![allow(clippy::unwrap_used, missing_docs)] // bench code: a panic is the failure report
 
 use serde_json::json;
@@ -64,6 +65,36 @@ fn main() {
             calls as f64 / blocks as f64,
             stats.forwarded
         );
+
+        // Quiet wallets: blocks in which nothing of theirs moves, read block by block and in
+        // ranges (`range_blocks`).
+        let quiet: u64 = std::env::var("INDEXING_QUIET_BLOCKS").ok().and_then(|q| q.parse().ok()).unwrap_or(
+            if benching { 20_000 } else { 300 },
+        );
+        let org = EvmOrg::start("").await;
+        rpc_call(&org.anvil.url, "anvil_mine", json!([quiet])).await.unwrap();
+        for range in [0, 100, 500] {
+            let proxy = RpcProxy::start(&org.anvil.url, Faults::default()).await;
+            let rpc = format!("rpc = [\"{}\"]", org.anvil.url);
+            let name = format!("quiet-{range}");
+            let config = org.variant(
+                &name,
+                &[
+                    ("database = \"spendguard.db\"", &format!("database = \"{name}.db\"")),
+                    (&rpc, &format!("rpc = [\"{}\"]\nrange_blocks = {range}", proxy.url)),
+                ],
+            );
+            let node = org.node_for(config, vec![]).await;
+            let (blocks, elapsed) = index_all(&node).await;
+            let stats = proxy.stats();
+            let calls: u64 = stats.forwarded.values().sum();
+            println!(
+                "quiet, range_blocks = {range}: {blocks} blocks in {elapsed:.2?}: {:.0} blocks/s; {calls} RPC calls = {:.4} per block {:?}",
+                blocks as f64 / elapsed.as_secs_f64(),
+                calls as f64 / blocks as f64,
+                stats.forwarded
+            );
+        }
     });
 }
 

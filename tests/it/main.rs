@@ -25,6 +25,7 @@ mod prices_solana;
 mod properties;
 mod python_mcp;
 mod race;
+mod ranges;
 mod report_html;
 mod revoke;
 mod rules;

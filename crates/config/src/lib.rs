@@ -234,8 +234,16 @@ pub struct ChainSettings {
     /// How long a balance read answers `evaluate` (dry runs) before the chain is asked again;
     /// zero asks on every call. `spend` always reads the chain (extension).
     pub balance_max_age: TimeDelta,
-    /// Check balance conservation after each watcher pass (EVM).
+    /// Check balance conservation after each watcher pass.
     pub balance_conservation: bool,
+    /// EVM: the watcher reads this many final blocks at once as a range — the registered
+    /// wallets' nonce, native balance and code at its ends and the token transfers naming
+    /// them in it — reading its blocks one by one only when something of theirs moved; 0 reads
+    /// every block (extension).
+    pub range_blocks: u64,
+    /// EVM: a range is read once `range_blocks` final blocks wait, or when the oldest has
+    /// waited this long; zero reads fewer waiting blocks one by one at once (extension).
+    pub range_wait: TimeDelta,
 }
 
 /// Gas an external wallet's payment may use when its fee is held to the chain's fee cap: a

@@ -205,6 +205,8 @@ pub(crate) struct RawChain {
     pub(crate) missing_after: Option<DurationText>,
     pub(crate) balance_max_age: Option<AgeText>,
     pub(crate) balance_conservation: Option<bool>,
+    pub(crate) range_blocks: Option<u64>,
+    pub(crate) range_wait: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

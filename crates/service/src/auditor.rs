@@ -121,6 +121,15 @@ impl IndexSink for Reconciler {
         Ok(self.outflows.wallet_cursor(chain, address).await?)
     }
 
+    async fn record_range(&self, chain: &str, first: u64, last: u64, hash: String) -> Result<(), SinkError> {
+        tracing::debug!(chain, first, last, "nothing of the wallets' moved in this range");
+        Ok(self.outflows.record_range(chain, last, &hash).await?)
+    }
+
+    async fn recorded_below(&self, chain: &str, number: u64) -> Result<Option<u64>, SinkError> {
+        Ok(self.outflows.recorded_below(chain, number).await?)
+    }
+
     async fn recorded_transactions(&self, chain: &str, above: u64) -> Result<Vec<SignatureRef>, SinkError> {
         let recorded = self.outflows.recorded_transactions(chain, above).await?;
         Ok(recorded.into_iter().map(|(signature, slot)| SignatureRef { signature, slot }).collect())
@@ -209,6 +218,8 @@ impl Auditor {
                         .collect(),
                     assets: model.assets_on(&settings.id).cloned().collect(),
                     unfinal: settings.kind == ChainKind::Solana && settings.commitment == Commitment::Confirmed,
+                    range_blocks: settings.range_blocks,
+                    range_wait: settings.range_wait.to_std().unwrap_or_default(),
                 };
                 let watcher = ChainWatcher::new(Arc::clone(&client), Arc::clone(&sink), watch);
                 let watched = Watched {

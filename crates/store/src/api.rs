@@ -119,6 +119,11 @@ pub trait OutflowStore: Send + Sync {
     /// Records the outflows and inflows of one transaction of a signature-indexed chain
     /// (Solana) and moves the listing wallet's cursor to it, in one transaction.
     async fn record_transaction(&self, tx: IndexedTransaction, at: DateTime<Utc>) -> StoreResult<Vec<Finding>>;
+    /// Records that blocks up to `last` of `chain` hold nothing of the registered wallets (a
+    /// range the watcher read whole): `last`'s hash, which moves the cursor past it.
+    async fn record_range(&self, chain: &str, last: u64, hash: &str) -> StoreResult<()>;
+    /// The highest block of `chain` below `number` whose hash is recorded.
+    async fn recorded_below(&self, chain: &str, number: u64) -> StoreResult<Option<u64>>;
     /// Undoes indexing from block `from` on (a reorg orphaned it): decisions confirmed there
     /// are reopened. Returns them.
     async fn rewind(&self, chain: &str, from: u64, at: DateTime<Utc>) -> StoreResult<Vec<String>>;

@@ -522,6 +522,30 @@ pub trait ChainClient: Send + Sync {
         assets: &[Asset],
     ) -> ChainResult<Option<BlockOutflows>>;
 
+    /// [`Indexing::Blocks`] chains that can read ranges: for each of `addresses`, a mark of
+    /// everything that moves when the wallet acts or is acted on without a log — on EVM its
+    /// nonce (a transaction sent, an EIP-7702 delegation signed), its native balance (ether in
+    /// or out, by a transaction or an internal call) and its code (a delegation) — at the end
+    /// of block `number`. Equal marks at both ends of a range in which no token transfer names
+    /// the wallets ([`ChainClient::logged_blocks`]) mean nothing of theirs moved in it.
+    async fn wallet_marks(&self, addresses: &[String], number: u64) -> ChainResult<Vec<String>> {
+        let _ = (addresses, number);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain's client reads no ranges".into(),
+        })
+    }
+
+    /// [`Indexing::Blocks`] chains that can read ranges: the blocks in `[from, to]` with a token
+    /// `Transfer` log from or to one of `addresses`, ascending.
+    async fn logged_blocks(&self, addresses: &[String], from: u64, to: u64) -> ChainResult<Vec<u64>> {
+        let _ = (addresses, from, to);
+        Err(ChainError::BadResponse {
+            chain: self.chain_id().to_string(),
+            message: "this chain's client reads no ranges".into(),
+        })
+    }
+
     /// How this chain's watcher indexes it; [`Indexing::Blocks`] unless a client says otherwise.
     fn indexing(&self) -> Indexing {
         Indexing::Blocks

@@ -37,6 +37,11 @@ pub trait IndexSink: Send + Sync {
     async fn block_hash(&self, chain: &str, number: u64) -> Result<Option<String>, SinkError>;
     /// Records a block's outflows and moves the cursor past it, in one transaction.
     async fn record_block(&self, chain: &str, block: BlockOutflows) -> Result<BlockOutcome, SinkError>;
+    /// Records that blocks `first..=last` hold nothing of the watched wallets: `last`'s hash and
+    /// the cursor move past it, in one transaction.
+    async fn record_range(&self, chain: &str, first: u64, last: u64, hash: String) -> Result<(), SinkError>;
+    /// The highest block below `number` whose hash is recorded.
+    async fn recorded_below(&self, chain: &str, number: u64) -> Result<Option<u64>, SinkError>;
     /// Undoes indexing from block `from` on; returns how many decisions were reopened.
     async fn rewind(&self, chain: &str, from: u64) -> Result<usize, SinkError>;
     /// Where indexing of account `address` stands (signature-indexed chains).
@@ -87,6 +92,13 @@ pub struct WatchSettings {
     pub addresses: Vec<String>,
     /// The configured assets on the chain, so amounts come back in asset units.
     pub assets: Vec<Asset>,
+    /// Block-indexed chains: read this many final blocks at once as a range when that many
+    /// wait (or `range_wait` has passed), one by one only when the wallets' marks or logs show
+    /// something of theirs moved in it; 0 reads every block.
+    pub range_blocks: u64,
+    /// How long fewer than `range_blocks` final blocks may wait to be read as one range; zero
+    /// reads them one by one at once.
+    pub range_wait: Duration,
     /// Signature-indexed chains read below finality (Solana at `confirmed`): a slot indexed
     /// may still be rolled back, so what was recorded above the finalized slot is checked
     /// again each pass and unwound when it left the chain.
@@ -163,12 +175,17 @@ pub struct ChainWatcher {
     /// Signature-indexed chains read below finality: the finalized slot at the last check,
     /// below which nothing recorded can be rolled back any more.
     final_through: u64,
+    /// The wallets' marks at the end of the last range read, and that block: the next range's
+    /// starting marks when it begins right after.
+    marks: Option<(u64, Vec<String>)>,
+    /// Since when fewer than `range_blocks` final blocks have been waiting.
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 impl ChainWatcher {
     /// A watcher of `client`'s chain recording into `sink`.
     pub fn new(client: Arc<dyn ChainClient>, sink: Arc<dyn IndexSink>, settings: WatchSettings) -> ChainWatcher {
-        ChainWatcher { client, sink, settings, halted: None, final_through: 0 }
+        ChainWatcher { client, sink, settings, halted: None, final_through: 0, marks: None, waiting_since: None }
     }
 
     /// The chain watched.
@@ -199,6 +216,43 @@ impl ChainWatcher {
         if target.saturating_sub(from) > max {
             tracing::info!(chain, from, target, "backfilling: {} blocks behind", target - from + 1);
         }
+        let range = self.settings.range_blocks.min(max);
+        if range == 0 {
+            return self.index_each(pass, end).await;
+        }
+        while pass.next <= end {
+            let first = pass.next;
+            let waiting = end - first + 1;
+            let waited = self.waiting_since.get_or_insert_with(tokio::time::Instant::now).elapsed();
+            let due = !self.settings.range_wait.is_zero() && waited >= self.settings.range_wait;
+            if waiting < range && !due {
+                if self.settings.range_wait.is_zero() {
+                    // Near the head: each block as it becomes final.
+                    self.waiting_since = None;
+                    return self.index_each(pass, end).await;
+                }
+                // Wait for a range to fill, or for `range_wait`.
+                return Ok(pass);
+            }
+            self.waiting_since = None;
+            let last = end.min(first + range - 1);
+            if !self.index_range(&mut pass, last).await? {
+                // Something of the wallets' moved in it: read its blocks one by one.
+                pass = self.index_each(pass, last).await?;
+            }
+            if pass.next != last + 1 {
+                // Stopped short (a node behind, a reorg unwound): the next pass goes on.
+                return Ok(pass);
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Reads blocks `pass.next..=end` one by one.
+    async fn index_each(&mut self, mut pass: WatchPass, end: u64) -> Result<WatchPass, WatchError> {
+        let chain = self.settings.chain.clone();
+        // The marks cached describe a block this reading may leave behind.
+        self.marks = None;
         while pass.next <= end {
             let number = pass.next;
             // A node without the block yet (it lags) answers None: wait for the next pass rather
@@ -218,6 +272,46 @@ impl ChainWatcher {
             }
         }
         Ok(pass)
+    }
+
+    /// Reads blocks `pass.next..=last` as one range: when the block before it is still the one
+    /// recorded, the wallets' marks are equal at both ends and no token transfer names them,
+    /// nothing of theirs moved in it and it is recorded at once (its last block's hash and the
+    /// cursor move) — true. False when something moved (or the range could not be read
+    /// whole): the caller reads its blocks one by one. A reorg below it is unwound first.
+    async fn index_range(&mut self, pass: &mut WatchPass, last: u64) -> Result<bool, WatchError> {
+        let chain = self.settings.chain.clone();
+        let first = pass.next;
+        if let Some(below) = first.checked_sub(1) {
+            let stored = self.sink.block_hash(&chain, below).await.map_err(WatchError::Sink)?;
+            if let Some(stored) = stored {
+                if self.client.block_hash(below).await?.as_deref() != Some(stored.as_str()) {
+                    pass.next = self.unwind(first).await?;
+                    self.marks = None;
+                    return Ok(true);
+                }
+            }
+        }
+        let Some(hash) = self.client.block_hash(last).await? else { return Ok(false) };
+        let addresses = &self.settings.addresses;
+        let before = match self.marks.take() {
+            Some((at, marks)) if Some(at) == first.checked_sub(1) => marks,
+            _ => match first.checked_sub(1) {
+                Some(below) => self.client.wallet_marks(addresses, below).await?,
+                // From genesis: no state before it to compare with.
+                None => return Ok(false),
+            },
+        };
+        let after = self.client.wallet_marks(addresses, last).await?;
+        let quiet = before == after && self.client.logged_blocks(addresses, first, last).await?.is_empty();
+        if !quiet {
+            return Ok(false);
+        }
+        self.sink.record_range(&chain, first, last, hash).await.map_err(WatchError::Sink)?;
+        self.marks = Some((last, after));
+        pass.indexed += last - first + 1;
+        pass.next = last + 1;
+        Ok(true)
     }
 
     /// Indexes a signature-indexed chain: for each registered wallet and its token accounts, the
@@ -320,8 +414,20 @@ impl ChainWatcher {
         let chain = self.settings.chain.clone();
         let max_depth = self.settings.max_reorg_depth;
         let mut n = at.saturating_sub(1);
+        // Blocks compared: a range recorded whole is stepped over, not counted block by block.
+        let mut depth = 0;
         loop {
-            if at - n > max_depth {
+            let stored = self.sink.block_hash(&chain, n).await.map_err(WatchError::Sink)?;
+            if stored.is_none() {
+                // Inside a range recorded whole: only its last block's hash is stored. Compare
+                // at the block recorded below it; the range itself holds nothing to undo.
+                if let Some(below) = self.sink.recorded_below(&chain, n).await.map_err(WatchError::Sink)? {
+                    n = below;
+                    continue;
+                }
+            }
+            depth += 1;
+            if depth > max_depth {
                 let why = format!(
                     "chain {chain}: reorg deeper than max_reorg_depth ({max_depth} blocks) below block {at}; \
                      watcher stopped until an operator investigates and restarts it"
@@ -329,7 +435,6 @@ impl ChainWatcher {
                 self.halted = Some(why.clone());
                 return Err(WatchError::ReorgTooDeep(why));
             }
-            let stored = self.sink.block_hash(&chain, n).await.map_err(WatchError::Sink)?;
             let Some(canonical) = self.client.block_hash(n).await? else {
                 // The node does not have a block below one it just served: it is not a node to
                 // decide a reorg with. Retry on the next pass.

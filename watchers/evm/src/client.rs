@@ -553,6 +553,46 @@ impl ChainClient for EvmClient {
         Ok(Some(count))
     }
 
+    async fn wallet_marks(&self, addresses: &[String], number: u64) -> ChainResult<Vec<String>> {
+        let at = BlockId::number(number);
+        let mut marks = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let a = self.address(address)?;
+            let nonce = self.rpc(|p| async move { p.get_transaction_count(a).block_id(at).await }).await?;
+            let balance = self.rpc(|p| async move { p.get_balance(a).block_id(at).await }).await?;
+            let code = self.rpc(|p| async move { p.get_code_at(a).block_id(at).await }).await?;
+            marks.push(format!("nonce {nonce}, balance {balance}, code {}", alloy::primitives::keccak256(&code)));
+        }
+        Ok(marks)
+    }
+
+    async fn logged_blocks(&self, addresses: &[String], from: u64, to: u64) -> ChainResult<Vec<u64>> {
+        let watched: Vec<B256> =
+            addresses.iter().map(|a| self.address(a).map(|a| a.into_word())).collect::<ChainResult<_>>()?;
+        let transfer = alloy::primitives::keccak256("Transfer(address,address,uint256)");
+        let range = alloy::rpc::types::Filter::new().from_block(from).to_block(to).event_signature(transfer);
+        let mut blocks = vec![];
+        // Sent by the wallets (topic 1), and received (topic 2).
+        for filter in [range.clone().topic1(watched.clone()), range.topic2(watched)] {
+            let logs = self
+                .rpc(|p| {
+                    let filter = filter.clone();
+                    async move { p.get_logs(&filter).await }
+                })
+                .await?;
+            for log in logs {
+                let number = log.block_number.ok_or_else(|| ChainError::BadResponse {
+                    chain: self.settings.id.clone(),
+                    message: "eth_getLogs answered a log without its block number".into(),
+                })?;
+                blocks.push(number);
+            }
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        Ok(blocks)
+    }
+
     async fn block_hash(&self, number: u64) -> ChainResult<Option<String>> {
         let block = self.rpc(|p| async move { p.get_block_by_number(BlockNumberOrTag::Number(number)).await }).await?;
         Ok(block.map(|b| format!("{:#x}", b.header.hash)))

@@ -49,11 +49,25 @@ pub(super) fn chains(
                     ("chain_id", ch.chain_id.is_some()),
                     ("max_fee_per_gas_gwei", ch.max_fee_per_gas_gwei.is_some()),
                     ("start_block", ch.start_block.is_some()),
+                    ("range_blocks", ch.range_blocks.is_some()),
+                    ("range_wait", ch.range_wait.is_some()),
                 ] {
                     if set {
                         c.err(p.key(key), "applies only to evm chains");
                     }
                 }
+            }
+        }
+        let stall_after = ch.stall_after.map_or(chrono::TimeDelta::minutes(2), |d| d.0);
+        if let Some(wait) = ch.range_wait.map(|d| d.0) {
+            if ch.range_blocks == Some(0) {
+                c.err(p.key("range_wait"), "needs range_blocks above 0 (ranges are off)");
+            }
+            if wait >= stall_after {
+                c.err(
+                    p.key("range_wait"),
+                    "must be shorter than stall_after (the watcher would be reported stalled while it waits)",
+                );
             }
         }
         if ch.max_reorg_depth == Some(0) {
@@ -81,16 +95,21 @@ pub(super) fn chains(
             },
             rpc_timeout: ch.rpc_timeout.map_or(chrono::TimeDelta::seconds(10), |d| d.0),
             max_reorg_depth: ch.max_reorg_depth.unwrap_or(64),
-            stall_after: ch.stall_after.map_or(chrono::TimeDelta::minutes(2), |d| d.0),
+            stall_after,
             missing_after: ch.missing_after.map_or(chrono::TimeDelta::minutes(10), |d| d.0),
             // One poll: a balance is no older than the watcher's view of the chain.
             balance_max_age: ch.balance_max_age.map_or(poll_interval, |d| d.0),
             balance_conservation: ch.balance_conservation.unwrap_or(true),
+            range_blocks: ch.range_blocks.unwrap_or(if ch.kind == ChainKind::Evm { DEFAULT_RANGE_BLOCKS } else { 0 }),
+            range_wait: ch.range_wait.map_or(chrono::TimeDelta::zero(), |d| d.0),
         });
     }
     refs.chain_kinds = chains.iter().map(|ch| (ch.id.clone(), ch.kind)).collect();
     (chains, chain_settings)
 }
+
+/// Blocks an EVM watcher reads as one range when that many are waiting (a backfill).
+const DEFAULT_RANGE_BLOCKS: u64 = 100;
 
 pub(super) fn assets(c: &mut Checker, raw: &[RawAsset], root: &KeyPath, refs: &mut Refs) {
     let mut assets: Vec<Asset> = vec![];

@@ -90,6 +90,32 @@ impl OutflowStore for SqliteStore {
         .await
     }
 
+    async fn record_range(&self, chain: &str, last: u64, hash: &str) -> StoreResult<()> {
+        let (chain, hash) = (chain.to_string(), hash.to_string());
+        self.write(move |w| {
+            w.conn.execute(
+                "INSERT INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (chain, number) DO UPDATE SET hash = excluded.hash",
+                params![chain, last as i64, hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recorded_below(&self, chain: &str, number: u64) -> StoreResult<Option<u64>> {
+        let chain = chain.to_string();
+        self.read(move |c| {
+            let below: Option<i64> = c.query_row(
+                "SELECT max(number) FROM chain_blocks WHERE chain = ?1 AND number < ?2",
+                params![chain, number as i64],
+                |r| r.get(0),
+            )?;
+            Ok(below.map(|n| n as u64))
+        })
+        .await
+    }
+
     async fn wallet_cursor(&self, chain: &str, address: &str) -> StoreResult<Option<WalletCursor>> {
         let (chain, address) = (chain.to_string(), address.to_string());
         self.read(move |c| {
