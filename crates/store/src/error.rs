@@ -26,9 +26,10 @@ pub enum StoreError {
         /// Cause.
         source: rusqlite::Error,
     },
-    /// SQLite refused an operation (disk full, locked for longer than the busy timeout, …).
+    /// The database refused an operation (disk full, locked for longer than the busy
+    /// timeout, …).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[from] crate::sql::Error),
     /// The file was written by a newer spendguard.
     #[error(
         "the database schema is version {found}, but this spendguard knows only up to {supported}; upgrade spendguard"
@@ -176,13 +177,16 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::NotCommitted(_) => true,
-            StoreError::Sqlite(e) => matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            ),
+            StoreError::Database(e) => e.is_busy(),
             StoreError::Signing(e) => e.retryable,
             _ => false,
         }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(crate::sql::Error::Sqlite(e))
     }
 }
 

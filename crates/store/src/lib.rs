@@ -12,6 +12,8 @@
 //! - [`intent`]: the hash binding a decision to what it pays, checked at approval and signing.
 //! - [`audit`]: the audit chain's entries and how an entry is hashed.
 //! - [`error`](StoreError): typed errors that know whether to retry.
+//! - `sql`: engine-neutral SQL access (connection, statements, typed rows) shaped like
+//!   rusqlite's, over which the engines' logic is written once ([`DatabaseError`]).
 //! - `sqlite`: the SQLite engine ([`SqliteStore`]), a file per concern behind a group-commit
 //!   writer thread; evaluate-and-reserve is one `BEGIN IMMEDIATE` transaction, so two
 //!   processes on one file never both spend the same headroom.
@@ -21,6 +23,7 @@ pub mod audit;
 mod error;
 pub mod intent;
 pub mod records;
+mod sql;
 mod sqlite;
 
 pub use api::{
@@ -30,4 +33,5 @@ pub use api::{
 pub use error::{SigningError, StoreError, StoreResult};
 pub use intent::Intent;
 pub use records::*;
+pub use sql::Error as DatabaseError;
 pub use sqlite::SqliteStore;

@@ -293,6 +293,28 @@ impl ChainWatcher {
             }
         }
         let Some(hash) = self.client.block_hash(last).await? else { return Ok(false) };
+        let quiet = match self.range_is_quiet(first, last).await {
+            Ok(quiet) => quiet,
+            // A node that keeps no state that old (not an archive node, in a backfill) refuses
+            // the marks: its blocks are read one by one instead.
+            Err(e) if !e.is_retryable() => {
+                tracing::debug!(chain, first, last, error = %e, "range not readable as a whole; reading its blocks");
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !quiet {
+            return Ok(false);
+        }
+        self.sink.record_range(&chain, first, last, hash).await.map_err(WatchError::Sink)?;
+        pass.indexed += last - first + 1;
+        pass.next = last + 1;
+        Ok(true)
+    }
+
+    /// Whether nothing of the wallets' moved in `first..=last`: equal marks at both ends, no
+    /// token transfer naming them. When so, the marks at `last` are kept for the next range.
+    async fn range_is_quiet(&mut self, first: u64, last: u64) -> Result<bool, ChainError> {
         let addresses = &self.settings.addresses;
         let before = match self.marks.take() {
             Some((at, marks)) if Some(at) == first.checked_sub(1) => marks,
@@ -303,14 +325,10 @@ impl ChainWatcher {
             },
         };
         let after = self.client.wallet_marks(addresses, last).await?;
-        let quiet = before == after && self.client.logged_blocks(addresses, first, last).await?.is_empty();
-        if !quiet {
+        if before != after || !self.client.logged_blocks(addresses, first, last).await?.is_empty() {
             return Ok(false);
         }
-        self.sink.record_range(&chain, first, last, hash).await.map_err(WatchError::Sink)?;
         self.marks = Some((last, after));
-        pass.indexed += last - first + 1;
-        pass.next = last + 1;
         Ok(true)
     }
 

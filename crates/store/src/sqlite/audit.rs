@@ -7,9 +7,9 @@ use crate::api::AuditStore;
 use crate::audit::{entry_hash, Anchor, AuditCheck, AuditEntry, AuditFilter, AuditInput, BadEntry, GENESIS};
 use crate::error::StoreResult;
 use crate::records::DecisionRecord;
+use crate::sql::{params, Connection, OptionalExtension};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
 
 #[async_trait]
 impl AuditStore for SqliteStore {
@@ -67,7 +67,7 @@ impl Writer {
             .conn
             .query_row(
                 "SELECT json_extract(detail, '$.hash') FROM audit_log WHERE kind = 'config' ORDER BY seq DESC LIMIT 1",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .optional()?
@@ -112,7 +112,7 @@ fn verify(conn: &Connection, anchor: Option<&Anchor>) -> StoreResult<AuditCheck>
         "SELECT seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash, hash
          FROM audit_log ORDER BY seq",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(params![])?;
     let mut expected_seq = 1i64;
     let mut prev = GENESIS.to_string();
     let mut entries = 0u64;
@@ -122,7 +122,8 @@ fn verify(conn: &Connection, anchor: Option<&Anchor>) -> StoreResult<AuditCheck>
         head: None,
         first_bad: Some(BadEntry { seq, why }),
     };
-    while let Some(r) = rows.next()? {
+    while let Some(row) = rows.next()? {
+        let r = &row;
         entries += 1;
         let seq: i64 = r.get(0)?;
         let stored_prev: String = r.get(9)?;
@@ -187,7 +188,8 @@ fn export(conn: &Connection, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry
     )?;
     let mut rows = stmt.query(params![filter.from.map(to_us), filter.to.map(to_us), filter.agent, filter.wallet])?;
     let mut out = vec![];
-    while let Some(r) = rows.next()? {
+    while let Some(row) = rows.next()? {
+        let r = &row;
         let seq: i64 = r.get(0)?;
         let usd = decimal_col_opt(r, 7).map_err(corrupt("audit entry", seq.to_string()))?;
         if let Some(min) = filter.min_usd {
@@ -219,6 +221,6 @@ fn export(conn: &Connection, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry
 fn head(conn: &Connection) -> StoreResult<Option<(i64, String)>> {
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }

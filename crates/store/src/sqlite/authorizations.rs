@@ -12,9 +12,9 @@ use crate::records::{
     Account, AuthorizationKind, AuthorizationRecord, AuthorizationRequest, AuthorizationState, Authorizing, SignWith,
     SignedRecord,
 };
+use crate::sql::{params, Connection, Row};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, Row};
 use rust_decimal::Decimal;
 use spendguard_core::reconcile::OpenAuthorization;
 use spendguard_core::SpendStatus;
@@ -24,7 +24,7 @@ const COLUMNS: &str =
     "a.decision_id, d.agent, a.wallet, d.chain, d.from_address, d.asset, d.recipient, d.amount, d.usd,
     a.token, a.issued_at_us, a.expires_at_us, a.state, a.ended_at_us, a.ended_by, a.kind, a.nonce, d.x402";
 
-fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> {
+fn authorization_from_row(r: &Row<'_>) -> crate::sql::Result<AuthorizationRecord> {
     let state: String = r.get(12)?;
     Ok(AuthorizationRecord {
         decision_id: r.get(0)?,
@@ -39,24 +39,13 @@ fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> 
         token: r.get(9)?,
         issued_at: time_col(r, 10)?,
         expires_at: time_col(r, 11)?,
-        state: AuthorizationState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                12,
-                rusqlite::types::Type::Text,
-                format!("unknown authorization state {state:?}").into(),
-            )
-        })?,
+        state: AuthorizationState::parse(&state)
+            .ok_or_else(|| r.bad(12, format!("unknown authorization state {state:?}")))?,
         ended_at: time_col_opt(r, 13)?,
         ended_by: r.get(14)?,
         kind: {
             let kind: String = r.get(15)?;
-            AuthorizationKind::parse(&kind).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    15,
-                    rusqlite::types::Type::Text,
-                    format!("unknown authorization kind {kind:?}").into(),
-                )
-            })?
+            AuthorizationKind::parse(&kind).ok_or_else(|| r.bad(15, format!("unknown authorization kind {kind:?}")))?
         },
         nonce: r.get(16)?,
         resource: r
@@ -66,7 +55,7 @@ fn authorization_from_row(r: &Row<'_>) -> rusqlite::Result<AuthorizationRecord> 
     })
 }
 
-fn query(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> StoreResult<Vec<AuthorizationRecord>> {
+fn query(conn: &Connection, filter: &str, args: crate::sql::Params<'_>) -> StoreResult<Vec<AuthorizationRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM authorizations a JOIN decisions d ON d.id = a.decision_id {filter}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(args, authorization_from_row)?;
@@ -90,7 +79,7 @@ impl AuthorizationStore for SqliteStore {
     }
 
     async fn open_authorizations(&self) -> StoreResult<Vec<AuthorizationRecord>> {
-        self.read(|c| query(c, "WHERE a.state = 'open' ORDER BY a.issued_at_us, a.decision_id", [])).await
+        self.read(|c| query(c, "WHERE a.state = 'open' ORDER BY a.issued_at_us, a.decision_id", params![])).await
     }
 
     async fn authorizations_between(
@@ -351,7 +340,7 @@ impl Writer {
     /// x402 authorizations stay: the signed payment is in the server's hands and may still be
     /// settled, so its budget stays held until it is, or its `validBefore` has passed.
     pub(crate) fn revoke_authorizations(&mut self, freeze: &spendguard_core::Freeze) -> StoreResult<usize> {
-        let open = query(&self.conn, "WHERE a.state = 'open' AND a.kind = 'external'", [])?;
+        let open = query(&self.conn, "WHERE a.state = 'open' AND a.kind = 'external'", params![])?;
         let mut revoked = 0;
         for a in open {
             let covered = match (self.model.agent(&a.agent), self.model.wallet(&a.wallet)) {

@@ -6,9 +6,9 @@ use super::{SqliteStore, Writer};
 use crate::api::CredentialStore;
 use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
+use crate::sql::{params, OptionalExtension};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 #[async_trait]
 impl CredentialStore for SqliteStore {

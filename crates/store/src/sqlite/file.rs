@@ -73,7 +73,7 @@ fn create(path: &Path, options: &LedgerOptions, creation: Creation) -> StoreResu
         // Closing the only connection copies the log into the file and removes it.
         let mut conn = connect(&building, options)?;
         super::schema::migrate(&mut conn)?;
-        conn.close().map_err(|(_, e)| StoreError::Sqlite(e))?;
+        conn.close().map_err(|(_, e)| StoreError::from(e))?;
         let empty = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
         if creation == Creation::Initialise && empty {
             return std::fs::rename(&building, path).map_err(|e| fail("move", e));

@@ -7,9 +7,9 @@ use crate::api::FreezeStore;
 use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
 use crate::records::{Decommissioned, FreezeOutcome};
+use crate::sql::params;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use spendguard_core::model::Scope;
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 

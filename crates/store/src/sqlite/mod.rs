@@ -30,8 +30,8 @@ mod writer;
 
 use crate::error::{StoreError, StoreResult};
 use crate::records::{LedgerOptions, LedgerStats};
+use crate::sql::{params, Connection};
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
 use spendguard_core::Model;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,7 +98,7 @@ impl SqliteStore {
         let queue = Arc::new(Mutex::new(queue));
         let mut readers = vec![];
         for i in 0..READERS {
-            let conn = writer::connect(path, &options)?;
+            let conn = Connection::sqlite(writer::connect(path, &options)?);
             let queue = Arc::clone(&queue);
             let reader = std::thread::Builder::new()
                 .name(format!("spendguard-ledger-read-{i}"))
@@ -140,7 +140,7 @@ impl SqliteStore {
 
     /// SQLite's `synchronous` setting of this ledger's connections (2 = FULL).
     pub async fn synchronous(&self) -> StoreResult<i64> {
-        self.read(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)).await
+        self.read(|c| Ok(c.query_row("PRAGMA synchronous", params![], |r| r.get(0))?)).await
     }
 
     /// Runs `work` on the writer thread inside the next batch transaction; answers once the

@@ -7,9 +7,9 @@ use crate::api::OutboxStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
 use crate::records::{Delivery, Event};
+use crate::sql::{params, OptionalExtension};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use spendguard_core::EventKind;
 
 #[async_trait]
@@ -109,11 +109,11 @@ impl Writer {
         detail: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.conn.execute(
-            "INSERT INTO events (at_us, kind, decision_id, detail) VALUES (?1, ?2, ?3, ?4)",
+        let event_id: i64 = self.conn.query_row(
+            "INSERT INTO events (at_us, kind, decision_id, detail) VALUES (?1, ?2, ?3, ?4) RETURNING id",
             params![to_us(at), kind.as_str(), id, detail],
+            |r| r.get(0),
         )?;
-        let event_id = self.conn.last_insert_rowid();
         self.audit(
             AuditInput {
                 kind: "event",

@@ -11,9 +11,9 @@ use crate::records::{
     BalanceCheckpoint, BalanceDifference, BalanceReading, BlockRecorded, IndexedBlock, IndexedTransaction,
     RecordedInflow, RecordedOutflow,
 };
+use crate::sql::{params, Connection, OptionalExtension};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use rust_decimal::Decimal;
 use spendguard_core::freeze::{scopes_for_chain_reset, scopes_for_outflow};
 use spendguard_core::model::Scope;
@@ -273,7 +273,7 @@ impl Writer {
                 continue;
             }
             if let Some((from, checkpoint)) = last {
-                let sum = |conn: &rusqlite::Connection, table: &str| -> StoreResult<Decimal> {
+                let sum = |conn: &Connection, table: &str| -> StoreResult<Decimal> {
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT amount FROM {table} WHERE chain = ?1 AND wallet = ?2 AND asset = ?3
                          AND block > ?4 AND block <= ?5"

@@ -5,9 +5,9 @@ use super::SqliteStore;
 use crate::api::ReportStore;
 use crate::error::StoreResult;
 use crate::records::{DecisionRecord, Event, RecordedInflow, RecordedOutflow};
+use crate::sql::params;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use spendguard_core::EventKind;
 
 #[async_trait]

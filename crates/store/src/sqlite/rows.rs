@@ -3,8 +3,8 @@
 
 use crate::error::{StoreError, StoreResult};
 use crate::records::{DecisionRecord, Event, RecordedInflow, RecordedOutflow, SignedRecord};
+use crate::sql::{params, Connection, OptionalExtension, Row};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use rust_decimal::Decimal;
 use spendguard_core::model::Scope;
 use spendguard_core::reconcile::{Class, OutflowKind};
@@ -22,18 +22,17 @@ pub(crate) fn money(v: Decimal) -> String {
 }
 
 /// A column that did not decode: which one, and why.
-fn bad(r: &Row<'_>, i: usize, why: String) -> rusqlite::Error {
-    let column = r.as_ref().column_name(i).map_or_else(|_| format!("column {i}"), str::to_string);
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("{column}: {why}").into())
+fn bad(r: &Row<'_>, i: usize, why: String) -> crate::sql::Error {
+    r.bad(i, why)
 }
 
 /// Reads column `i` as text and parses it.
-fn parsed<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> rusqlite::Result<T> {
+fn parsed<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> crate::sql::Result<T> {
     let text: String = r.get(i)?;
     parse(&text).ok_or_else(|| bad(r, i, format!("unreadable value {text:?}")))
 }
 
-fn parsed_opt<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> rusqlite::Result<Option<T>> {
+fn parsed_opt<T>(r: &Row<'_>, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> crate::sql::Result<Option<T>> {
     match r.get::<_, Option<String>>(i)? {
         None => Ok(None),
         Some(text) => parse(&text).map(Some).ok_or_else(|| bad(r, i, format!("unreadable value {text:?}"))),
@@ -44,79 +43,72 @@ fn decimal(text: &str) -> Option<Decimal> {
     Decimal::from_str(text).ok()
 }
 
-pub(crate) fn decimal_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Decimal> {
+pub(crate) fn decimal_col(r: &Row<'_>, i: usize) -> crate::sql::Result<Decimal> {
     parsed(r, i, decimal)
 }
 
-pub(crate) fn decimal_col_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Decimal>> {
+pub(crate) fn decimal_col_opt(r: &Row<'_>, i: usize) -> crate::sql::Result<Option<Decimal>> {
     parsed_opt(r, i, decimal)
 }
 
-fn unsigned(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+fn unsigned(r: &Row<'_>, i: usize) -> crate::sql::Result<u64> {
     let n: i64 = r.get(i)?;
     u64::try_from(n).map_err(|_| bad(r, i, format!("negative value {n}")))
 }
 
-fn unsigned_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+fn unsigned_opt(r: &Row<'_>, i: usize) -> crate::sql::Result<Option<u64>> {
     match r.get::<_, Option<i64>>(i)? {
         None => Ok(None),
         Some(_) => unsigned(r, i).map(Some),
     }
 }
 
-pub(crate) fn time_col(r: &Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+pub(crate) fn time_col(r: &Row<'_>, i: usize) -> crate::sql::Result<DateTime<Utc>> {
     let us: i64 = r.get(i)?;
     DateTime::from_timestamp_micros(us).ok_or_else(|| bad(r, i, format!("timestamp {us} out of range")))
 }
 
-pub(crate) fn time_col_opt(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn time_col_opt(r: &Row<'_>, i: usize) -> crate::sql::Result<Option<DateTime<Utc>>> {
     match r.get::<_, Option<i64>>(i)? {
         None => Ok(None),
         Some(_) => time_col(r, i).map(Some),
     }
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+fn json_col<T: serde::de::DeserializeOwned>(r: &Row<'_>, i: usize) -> crate::sql::Result<T> {
     let text: String = r.get(i)?;
     serde_json::from_str(&text).map_err(|e| bad(r, i, e.to_string()))
 }
 
 /// Turns a decoding failure of a row into [`StoreError::Corrupt`] naming the row; other
 /// failures stay what they are.
-pub(crate) fn corrupt(table: &'static str, row: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, row: impl Into<String>) -> impl FnOnce(crate::sql::Error) -> StoreError {
+    use crate::sql::Error;
     let row = row.into();
     move |e| match e {
-        rusqlite::Error::FromSqlConversionFailure(_, _, why) => {
+        Error::Conversion { column, why } => StoreError::Corrupt { table, row, detail: format!("{column}: {why}") },
+        Error::Sqlite(rusqlite::Error::FromSqlConversionFailure(_, _, why)) => {
             StoreError::Corrupt { table, row, detail: why.to_string() }
         }
-        rusqlite::Error::InvalidColumnType(_, column, ty) => {
+        Error::Sqlite(rusqlite::Error::InvalidColumnType(_, column, ty)) => {
             StoreError::Corrupt { table, row, detail: format!("{column}: unexpected {ty}") }
         }
-        other => StoreError::Sqlite(other),
+        other => StoreError::Database(other),
     }
 }
 
 /// Runs `f` on each row, naming a row that does not decode by the value of its first column.
 fn each_row<T>(
     table: &'static str,
-    stmt: &mut rusqlite::Statement<'_>,
-    args: impl rusqlite::Params,
-    f: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+    stmt: &mut crate::sql::Statement<'_>,
+    args: crate::sql::Params<'_>,
+    f: impl Fn(&Row<'_>) -> crate::sql::Result<T>,
 ) -> StoreResult<Vec<T>> {
-    let mut rows = stmt.query(args)?;
     let mut out = vec![];
-    while let Some(r) = rows.next()? {
-        match f(r) {
+    for row in stmt.query_each(args, f)? {
+        match row {
             Ok(v) => out.push(v),
-            Err(e) => {
-                use rusqlite::types::ValueRef;
-                let key = match r.get_ref(0) {
-                    Ok(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
-                    Ok(ValueRef::Integer(n)) => n.to_string(),
-                    _ => "(unreadable key)".to_string(),
-                };
-                return Err(corrupt(table, key)(e));
-            }
+            Err((key, e)) => return Err(corrupt(table, key)(e)),
         }
     }
     Ok(out)
@@ -126,7 +118,7 @@ fn each_row<T>(
 pub(crate) const ENTRY_COLUMNS: &str =
     "seq, created_at_us, agent, department, wallet, asset, operation, amount, usd, status";
 
-pub(crate) fn entry_from_row(r: &Row<'_>) -> rusqlite::Result<(LedgerEntry, SpendStatus)> {
+pub(crate) fn entry_from_row(r: &Row<'_>) -> crate::sql::Result<(LedgerEntry, SpendStatus)> {
     let status = parsed(r, 9, SpendStatus::parse)?;
     let usd = decimal_col_opt(r, 8)?;
     let counts = status.counts_as();
@@ -159,7 +151,7 @@ pub(crate) fn load_freezes(conn: &Connection) -> StoreResult<Vec<Freeze>> {
     let mut stmt = conn.prepare_cached(
         "SELECT scope, frozen_by, reason, frozen_at_us, evidence FROM freezes ORDER BY frozen_at_us, scope",
     )?;
-    each_row("freeze", &mut stmt, [], |r| {
+    each_row("freeze", &mut stmt, params![], |r| {
         Ok(Freeze {
             scope: parsed(r, 0, Scope::parse)?,
             frozen_by: r.get(1)?,
@@ -178,7 +170,7 @@ pub(crate) const DECISION_COLUMNS: &str =
     fee_paid, failure, intent_hash, approved_by, approved_at_us, from_address, token, decimals, price_source,
     price_as_of_us, x402";
 
-fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
+fn decision_from_row(r: &Row<'_>) -> crate::sql::Result<DecisionRecord> {
     Ok(DecisionRecord {
         id: r.get(0)?,
         seq: r.get(1)?,
@@ -235,7 +227,7 @@ fn decision_from_row(r: &Row<'_>) -> rusqlite::Result<DecisionRecord> {
 pub(crate) fn query_decisions(
     conn: &Connection,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: crate::sql::Params<'_>,
 ) -> StoreResult<Vec<DecisionRecord>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {DECISION_COLUMNS} FROM decisions WHERE {filter}"))?;
     each_row("decision", &mut stmt, args, decision_from_row)
@@ -252,7 +244,7 @@ pub(crate) fn decision_row(conn: &Connection, id: &str) -> StoreResult<DecisionR
 
 pub(crate) fn load_by_status(conn: &Connection, statuses: &[SpendStatus]) -> StoreResult<Vec<DecisionRecord>> {
     let list = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
-    query_decisions(conn, &format!("status IN ({list}) ORDER BY seq"), [])
+    query_decisions(conn, &format!("status IN ({list}) ORDER BY seq"), params![])
 }
 
 pub(crate) fn load_signed(conn: &Connection, id: &str) -> StoreResult<Option<SignedRecord>> {
@@ -274,7 +266,7 @@ pub(crate) fn load_signed(conn: &Connection, id: &str) -> StoreResult<Option<Sig
 
 pub(crate) const EVENT_COLUMNS: &str = "id, kind, at_us, decision_id, detail";
 
-pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
+pub(crate) fn event_from_row(r: &Row<'_>) -> crate::sql::Result<Event> {
     Ok(Event {
         id: r.get(0)?,
         kind: parsed(r, 1, EventKind::parse)?,
@@ -284,7 +276,7 @@ pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-pub(crate) fn query_events(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> StoreResult<Vec<Event>> {
+pub(crate) fn query_events(conn: &Connection, filter: &str, args: crate::sql::Params<'_>) -> StoreResult<Vec<Event>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE {filter}"))?;
     each_row("event", &mut stmt, args, event_from_row)
 }
@@ -296,7 +288,7 @@ pub(crate) const OUTFLOW_COLUMNS: &str =
 pub(crate) fn query_inflows(
     conn: &Connection,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: crate::sql::Params<'_>,
 ) -> StoreResult<Vec<RecordedInflow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT chain, block, tx_hash, idx, kind, wallet, sender, asset, token, amount, balance_before, balance_after,
@@ -325,7 +317,7 @@ pub(crate) fn query_inflows(
 pub(crate) fn query_outflows(
     conn: &Connection,
     filter: &str,
-    args: impl rusqlite::Params,
+    args: crate::sql::Params<'_>,
 ) -> StoreResult<Vec<RecordedOutflow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {OUTFLOW_COLUMNS} FROM outflows WHERE {filter} ORDER BY chain, block, tx_hash, kind, idx"

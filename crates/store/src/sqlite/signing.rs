@@ -8,9 +8,9 @@ use crate::api::SigningStore;
 use crate::error::{StoreError, StoreResult};
 use crate::intent::Intent;
 use crate::records::{Account, DecisionRecord, Resigning, Settlement, SignWith, SignedRecord, Signing};
+use crate::sql::{params, OptionalExtension};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use spendguard_core::{EventKind, SpendStatus};
 
 #[async_trait]

@@ -4,9 +4,10 @@
 use super::Counters;
 use crate::error::{StoreError, StoreResult};
 use crate::records::LedgerOptions;
+use crate::sql::{params, Connection};
 use crate::sqlite::rows::{entry_from_row, load_entries, load_freezes, to_us, ENTRY_COLUMNS};
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::OpenFlags;
 use spendguard_core::usage::UsageIndex;
 use spendguard_core::{Freeze, Model};
 use std::cell::Cell;
@@ -23,9 +24,9 @@ const PRUNE_EVERY: u64 = 1024;
 
 /// Opens a connection the way every connection of a ledger is opened: WAL, `synchronous =
 /// FULL`, foreign keys, and a busy handler that polls often.
-pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<Connection> {
+pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<rusqlite::Connection> {
     let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
-    let conn = Connection::open_with_flags(
+    let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -63,7 +64,7 @@ pub(crate) fn set_busy_timeout(timeout: std::time::Duration) {
     BUSY_RETRY_LIMIT.with(|limit| limit.set(retries));
 }
 
-fn install_busy_handler(conn: &Connection, timeout: std::time::Duration) -> rusqlite::Result<()> {
+fn install_busy_handler(conn: &rusqlite::Connection, timeout: std::time::Duration) -> rusqlite::Result<()> {
     set_busy_timeout(timeout);
     conn.busy_handler(Some(|retries_so_far| {
         if retries_so_far >= BUSY_RETRY_LIMIT.with(Cell::get) {
@@ -203,7 +204,7 @@ impl Writer {
         super::schema::migrate(&mut conn)?;
         let horizon = horizon_of(&model);
         let mut w = Writer {
-            conn,
+            conn: Connection::sqlite(conn),
             model,
             index: UsageIndex::new(),
             freezes: vec![],
@@ -339,7 +340,7 @@ impl Writer {
         }
         let cs: i64 = self.conn.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         self.batch_seq = Some(cs);
@@ -348,7 +349,7 @@ impl Writer {
 
     /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
     fn refresh(&mut self) -> StoreResult<()> {
-        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let version: i64 = self.conn.query_row("PRAGMA data_version", params![], |r| r.get(0))?;
         if version == self.data_version && !self.dirty {
             return Ok(());
         }
@@ -372,7 +373,7 @@ impl Writer {
         }
         self.freezes = load_freezes(&self.conn)?;
         self.last_change_seq =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0))?;
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", params![], |r| r.get(0))?;
         self.data_version = version;
         self.dirty = false;
         Ok(())
