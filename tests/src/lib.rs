@@ -11,6 +11,7 @@ pub mod clock;
 pub mod evm_org;
 pub mod mcp_client;
 pub mod node;
+pub mod postgres;
 pub mod python;
 pub mod rpc_proxy;
 pub mod solana_org;

@@ -12,6 +12,7 @@
 //! - [`intent`]: the hash binding a decision to what it pays, checked at approval and signing.
 //! - [`audit`]: the audit chain's entries and how an entry is hashed.
 //! - [`error`](StoreError): typed errors that know whether to retry.
+//! - [`postgres`]: the PostgreSQL engine's schema (the engine itself is under way).
 //! - `sql`: engine-neutral SQL access (connection, statements, typed rows) shaped like
 //!   rusqlite's, over which the engines' logic is written once ([`DatabaseError`]).
 //! - `sqlite`: the SQLite engine ([`SqliteStore`]), a file per concern behind a group-commit
@@ -22,6 +23,7 @@ pub mod api;
 pub mod audit;
 mod error;
 pub mod intent;
+pub mod postgres;
 pub mod records;
 mod sql;
 mod sqlite;
