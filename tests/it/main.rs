@@ -15,6 +15,7 @@ mod external;
 mod external_solana;
 mod hostile;
 mod inflows;
+mod ledger_conformance;
 mod ledger_faults;
 mod ledger_file;
 mod load_generator;

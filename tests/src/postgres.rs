@@ -84,8 +84,15 @@ impl Postgres {
     pub fn database(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test server");
-        client.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+        // The blocking client drives a runtime of its own: not inside the test's.
+        let url = self.url.clone();
+        let create = format!("CREATE DATABASE {name}");
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect to the test server");
+            client.batch_execute(&create).expect("create a test database");
+        })
+        .join()
+        .expect("create a test database");
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 }

@@ -184,6 +184,22 @@ impl StoreError {
     }
 }
 
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        StoreError::Database(crate::sql::Error::Postgres(e))
+    }
+}
+
+impl From<crate::postgres::schema::SchemaError> for StoreError {
+    fn from(e: crate::postgres::schema::SchemaError) -> StoreError {
+        use crate::postgres::schema::SchemaError;
+        match e {
+            SchemaError::Postgres(e) => e.into(),
+            SchemaError::TooNew { found, supported } => StoreError::SchemaTooNew { found, supported },
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         StoreError::Database(crate::sql::Error::Sqlite(e))

@@ -203,7 +203,7 @@ pub const MIGRATIONS: &[&str] = &[r#"
         amount         TEXT NOT NULL,
         balance_before TEXT,
         balance_after  TEXT,
-        expected       BIGINT NOT NULL,
+        expected       BOOLEAN NOT NULL,
         seen_at_us     BIGINT NOT NULL,
         UNIQUE (chain, tx_hash, idx, kind, wallet)
     );

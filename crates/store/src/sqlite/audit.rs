@@ -182,8 +182,8 @@ fn verify(conn: &Connection, anchor: Option<&Anchor>) -> StoreResult<AuditCheck>
 fn export(conn: &Connection, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
     let mut stmt = conn.prepare(
         "SELECT seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash, hash FROM audit_log
-         WHERE (?1 IS NULL OR at_us >= ?1) AND (?2 IS NULL OR at_us < ?2)
-           AND (?3 IS NULL OR agent = ?3) AND (?4 IS NULL OR wallet = ?4)
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR at_us >= ?1) AND (CAST(?2 AS BIGINT) IS NULL OR at_us < ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR agent = ?3) AND (CAST(?4 AS TEXT) IS NULL OR wallet = ?4)
          ORDER BY seq",
     )?;
     let mut rows = stmt.query(params![filter.from.map(to_us), filter.to.map(to_us), filter.agent, filter.wallet])?;

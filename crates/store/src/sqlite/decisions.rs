@@ -81,7 +81,8 @@ impl DecisionStore for SqliteStore {
 
     async fn decisions(&self, agent: Option<&str>) -> StoreResult<Vec<DecisionRecord>> {
         let agent = agent.map(str::to_string);
-        self.read(move |c| query_decisions(c, "?1 IS NULL OR agent = ?1 ORDER BY seq", params![agent])).await
+        self.read(move |c| query_decisions(c, "CAST(?1 AS TEXT) IS NULL OR agent = ?1 ORDER BY seq", params![agent]))
+            .await
     }
 
     async fn decisions_in(&self, statuses: &[SpendStatus]) -> StoreResult<Vec<DecisionRecord>> {
@@ -231,7 +232,7 @@ impl Writer {
                     intent_hash,
                     intent.as_ref().map(|i| i.from_address.clone()),
                     spend.and_then(|s| s.token.clone()),
-                    spend.map(|s| s.decimals),
+                    spend.map(|s| i64::from(s.decimals)),
                     valuation.map(|v| v.source.clone()),
                     valuation.and_then(|v| v.as_of).map(to_us),
                 ],

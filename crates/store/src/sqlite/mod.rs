@@ -81,29 +81,88 @@ impl SqliteStore {
         now: DateTime<Utc>,
         options: LedgerOptions,
     ) -> StoreResult<SqliteStore> {
+        let file = path.to_path_buf();
+        let reader_options = options.clone();
+        let connect = move || Ok(Connection::sqlite(writer::connect(&file, &reader_options)?));
+        let file = path.to_path_buf();
+        let writer_options = options.clone();
+        SqliteStore::start(
+            path.to_path_buf(),
+            move |counters| Writer::open(&file, model, now, &writer_options, counters),
+            connect,
+            options,
+        )
+    }
+
+    /// Opens the PostgreSQL ledger at `url` (`postgres://…`) for `model`, migrating it first;
+    /// several daemons may share it.
+    pub fn open_postgres(
+        url: &str,
+        model: Arc<Model>,
+        now: DateTime<Utc>,
+        options: LedgerOptions,
+    ) -> StoreResult<SqliteStore> {
+        let (writer_url, reader_url) = (url.to_string(), url.to_string());
+        SqliteStore::start(
+            PathBuf::from(url),
+            move |counters| Writer::open_postgres(&writer_url, model, now, counters),
+            move || Ok(Connection::postgres(writer::connect_postgres(&reader_url)?)),
+            options,
+        )
+    }
+
+    /// Starts the writer and reader threads; each opens its own connection on its own thread
+    /// (the PostgreSQL client drives its own runtime, which must not run inside the caller's).
+    fn start(
+        path: PathBuf,
+        open_writer: impl FnOnce(Arc<Counters>) -> StoreResult<Writer> + Send + 'static,
+        connect: impl Fn() -> StoreResult<Connection> + Send + Sync + 'static,
+        options: LedgerOptions,
+    ) -> StoreResult<SqliteStore> {
         let counters = Arc::new(Counters::default());
-        let writer = Writer::open(path, model, now, &options, Arc::clone(&counters))?;
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
         let spawn_error = |e: std::io::Error| StoreError::Unusable(format!("cannot start a ledger thread: {e}"));
         let busy_timeout = options.busy_timeout;
+        let (opened, ready) = mpsc::channel::<StoreResult<()>>();
+        let writer_counters = Arc::clone(&counters);
+        let writer_opened = opened.clone();
         let handle = std::thread::Builder::new()
             .name("spendguard-ledger".into())
             .spawn(move || {
                 writer::set_busy_timeout(busy_timeout);
+                let writer = match open_writer(writer_counters) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = writer_opened.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = writer_opened.send(Ok(()));
                 writer.run(rx, max_batch)
             })
             .map_err(spawn_error)?;
+        // The writer migrates: readers connect once it has.
+        ready.recv().map_err(|_| StoreError::Stopped)??;
         let (reads, queue) = mpsc::channel::<ReadJob>();
         let queue = Arc::new(Mutex::new(queue));
+        let connect = Arc::new(connect);
         let mut readers = vec![];
         for i in 0..READERS {
-            let conn = Connection::sqlite(writer::connect(path, &options)?);
             let queue = Arc::clone(&queue);
+            let (connect, opened) = (Arc::clone(&connect), opened.clone());
             let reader = std::thread::Builder::new()
                 .name(format!("spendguard-ledger-read-{i}"))
                 .spawn(move || {
                     writer::set_busy_timeout(busy_timeout);
+                    let conn = match connect() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = opened.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = opened.send(Ok(()));
                     loop {
                         let job = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
                         match job {
@@ -115,14 +174,12 @@ impl SqliteStore {
                 .map_err(spawn_error)?;
             readers.push(reader);
         }
-        Ok(SqliteStore {
-            jobs: Some(tx),
-            writer: Some(handle),
-            reads: Some(reads),
-            readers,
-            path: path.to_path_buf(),
-            counters,
-        })
+        let store = SqliteStore { jobs: Some(tx), writer: Some(handle), reads: Some(reads), readers, path, counters };
+        for _ in 0..READERS {
+            // Dropping `store` on an error stops the threads already running.
+            ready.recv().map_err(|_| StoreError::Stopped)??;
+        }
+        Ok(store)
     }
 
     /// The database file.

@@ -96,7 +96,7 @@ impl OutboxStore for SqliteStore {
 
     async fn events(&self, kind: Option<EventKind>) -> StoreResult<Vec<Event>> {
         let kind = kind.map(EventKind::as_str);
-        self.read(move |c| query_events(c, "?1 IS NULL OR kind = ?1 ORDER BY id", params![kind])).await
+        self.read(move |c| query_events(c, "CAST(?1 AS TEXT) IS NULL OR kind = ?1 ORDER BY id", params![kind])).await
     }
 }
 

@@ -182,12 +182,12 @@ impl OutflowStore for SqliteStore {
 
     async fn inflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedInflow>> {
         let chain = chain.map(str::to_string);
-        self.read(move |c| query_inflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
+        self.read(move |c| query_inflows(c, "CAST(?1 AS TEXT) IS NULL OR chain = ?1", params![chain])).await
     }
 
     async fn outflows(&self, chain: Option<&str>) -> StoreResult<Vec<RecordedOutflow>> {
         let chain = chain.map(str::to_string);
-        self.read(move |c| query_outflows(c, "?1 IS NULL OR chain = ?1", params![chain])).await
+        self.read(move |c| query_outflows(c, "CAST(?1 AS TEXT) IS NULL OR chain = ?1", params![chain])).await
     }
 
     async fn reconciliation(&self, decision_id: &str) -> StoreResult<Option<Class>> {

@@ -42,6 +42,12 @@ pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<rusql
     Ok(conn)
 }
 
+/// Connects to the PostgreSQL ledger at `url`.
+pub(crate) fn connect_postgres(url: &str) -> StoreResult<postgres::Client> {
+    postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| StoreError::Unusable(format!("cannot connect to the PostgreSQL ledger: {e}")))
+}
+
 /// How often a connection waiting for another process's write lock tries again. SQLite's own
 /// handler backs off to 100 ms sleeps, so a process that commits back to back (our writer under
 /// load) would starve the others; polling this often lets them in at the writer's pauses.
@@ -202,9 +208,25 @@ impl Writer {
             return Err(StoreError::ReadOnly(path.to_path_buf()));
         }
         super::schema::migrate(&mut conn)?;
+        Writer::start(Connection::sqlite(conn), model, now, counters)
+    }
+
+    /// The writer of a PostgreSQL ledger at `url`, migrating it first.
+    pub(crate) fn open_postgres(
+        url: &str,
+        model: Arc<Model>,
+        now: DateTime<Utc>,
+        counters: Arc<Counters>,
+    ) -> StoreResult<Writer> {
+        let mut client = connect_postgres(url)?;
+        crate::postgres::schema::migrate(&mut client)?;
+        Writer::start(Connection::postgres(client), model, now, counters)
+    }
+
+    fn start(conn: Connection, model: Arc<Model>, now: DateTime<Utc>, counters: Arc<Counters>) -> StoreResult<Writer> {
         let horizon = horizon_of(&model);
         let mut w = Writer {
-            conn: Connection::sqlite(conn),
+            conn,
             model,
             index: UsageIndex::new(),
             freezes: vec![],
@@ -266,7 +288,14 @@ impl Writer {
         // Dry runs alone read a snapshot: they neither wait for nor hold up another process's
         // writer (nor, writing nothing, cost an fsync).
         let writes = batch.iter().any(|job| job.writes);
-        let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
+        let begin = match (self.conn.is_postgres(), writes) {
+            (false, true) => "BEGIN IMMEDIATE",
+            (false, false) => "BEGIN DEFERRED",
+            // Every daemon's writer takes this one row lock first: one writes at a time, and it
+            // sees every transaction committed before it (READ COMMITTED reads the latest).
+            (true, true) => "BEGIN; SELECT value FROM meta WHERE key = 'change_seq' FOR UPDATE",
+            (true, false) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
         if let Err(e) = self.conn.execute_batch(begin) {
             return fail_all(batch, &e.to_string());
         }
@@ -349,7 +378,13 @@ impl Writer {
 
     /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
     fn refresh(&mut self) -> StoreResult<()> {
-        let version: i64 = self.conn.query_row("PRAGMA data_version", params![], |r| r.get(0))?;
+        // What changes when another connection commits: SQLite's data version; on PostgreSQL
+        // the change counter every writing batch bumps.
+        let version: i64 = if self.conn.is_postgres() {
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", params![], |r| r.get(0))?
+        } else {
+            self.conn.query_row("PRAGMA data_version", params![], |r| r.get(0))?
+        };
         if version == self.data_version && !self.dirty {
             return Ok(());
         }

@@ -2,117 +2,12 @@ use crate::*;
 use spendguard_core::model::Scope;
 use spendguard_core::{EventKind, Freeze, ReasonCode, SpendStatus};
 use spendguard_store::{
-    DecisionStore, FreezeOutcome, FreezeStore, Intent, OutboxStore, ReserveOutcome, SigningStore, SqliteStore,
-    StoreError,
+    DecisionStore, FreezeOutcome, FreezeStore, Intent, OutboxStore, SigningStore, SqliteStore, StoreError,
 };
 
 /// What a decision pays, as the ledger bound it.
 async fn intent_of(ledger: &SqliteStore, id: &str) -> Intent {
     ledger.decision(id).await.unwrap().unwrap().intent().expect("an allowed decision is bound to its intent")
-}
-
-#[tokio::test]
-async fn an_idempotency_key_replays_the_first_result_and_refuses_other_arguments() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir.path().join("l.db"));
-    let mut req = usdc("bot", "10");
-    req.idempotency_key = Some("order-42".into());
-    let first = ledger.reserve(req.clone()).await.unwrap();
-    let ReserveOutcome::Decided { receipt: first, replayed: false } = first else { panic!("{first:?}") };
-    // A retry, even a moment later, gets the same answer and spends nothing more.
-    let mut retry = req.clone();
-    retry.request.at += chrono::TimeDelta::seconds(30);
-    let ReserveOutcome::Decided { receipt: again, replayed: true } = ledger.reserve(retry).await.unwrap() else {
-        panic!()
-    };
-    assert_eq!(again, first);
-    assert_eq!(ledger.decisions(Some("bot")).await.unwrap().len(), 1);
-    // The same key with another amount is a conflict naming the original decision.
-    let mut different = req.clone();
-    different.request.amount = spendguard_core::money::parse_decimal("11").unwrap();
-    assert_eq!(
-        ledger.reserve(different).await.unwrap(),
-        ReserveOutcome::IdempotencyConflict { original_decision_id: first.decision_id.clone() }
-    );
-    // Keys belong to an agent: another agent may use the same key.
-    let mut other = usdc("other", "10");
-    other.idempotency_key = Some("order-42".into());
-    assert!(matches!(ledger.reserve(other).await.unwrap(), ReserveOutcome::Decided { replayed: false, .. }));
-    // And the key survives a restart.
-    drop(ledger);
-    let ledger = open(&dir.path().join("l.db"));
-    assert!(matches!(ledger.reserve(req).await.unwrap(), ReserveOutcome::Decided { replayed: true, .. }));
-}
-
-#[tokio::test]
-async fn reservations_survive_a_restart_and_still_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.db");
-    {
-        let ledger = open(&path);
-        assert_eq!(decided(ledger.reserve(usdc("bot", "600")).await.unwrap()).status, SpendStatus::Reserved);
-    }
-    let ledger = open(&path);
-    let denied = decided(ledger.reserve(usdc("bot", "400.01")).await.unwrap());
-    assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit);
-    assert!(denied.reasons[0].detail.contains("reserved 600.00"), "{}", denied.reasons[0].detail);
-    assert_eq!(decided(ledger.reserve(usdc("bot", "400")).await.unwrap()).status, SpendStatus::Reserved);
-}
-
-#[tokio::test]
-async fn a_second_handle_on_the_same_file_sees_the_firsts_reservations_and_freezes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.db");
-    let a = open(&path);
-    let b = open(&path);
-    decided(a.reserve(usdc("bot", "600")).await.unwrap());
-    let denied = decided(b.reserve(usdc("bot", "401")).await.unwrap());
-    assert_eq!(denied.reasons[0].code, ReasonCode::WindowLimit, "b must see a's reservation");
-    // A release through b frees budget for a.
-    let held = decided(b.reserve(usdc("bot", "400")).await.unwrap());
-    b.set_status(&held.decision_id, SpendStatus::Released, at(NOON)).await.unwrap();
-    assert_eq!(decided(a.reserve(usdc("bot", "400")).await.unwrap()).status, SpendStatus::Reserved);
-    // A freeze through a stops spends through b at once.
-    let freeze = Freeze {
-        scope: Scope::Wallet("hot".into()),
-        frozen_by: "ops".into(),
-        reason: "rogue transfer".into(),
-        frozen_at: at(NOON),
-        evidence: Some("tx 0xabc".into()),
-    };
-    assert!(matches!(a.freeze(freeze.clone()).await.unwrap(), FreezeOutcome::Frozen(_)));
-    assert!(matches!(a.freeze(freeze).await.unwrap(), FreezeOutcome::AlreadyFrozen(_)));
-    let frozen = decided(b.reserve(usdc("other", "1")).await.unwrap());
-    assert_eq!(frozen.reasons[0].code, ReasonCode::KillSwitch);
-    assert!(frozen.reasons[0].detail.contains("rogue transfer (evidence: tx 0xabc)"));
-    // (That an unfreeze needs an acknowledgment is the operators' service's rule: tested there.)
-    assert!(b.unfreeze(Scope::Wallet("hot".into()), "ops", "key rotated", at(NOON)).await.unwrap());
-    assert_eq!(decided(a.reserve(usdc("other", "1")).await.unwrap()).status, SpendStatus::Reserved);
-    assert!(b.freezes().await.unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn illegal_transitions_and_unknown_things_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = open(&dir.path().join("l.db"));
-    let r = decided(ledger.reserve(usdc("bot", "1")).await.unwrap());
-    ledger.set_status(&r.decision_id, SpendStatus::Released, at(NOON)).await.unwrap();
-    let err = ledger.set_status(&r.decision_id, SpendStatus::Signed, at(NOON)).await.unwrap_err();
-    assert_eq!(err.to_string(), format!("decision {} is released; it cannot become signed", r.decision_id));
-    assert!(matches!(
-        ledger.set_status("dec_nope", SpendStatus::Signed, at(NOON)).await,
-        Err(StoreError::UnknownDecision(_))
-    ));
-    let ghost = Freeze {
-        scope: Scope::Agent("ghost".into()),
-        frozen_by: "ops".into(),
-        reason: "x".into(),
-        frozen_at: at(NOON),
-        evidence: None,
-    };
-    assert_eq!(ledger.freeze(ghost).await.unwrap_err().to_string(), "no agent \"ghost\" is configured");
-    // A failed job does not disturb the ledger.
-    assert_eq!(decided(ledger.reserve(usdc("bot", "1")).await.unwrap()).status, SpendStatus::Reserved);
 }
 
 #[tokio::test]
