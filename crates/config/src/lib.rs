@@ -164,11 +164,47 @@ impl AdminRoles {
     }
 }
 
+/// Where the ledger lives: `[server] database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (a path, relative to the config file): the embedded default.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database several daemons share (`postgres://user:password@host:port/db`).
+    Postgres(String),
+}
+
+impl Database {
+    /// What to call it in messages: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{authority}/{p}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
 /// `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// SQLite file.
-    pub database: PathBuf,
+    /// The ledger.
+    pub database: Database,
     /// Daemon listen address.
     pub listen: SocketAddr,
     /// Default timezone.
@@ -356,7 +392,7 @@ impl Config {
             self.path.display(),
             m.org_id,
             m.departments.len(),
-            self.server.database.display()
+            self.server.database.describe()
         );
         out.push_str(&format!("chains ({}):\n", m.chains.len()));
         for c in &self.chains {

@@ -21,7 +21,7 @@ pub use run::{Listeners, StdioAgent};
 
 use sha2::{Digest, Sha256};
 use spendguard_chain::{ChainClient, ChainError, RetryPolicy};
-use spendguard_config::{Commitment, Config};
+use spendguard_config::{Commitment, Config, Database};
 use spendguard_core::model::ChainKind;
 use spendguard_evm::{EvmClient, EvmSettings};
 use spendguard_service::{AlertChannel, Chains, Services, SystemClock};
@@ -91,6 +91,16 @@ pub struct Node {
     pub chains: Chains,
 }
 
+/// Opens the ledger `config` names: its SQLite file, or its PostgreSQL database.
+pub fn open_ledger(config: &Config) -> NodeResult<SqliteStore> {
+    let (model, now, options) = (Arc::new(config.model.clone()), chrono::Utc::now(), LedgerOptions::default());
+    let opened = match &config.server.database {
+        Database::Sqlite(path) => SqliteStore::open(path, model, now, options),
+        Database::Postgres(url) => SqliteStore::open_postgres(url, model, now, options),
+    };
+    opened.map_err(|source| NodeError::Ledger { path: config.server.database.describe(), source })
+}
+
 /// Builds the node of `config`: opens its ledger, takes the wallets' keys as `keys` says, and
 /// connects a client to every configured chain. Nothing runs until [`Node::run`].
 pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
@@ -98,9 +108,7 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let path = &config.server.database;
-    let store = SqliteStore::open(path, Arc::new(config.model.clone()), chrono::Utc::now(), LedgerOptions::default())
-        .map_err(|source| NodeError::Ledger { path: path.display().to_string(), source })?;
+    let store = open_ledger(&config)?;
     let store = Arc::new(store);
     record_config(&config, store.as_ref()).await?;
     let signs = !matches!(keys, Keys::Locked);

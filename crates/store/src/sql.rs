@@ -20,7 +20,7 @@ pub enum Error {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused an operation, or the connection to it failed.
-    #[error("{0}")]
+    #[error("{}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     /// A column's value could not be read as what the ledger stores there.
     #[error("{column}: {why}")]
@@ -52,6 +52,14 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// A PostgreSQL error with what the server said (its `Display` alone says only "db error").
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::{reader, AgentCommand};
 use anyhow::{bail, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
-use spendguard_config::Config;
+use spendguard_config::{Config, Database};
 use spendguard_core::model::Scope;
 use spendguard_service::PendingItem;
 use spendguard_store::{FreezeOutcome, LedgerOptions, SqliteStore};
@@ -13,9 +13,18 @@ use std::process::ExitCode;
 
 /// `init`: a new ledger where there is none, or only an empty file.
 pub(crate) fn init(config: &Config) -> Result<ExitCode> {
-    let path = &config.server.database;
-    SqliteStore::init(path, &LedgerOptions::default())?;
-    println!("created a new, empty ledger at {}", path.display());
+    match &config.server.database {
+        Database::Sqlite(path) => {
+            SqliteStore::init(path, &LedgerOptions::default())?;
+            println!("created a new, empty ledger at {}", path.display());
+        }
+        // A server's database: opening it creates the ledger's tables in it (once, whichever
+        // daemon comes first).
+        Database::Postgres(_) => {
+            drop(spendguard_node::open_ledger(config)?);
+            println!("the ledger's tables are ready in {}", config.server.database.describe());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 use super::Checker;
 use crate::locate::KeyPath;
 use crate::raw::RawConfig;
-use crate::ServerConfig;
+use crate::{Database, ServerConfig};
 use chrono_tz::Tz;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,9 +17,24 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
             SocketAddr::from(([127, 0, 0, 1], 3100))
         }
     };
-    if raw.server.database.trim().is_empty() {
-        c.err(sp.key("database"), "must name an SQLite file");
-    }
+    let text = raw.server.database.trim();
+    let database = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let host =
+            text.split_once("://").map(|(_, rest)| rest.split('/').next().unwrap_or_default()).unwrap_or_default();
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        if host.is_empty() || !text.split_once("://").is_some_and(|(_, rest)| rest.contains('/')) {
+            c.err(
+                sp.key("database"),
+                "a PostgreSQL URL needs a host and a database: postgres://user@host:5432/spendguard",
+            );
+        }
+        Database::Postgres(text.to_string())
+    } else {
+        if text.is_empty() {
+            c.err(sp.key("database"), "must name an SQLite file or a postgres:// URL");
+        }
+        Database::Sqlite(base_dir.join(text))
+    };
     if raw.server.authority_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         c.err(sp.key("authority_key"), "must name a file (created with a new key on first use)");
     }
@@ -44,7 +59,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
         }
     }
     ServerConfig {
-        database: base_dir.join(&raw.server.database),
+        database,
         listen,
         timezone: raw.server.timezone.map_or(Tz::UTC, |t| t.0),
         reports_dir: base_dir.join(raw.server.reports_dir.as_deref().unwrap_or("reports")),

@@ -37,7 +37,7 @@ fn the_spec_example_loads_with_every_key_understood() {
     assert!(matches!(fraction.measure, Measure::BalanceFraction(_)));
     // EVM addresses are canonicalised; the merchant registry is keyed by chain and address.
     assert!(m.merchant_at("eth-local", "0x70997970c51812dc3a010c7d01b50e0d17dc79c8").is_some());
-    assert_eq!(config.server.database, fixtures().join("spendguard.db"));
+    assert_eq!(config.server.database, spendguard_config::Database::Sqlite(fixtures().join("spendguard.db")));
     assert_eq!(config.chains[0].confirmations, 2);
     assert_eq!(config.reports[0].formats, ["json", "csv", "html"]);
     assert_eq!(config.alerts[0].events.len(), 7);

@@ -63,15 +63,16 @@ impl Writer {
 
     /// Records the configuration in use when it differs from the last one recorded.
     fn record_config(&mut self, hash: &str, summary: &str, at: DateTime<Utc>) -> StoreResult<bool> {
-        let last: Option<String> = self
+        let detail: Option<String> = self
             .conn
-            .query_row(
-                "SELECT json_extract(detail, '$.hash') FROM audit_log WHERE kind = 'config' ORDER BY seq DESC LIMIT 1",
-                params![],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
+            .query_row("SELECT detail FROM audit_log WHERE kind = 'config' ORDER BY seq DESC LIMIT 1", params![], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        // Read in Rust: the engines' JSON functions differ.
+        let last = detail
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|d| d["hash"].as_str().map(str::to_string));
         if last.as_deref() == Some(hash) {
             return Ok(false);
         }

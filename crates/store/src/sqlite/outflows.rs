@@ -160,10 +160,17 @@ impl OutflowStore for SqliteStore {
         let wallet = wallet.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT asset, max(block), balance FROM balance_checkpoints WHERE wallet = ?1 GROUP BY asset ORDER BY asset",
+                "SELECT c.asset, c.block, c.balance FROM balance_checkpoints c WHERE c.wallet = ?1
+                 AND c.block = (SELECT max(d.block) FROM balance_checkpoints d
+                                WHERE d.chain = c.chain AND d.wallet = c.wallet AND d.asset = c.asset)
+                 ORDER BY c.asset",
             )?;
             let rows = stmt.query_map(params![wallet], |r| {
-                Ok(BalanceCheckpoint { asset: r.get(0)?, block: r.get::<_, i64>(1)? as u64, balance: decimal_col(r, 2)? })
+                Ok(BalanceCheckpoint {
+                    asset: r.get(0)?,
+                    block: r.get::<_, i64>(1)? as u64,
+                    balance: decimal_col(r, 2)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -219,7 +226,8 @@ impl Writer {
             return Ok(BlockRecorded::Reorg { stored_parent });
         }
         self.conn.execute(
-            "INSERT OR REPLACE INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)",
+            "INSERT INTO chain_blocks (chain, number, hash) VALUES (?1, ?2, ?3)
+             ON CONFLICT (chain, number) DO UPDATE SET hash = excluded.hash",
             params![chain, number as i64, hash],
         )?;
         self.record_inflows(inflows, at)?;
@@ -321,8 +329,8 @@ impl Writer {
                 }
             }
             self.conn.execute(
-                "INSERT OR REPLACE INTO balance_checkpoints (chain, wallet, asset, block, balance)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO balance_checkpoints (chain, wallet, asset, block, balance) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (chain, wallet, asset, block) DO UPDATE SET balance = excluded.balance",
                 params![chain, r.wallet, r.asset, block as i64, money(r.balance)],
             )?;
             // A checkpoint is taken every pass; the newest few are enough for a reorg or a
@@ -345,9 +353,9 @@ impl Writer {
             let refill_from = self.model.wallet(&i.wallet).map(|w| w.refill_from.as_slice()).unwrap_or_default();
             let expected = expected_inflow(&i.sender, refill_from);
             let inserted = self.conn.execute(
-                "INSERT OR IGNORE INTO inflows (chain, block, tx_hash, idx, kind, wallet, sender, asset, token, amount,
+                "INSERT INTO inflows (chain, block, tx_hash, idx, kind, wallet, sender, asset, token, amount,
                     balance_before, balance_after, expected, seen_at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
                 params![
                     i.chain,
                     i.block as i64,
@@ -446,8 +454,9 @@ impl Writer {
                 }
             };
             let inserted = self.conn.execute(
-                "INSERT OR IGNORE INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
-                    class, decision_id, seen_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO outflows (chain, block, tx_hash, idx, kind, wallet, recipient, asset, token, amount,
+                    class, decision_id, seen_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT DO NOTHING",
                 params![
                     o.chain,
                     o.block as i64,

@@ -253,7 +253,7 @@ impl Writer {
                 record.from_address.clone().or_else(|| self.model.wallet(&record.wallet).map(|w| w.address.clone()))
             {
                 self.conn.execute(
-                    "INSERT OR IGNORE INTO nonce_holes (chain, address, nonce) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO nonce_holes (chain, address, nonce) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     params![chain, address, nonce as i64],
                 )?;
             }
