@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
 use spendguard_core::{Balances, Freeze, Model, ReasonCode, SpendRequest, SpendStatus};
 use spendguard_store::{
-    DecisionStore, FreezeOutcome, FreezeStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqliteStore,
+    DecisionStore, FreezeOutcome, FreezeStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqlStore,
     StoreError,
 };
 use spendguard_tests::postgres::Postgres;
@@ -86,11 +86,11 @@ impl Engine {
     }
 
     /// Opens the ledger (again: a restart; twice: two daemons).
-    fn open(&self) -> SqliteStore {
+    fn open(&self) -> SqlStore {
         let options = LedgerOptions::default();
         match self {
-            Engine::Sqlite(dir) => SqliteStore::open(&dir.path().join("l.db"), model(), at(NOON), options),
-            Engine::Postgres { url, .. } => SqliteStore::open_postgres(url, model(), at(NOON), options),
+            Engine::Sqlite(dir) => SqlStore::open(&dir.path().join("l.db"), model(), at(NOON), options),
+            Engine::Postgres { url, .. } => SqlStore::open_postgres(url, model(), at(NOON), options),
         }
         .unwrap_or_else(|e| panic!("open the ledger: {e}"))
     }

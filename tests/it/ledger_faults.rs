@@ -4,7 +4,7 @@
 //! clears, the same node spends again, and what left the wallet is what the ledger holds.
 
 use serde_json::json;
-use spendguard_store::{LedgerOptions, SqliteStore};
+use spendguard_store::{LedgerOptions, SqlStore};
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::prelude::*;
@@ -107,7 +107,7 @@ async fn a_ledger_locked_past_the_busy_timeout_refuses_and_retries_cleanly() {
     let db: PathBuf = dir.path().join("locked.db");
     let model = std::sync::Arc::new(spendguard_tests::model(""));
     let options = LedgerOptions { busy_timeout: std::time::Duration::from_millis(300), ..LedgerOptions::default() };
-    let store = SqliteStore::open(&db, model, chrono::Utc::now(), options).unwrap();
+    let store = SqlStore::open(&db, model, chrono::Utc::now(), options).unwrap();
     let now = chrono::Utc::now();
     store.add_agent_token("alice", "hash-1", "ops", now).await.unwrap();
 

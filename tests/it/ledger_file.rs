@@ -3,7 +3,7 @@
 //! `spendguard init` makes a new ledger, and never over one.
 
 use crate::operators::{cli, err, out};
-use spendguard_store::{LedgerOptions, SqliteStore};
+use spendguard_store::{LedgerOptions, SqlStore};
 use std::path::Path;
 
 /// `audit verify`, which every operator runs: it must not report "ok" on a ledger that is gone.
@@ -72,7 +72,7 @@ fn two_processes_creating_one_ledger_make_one() {
             let db = db.clone();
             std::thread::spawn(move || {
                 let model = std::sync::Arc::new(spendguard_tests::model(""));
-                SqliteStore::open(&db, model, chrono::Utc::now(), LedgerOptions::default()).map(drop)
+                SqlStore::open(&db, model, chrono::Utc::now(), LedgerOptions::default()).map(drop)
             })
         })
         .collect();

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 fn sqlite_columns() -> BTreeSet<(String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    spendguard_store::SqliteStore::init(&path, &spendguard_store::LedgerOptions::default()).unwrap();
+    spendguard_store::SqlStore::init(&path, &spendguard_store::LedgerOptions::default()).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")

@@ -2,20 +2,20 @@
 
 use chrono::TimeDelta;
 use spendguard_core::{Balances, Decision, ReasonCode, SpendRequest, SpendStatus, Tier};
-use spendguard_store::{DecisionStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqliteStore};
+use spendguard_store::{DecisionStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqlStore};
 use spendguard_tests::*;
 use std::sync::Arc;
 
 struct Field {
     _dir: tempfile::TempDir,
-    ledger: SqliteStore,
+    ledger: SqlStore,
 }
 
 fn field(policies: &str) -> Field {
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(model(policies));
     let ledger =
-        SqliteStore::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default())
+        SqlStore::open(&dir.path().join("ledger.db"), model, at("2026-11-23T00:00:00Z"), LedgerOptions::default())
             .unwrap();
     Field { _dir: dir, ledger }
 }

@@ -45,7 +45,7 @@ impl TestNode {
     }
 
     /// The ledger.
-    pub fn ledger(&self) -> &spendguard_store::SqliteStore {
+    pub fn ledger(&self) -> &spendguard_store::SqlStore {
         &self.node.store
     }
 

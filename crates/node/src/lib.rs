@@ -26,7 +26,7 @@ use spendguard_core::model::ChainKind;
 use spendguard_evm::{EvmClient, EvmSettings};
 use spendguard_service::{AlertChannel, Chains, Services, SystemClock};
 use spendguard_solana::{SolanaClient, SolanaSettings};
-use spendguard_store::{AuditStore, LedgerOptions, SqliteStore, StoreError};
+use spendguard_store::{AuditStore, LedgerOptions, SqlStore, StoreError};
 use std::sync::Arc;
 
 /// Why a node could not be built or run.
@@ -84,7 +84,7 @@ pub struct Node {
     /// The configuration.
     pub config: Arc<Config>,
     /// The ledger.
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<SqlStore>,
     /// The services over it.
     pub services: Services,
     /// A client per configured chain.
@@ -92,11 +92,11 @@ pub struct Node {
 }
 
 /// Opens the ledger `config` names: its SQLite file, or its PostgreSQL database.
-pub fn open_ledger(config: &Config) -> NodeResult<SqliteStore> {
+pub fn open_ledger(config: &Config) -> NodeResult<SqlStore> {
     let (model, now, options) = (Arc::new(config.model.clone()), chrono::Utc::now(), LedgerOptions::default());
     let opened = match &config.server.database {
-        Database::Sqlite(path) => SqliteStore::open(path, model, now, options),
-        Database::Postgres(url) => SqliteStore::open_postgres(url, model, now, options),
+        Database::Sqlite(path) => SqlStore::open(path, model, now, options),
+        Database::Postgres(url) => SqlStore::open_postgres(url, model, now, options),
     };
     opened.map_err(|source| NodeError::Ledger { path: config.server.database.describe(), source })
 }
@@ -173,7 +173,7 @@ pub async fn build(config: Config, keys: Keys) -> NodeResult<Node> {
 
 /// Records the configuration in use (the file's SHA-256 and a summary) in the audit log when it
 /// differs from the last one recorded.
-async fn record_config(config: &Config, store: &SqliteStore) -> NodeResult<()> {
+async fn record_config(config: &Config, store: &SqlStore) -> NodeResult<()> {
     let text = std::fs::read(&config.path)
         .map_err(|source| NodeError::Config { path: config.path.display().to_string(), source })?;
     let hash = hex::encode(Sha256::digest(&text));

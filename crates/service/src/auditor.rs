@@ -269,14 +269,37 @@ impl Auditor {
         &self,
         chain: &str,
         client: &Arc<dyn ChainClient>,
-    ) -> crate::ServiceResult<Vec<(u64, Vec<spendguard_store::BalanceReading>)>> {
+    ) -> crate::ServiceResult<Vec<FinalSnapshot>> {
         let assets = self.assets_on(chain);
         let mut snapshots = vec![];
         for wallet in self.config.model.wallets.iter().filter(|w| w.chain == chain) {
             let read = client.final_balances(&wallet.address, &assets).await?;
-            snapshots.push((read.slot, balance_readings(wallet, &assets, read.balances).collect()));
+            snapshots.push(FinalSnapshot {
+                address: wallet.address.clone(),
+                slot: read.slot,
+                readings: balance_readings(wallet, &assets, read.balances).collect(),
+            });
         }
         Ok(snapshots)
+    }
+
+    /// Whether the ledger holds a transaction of `address`'s accounts newer than `slot`: its
+    /// effect may already be in balances read at `slot` (a node whose state runs ahead of the
+    /// slot it reports — surfpool does) while the check counts flows only up to `slot`. The
+    /// check waits for a read with nothing newer behind it.
+    async fn recorded_after(
+        &self,
+        chain: &str,
+        client: &Arc<dyn ChainClient>,
+        address: &str,
+        slot: u64,
+    ) -> crate::ServiceResult<bool> {
+        for account in client.listed_accounts(address, &self.assets_on(chain)) {
+            if self.outflows.wallet_cursor(chain, &account).await?.is_some_and(|c| c.slot > slot) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn assets_on(&self, chain: &str) -> Vec<spendguard_core::model::Asset> {
@@ -350,8 +373,13 @@ impl Auditor {
             // Only when the pass left nothing listed for later: else a transaction at or below
             // the snapshot's slot may not be in the ledger yet.
             if pass.indexing == Indexing::Signatures && pass.caught_up() {
-                for (slot, readings) in snapshots {
-                    if let Err(e) = self.check_readings(chain, slot, readings).await {
+                for s in snapshots {
+                    let checked = match self.recorded_after(chain, &w.client, &s.address, s.slot).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => self.check_readings(chain, s.slot, s.readings).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = checked {
                         tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
                     }
                 }
@@ -481,4 +509,11 @@ fn balance_readings<'a>(
         asset: a.key(),
         balance,
     })
+}
+
+/// A wallet's balances read at the finalized slot before a pass (signature-indexed chains).
+struct FinalSnapshot {
+    address: String,
+    slot: u64,
+    readings: Vec<spendguard_store::BalanceReading>,
 }

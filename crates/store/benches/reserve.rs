@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spendguard_core::{Balances, SpendRequest};
-use spendguard_store::{DecisionStore, LedgerOptions, ReserveOutcome, ReserveRequest, SqliteStore};
+use spendguard_store::{DecisionStore, LedgerOptions, ReserveOutcome, ReserveRequest, SqlStore};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ fn request(at: DateTime<Utc>) -> ReserveRequest {
     }
 }
 
-async fn reserve(ledger: &SqliteStore, clock: &AtomicI64, start: DateTime<Utc>) {
+async fn reserve(ledger: &SqlStore, clock: &AtomicI64, start: DateTime<Utc>) {
     // Every decision one millisecond after the last, all inside the windows.
     let at = start + TimeDelta::microseconds(clock.fetch_add(1000, Ordering::Relaxed));
     match ledger.reserve(request(at)).await.expect("reserve") {
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let model = Arc::new(spendguard_config::parse(CONFIG, Path::new("bench.toml")).unwrap().model);
     let start: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
     let ledger =
-        Arc::new(SqliteStore::open(&dir.path().join("bench.db"), model, start, LedgerOptions::default()).unwrap());
+        Arc::new(SqlStore::open(&dir.path().join("bench.db"), model, start, LedgerOptions::default()).unwrap());
     // The callers are tasks on a runtime like the daemon's; the ledger answers them from its
     // writer thread.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

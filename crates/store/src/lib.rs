@@ -12,12 +12,13 @@
 //! - [`intent`]: the hash binding a decision to what it pays, checked at approval and signing.
 //! - [`audit`]: the audit chain's entries and how an entry is hashed.
 //! - [`error`](StoreError): typed errors that know whether to retry.
-//! - [`postgres`]: the PostgreSQL engine's schema (the engine itself is under way).
+//! - [`postgres`]: the PostgreSQL ledger's schema and migrations.
 //! - `sql`: engine-neutral SQL access (connection, statements, typed rows) shaped like
 //!   rusqlite's, over which the engines' logic is written once ([`DatabaseError`]).
-//! - `sqlite`: the SQLite engine ([`SqliteStore`]), a file per concern behind a group-commit
-//!   writer thread; evaluate-and-reserve is one `BEGIN IMMEDIATE` transaction, so two
-//!   processes on one file never both spend the same headroom.
+//! - `sqlite`: the engine ([`SqlStore`]) on an SQLite file or a PostgreSQL database, a file per
+//!   concern behind a group-commit writer thread; evaluate-and-reserve is one transaction under
+//!   the database's write lock (`BEGIN IMMEDIATE`, or the change counter's row lock on
+//!   PostgreSQL), so two processes or daemons never both spend the same headroom.
 
 pub mod api;
 pub mod audit;
@@ -36,4 +37,4 @@ pub use error::{SigningError, StoreError, StoreResult};
 pub use intent::Intent;
 pub use records::*;
 pub use sql::Error as DatabaseError;
-pub use sqlite::SqliteStore;
+pub use sqlite::SqlStore;

@@ -8,14 +8,14 @@ use clap::Subcommand;
 use spendguard_config::{Config, Database};
 use spendguard_core::model::Scope;
 use spendguard_service::PendingItem;
-use spendguard_store::{FreezeOutcome, LedgerOptions, SqliteStore};
+use spendguard_store::{FreezeOutcome, LedgerOptions, SqlStore};
 use std::process::ExitCode;
 
 /// `init`: a new ledger where there is none, or only an empty file.
 pub(crate) fn init(config: &Config) -> Result<ExitCode> {
     match &config.server.database {
         Database::Sqlite(path) => {
-            SqliteStore::init(path, &LedgerOptions::default())?;
+            SqlStore::init(path, &LedgerOptions::default())?;
             println!("created a new, empty ledger at {}", path.display());
         }
         // A server's database: opening it creates the ledger's tables in it (once, whichever

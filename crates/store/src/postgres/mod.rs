@@ -1,5 +1,5 @@
-//! The PostgreSQL engine, for several daemons sharing one ledger (issue 18). So far: its
-//! schema ([`schema`]), kept column for column with the SQLite engine's; the engine itself
-//! runs the ledger's logic through `sql` like the SQLite one.
+//! What is PostgreSQL's own in the ledger: its schema and migrations ([`schema`]), kept column
+//! for column with the SQLite engine's. The ledger's logic runs on it through `sql`, in the
+//! same engine ([`crate::SqlStore::open_postgres`]).
 
 pub mod schema;

@@ -2,7 +2,7 @@
 //! change each entry records, so two processes never append at once.
 
 use super::rows::{corrupt, decimal_col_opt, money, time_col, to_us};
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::AuditStore;
 use crate::audit::{entry_hash, Anchor, AuditCheck, AuditEntry, AuditFilter, AuditInput, BadEntry, GENESIS};
 use crate::error::StoreResult;
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 #[async_trait]
-impl AuditStore for SqliteStore {
+impl AuditStore for SqlStore {
     async fn verify_audit(&self, anchor: Option<Anchor>) -> StoreResult<AuditCheck> {
         self.read(move |c| verify(c, anchor.as_ref())).await
     }

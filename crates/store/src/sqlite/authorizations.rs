@@ -4,7 +4,7 @@
 
 use super::rows::{corrupt, decimal_col, decimal_col_opt, decision_row, money, time_col, time_col_opt, to_us};
 use super::signing::check_intent;
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::AuthorizationStore;
 use crate::error::StoreError;
 use crate::error::StoreResult;
@@ -67,7 +67,7 @@ pub(crate) fn load_authorization(conn: &Connection, id: &str) -> StoreResult<Opt
 }
 
 #[async_trait]
-impl AuthorizationStore for SqliteStore {
+impl AuthorizationStore for SqlStore {
     async fn authorize(&self, id: &str, request: AuthorizationRequest, at: DateTime<Utc>) -> StoreResult<Authorizing> {
         let id = id.to_string();
         self.write(move |w| w.authorize(&id, request, at)).await

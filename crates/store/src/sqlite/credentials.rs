@@ -2,7 +2,7 @@
 //! hashes; revoking stops authentication at once.
 
 use super::rows::to_us;
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::CredentialStore;
 use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 #[async_trait]
-impl CredentialStore for SqliteStore {
+impl CredentialStore for SqlStore {
     async fn add_agent_token(&self, agent: &str, token_hash: &str, by: &str, at: DateTime<Utc>) -> StoreResult<()> {
         let (agent, hash, by) = (agent.to_string(), token_hash.to_string(), by.to_string());
         self.write(move |w| {

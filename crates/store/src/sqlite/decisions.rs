@@ -3,7 +3,7 @@
 
 use super::rows::{decision_row, load_by_status, load_decision, money, query_decisions, to_us, ENTRY_COLUMNS};
 use super::writer::truncate_to_micros;
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::DecisionStore;
 use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
@@ -19,7 +19,7 @@ use spendguard_core::usage::LedgerEntry;
 use spendguard_core::{evaluate, Balances, Context, Decision, Evaluation, Freeze, SpendRequest, SpendStatus};
 
 #[async_trait]
-impl DecisionStore for SqliteStore {
+impl DecisionStore for SqlStore {
     async fn evaluate(&self, request: SpendRequest, balances: Balances, prices: Prices) -> StoreResult<Evaluation> {
         self.dry(move |w| w.dry_run(request, balances, prices)).await
     }

@@ -2,7 +2,7 @@
 //! so every evaluation sees them without a read.
 
 use super::rows::{load_by_status, load_freezes, to_us};
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::FreezeStore;
 use crate::audit::AuditInput;
 use crate::error::{StoreError, StoreResult};
@@ -14,7 +14,7 @@ use spendguard_core::model::Scope;
 use spendguard_core::{EventKind, Freeze, SpendStatus};
 
 #[async_trait]
-impl FreezeStore for SqliteStore {
+impl FreezeStore for SqlStore {
     async fn freeze(&self, freeze: Freeze) -> StoreResult<FreezeOutcome> {
         self.write(move |w| w.freeze(freeze)).await
     }

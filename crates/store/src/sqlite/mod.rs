@@ -1,5 +1,9 @@
-//! The SQLite engine: one database file in WAL mode with `synchronous = FULL`, safe for several
-//! processes.
+//! The ledger on an SQL database ([`SqlStore`]): an SQLite file in WAL mode with `synchronous =
+//! FULL`, safe for several processes — the embedded default — or a PostgreSQL database several
+//! daemons share. The logic is the same for both (through `crate::sql`); what differs is how a
+//! connection opens and migrates, how a writing batch takes the write lock (`BEGIN IMMEDIATE`,
+//! or the change counter's row lock on PostgreSQL) and how another process's commits are noticed
+//! (`PRAGMA data_version`, or the change counter).
 //!
 //! Every write goes through one queue to the writer thread ([`writer`]), which owns the write
 //! connection and an in-memory usage index, takes whatever is waiting (up to `max_batch` jobs)
@@ -33,7 +37,7 @@ use crate::records::{LedgerOptions, LedgerStats};
 use crate::sql::{params, Connection};
 use chrono::{DateTime, Utc};
 use spendguard_core::Model;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -52,18 +56,18 @@ pub(crate) struct Counters {
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
-/// The SQLite ledger. Cheap to share behind an `Arc`; dropping the last handle lets the writer
-/// finish what it holds and stop.
-pub struct SqliteStore {
+/// The ledger on SQLite or PostgreSQL. Cheap to share behind an `Arc`; dropping the last handle
+/// lets the writer finish what it holds and stop.
+pub struct SqlStore {
     jobs: Option<mpsc::Sender<writer::Job>>,
     writer: Option<JoinHandle<()>>,
     reads: Option<mpsc::Sender<ReadJob>>,
     readers: Vec<JoinHandle<()>>,
-    path: PathBuf,
+    engine: &'static str,
     counters: Arc<Counters>,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// `spendguard init`: creates a new, empty ledger at `path` where there is no file or an
     /// empty one (what a truncated ledger leaves); refuses a ledger, and an empty file whose
     /// write-ahead log still holds transactions.
@@ -75,19 +79,14 @@ impl SqliteStore {
     /// there (the first start). An empty file is refused ([`StoreError::EmptyLedger`]): a
     /// ledger that existed is never re-created without `spendguard init`. `now` decides how far
     /// back the usage index is loaded.
-    pub fn open(
-        path: &Path,
-        model: Arc<Model>,
-        now: DateTime<Utc>,
-        options: LedgerOptions,
-    ) -> StoreResult<SqliteStore> {
+    pub fn open(path: &Path, model: Arc<Model>, now: DateTime<Utc>, options: LedgerOptions) -> StoreResult<SqlStore> {
         let file = path.to_path_buf();
         let reader_options = options.clone();
         let connect = move || Ok(Connection::sqlite(writer::connect(&file, &reader_options)?));
         let file = path.to_path_buf();
         let writer_options = options.clone();
-        SqliteStore::start(
-            path.to_path_buf(),
+        SqlStore::start(
+            "sqlite",
             move |counters| Writer::open(&file, model, now, &writer_options, counters),
             connect,
             options,
@@ -101,10 +100,10 @@ impl SqliteStore {
         model: Arc<Model>,
         now: DateTime<Utc>,
         options: LedgerOptions,
-    ) -> StoreResult<SqliteStore> {
+    ) -> StoreResult<SqlStore> {
         let (writer_url, reader_url) = (url.to_string(), url.to_string());
-        SqliteStore::start(
-            PathBuf::from(url),
+        SqlStore::start(
+            "postgres",
             move |counters| Writer::open_postgres(&writer_url, model, now, counters),
             move || Ok(Connection::postgres(writer::connect_postgres(&reader_url)?)),
             options,
@@ -114,11 +113,11 @@ impl SqliteStore {
     /// Starts the writer and reader threads; each opens its own connection on its own thread
     /// (the PostgreSQL client drives its own runtime, which must not run inside the caller's).
     fn start(
-        path: PathBuf,
+        engine: &'static str,
         open_writer: impl FnOnce(Arc<Counters>) -> StoreResult<Writer> + Send + 'static,
         connect: impl Fn() -> StoreResult<Connection> + Send + Sync + 'static,
         options: LedgerOptions,
-    ) -> StoreResult<SqliteStore> {
+    ) -> StoreResult<SqlStore> {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -174,17 +173,12 @@ impl SqliteStore {
                 .map_err(spawn_error)?;
             readers.push(reader);
         }
-        let store = SqliteStore { jobs: Some(tx), writer: Some(handle), reads: Some(reads), readers, path, counters };
+        let store = SqlStore { jobs: Some(tx), writer: Some(handle), reads: Some(reads), readers, engine, counters };
         for _ in 0..READERS {
             // Dropping `store` on an error stops the threads already running.
             ready.recv().map_err(|_| StoreError::Stopped)??;
         }
         Ok(store)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// How many transactions the writer ran and how many jobs they held.
@@ -241,7 +235,7 @@ impl SqliteStore {
     }
 }
 
-impl Drop for SqliteStore {
+impl Drop for SqlStore {
     fn drop(&mut self) {
         // Closing the queues lets the threads finish what they hold and stop.
         self.jobs.take();
@@ -255,8 +249,8 @@ impl Drop for SqliteStore {
     }
 }
 
-impl crate::api::Store for SqliteStore {
+impl crate::api::Store for SqlStore {
     fn engine(&self) -> &'static str {
-        "sqlite"
+        self.engine
     }
 }

@@ -2,7 +2,7 @@
 //! claimed before posting so several processes never post one twice.
 
 use super::rows::{query_events, to_us};
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::OutboxStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use spendguard_core::EventKind;
 
 #[async_trait]
-impl OutboxStore for SqliteStore {
+impl OutboxStore for SqlStore {
     async fn record_event(
         &self,
         kind: EventKind,

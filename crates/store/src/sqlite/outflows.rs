@@ -3,7 +3,7 @@
 //! applied as core's rules say, and reorgs rewound.
 
 use super::rows::{decimal_col, decimal_col_opt, money, query_inflows, query_outflows, to_us};
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::OutflowStore;
 use crate::audit::AuditInput;
 use crate::error::StoreResult;
@@ -27,7 +27,7 @@ use spendguard_core::{EventKind, Freeze, SpendStatus};
 const CHECKPOINTS_KEPT: i64 = 64;
 
 #[async_trait]
-impl OutflowStore for SqliteStore {
+impl OutflowStore for SqlStore {
     async fn record_block(&self, block: IndexedBlock, at: DateTime<Utc>) -> StoreResult<BlockRecorded> {
         self.write(move |w| w.record_block(block, at)).await
     }

@@ -1,7 +1,7 @@
 //! [`ReportStore`] on SQLite: what a period's report reads, bounded by the period.
 
 use super::rows::{query_decisions, query_events, query_inflows, query_outflows, to_us};
-use super::SqliteStore;
+use super::SqlStore;
 use crate::api::ReportStore;
 use crate::error::StoreResult;
 use crate::records::{DecisionRecord, Event, RecordedInflow, RecordedOutflow};
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use spendguard_core::EventKind;
 
 #[async_trait]
-impl ReportStore for SqliteStore {
+impl ReportStore for SqlStore {
     async fn decisions_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Vec<DecisionRecord>> {
         self.read(move |c| {
             query_decisions(

@@ -3,7 +3,7 @@
 //! failure and missing spends.
 
 use super::rows::{decision_row, load_signed, money, query_decisions, to_us};
-use super::{SqliteStore, Writer};
+use super::{SqlStore, Writer};
 use crate::api::SigningStore;
 use crate::error::{StoreError, StoreResult};
 use crate::intent::Intent;
@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use spendguard_core::{EventKind, SpendStatus};
 
 #[async_trait]
-impl SigningStore for SqliteStore {
+impl SigningStore for SqlStore {
     async fn sign(
         &self,
         id: &str,

@@ -2,11 +2,11 @@ use crate::*;
 use spendguard_core::model::Scope;
 use spendguard_core::{EventKind, Freeze, ReasonCode, SpendStatus};
 use spendguard_store::{
-    DecisionStore, FreezeOutcome, FreezeStore, Intent, OutboxStore, SigningStore, SqliteStore, StoreError,
+    DecisionStore, FreezeOutcome, FreezeStore, Intent, OutboxStore, SigningStore, SqlStore, StoreError,
 };
 
 /// What a decision pays, as the ledger bound it.
-async fn intent_of(ledger: &SqliteStore, id: &str) -> Intent {
+async fn intent_of(ledger: &SqlStore, id: &str) -> Intent {
     ledger.decision(id).await.unwrap().unwrap().intent().expect("an allowed decision is bound to its intent")
 }
 
@@ -15,7 +15,7 @@ async fn a_file_that_is_not_a_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not.db");
     std::fs::write(&path, b"this is not sqlite, just text long enough to have a header......").unwrap();
-    let err = SqliteStore::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
+    let err = SqlStore::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
     assert!(err.to_string().contains("not.db"), "{err}");
 }
 
@@ -28,7 +28,7 @@ async fn a_database_from_a_newer_spendguard_is_refused() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
-    let err = SqliteStore::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
+    let err = SqlStore::open(&path, model(), at(NOON), Default::default()).err().expect("must fail");
     assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
 }
 
@@ -80,7 +80,7 @@ async fn a_row_edited_by_hand_is_reported_not_panicked_on() {
     let err = ledger.decision(&r.decision_id).await.unwrap_err().to_string();
     assert!(err.contains("status") && err.contains("teleported"), "{err}");
     drop(ledger);
-    let err = SqliteStore::open(&path, model(), at(NOON), Default::default()).err().expect("must refuse").to_string();
+    let err = SqlStore::open(&path, model(), at(NOON), Default::default()).err().expect("must refuse").to_string();
     assert!(err.contains("teleported"), "{err}");
 }
 
@@ -230,7 +230,7 @@ async fn a_dry_run_neither_waits_for_nor_blocks_another_processs_writer() {
     let path = dir.path().join("ledger.db");
     // A short busy timeout: a dry run that wanted the write lock would fail quickly.
     let options = LedgerOptions { busy_timeout: std::time::Duration::from_millis(200), ..LedgerOptions::default() };
-    let ledger = SqliteStore::open(&path, model(), at(NOON), options).unwrap();
+    let ledger = SqlStore::open(&path, model(), at(NOON), options).unwrap();
     decided(ledger.reserve(usdc("bot", "1.00")).await.unwrap());
     // Another process holds the write lock, mid-transaction.
     let other = rusqlite::Connection::open(&path).unwrap();

@@ -7,7 +7,7 @@ mod ledger;
 
 use chrono::{DateTime, Utc};
 use spendguard_core::{Balances, Model, SpendRequest};
-use spendguard_store::{LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqliteStore};
+use spendguard_store::{LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqlStore};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,8 +74,8 @@ pub(crate) fn at(text: &str) -> DateTime<Utc> {
 
 pub(crate) const NOON: &str = "2026-11-23T12:00:00Z";
 
-pub(crate) fn open(path: &Path) -> SqliteStore {
-    SqliteStore::open(path, model(), at(NOON), LedgerOptions::default()).expect("open ledger")
+pub(crate) fn open(path: &Path) -> SqlStore {
+    SqlStore::open(path, model(), at(NOON), LedgerOptions::default()).expect("open ledger")
 }
 
 pub(crate) fn usdc(agent: &str, amount: &str) -> ReserveRequest {
