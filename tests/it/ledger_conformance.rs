@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
 use spendguard_core::{Balances, Freeze, Model, ReasonCode, SpendRequest, SpendStatus};
 use spendguard_store::{
-    DecisionStore, FreezeOutcome, FreezeStore, LedgerOptions, Receipt, ReserveOutcome, ReserveRequest, SqlStore,
-    StoreError,
+    Account, AuditStore, DecisionStore, FreezeOutcome, FreezeStore, LeaseStore, LedgerOptions, OutboxStore, Receipt,
+    ReserveOutcome, ReserveRequest, SignedRecord, Signing, SigningStore, SqlStore, StoreError,
 };
 use spendguard_tests::postgres::Postgres;
 use std::sync::Arc;
@@ -142,6 +142,9 @@ on_each_engine!(
     reservations_survive_a_restart_and_still_count,
     a_second_daemon_sees_the_firsts_reservations_and_freezes,
     illegal_transitions_and_unknown_things_are_errors,
+    two_daemons_racing_for_one_budget_never_overspend_and_keep_one_audit_head,
+    nonces_from_two_daemons_have_no_gap_and_no_twin,
+    an_alert_is_claimed_by_one_daemon_and_a_lease_held_by_one_until_it_runs_out,
 );
 
 async fn an_idempotency_key_replays_the_first_result_and_refuses_other_arguments(engine: Engine) {
@@ -235,4 +238,106 @@ async fn illegal_transitions_and_unknown_things_are_errors(engine: Engine) {
     assert_eq!(ledger.freeze(ghost).await.unwrap_err().to_string(), "no agent \"ghost\" is configured");
     // A failed job does not disturb the ledger.
     assert_eq!(decided(ledger.reserve(usdc("bot", "1")).await.unwrap()).status, SpendStatus::Reserved);
+}
+
+async fn two_daemons_racing_for_one_budget_never_overspend_and_keep_one_audit_head(engine: Engine) {
+    let daemons = [Arc::new(engine.open()), Arc::new(engine.open())];
+    // 64 callers, half on each daemon, 4 spends of 10 USD each: 2,560 USD asked of 1,000.
+    let callers: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = Arc::clone(&daemons[i % 2]);
+            tokio::spawn(async move {
+                let mut reserved = 0;
+                for _ in 0..4 {
+                    let r = decided(ledger.reserve(usdc("bot", "10")).await.unwrap());
+                    match r.status {
+                        SpendStatus::Reserved => reserved += 1,
+                        SpendStatus::Denied => assert_eq!(r.reasons[0].code, ReasonCode::WindowLimit),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                reserved
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for caller in callers {
+        reserved += caller.await.unwrap();
+    }
+    assert_eq!(reserved, 100, "exactly the budget: 100 spends of 10 USD");
+    let decisions = daemons[1].decisions(Some("bot")).await.unwrap();
+    assert_eq!(decisions.len(), 256, "one decision per request");
+    // Both appended to one chain: it verifies whole, with an entry per decision at least.
+    for ledger in &daemons {
+        let check = ledger.verify_audit(None).await.unwrap();
+        assert!(check.first_bad.is_none() && check.entries >= 256, "{check:?}");
+    }
+}
+
+async fn nonces_from_two_daemons_have_no_gap_and_no_twin(engine: Engine) {
+    let daemons = [Arc::new(engine.open()), Arc::new(engine.open())];
+    let mut ids = vec![];
+    for _ in 0..20 {
+        ids.push(decided(daemons[0].reserve(usdc("other", "1")).await.unwrap()).decision_id);
+    }
+    let signers: Vec<_> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let ledger = Arc::clone(&daemons[i % 2]);
+            tokio::spawn(async move {
+                let intent = ledger.decision(&id).await.unwrap().unwrap().intent().unwrap();
+                let account = Account { chain: "eth".into(), address: intent.from_address.clone(), floor: 0 };
+                let hash = format!("0x{id}");
+                let sign: spendguard_store::SignWith = Box::new(move |nonce| {
+                    Ok(SignedRecord {
+                        hash,
+                        raw: vec![1],
+                        sequence: nonce,
+                        fee_cap: rust_decimal::Decimal::ZERO,
+                        fee_terms: String::new(),
+                    })
+                });
+                match ledger.sign(&id, intent, Some(account), sign, at(NOON)).await.unwrap() {
+                    Signing::Signed(record) => record.sequence.expect("a nonce"),
+                    other => panic!("{other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut nonces = vec![];
+    for signer in signers {
+        nonces.push(signer.await.unwrap());
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..20).collect::<Vec<u64>>());
+}
+
+async fn an_alert_is_claimed_by_one_daemon_and_a_lease_held_by_one_until_it_runs_out(engine: Engine) {
+    let (a, b) = (engine.open(), engine.open());
+    a.record_event(spendguard_core::EventKind::KillSwitch, None, "wallet hot frozen", at(NOON)).await.unwrap();
+    let event = b.events(None).await.unwrap().pop().expect("the event").id;
+    let until = at(NOON) + chrono::TimeDelta::seconds(30);
+    let (first, second) = tokio::join!(
+        a.claim_delivery(event, "slack", until, at(NOON)),
+        b.claim_delivery(event, "slack", until, at(NOON))
+    );
+    assert_eq!([first.unwrap(), second.unwrap()].iter().filter(|c| **c).count(), 1, "claimed exactly once");
+
+    // Watching a chain: one holder at a time, another only once the lease runs out.
+    let s = |secs| at(NOON) + chrono::TimeDelta::seconds(secs);
+    assert_eq!(a.hold_lease("watch:eth", "a", s(3), s(0)).await.unwrap().holder, "a");
+    assert_eq!(b.hold_lease("watch:eth", "b", s(4), s(1)).await.unwrap().holder, "a", "a's lease runs");
+    assert_eq!(a.hold_lease("watch:eth", "a", s(5), s(2)).await.unwrap().holder, "a", "renewed");
+    assert_eq!(b.hold_lease("watch:eth", "b", s(9), s(6)).await.unwrap().holder, "b", "taken over once run out");
+    assert_eq!(a.hold_lease("watch:eth", "a", s(10), s(7)).await.unwrap().holder, "b", "a lost it");
+    a.release_lease("watch:eth", "a").await.unwrap();
+    assert_eq!(a.lease("watch:eth").await.unwrap().unwrap().holder, "b", "only the holder gives it up");
+    b.release_lease("watch:eth", "b").await.unwrap();
+    assert_eq!(a.lease("watch:eth").await.unwrap(), None);
+    assert_eq!(a.hold_lease("watch:eth", "a", s(11), s(8)).await.unwrap().holder, "a", "free again");
+    // Each change of holder is on the audit record.
+    let entries = a.audit_entries(Default::default()).await.unwrap();
+    let taken: Vec<_> = entries.iter().filter(|e| e.kind == "lease_taken").map(|e| e.actor.as_str()).collect();
+    assert_eq!(taken, ["a", "b", "a"]);
 }

@@ -21,6 +21,7 @@ mod ledger_file;
 mod load_generator;
 mod mcp_evm;
 mod operators;
+mod postgres_daemons;
 mod postgres_node;
 mod postgres_schema;
 mod prices_evm;

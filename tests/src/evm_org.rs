@@ -93,6 +93,8 @@ pub fn org_toml(rpc: &str, token: &str, dir: &Path, policies: &str) -> String {
 [server]
 database = "spendguard.db"
 listen = "127.0.0.1:0"
+# A daemon killed by a test hands its chain over to another process within 3 s.
+watcher_lease = "3s"
 
 [org]
 id = "e2e"

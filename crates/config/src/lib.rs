@@ -221,6 +221,10 @@ pub struct ServerConfig {
     /// The Ed25519 key spendguard signs external wallets' authorizations with (created on
     /// first use, readable by its owner only); default `authority.key` beside the config.
     pub authority_key: PathBuf,
+    /// How long a daemon's hold on watching a chain lasts unless renewed (each poll renews it):
+    /// of several daemons sharing the ledger, one watches each chain, and when it dies another
+    /// takes over once this has passed. Default 30s.
+    pub watcher_lease: chrono::TimeDelta,
 }
 
 /// The names of this machine that `[server] allowed_hosts` holds by default.

@@ -171,6 +171,7 @@ pub(crate) struct RawServer {
     pub(crate) allowed_hosts: Option<Vec<String>>,
     pub(crate) allowed_origins: Option<Vec<String>>,
     pub(crate) authority_key: Option<String>,
+    pub(crate) watcher_lease: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,6 +64,9 @@ impl Node {
         }
         let stop = CancellationToken::new();
         let services = &self.services;
+        if let Some(address) = listeners.http.as_ref().and_then(|l| l.local_addr().ok()) {
+            services.auditor.listening_on(address);
+        }
         let mut loops = vec![];
         if services.executor.signs() {
             let executor = Arc::clone(&services.executor);

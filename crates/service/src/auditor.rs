@@ -15,8 +15,9 @@ use spendguard_config::{Commitment, Config};
 use spendguard_core::model::{ChainKind, Wallet};
 use spendguard_core::reconcile::{evidence, Class, Finding, Inflow, Outflow, WalletCursor};
 use spendguard_core::EventKind;
-use spendguard_store::{BlockRecorded, IndexedBlock, OutboxStore, OutflowStore};
+use spendguard_store::{BlockRecorded, IndexedBlock, LeaseStore, OutboxStore, OutflowStore};
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, Mutex};
@@ -164,6 +165,8 @@ struct Watched {
     identity_checked: Option<DateTime<Utc>>,
     /// Set when it was not: the watcher stays stopped (its wallets are frozen).
     reset: Option<String>,
+    /// Whether this process held the chain's lease at its last pass.
+    leased: bool,
 }
 
 /// How often a watcher checks that its chain is still the one the ledger knows, besides at
@@ -176,10 +179,34 @@ pub struct Auditor {
     reconciler: Arc<Reconciler>,
     outflows: Arc<dyn OutflowStore>,
     outbox: Arc<dyn OutboxStore>,
+    leases: Arc<dyn LeaseStore>,
+    /// This process's name on the leases it holds.
+    holder: std::sync::RwLock<String>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     watchers: HashMap<String, Mutex<Watched>>,
     passes: broadcast::Sender<WatchPass>,
+}
+
+/// The lease on watching `chain`.
+fn lease_name(chain: &str) -> String {
+    format!("watch:{chain}")
+}
+
+/// What this process is called on the leases it holds: its host and listen address, unique
+/// among daemons (two cannot listen on one address) and the same when one restarts in place;
+/// with port 0 (not yet bound, or a test), its process id.
+fn holder_name(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    match listen.port() {
+        0 => format!("{host}/pid {}", std::process::id()),
+        _ => format!("{host}/{listen}"),
+    }
 }
 
 impl Auditor {
@@ -187,6 +214,7 @@ impl Auditor {
         config: Arc<Config>,
         outflows: Arc<dyn OutflowStore>,
         outbox: Arc<dyn OutboxStore>,
+        leases: Arc<dyn LeaseStore>,
         chains: &Chains,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -229,11 +257,34 @@ impl Auditor {
                     stalled: false,
                     identity_checked: None,
                     reset: None,
+                    leased: false,
                 };
                 Some((settings.id.clone(), Mutex::new(watched)))
             })
             .collect();
-        Auditor { config, reconciler, outflows, outbox, clock, metrics, watchers, passes: broadcast::channel(64).0 }
+        let holder = std::sync::RwLock::new(holder_name(config.server.listen));
+        Auditor {
+            config,
+            reconciler,
+            outflows,
+            outbox,
+            leases,
+            holder,
+            clock,
+            metrics,
+            watchers,
+            passes: broadcast::channel(64).0,
+        }
+    }
+
+    /// Names this process on its leases by the address it listens on (known once bound);
+    /// call before [`Auditor::run`].
+    pub fn listening_on(&self, address: SocketAddr) {
+        *self.holder.write().unwrap_or_else(PoisonError::into_inner) = holder_name(address);
+    }
+
+    fn holder(&self) -> String {
+        self.holder.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Every pass of every chain's watcher from now on (a slow receiver misses some).
@@ -333,7 +384,43 @@ impl Auditor {
         if let Some(why) = &w.reset {
             return Err(WatchError::Halted(why.clone()));
         }
-        let conserving = self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
+        // Of several processes on one ledger, the lease's holder watches; the others stand by,
+        // neither indexing nor reporting a stall (the holder does).
+        let now = self.clock.now();
+        let lease = self.config.server.watcher_lease;
+        let holder = self.holder();
+        let held = self.leases.hold_lease(&lease_name(chain), &holder, now + lease, now).await;
+        let mut unleased = None;
+        match held {
+            Ok(held) if held.holder != holder => {
+                if w.leased {
+                    tracing::warn!(chain, holder = %held.holder, "another process took over watching the chain");
+                }
+                w.leased = false;
+                w.last_progress = now;
+                w.stalled = false;
+                return Err(WatchError::Standby {
+                    chain: chain.to_string(),
+                    holder: held.holder,
+                    until: held.expires.to_rfc3339(),
+                });
+            }
+            Ok(_) if !w.leased => {
+                tracing::info!(chain, %holder, "watching the chain (lease held)");
+                w.leased = true;
+                w.watcher.forget();
+                w.identity_checked = None;
+            }
+            Ok(_) => {}
+            // Without knowing who holds it, do not watch: a failed pass, retried (and reported
+            // as a stall when it lasts).
+            Err(e) => {
+                w.leased = false;
+                unleased = Some(WatchError::Sink(Box::new(e)));
+            }
+        }
+        let conserving =
+            unleased.is_none() && self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
         // By signature, the balances come first: the pass that follows lists every transaction
         // up to the slot they were read at, so the ledger holds all that moved them.
         let snapshots = if conserving && w.client.indexing() == Indexing::Signatures {
@@ -348,7 +435,11 @@ impl Auditor {
             vec![]
         };
         let due = w.identity_checked.is_none_or(|at| self.clock.now() - at >= IDENTITY_RECHECK);
-        let checked = if due { self.check_identity(chain, &mut w).await } else { Ok(()) };
+        let checked = match unleased {
+            Some(e) => Err(e),
+            None if due => self.check_identity(chain, &mut w).await,
+            None => Ok(()),
+        };
         // A failed check is a failed pass: retried, and reported when it lasts.
         let mut result = match checked {
             Ok(()) => w.watcher.pass(max).await,
@@ -485,8 +576,10 @@ impl Auditor {
             let (auditor, stop) = (Arc::clone(&self), shutdown.clone());
             tasks.push(tokio::spawn(async move {
                 spendguard_chain::watch::poll(interval, stop.cancelled_owned(), || async {
-                    if let Err(e) = auditor.watch_once(&chain, BLOCKS_PER_PASS).await {
-                        tracing::warn!(chain, error = %e, "watching the chain failed; will retry");
+                    match auditor.watch_once(&chain, BLOCKS_PER_PASS).await {
+                        Ok(_) => {}
+                        Err(e @ WatchError::Standby { .. }) => tracing::debug!(chain, "{e}"),
+                        Err(e) => tracing::warn!(chain, error = %e, "watching the chain failed; will retry"),
                     }
                 })
                 .await;
@@ -494,6 +587,14 @@ impl Auditor {
         }
         for task in tasks {
             let _ = task.await;
+        }
+        // A clean stop hands each chain over at once rather than after the lease runs out.
+        for (chain, watched) in &self.watchers {
+            if watched.lock().await.leased {
+                if let Err(e) = self.leases.release_lease(&lease_name(chain), &self.holder()).await {
+                    tracing::warn!(chain, error = %e, "could not give up the watching lease; it runs out by itself");
+                }
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ pub use error::{ServiceError, ServiceResult};
 pub use execution::Executor;
 pub use metrics::Metrics;
 pub use operators::{FrozenScope, Operators};
-pub use overview::{AuthorizationItem, Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus};
+pub use overview::{AuthorizationItem, Exposures, LimitUse, Overview, PendingItem, Status, WalletStatus, WatcherLease};
 pub use prices::{PriceBook, PriceState};
 pub use report::Reports;
 pub use spending::Spending;
@@ -159,6 +159,7 @@ impl Services {
             Arc::clone(&config),
             store.clone(),
             store.clone(),
+            store.clone(),
             &chains,
             Arc::clone(&clock),
             Arc::clone(&metrics),
@@ -184,6 +185,7 @@ impl Services {
             freezes: store.clone(),
             inflows: store.clone(),
             authorizations: store.clone(),
+            leases: store.clone(),
             chains,
             limits: limits.clone(),
             prices: Arc::clone(&prices),

@@ -206,6 +206,22 @@ pub struct Status {
     pub prices: Vec<crate::prices::PriceState>,
     /// External wallets' authorizations waiting for the agent's payment, oldest first.
     pub open_authorizations: Vec<AuthorizationItem>,
+    /// Who watches each chain: the holder of its lease (of several daemons on one ledger, one).
+    pub watchers: Vec<WatcherLease>,
+}
+
+/// Who watches a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatcherLease {
+    /// Chain id.
+    pub chain: String,
+    /// The process holding its lease (host and listen address), if any ever took it.
+    pub holder: Option<String>,
+    /// When the lease runs out unless renewed.
+    pub expires: Option<DateTime<Utc>>,
+    /// Whether the lease is running now: false when its holder stopped renewing it (dead, or
+    /// no process watches), until another takes it.
+    pub live: bool,
 }
 
 /// Spend already committed to within a horizon.
@@ -259,6 +275,7 @@ pub struct Overview {
     pub(crate) freezes: Arc<dyn FreezeStore>,
     pub(crate) inflows: Arc<dyn spendguard_store::OutflowStore>,
     pub(crate) authorizations: Arc<dyn spendguard_store::AuthorizationStore>,
+    pub(crate) leases: Arc<dyn spendguard_store::LeaseStore>,
     pub(crate) chains: Chains,
     pub(crate) limits: Limits,
     pub(crate) prices: Arc<crate::prices::PriceBook>,
@@ -324,6 +341,16 @@ impl Overview {
             });
         }
         let of = |s: SpendStatus| decisions.iter().filter(|d| d.status == s).map(PendingItem::of).collect();
+        let mut watchers = vec![];
+        for chain in &self.config.chains {
+            let lease = self.leases.lease(&format!("watch:{}", chain.id)).await?;
+            watchers.push(WatcherLease {
+                chain: chain.id.clone(),
+                live: lease.as_ref().is_some_and(|l| l.expires > now),
+                holder: lease.as_ref().map(|l| l.holder.clone()),
+                expires: lease.map(|l| l.expires),
+            });
+        }
         Ok(Status {
             at: now,
             wallets,
@@ -335,6 +362,7 @@ impl Overview {
                 self.prices.states(now)
             },
             open_authorizations: open.into_iter().map(AuthorizationItem::of).collect(),
+            watchers,
         })
     }
 

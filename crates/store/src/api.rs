@@ -335,6 +335,25 @@ pub trait ReportStore: Send + Sync {
     async fn decisions_by_id(&self, ids: &[String]) -> StoreResult<Vec<DecisionRecord>>;
 }
 
+/// Leases: a named piece of work (watching a chain) that one process at a time does, for as
+/// long as it keeps renewing its lease.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes or renews `name` for `holder` until `until`, unless another holder's lease is
+    /// still running at `now`: returns who holds it after the call (compare its holder).
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Lease>;
+    /// Gives `name` up at once if `holder` holds it (a clean stop), so another need not wait.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+    /// Who holds `name`, if anyone has (the lease may have run out).
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>>;
+}
+
 /// A ledger engine: every concern. Take the part a service needs by upcasting an
 /// `Arc<dyn Store>` to `Arc<dyn DecisionStore>` and so on.
 pub trait Store:
@@ -347,6 +366,7 @@ pub trait Store:
     + FreezeStore
     + AuditStore
     + ReportStore
+    + LeaseStore
 {
     /// The engine's name, for logs: `sqlite`, `postgres`.
     fn engine(&self) -> &'static str;

@@ -5,14 +5,15 @@
 //! # Layout
 //! - [`api`]: the ledger as services see it, one small async trait per concern
 //!   ([`DecisionStore`], [`SigningStore`], [`AuthorizationStore`], [`OutflowStore`], [`OutboxStore`],
-//!   [`CredentialStore`], [`FreezeStore`], [`AuditStore`], [`ReportStore`]); an engine
+//!   [`CredentialStore`], [`FreezeStore`], [`AuditStore`], [`ReportStore`], [`LeaseStore`]); an engine
 //!   implementing them all is a [`Store`].
 //! - [`records`]: what the ledger records and answers, typed (money as `Decimal`, statuses,
 //!   classes and event kinds as enums).
 //! - [`intent`]: the hash binding a decision to what it pays, checked at approval and signing.
 //! - [`audit`]: the audit chain's entries and how an entry is hashed.
 //! - [`error`](StoreError): typed errors that know whether to retry.
-//! - [`postgres`]: the PostgreSQL ledger's schema and migrations.
+//! - [`postgres`]: the PostgreSQL ledger's schema and migrations; `copy` copies an SQLite
+//!   ledger into one ([`copy_to_postgres`], `spendguard migrate`).
 //! - `sql`: engine-neutral SQL access (connection, statements, typed rows) shaped like
 //!   rusqlite's, over which the engines' logic is written once ([`DatabaseError`]).
 //! - `sqlite`: the engine ([`SqlStore`]) on an SQLite file or a PostgreSQL database, a file per
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod audit;
+mod copy;
 mod error;
 pub mod intent;
 pub mod postgres;
@@ -30,9 +32,10 @@ mod sql;
 mod sqlite;
 
 pub use api::{
-    AuditStore, AuthorizationStore, CredentialStore, DecisionStore, FreezeStore, OutboxStore, OutflowStore,
+    AuditStore, AuthorizationStore, CredentialStore, DecisionStore, FreezeStore, LeaseStore, OutboxStore, OutflowStore,
     ReportStore, SigningStore, Store,
 };
+pub use copy::{copy_to_postgres, CopiedTable};
 pub use error::{SigningError, StoreError, StoreResult};
 pub use intent::Intent;
 pub use records::*;

@@ -624,6 +624,15 @@ pub enum BlockRecorded {
     },
 }
 
+/// Who holds a lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder's name (a daemon: its host and listen address).
+    pub holder: String,
+    /// When it runs out unless renewed.
+    pub expires: DateTime<Utc>,
+}
+
 /// Tuning of a SQLite ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerOptions {

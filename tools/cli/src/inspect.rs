@@ -256,6 +256,18 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<ExitCode> {
         };
         println!("  {}\t{price}\t{}{age}\t{state}", p.asset, p.source);
     }
+    println!("\nwatchers ({}):", s.watchers.len());
+    for w in &s.watchers {
+        match (&w.holder, w.expires) {
+            (Some(holder), Some(until)) if w.live => {
+                println!("  {}\twatched by {holder}\tlease until {}", w.chain, time(until))
+            }
+            (Some(holder), Some(until)) => {
+                println!("  {}\tUNWATCHED: the lease of {holder} ran out at {}", w.chain, time(until))
+            }
+            _ => println!("  {}\tnot watched yet", w.chain),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

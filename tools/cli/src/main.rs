@@ -43,6 +43,14 @@ pub(crate) enum Command {
     /// first use; `init` is needed where an empty file is left (a truncated ledger is never
     /// re-created silently). It never overwrites a ledger.
     Init,
+    /// Copy this configuration's SQLite ledger into an empty PostgreSQL database, every table
+    /// in one transaction, and verify the audit chain on the copy. Then point `[server]
+    /// database` of every daemon at it.
+    Migrate {
+        /// The PostgreSQL database: postgres://user:password@host:5432/spendguard
+        #[arg(long)]
+        to: String,
+    },
     /// Dry-run a spend against the policies and the ledger; nothing is reserved.
     Evaluate(EvaluateArgs),
     /// Freeze a scope: every spend it covers is denied until unfrozen.
@@ -340,6 +348,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { skip_keys } => inspect::check(&config, skip_keys),
         Command::Init => operate::init(&config),
+        Command::Migrate { to } => operate::migrate(&config, &to).await,
         Command::Evaluate(args) => inspect::evaluate(config, args).await,
         Command::Freeze { scope, reason, operator } => operate::freeze(config, scope.scope(), &reason, &operator).await,
         Command::Unfreeze { scope, ack, operator } => operate::unfreeze(config, scope.scope(), ack, &operator).await,

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use spendguard_config::{Config, Database};
 use spendguard_core::model::Scope;
 use spendguard_service::PendingItem;
-use spendguard_store::{FreezeOutcome, LedgerOptions, SqlStore};
+use spendguard_store::{AuditStore, FreezeOutcome, LedgerOptions, SqlStore};
 use std::process::ExitCode;
 
 /// `init`: a new ledger where there is none, or only an empty file.
@@ -25,6 +25,42 @@ pub(crate) fn init(config: &Config) -> Result<ExitCode> {
             println!("the ledger's tables are ready in {}", config.server.database.describe());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate --to postgres://…`: the SQLite ledger copied into PostgreSQL, its audit chain
+/// verified there.
+pub(crate) async fn migrate(config: &Config, to: &str) -> Result<ExitCode> {
+    let Database::Sqlite(path) = &config.server.database else {
+        bail!(
+            "[server] database is already PostgreSQL ({}): migrate copies an SQLite ledger into PostgreSQL",
+            config.server.database.describe()
+        );
+    };
+    let target = Database::Postgres(to.to_string());
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        bail!("--to {}: must be a PostgreSQL URL, postgres://user@host:5432/spendguard", target.describe());
+    }
+    let (from, url) = (path.clone(), to.to_string());
+    let copied = tokio::task::spawn_blocking(move || spendguard_store::copy_to_postgres(&from, &url)).await??;
+    println!("copied {} into {}:", path.display(), target.describe());
+    for table in &copied {
+        println!("  {:<22} {:>9} rows", table.table, table.rows);
+    }
+    let copy =
+        SqlStore::open_postgres(to, std::sync::Arc::new(config.model.clone()), Utc::now(), LedgerOptions::default())?;
+    let check = copy.verify_audit(None).await?;
+    match (&check.first_bad, &check.head) {
+        (Some(bad), _) => {
+            println!("TAMPERED: the copy's audit chain breaks at entry {}: {}", bad.seq, bad.why);
+            return Ok(ExitCode::from(3));
+        }
+        (None, Some((seq, hash))) => {
+            println!("audit chain verified on the copy: {} entries; head {seq}:{hash}", check.entries)
+        }
+        (None, None) => println!("the audit log is empty"),
+    }
+    println!("to use it, set [server] database = \"{}\" in every daemon's configuration", target.describe());
     Ok(ExitCode::SUCCESS)
 }
 

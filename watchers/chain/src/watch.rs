@@ -75,6 +75,16 @@ pub enum WatchError {
     /// restarts it.
     #[error("{0}")]
     Halted(String),
+    /// Another process holds the chain's watching lease: this one stands by (not a failure).
+    #[error("chain {chain} is watched by {holder} (its lease runs until {until})")]
+    Standby {
+        /// Chain id.
+        chain: String,
+        /// Who watches it.
+        holder: String,
+        /// When its lease runs out unless renewed.
+        until: String,
+    },
 }
 
 /// What the watcher of one chain indexes.
@@ -186,6 +196,14 @@ impl ChainWatcher {
     /// A watcher of `client`'s chain recording into `sink`.
     pub fn new(client: Arc<dyn ChainClient>, sink: Arc<dyn IndexSink>, settings: WatchSettings) -> ChainWatcher {
         ChainWatcher { client, sink, settings, halted: None, final_through: 0, marks: None, waiting_since: None }
+    }
+
+    /// Forgets what it remembered between passes (a range's end marks, waits, the finalized
+    /// slot): after another process watched for a while, the ledger's cursor is what counts.
+    pub fn forget(&mut self) {
+        self.final_through = 0;
+        self.marks = None;
+        self.waiting_since = None;
     }
 
     /// The chain watched.

@@ -52,6 +52,23 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
         }
         None => default_hosts(listen),
     };
+    let watcher_lease = raw.server.watcher_lease.map_or(chrono::TimeDelta::seconds(30), |d| d.0);
+    if watcher_lease < chrono::TimeDelta::seconds(1) {
+        c.err(sp.key("watcher_lease"), "must be at least 1s");
+    }
+    for ch in &raw.chain {
+        let poll = ch.poll_interval.map_or(chrono::TimeDelta::seconds(1), |d| d.0);
+        if watcher_lease < poll * 2 {
+            c.err(
+                sp.key("watcher_lease"),
+                format!(
+                    "must be at least twice chain {}'s poll_interval ({}s): the watcher renews its lease once a poll",
+                    ch.id,
+                    poll.num_seconds()
+                ),
+            );
+        }
+    }
     let allowed_origins = raw.server.allowed_origins.clone().unwrap_or_default();
     for (i, origin) in allowed_origins.iter().enumerate() {
         if let Err(why) = check_origin(origin) {
@@ -66,6 +83,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
         allowed_hosts,
         allowed_origins,
         authority_key: base_dir.join(raw.server.authority_key.as_deref().unwrap_or("authority.key")),
+        watcher_lease,
     }
 }
 

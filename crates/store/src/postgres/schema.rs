@@ -4,12 +4,14 @@
 //! keys, money and JSON as `TEXT` exactly as SQLite stores them. The version is kept in
 //! `meta` (`schema_version`); each migration runs in the transaction that records it.
 //!
-//! Version 1 here is SQLite's version 15; later migrations of both engines move together.
+//! Version 1 here is SQLite's version 15, version 2 its 16; later migrations of both engines
+//! move together.
 
 use postgres::Client;
 
 /// Migrations in order; `meta.schema_version` counts those applied.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
         value BIGINT NOT NULL
@@ -234,7 +236,16 @@ pub const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX authorizations_open ON authorizations (wallet, issued_at_us) WHERE state = 'open';
     CREATE UNIQUE INDEX authorizations_by_nonce ON authorizations (wallet, nonce) WHERE nonce IS NOT NULL;
     CREATE INDEX authorizations_by_cancel_tx ON authorizations (cancel_tx) WHERE cancel_tx IS NOT NULL;
-"#];
+"#,
+    // 2 (SQLite's 16): leases, so that of several daemons sharing the ledger one watches each chain.
+    r#"
+CREATE TABLE leases (
+    name          TEXT PRIMARY KEY,
+    holder        TEXT NOT NULL,
+    expires_at_us BIGINT NOT NULL
+);
+"#,
+];
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@
 //!
 //! One file per concern implements that concern's trait: [`decisions`], [`signing`],
 //! [`authorizations`],
-//! [`outflows`], [`outbox`], [`credentials`], [`freezes`], [`audit`], [`reports`]; [`rows`]
+//! [`outflows`], [`outbox`], [`credentials`], [`freezes`], [`audit`], [`reports`], [`leases`]; [`rows`]
 //! decodes rows, [`schema`] migrates, [`file`] creates the file whole and refuses to re-create
 //! one that existed.
 
@@ -22,15 +22,16 @@ mod audit;
 mod authorizations;
 mod credentials;
 mod decisions;
-mod file;
+pub(crate) mod file;
 mod freezes;
+mod leases;
 mod outbox;
 mod outflows;
 mod reports;
 mod rows;
 pub(crate) mod schema;
 mod signing;
-mod writer;
+pub(crate) mod writer;
 
 use crate::error::{StoreError, StoreResult};
 use crate::records::{LedgerOptions, LedgerStats};

@@ -60,7 +60,7 @@ impl OutboxStore for SqlStore {
             let changed = w.conn.execute(
                 "INSERT INTO alert_deliveries (event_id, channel, attempts, next_attempt_us) VALUES (?1, ?2, 0, ?3)
                  ON CONFLICT (event_id, channel) DO UPDATE SET next_attempt_us = excluded.next_attempt_us
-                 WHERE delivered_at_us IS NULL AND next_attempt_us <= ?4",
+                 WHERE alert_deliveries.delivered_at_us IS NULL AND alert_deliveries.next_attempt_us <= ?4",
                 params![event_id, channel, to_us(lease_until), to_us(now)],
             )?;
             Ok(changed == 1)

@@ -309,6 +309,14 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE wallet_cursors;
     ALTER TABLE wallet_cursors_15 RENAME TO wallet_cursors;
     "#,
+    // 16: leases, so that of several daemons sharing the ledger one watches each chain.
+    r#"
+    CREATE TABLE leases (
+        name          TEXT PRIMARY KEY,
+        holder        TEXT NOT NULL,
+        expires_at_us INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.
