@@ -5,7 +5,8 @@
 //! EIP-7702 delegation to a drainer and a rogue transfer, a stranger's money reported, and an
 //! agent paying from its own (external) wallet after spendguard authorized it, and an x402
 //! API paid through `pay_x402` (the official x402 Python SDK as server and facilitator). Ends
-//! with the status and the reconciliation report.
+//! with the status and the reconciliation report; then the ledger moves to PostgreSQL
+//! (`spendguard migrate`), two daemons share it, and the one watching the chain is killed.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a script: a panic is its failure report
 
 use base64::Engine as _;
@@ -496,6 +497,56 @@ async fn main() {
     }
     demo.show(&["audit", "verify"]);
     println!("\nreports written to {}", reports.display());
-    println!("(the organisation's config, database and keys are in {})", out_dir.display());
     assert!(EvmOrg::stop_daemon(daemon), "the daemon stops cleanly");
+
+    step("Several daemons: the ledger moves to PostgreSQL, two daemons share it, one dies");
+    let postgres = spendguard_tests::postgres::Postgres::start();
+    let database = postgres.database();
+    demo.show(&["migrate", "--to", &database]);
+    let shared = Demo { config: out_dir.join("spendguard-postgres.toml"), env: demo.env.clone() };
+    let text = std::fs::read_to_string(&demo.config).unwrap().replacen(
+        "database = \"spendguard.db\"",
+        &format!("database = \"{database}\"\nwatcher_lease = \"5s\""),
+        1,
+    );
+    std::fs::write(&shared.config, text).unwrap();
+    let (first, first_url) = shared.serve();
+    let (second, second_url) = shared.serve();
+    println!("  two daemons on one PostgreSQL ledger: {first_url} and {second_url}");
+    let watcher =
+        |d: &Demo| d.cli(&["status"]).lines().find(|l| l.contains("eth-local\twatched by")).map(str::to_string);
+    until("a daemon to watch eth-local", async || watcher(&shared).is_some()).await;
+    println!("  {}", watcher(&shared).unwrap().trim());
+    // The budget is one: research-bot's headroom reads the same through either daemon.
+    for url in [&first_url, &second_url] {
+        let bot = McpAgent::connect_http(url, &tokens["research-bot"]).await;
+        let r = bot.call("evaluate", pay("sol-ops", SOL_VENDOR, "5")).await;
+        // Its own 100 USD in 24 h, pooled over its wallets: what either daemon counts as taken.
+        let own = r.data["headroom"].as_array().and_then(|h| h.iter().find(|h| h["window"] == "24h")).cloned();
+        let used = own
+            .map(|h| {
+                format!(
+                    "{} of {} {} left in 24h",
+                    h["remaining"].as_str().unwrap_or("?"),
+                    h["limit"].as_str().unwrap_or("?"),
+                    h["unit"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "  research-bot: evaluate 5 USDC from sol-ops through {url} → {} ({used})",
+            r.data["decision"].as_str().unwrap_or("?")
+        );
+    }
+    let holder = watcher(&shared).unwrap();
+    let first_address = first_url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let (mut dying, survivor) = if holder.contains(&first_address) { (first, second) } else { (second, first) };
+    dying.kill().unwrap();
+    dying.wait().unwrap();
+    println!("  SIGKILL the watching daemon; its lease runs out and the other takes over:");
+    until("the other daemon to take over eth-local", async || watcher(&shared).is_some_and(|w| w != holder)).await;
+    println!("  {}", watcher(&shared).unwrap().trim());
+    shared.show(&["audit", "verify"]);
+    println!("(the organisation's config, database and keys are in {})", out_dir.display());
+    assert!(EvmOrg::stop_daemon(survivor), "the daemon stops cleanly");
 }

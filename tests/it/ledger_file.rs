@@ -129,12 +129,13 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     // Schema 8: what spendguard wrote before it recorded each chain's genesis (9), each
     // decision's price source (10), inflows and balance checkpoints (11), external wallets'
     // authorizations (12), x402 payments (13) and their cancellations (14); the Solana cursor table
-    // is rebuilt with an optional signature (15).
+    // is rebuilt with an optional signature (15); watcher leases (16).
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "DROP TABLE chain_identity; ALTER TABLE decisions DROP COLUMN price_source;
          ALTER TABLE decisions DROP COLUMN price_as_of_us; DROP TABLE inflows; DROP TABLE balance_checkpoints;
-         DROP TABLE authorizations; ALTER TABLE decisions DROP COLUMN x402; PRAGMA user_version = 8;",
+         DROP TABLE authorizations; ALTER TABLE decisions DROP COLUMN x402; DROP TABLE leases;
+         PRAGMA user_version = 8;",
     )
     .unwrap();
     drop(conn);
@@ -142,7 +143,7 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     assert_eq!(after, before, "the audit chain is untouched by the migration");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 15);
+    assert_eq!(version, 16);
     let tokens: i64 = conn.query_row("SELECT count(*) FROM agent_tokens", [], |r| r.get(0)).unwrap();
     assert_eq!(tokens, 1, "the agent's token survived");
 }

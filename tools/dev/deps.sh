@@ -1,7 +1,8 @@
 # Sourced by test.sh and demo.sh: installs what spendguard's tests and demo run against, into a
 # cache outside the clone ($SPENDGUARD_DEPS, default ~/.cache/spendguard-deps), once:
 # - anvil (a real EVM node) from the npm registry, pinned to an exact version by package.json;
-# - the official MCP Python SDK in a venv, pinned by requirements.txt here.
+# - the official MCP Python SDK in a venv, pinned by requirements.txt here;
+# - Debian's PostgreSQL server binaries (the tests and the demo start servers of their own).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export SPENDGUARD_DEPS="${SPENDGUARD_DEPS:-$HOME/.cache/spendguard-deps}"
 
@@ -30,3 +31,12 @@ if ! "$SPENDGUARD_DEPS/venv/bin/python" -c 'import mcp' >/dev/null 2>&1 ||
     cp "$here/requirements.txt" "$SPENDGUARD_DEPS/venv/requirements.txt"
 fi
 export SPENDGUARD_PYTHON="$SPENDGUARD_DEPS/venv/bin/python"
+
+# The PostgreSQL ledger runs against a real server that the tests and the demo start from
+# Debian's binaries.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    command -v apt-get >/dev/null || { echo "PostgreSQL's server binaries are missing: install postgresql" >&2; exit 1; }
+    echo "== installing postgresql (Debian) for the PostgreSQL ledger"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi

@@ -17,13 +17,6 @@ if [ -z "${SPENDGUARD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
-# The PostgreSQL ledger is tested against a real server the tests start from Debian's binaries.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    command -v apt-get >/dev/null || { echo "PostgreSQL's server binaries are missing: install postgresql" >&2; exit 1; }
-    echo "== installing postgresql (Debian) for the PostgreSQL ledger tests"
-    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
-fi
 
 echo "== formatting"
 cargo fmt --all --check

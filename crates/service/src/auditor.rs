@@ -167,6 +167,9 @@ struct Watched {
     reset: Option<String>,
     /// Whether this process held the chain's lease at its last pass.
     leased: bool,
+    /// Signature-indexed chains: balances read before an earlier pass, checked after a later
+    /// one (see [`Auditor::watch_once`]).
+    deferred: Vec<FinalSnapshot>,
 }
 
 /// How often a watcher checks that its chain is still the one the ledger knows, besides at
@@ -258,6 +261,7 @@ impl Auditor {
                     identity_checked: None,
                     reset: None,
                     leased: false,
+                    deferred: vec![],
                 };
                 Some((settings.id.clone(), Mutex::new(watched)))
             })
@@ -409,6 +413,7 @@ impl Auditor {
                 tracing::info!(chain, %holder, "watching the chain (lease held)");
                 w.leased = true;
                 w.watcher.forget();
+                w.deferred.clear();
                 w.identity_checked = None;
             }
             Ok(_) => {}
@@ -462,9 +467,12 @@ impl Auditor {
                 }
             }
             // Only when the pass left nothing listed for later: else a transaction at or below
-            // the snapshot's slot may not be in the ledger yet.
+            // the snapshot's slot may not be in the ledger yet. And a pass late: a node may show
+            // a transaction's effect in balances before it lists the transaction (surfpool
+            // does), so balances read before this pass are checked after the next one.
             if pass.indexing == Indexing::Signatures && pass.caught_up() {
-                for s in snapshots {
+                let due = std::mem::replace(&mut w.deferred, snapshots);
+                for s in due {
                     let checked = match self.recorded_after(chain, &w.client, &s.address, s.slot).await {
                         Ok(true) => Ok(()),
                         Ok(false) => self.check_readings(chain, s.slot, s.readings).await,
@@ -474,6 +482,8 @@ impl Auditor {
                         tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
                     }
                 }
+            } else if pass.indexing == Indexing::Signatures && w.deferred.is_empty() {
+                w.deferred = snapshots;
             }
         }
         let now = self.clock.now();
