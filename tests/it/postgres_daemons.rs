@@ -6,6 +6,7 @@
 //! its audit chain intact.
 
 use crate::operators::{cli, err, out};
+use crate::race::hex_u128;
 use serde_json::{json, Value};
 use spendguard_evm::testing::{self, rpc_call};
 use spendguard_tests::anvil::DEV_KEYS;
@@ -24,10 +25,6 @@ id = "racer"
 scope = "agent:buyer"
 limits = [ { window = "24h", max_amount = "0.1", asset = "eth-local:ETH" } ]
 "#;
-
-fn hex_u128(v: &Value) -> u128 {
-    u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
-}
 
 /// `spendguard status --json` on `config`.
 fn status(config: &std::path::Path) -> Value {

@@ -17,7 +17,8 @@ scope = "agent:buyer"
 limits = [ { window = "24h", max_amount = "0.05", asset = "eth-local:ETH" } ]
 "#;
 
-fn hex_u128(v: &Value) -> u128 {
+/// A JSON-RPC hex quantity.
+pub(crate) fn hex_u128(v: &Value) -> u128 {
     u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
 }
 
