@@ -156,7 +156,8 @@ pub(crate) struct Writer {
     pub(crate) freezes: Vec<Freeze>,
     /// Highest change_seq applied to the index.
     last_change_seq: i64,
-    /// `PRAGMA data_version` after our last look: it changes only when another connection commits.
+    /// `PRAGMA data_version` after our last look: it changes only when another connection
+    /// commits. On PostgreSQL the change counter, as last read or set by our own commit.
     data_version: i64,
     /// The index holds every counting decision made at or after this instant.
     pub(crate) loaded_from: DateTime<Utc>,
@@ -306,8 +307,19 @@ impl Writer {
         }
         self.batch_seq = None;
         let mut done = Vec::with_capacity(batch.len());
-        for job in batch {
-            done.push(self.run_job(job));
+        // A job alone needs no savepoint (two statements, on PostgreSQL two round trips): if it
+        // fails, the whole transaction is rolled back instead.
+        let mut failed_alone = false;
+        if batch.len() == 1 {
+            for job in batch {
+                let (ok, deliver) = self.run_unguarded(job);
+                failed_alone = !ok;
+                done.push(deliver);
+            }
+        } else {
+            for job in batch {
+                done.push(self.run_job(job));
+            }
         }
         self.batches += 1;
         // Only a batch holding the write lock prunes: a read-only one must not start writing.
@@ -315,6 +327,14 @@ impl Writer {
             self.batches = 0;
             // Pruning is housekeeping: a failure leaves extra rows, never wrong answers.
             let _ = self.prune();
+        }
+        if failed_alone && self.abort.is_none() {
+            // Nothing of it stands; the job's own error is what its caller hears.
+            if self.conn.execute_batch("ROLLBACK").is_err() {
+                self.dirty = true;
+            }
+            self.batch_seq = None;
+            return done.into_iter().for_each(|deliver| deliver(None));
         }
         let committed = match self.abort.take() {
             Some(msg) => Err(msg),
@@ -324,6 +344,12 @@ impl Writer {
             Ok(()) => {
                 if let Some(cs) = self.batch_seq.take() {
                     self.last_change_seq = cs;
+                    // On PostgreSQL the counter is how others' commits are noticed, and this
+                    // batch moved it itself while holding its row lock: no one else's write
+                    // is behind the new value, so the next batch need not reload anything.
+                    if self.conn.is_postgres() {
+                        self.data_version = cs;
+                    }
                 }
                 done.into_iter().for_each(|deliver| deliver(None));
             }
@@ -334,6 +360,17 @@ impl Writer {
                 done.into_iter().for_each(|deliver| deliver(Some(&msg)));
             }
         }
+    }
+
+    /// Runs a job that is alone in its transaction: no savepoint; the caller rolls the
+    /// transaction back when it fails.
+    fn run_unguarded(&mut self, job: Job) -> (bool, Deliver) {
+        let memory_before = self.memory_writes;
+        let (ok, deliver) = (job.run)(self);
+        if !ok && self.memory_writes != memory_before {
+            self.dirty = true;
+        }
+        (ok, deliver)
     }
 
     /// Runs one job inside its own savepoint, so a failing job leaves the others intact.
