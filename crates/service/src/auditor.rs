@@ -167,6 +167,8 @@ struct Watched {
     reset: Option<String>,
     /// Whether this process held the chain's lease at its last pass.
     leased: bool,
+    /// Whether it has been standing by for another holder since it last held the lease.
+    standing_by: bool,
     /// Signature-indexed chains: balances read before an earlier pass, checked after a later
     /// one (see [`Auditor::watch_once`]).
     deferred: Vec<FinalSnapshot>,
@@ -261,6 +263,7 @@ impl Auditor {
                     identity_checked: None,
                     reset: None,
                     leased: false,
+                    standing_by: false,
                     deferred: vec![],
                 };
                 Some((settings.id.clone(), Mutex::new(watched)))
@@ -397,9 +400,13 @@ impl Auditor {
         let mut unleased = None;
         match held {
             Ok(held) if held.holder != holder => {
-                if w.leased {
-                    tracing::warn!(chain, holder = %held.holder, "another process took over watching the chain");
+                // Said once each time this process starts standing by (`spendguard watch`
+                // beside a daemon would otherwise print nothing at all).
+                if !w.standing_by {
+                    tracing::warn!(chain, holder = %held.holder, until = %held.expires,
+                        "another process watches the chain; standing by to take over if it stops");
                 }
+                w.standing_by = true;
                 w.leased = false;
                 w.last_progress = now;
                 w.stalled = false;
@@ -412,6 +419,7 @@ impl Auditor {
             Ok(_) if !w.leased => {
                 tracing::info!(chain, %holder, "watching the chain (lease held)");
                 w.leased = true;
+                w.standing_by = false;
                 w.watcher.forget();
                 w.deferred.clear();
                 w.identity_checked = None;
