@@ -383,6 +383,12 @@ impl Auditor {
     /// A watcher behind the final head that makes no progress for the chain's `stall_after`
     /// records one `watcher_stalled` event until it moves again; one stopped by a too-deep
     /// reorg records it at once and refuses to run until the process restarts.
+    ///
+    /// Each pass first takes or renews the chain's lease (`watch:<chain>`, for `[server]
+    /// watcher_lease`); while another process holds it, the pass indexes nothing and returns
+    /// [`WatchError::Standby`]. The lease is renewed once a pass, so a pass longer than the lease
+    /// (a long backfill over a slow RPC) may overlap with another process's: recording is
+    /// idempotent, so that costs work, not books.
     pub async fn watch_once(&self, chain: &str, max: u64) -> Result<WatchPass, WatchError> {
         let Some(watched) = self.watchers.get(chain) else {
             return Err(WatchError::Halted(format!("chain {chain} is not configured or has no client")));
