@@ -200,6 +200,8 @@ async fn a_second_daemon_sees_the_firsts_reservations_and_freezes(engine: Engine
     let held = decided(b.reserve(usdc("bot", "400")).await.unwrap());
     b.set_status(&held.decision_id, SpendStatus::Released, at(NOON)).await.unwrap();
     assert_eq!(decided(a.reserve(usdc("bot", "400")).await.unwrap()).status, SpendStatus::Reserved);
+    // b writes last before the freeze: it must still notice a's freeze, not trust its own view.
+    decided(b.reserve(usdc("other", "1")).await.unwrap());
     // A freeze through a stops spends through b at once.
     let freeze = Freeze {
         scope: Scope::Wallet("hot".into()),

@@ -6,7 +6,7 @@
 //! its audit chain intact.
 
 use crate::operators::{cli, err, out};
-use crate::race::hex_u128;
+use crate::race::{hex_u128, start_race};
 use serde_json::{json, Value};
 use spendguard_evm::testing::{self, rpc_call};
 use spendguard_tests::anvil::DEV_KEYS;
@@ -15,8 +15,6 @@ use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::postgres::Postgres;
 use spendguard_tests::prelude::*;
 use std::collections::HashSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BUDGET: &str = r#"
@@ -71,16 +69,8 @@ async fn three_daemons_on_postgres_share_one_budget_and_survive_a_killed_watcher
         .unwrap_or_else(|| panic!("the lease holder {holder} is none of the daemons"));
 
     let urls: Vec<&String> = daemons.iter().map(|(_, u)| u).collect();
-    let scenario = json!({ "urls": urls, "token": token, "payee": PAYEE2, "clients": 32, "spends": 6,
-                           "tolerate_loss": true });
-    let mut race = Command::new(spendguard_tests::python::python())
-        .arg(spendguard_tests::manifest_dir().join("python/race.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run race.py");
-    race.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let race = start_race(&json!({ "urls": urls, "token": token, "payee": PAYEE2, "clients": 32, "spends": 6,
+                                   "tolerate_loss": true }));
 
     // Mid-run (some spends decided), the watching daemon dies without a word.
     let ledger = spendguard_node::open_ledger(&spendguard_config::load(&config_path).unwrap()).unwrap();

@@ -17,6 +17,20 @@ scope = "agent:buyer"
 limits = [ { window = "24h", max_amount = "0.05", asset = "eth-local:ETH" } ]
 "#;
 
+/// Starts `python/race.py` (the official MCP Python SDK's clients) on `scenario`; its outcomes
+/// come on stdout.
+pub(crate) fn start_race(scenario: &Value) -> std::process::Child {
+    let mut child = Command::new(spendguard_tests::python::python())
+        .arg(spendguard_tests::manifest_dir().join("python/race.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run race.py");
+    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    child
+}
+
 /// A JSON-RPC hex quantity.
 pub(crate) fn hex_u128(v: &Value) -> u128 {
     u128::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("number")
@@ -27,17 +41,9 @@ async fn thirty_two_clients_on_two_servers_never_overspend_and_land_each_spend_o
     let org = EvmOrg::start(RACER).await;
     let (a, url_a) = org.start_daemon();
     let (b, url_b) = org.start_daemon();
-    let python = spendguard_tests::python::python();
-    let scenario =
-        json!({ "urls": [url_a, url_b], "token": org.tokens["buyer"], "payee": PAYEE2, "clients": 32, "spends": 5 });
-    let mut child = Command::new(python)
-        .arg(spendguard_tests::manifest_dir().join("python/race.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run race.py");
-    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let child = start_race(
+        &json!({ "urls": [url_a, url_b], "token": org.tokens["buyer"], "payee": PAYEE2, "clients": 32, "spends": 5 }),
+    );
     let out =
         tokio::task::block_in_place(|| spendguard_tests::finish(child, "race.py", std::time::Duration::from_secs(600)));
     assert!(out.status.success(), "race.py failed:\n{}", String::from_utf8_lossy(&out.stderr));

@@ -65,6 +65,9 @@ impl Writer {
         if let Some(existing) = self.freezes.iter().find(|f| f.scope == freeze.scope) {
             return Ok(FreezeOutcome::AlreadyFrozen(existing.clone()));
         }
+        // Freezes are held in memory beside the usage index: other daemons on PostgreSQL notice
+        // that they must reload them by the change counter.
+        self.change_seq()?;
         let scope = freeze.scope.to_string();
         let at = to_us(freeze.frozen_at);
         self.conn.execute(
@@ -119,6 +122,7 @@ impl Writer {
         if removed == 0 {
             return Ok(false);
         }
+        self.change_seq()?;
         self.conn.execute(
             "INSERT INTO freeze_log (scope, action, actor, text, at_us) VALUES (?1, 'unfreeze', ?2, ?3, ?4)",
             params![key, by, ack, to_us(at)],

@@ -416,7 +416,7 @@ impl Writer {
     /// Brings the index and freezes up to date with the database, if anyone else wrote to it.
     fn refresh(&mut self) -> StoreResult<()> {
         // What changes when another connection commits: SQLite's data version; on PostgreSQL
-        // the change counter every writing batch bumps.
+        // the change counter, which every write to what is held here (decisions, freezes) bumps.
         let version: i64 = if self.conn.is_postgres() {
             self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", params![], |r| r.get(0))?
         } else {
