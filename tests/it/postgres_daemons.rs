@@ -102,7 +102,7 @@ async fn three_daemons_on_postgres_share_one_budget_and_survive_a_killed_watcher
 
     // The survivors finish what the dead one left (its signed spends re-broadcast, receipts
     // followed): nothing stays open.
-    spendguard_tests::wait_until("the surviving daemons to settle every spend", Duration::from_secs(120), async || {
+    spendguard_tests::wait_until("the surviving daemons to settle every spend", Duration::from_secs(240), async || {
         org.mine().await;
         let open = [SpendStatus::Reserved, SpendStatus::Signed, SpendStatus::Broadcast];
         ledger.decisions_in(&open).await.unwrap().is_empty()

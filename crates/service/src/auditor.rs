@@ -165,8 +165,8 @@ struct Watched {
     identity_checked: Option<DateTime<Utc>>,
     /// Set when it was not: the watcher stays stopped (its wallets are frozen).
     reset: Option<String>,
-    /// Until when this process holds the chain's lease, as of its last take or renewal.
-    leased: Option<DateTime<Utc>>,
+    /// Whether this process held the chain's lease at its last pass.
+    leased: bool,
     /// Whether it has been standing by for another holder since it last held the lease.
     standing_by: bool,
     /// Signature-indexed chains: balances read before an earlier pass, checked after a later
@@ -262,7 +262,7 @@ impl Auditor {
                     stalled: false,
                     identity_checked: None,
                     reset: None,
-                    leased: None,
+                    leased: false,
                     standing_by: false,
                     deferred: vec![],
                 };
@@ -384,9 +384,9 @@ impl Auditor {
     /// records one `watcher_stalled` event until it moves again; one stopped by a too-deep
     /// reorg records it at once and refuses to run until the process restarts.
     ///
-    /// Each pass first takes the chain's lease (`watch:<chain>`, for `[server]
-    /// watcher_lease`), renewing it once half of it has passed; while another process holds it, the pass indexes nothing and returns
-    /// [`WatchError::Standby`]. The lease is renewed between passes, so a pass longer than the lease
+    /// Each pass first takes or renews the chain's lease (`watch:<chain>`, for `[server]
+    /// watcher_lease`); while another process holds it, the pass indexes nothing and returns
+    /// [`WatchError::Standby`]. The lease is renewed once a pass, so a pass longer than the lease
     /// (a long backfill over a slow RPC) may overlap with another process's: recording is
     /// idempotent, so that costs work, not books.
     pub async fn watch_once(&self, chain: &str, max: u64) -> Result<WatchPass, WatchError> {
@@ -402,14 +402,7 @@ impl Auditor {
         let now = self.clock.now();
         let lease = self.config.server.watcher_lease;
         let holder = self.holder();
-        // A lease with more than half its time left needs no renewal yet (renewing is a
-        // durable write, and no one else can take it before it runs out).
-        let held = match w.leased {
-            Some(until) if until - now > lease / 2 => {
-                Ok(spendguard_store::Lease { holder: holder.clone(), expires: until })
-            }
-            _ => self.leases.hold_lease(&lease_name(chain), &holder, now + lease, now).await,
-        };
+        let held = self.leases.hold_lease(&lease_name(chain), &holder, now + lease, now).await;
         let mut unleased = None;
         match held {
             Ok(held) if held.holder != holder => {
@@ -420,7 +413,7 @@ impl Auditor {
                         "another process watches the chain; standing by to take over if it stops");
                 }
                 w.standing_by = true;
-                w.leased = None;
+                w.leased = false;
                 w.last_progress = now;
                 w.stalled = false;
                 return Err(WatchError::Standby {
@@ -429,20 +422,19 @@ impl Auditor {
                     until: held.expires.to_rfc3339(),
                 });
             }
-            Ok(held) => {
-                if w.leased.is_none() {
-                    tracing::info!(chain, %holder, "watching the chain (lease held)");
-                    w.standing_by = false;
-                    w.watcher.forget();
-                    w.deferred.clear();
-                    w.identity_checked = None;
-                }
-                w.leased = Some(held.expires);
+            Ok(_) if !w.leased => {
+                tracing::info!(chain, %holder, "watching the chain (lease held)");
+                w.leased = true;
+                w.standing_by = false;
+                w.watcher.forget();
+                w.deferred.clear();
+                w.identity_checked = None;
             }
+            Ok(_) => {}
             // Without knowing who holds it, do not watch: a failed pass, retried (and reported
             // as a stall when it lasts).
             Err(e) => {
-                w.leased = None;
+                w.leased = false;
                 unleased = Some(WatchError::Sink(Box::new(e)));
             }
         }
@@ -622,7 +614,7 @@ impl Auditor {
         }
         // A clean stop hands each chain over at once rather than after the lease runs out.
         for (chain, watched) in &self.watchers {
-            if watched.lock().await.leased.is_some() {
+            if watched.lock().await.leased {
                 if let Err(e) = self.leases.release_lease(&lease_name(chain), &self.holder()).await {
                     tracing::warn!(chain, error = %e, "could not give up the watching lease; it runs out by itself");
                 }

@@ -62,7 +62,7 @@ pub(super) fn server(c: &mut Checker, raw: &RawConfig, root: &KeyPath, base_dir:
             c.err(
                 sp.key("watcher_lease"),
                 format!(
-                    "must be at least twice chain {}'s poll_interval ({}s): the watcher renews its lease at the first poll after half of it has passed",
+                    "must be at least twice chain {}'s poll_interval ({}s): the watcher renews its lease once a poll",
                     ch.id,
                     poll.num_seconds()
                 ),
