@@ -336,6 +336,7 @@ impl Auditor {
                 address: wallet.address.clone(),
                 slot: read.slot,
                 readings: balance_readings(wallet, &assets, read.balances).collect(),
+                cursors: self.cursors(chain, client, &wallet.address).await?,
             });
         }
         Ok(snapshots)
@@ -358,6 +359,20 @@ impl Auditor {
             }
         }
         Ok(false)
+    }
+
+    /// Where the ledger stands for each of `address`'s listed accounts.
+    async fn cursors(
+        &self,
+        chain: &str,
+        client: &Arc<dyn ChainClient>,
+        address: &str,
+    ) -> crate::ServiceResult<Vec<Option<WalletCursor>>> {
+        let mut cursors = vec![];
+        for account in client.listed_accounts(address, &self.assets_on(chain)) {
+            cursors.push(self.outflows.wallet_cursor(chain, &account).await?);
+        }
+        Ok(cursors)
     }
 
     fn assets_on(&self, chain: &str) -> Vec<spendguard_core::model::Asset> {
@@ -487,7 +502,15 @@ impl Auditor {
             if pass.indexing == Indexing::Signatures && pass.caught_up() {
                 let due = std::mem::replace(&mut w.deferred, snapshots);
                 for s in due {
+                    // Anything recorded for the wallet since its balances were read may or may
+                    // not be in them (a node's slot and its state need not agree): wait for a
+                    // read with nothing recorded behind it.
+                    let moved = match self.cursors(chain, &w.client, &s.address).await {
+                        Ok(now) => now != s.cursors,
+                        Err(_) => true,
+                    };
                     let checked = match self.recorded_after(chain, &w.client, &s.address, s.slot).await {
+                        _ if moved => Ok(()),
                         Ok(true) => Ok(()),
                         Ok(false) => self.check_readings(chain, s.slot, s.readings).await,
                         Err(e) => Err(e),
@@ -641,4 +664,6 @@ struct FinalSnapshot {
     address: String,
     slot: u64,
     readings: Vec<spendguard_store::BalanceReading>,
+    /// The ledger's cursor of each of the wallet's listed accounts when they were read.
+    cursors: Vec<Option<WalletCursor>>,
 }
