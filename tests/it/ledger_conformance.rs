@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use spendguard_core::model::Scope;
 use spendguard_core::{Balances, Freeze, Model, ReasonCode, SpendRequest, SpendStatus};
 use spendguard_store::{
-    Account, AuditStore, DecisionStore, FreezeOutcome, FreezeStore, LeaseStore, LedgerOptions, OutboxStore, Receipt,
-    ReserveOutcome, ReserveRequest, SignedRecord, Signing, SigningStore, SqlStore, StoreError,
+    Account, AuditStore, BalanceReading, DecisionStore, FreezeOutcome, FreezeStore, IndexedTransaction, LeaseStore,
+    LedgerOptions, OutboxStore, OutflowStore, Receipt, ReserveOutcome, ReserveRequest, SignedRecord, Signing,
+    SigningStore, SqlStore, StoreError,
 };
 use spendguard_tests::postgres::Postgres;
 use std::sync::Arc;
@@ -145,6 +146,7 @@ on_each_engine!(
     two_daemons_racing_for_one_budget_never_overspend_and_keep_one_audit_head,
     nonces_from_two_daemons_have_no_gap_and_no_twin,
     an_alert_is_claimed_by_one_daemon_and_a_lease_held_by_one_until_it_runs_out,
+    a_balance_read_beside_a_movement_is_passed_over_and_one_that_does_not_add_up_freezes,
 );
 
 async fn an_idempotency_key_replays_the_first_result_and_refuses_other_arguments(engine: Engine) {
@@ -342,4 +344,59 @@ async fn an_alert_is_claimed_by_one_daemon_and_a_lease_held_by_one_until_it_runs
     let entries = a.audit_entries(Default::default()).await.unwrap();
     let taken: Vec<_> = entries.iter().filter(|e| e.kind == "lease_taken").map(|e| e.actor.as_str()).collect();
     assert_eq!(taken, ["a", "b", "a"]);
+}
+
+async fn a_balance_read_beside_a_movement_is_passed_over_and_one_that_does_not_add_up_freezes(engine: Engine) {
+    let ledger = engine.open();
+    let usdc = |balance: &str| {
+        vec![BalanceReading {
+            wallet: "hot".into(),
+            asset: "eth:USDC".into(),
+            balance: spendguard_core::money::parse_decimal(balance).unwrap(),
+        }]
+    };
+    let checked_at =
+        async || ledger.balance_checkpoints("hot").await.unwrap().iter().map(|c| c.block).collect::<Vec<_>>();
+    let quiet = 2;
+    assert!(ledger.check_balances("eth", 100, usdc("10"), quiet, at(NOON)).await.unwrap().is_empty());
+    // 3 USDC come in at block 110.
+    let inflow = spendguard_core::reconcile::Inflow {
+        chain: "eth".into(),
+        block: 110,
+        tx_hash: "0xaa".into(),
+        index: 0,
+        kind: spendguard_core::reconcile::OutflowKind::Token,
+        wallet: "hot".into(),
+        sender: RECIPIENT.into(),
+        asset: Some("eth:USDC".into()),
+        token: None,
+        amount: 3.into(),
+        balance_before: None,
+        balance_after: None,
+    };
+    let tx = IndexedTransaction {
+        chain: "eth".into(),
+        address: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+        signature: "0xaa".into(),
+        slot: 110,
+        outflows: vec![],
+        inflows: vec![inflow],
+    };
+    ledger.record_transaction(tx, at(NOON)).await.unwrap();
+    // Read within two blocks of it (a node whose slot 111 holds only part of its history), a
+    // balance that does not show it yet is passed over: no difference, no checkpoint.
+    for block in [108, 111, 112] {
+        assert!(ledger.check_balances("eth", block, usdc("10"), quiet, at(NOON)).await.unwrap().is_empty(), "{block}");
+    }
+    assert_eq!(checked_at().await, [100]);
+    // Clear of it, the balance adds up and is the next checkpoint.
+    assert!(ledger.check_balances("eth", 113, usdc("13"), quiet, at(NOON)).await.unwrap().is_empty());
+    assert_eq!(checked_at().await, [113]);
+    // A unit gone with nothing recorded: a difference, the wallet frozen.
+    let differences = ledger.check_balances("eth", 120, usdc("12"), quiet, at(NOON)).await.unwrap();
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert_eq!(differences[0].check.actual - differences[0].check.expected(), (-1).into());
+    assert_eq!(differences[0].frozen, [Scope::Wallet("hot".into())]);
+    let events = ledger.events(Some(spendguard_core::EventKind::UnexplainedBalanceChange)).await.unwrap();
+    assert_eq!(events.len(), 1);
 }

@@ -178,6 +178,12 @@ struct Watched {
 /// its first pass and whenever the head falls below what it indexed.
 const IDENTITY_RECHECK: TimeDelta = TimeDelta::minutes(5);
 
+/// How many slots either side of a signature-indexed chain's balance reading its wallet must
+/// not have moved in for the reading to be checked. A node's reading labelled with slot S need
+/// not split the chain's history exactly at S: surfpool's holds part of slot S (transactions
+/// run in the slot it is building); the margin makes any such reading unambiguous.
+const QUIET_SLOTS: u64 = 2;
+
 /// Watches every configured chain a client exists for.
 pub struct Auditor {
     config: Arc<Config>,
@@ -318,7 +324,7 @@ impl Auditor {
             let balances = client.balances_at(&wallet.address, &assets, block).await?;
             readings.extend(balance_readings(wallet, &assets, balances));
         }
-        self.check_readings(chain, block, readings).await
+        self.check_readings(chain, block, readings, 0).await
     }
 
     /// Signature-indexed chains read no past state: each wallet's balances at the newest
@@ -336,43 +342,9 @@ impl Auditor {
                 address: wallet.address.clone(),
                 slot: read.slot,
                 readings: balance_readings(wallet, &assets, read.balances).collect(),
-                cursors: self.cursors(chain, client, &wallet.address).await?,
             });
         }
         Ok(snapshots)
-    }
-
-    /// Whether the ledger holds a transaction of `address`'s accounts newer than `slot`: its
-    /// effect may already be in balances read at `slot` (a node whose state runs ahead of the
-    /// slot it reports — surfpool does) while the check counts flows only up to `slot`. The
-    /// check waits for a read with nothing newer behind it.
-    async fn recorded_after(
-        &self,
-        chain: &str,
-        client: &Arc<dyn ChainClient>,
-        address: &str,
-        slot: u64,
-    ) -> crate::ServiceResult<bool> {
-        for account in client.listed_accounts(address, &self.assets_on(chain)) {
-            if self.outflows.wallet_cursor(chain, &account).await?.is_some_and(|c| c.slot > slot) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Where the ledger stands for each of `address`'s listed accounts.
-    async fn cursors(
-        &self,
-        chain: &str,
-        client: &Arc<dyn ChainClient>,
-        address: &str,
-    ) -> crate::ServiceResult<Vec<Option<WalletCursor>>> {
-        let mut cursors = vec![];
-        for account in client.listed_accounts(address, &self.assets_on(chain)) {
-            cursors.push(self.outflows.wallet_cursor(chain, &account).await?);
-        }
-        Ok(cursors)
     }
 
     fn assets_on(&self, chain: &str) -> Vec<spendguard_core::model::Asset> {
@@ -384,8 +356,9 @@ impl Auditor {
         chain: &str,
         block: u64,
         readings: Vec<spendguard_store::BalanceReading>,
+        quiet: u64,
     ) -> crate::ServiceResult<()> {
-        for d in self.outflows.check_balances(chain, block, readings, self.clock.now()).await? {
+        for d in self.outflows.check_balances(chain, block, readings, quiet, self.clock.now()).await? {
             tracing::warn!(chain, frozen = ?d.frozen, evidence = %d.check.evidence(), "balance did not add up");
         }
         Ok(())
@@ -393,7 +366,9 @@ impl Auditor {
 
     /// One pass of `chain`'s watcher, at most `max` blocks (transactions): outflows of
     /// registered wallets recorded and reconciled, unexplained or mismatched ones tripping the
-    /// kill switch, reorgs unwound, and (by block) balance conservation checked at the last block indexed.
+    /// kill switch, reorgs unwound, and balance conservation checked: by block at the last
+    /// block indexed; by signature, balances read at the finalized slot before an earlier pass,
+    /// once a caught-up pass has listed [`QUIET_SLOTS`] past them.
     ///
     /// A watcher behind the final head that makes no progress for the chain's `stall_after`
     /// records one `watcher_stalled` event until it moves again; one stopped by a too-deep
@@ -455,8 +430,8 @@ impl Auditor {
         }
         let conserving =
             unleased.is_none() && self.config.chain_settings(chain).is_some_and(|s| s.balance_conservation);
-        // By signature, the balances come first: the pass that follows lists every transaction
-        // up to the slot they were read at, so the ledger holds all that moved them.
+        // By signature, the balances come first: they are checked once a caught-up pass has
+        // listed every transaction a few slots past the slot they were read at.
         let snapshots = if conserving && w.client.indexing() == Indexing::Signatures {
             match self.final_balances(chain, &w.client).await {
                 Ok(snapshots) => snapshots,
@@ -495,32 +470,27 @@ impl Auditor {
                     tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
                 }
             }
-            // Only when the pass left nothing listed for later: else a transaction at or below
-            // the snapshot's slot may not be in the ledger yet. And a pass late: a node may show
-            // a transaction's effect in balances before it lists the transaction (surfpool
-            // does), so balances read before this pass are checked after the next one.
-            if pass.indexing == Indexing::Signatures && pass.caught_up() {
-                let due = std::mem::replace(&mut w.deferred, snapshots);
-                for s in due {
-                    // Anything recorded for the wallet since its balances were read may or may
-                    // not be in them (a node's slot and its state need not agree): wait for a
-                    // read with nothing recorded behind it.
-                    let moved = match self.cursors(chain, &w.client, &s.address).await {
-                        Ok(now) => now != s.cursors,
-                        Err(_) => true,
-                    };
-                    let checked = match self.recorded_after(chain, &w.client, &s.address, s.slot).await {
-                        _ if moved => Ok(()),
-                        Ok(true) => Ok(()),
-                        Ok(false) => self.check_readings(chain, s.slot, s.readings).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = checked {
-                        tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+            if pass.indexing == Indexing::Signatures {
+                // One reading waits per wallet; a newer one is taken once it has been checked.
+                for s in snapshots {
+                    if !w.deferred.iter().any(|d| d.address == s.address) {
+                        w.deferred.push(s);
                     }
                 }
-            } else if pass.indexing == Indexing::Signatures && w.deferred.is_empty() {
-                w.deferred = snapshots;
+                // A reading at slot S is checked once a pass has listed everything up to
+                // S + QUIET_SLOTS and left nothing for later; and only for assets that moved
+                // nothing within QUIET_SLOTS of S (see `check_balances`).
+                if pass.caught_up() {
+                    let target = pass.target.unwrap_or(0);
+                    let (due, waiting) =
+                        std::mem::take(&mut w.deferred).into_iter().partition(|s| target >= s.slot + QUIET_SLOTS);
+                    w.deferred = waiting;
+                    for s in due {
+                        if let Err(e) = self.check_readings(chain, s.slot, s.readings, QUIET_SLOTS).await {
+                            tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
+                        }
+                    }
+                }
             }
         }
         let now = self.clock.now();
@@ -664,6 +634,4 @@ struct FinalSnapshot {
     address: String,
     slot: u64,
     readings: Vec<spendguard_store::BalanceReading>,
-    /// The ledger's cursor of each of the wallet's listed accounts when they were read.
-    cursors: Vec<Option<WalletCursor>>,
 }

@@ -149,11 +149,17 @@ pub trait OutflowStore: Send + Sync {
     /// wallet's latest checkpoint of the asset minus the outflows plus the inflows recorded
     /// since, and becomes the next checkpoint. A difference records
     /// `unexplained_balance_change` and applies `on_unexplained_outflow`, in one transaction.
+    ///
+    /// With `quiet` above 0 a reading is taken only when the wallet's asset moved nothing
+    /// within `quiet` blocks (slots) either side of `block`; else it is passed over (no
+    /// checkpoint, no difference): a node's reading labelled with a slot need not draw its line
+    /// exactly there (surfpool's includes part of the slot it names).
     async fn check_balances(
         &self,
         chain: &str,
         block: u64,
         readings: Vec<BalanceReading>,
+        quiet: u64,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<BalanceDifference>>;
     /// How the outflows of a decision's transaction reconciled: the worst class among them,

@@ -150,10 +150,11 @@ impl OutflowStore for SqlStore {
         chain: &str,
         block: u64,
         readings: Vec<BalanceReading>,
+        quiet: u64,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<BalanceDifference>> {
         let chain = chain.to_string();
-        self.write(move |w| w.check_balances(&chain, block, readings, at)).await
+        self.write(move |w| w.check_balances(&chain, block, readings, quiet, at)).await
     }
 
     async fn balance_checkpoints(&self, wallet: &str) -> StoreResult<Vec<BalanceCheckpoint>> {
@@ -260,15 +261,41 @@ impl Writer {
         Ok(frozen)
     }
 
+    /// Whether `reading`'s wallet and asset have an outflow or inflow recorded in blocks `from`
+    /// to `through`.
+    fn moved_between(&self, chain: &str, reading: &BalanceReading, from: u64, through: u64) -> StoreResult<bool> {
+        for table in ["outflows", "inflows"] {
+            let found = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT 1 FROM {table} WHERE chain = ?1 AND wallet = ?2 AND asset = ?3
+                     AND block >= ?4 AND block <= ?5 LIMIT 1"
+                ))?
+                .query_row(
+                    params![chain, reading.wallet, reading.asset, from as i64, through.min(i64::MAX as u64) as i64],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn check_balances(
         &mut self,
         chain: &str,
         block: u64,
         readings: Vec<BalanceReading>,
+        quiet: u64,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<BalanceDifference>> {
         let mut differences = vec![];
         for r in readings {
+            if quiet > 0 && self.moved_between(chain, &r, block.saturating_sub(quiet), block.saturating_add(quiet))? {
+                continue;
+            }
             let last: Option<(i64, Decimal)> = self
                 .conn
                 .prepare_cached(
