@@ -428,7 +428,7 @@ limits = [ { window = "1h", max_usd = "5" } ]
     assert_eq!(denials(&e), [ReasonCode::AssetNotAllowed, ReasonCode::PerTxLimit, ReasonCode::WindowLimit]);
     assert_eq!(e.headroom.len(), 1);
     let h = &e.headroom[0];
-    assert_eq!((h.fmt(h.limit), h.fmt(h.remaining)), ("5.00".to_string(), "5.00".to_string()));
+    assert_eq!((h.fmt(h.limit), h.fmt(h.remaining())), ("5.00".to_string(), "5.00".to_string()));
 }
 
 #[test]
@@ -448,7 +448,7 @@ limits = [ { window = "day", max_usd = "100" } ]
         (h.labels.scope.as_str(), h.labels.window.as_str(), h.labels.unit.as_str()),
         ("agent:alice", "day", "USD")
     );
-    assert_eq!((h.used, h.reserved, h.requested, h.remaining), (dec("30"), dec("20"), dec("10"), dec("50")));
+    assert_eq!((h.used, h.reserved, h.requested, h.remaining()), (dec("30"), dec("20"), dec("10"), dec("50")));
     let json = serde_json::to_value(h).unwrap();
     assert_eq!((&json["used"], &json["remaining"]), (&serde_json::json!("30.00"), &serde_json::json!("50.00")));
     let over = sb.evaluate(&request("alice", "eth-hot", PLAIN_EVM, "51", Some("USDC"), MON));

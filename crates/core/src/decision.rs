@@ -6,8 +6,9 @@ use crate::price::{PriceProblem, Valuation};
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// What happens to a spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -177,7 +178,7 @@ pub struct Reason {
 }
 
 /// What a [`Headroom`] is about; shared by every evaluation of the same limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeadroomLabels {
     /// Policy of the limit.
     pub policy_id: String,
@@ -191,12 +192,29 @@ pub struct HeadroomLabels {
     pub unit: String,
 }
 
+impl HeadroomLabels {
+    /// These labels for the life of the process, one copy per distinct value. An evaluation
+    /// names dozens of limits, and counting references to shared labels (two atomic operations
+    /// per limit) was a tenth of it; the distinct labels are few (those of the configurations
+    /// loaded and of stored decisions read back), so they are kept rather than counted.
+    pub fn intern(self) -> &'static HeadroomLabels {
+        static INTERNED: LazyLock<Mutex<HashSet<&'static HeadroomLabels>>> = LazyLock::new(Default::default);
+        let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(labels) = interned.get(&self) {
+            return labels;
+        }
+        let labels: &'static HeadroomLabels = Box::leak(Box::new(self));
+        interned.insert(labels);
+        labels
+    }
+}
+
 /// Remaining room under one limit. Numbers are decimals, written as decimal strings in JSON
 /// (USD with at least two decimals); the labels are flattened beside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headroom {
     /// Policy, rule, scope, window and unit.
-    pub labels: Arc<HeadroomLabels>,
+    pub labels: &'static HeadroomLabels,
     /// The limit.
     pub limit: Decimal,
     /// Executed spend in the window.
@@ -205,11 +223,15 @@ pub struct Headroom {
     pub reserved: Decimal,
     /// This request.
     pub requested: Decimal,
-    /// `limit - used - reserved` before this request, never below zero.
-    pub remaining: Decimal,
 }
 
 impl Headroom {
+    /// `limit - used - reserved` before this request, never below zero (worked out when asked:
+    /// an evaluation builds dozens of these and most are never read).
+    pub fn remaining(&self) -> Decimal {
+        (self.limit - self.used - self.reserved).max(Decimal::ZERO)
+    }
+
     /// True when this request takes the limit from below `fraction` of it to `fraction` or
     /// more (open reservations count as used): the moment to warn once, not on every spend after.
     pub fn crosses(&self, fraction: Decimal) -> bool {
@@ -246,12 +268,12 @@ struct HeadroomWire<L, N> {
 impl Serialize for Headroom {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         HeadroomWire {
-            labels: &*self.labels,
+            labels: self.labels,
             limit: self.fmt(self.limit),
             used: self.fmt(self.used),
             reserved: self.fmt(self.reserved),
             requested: self.fmt(self.requested),
-            remaining: self.fmt(self.remaining),
+            remaining: self.fmt(self.remaining()),
         }
         .serialize(s)
     }
@@ -261,12 +283,11 @@ impl<'de> Deserialize<'de> for Headroom {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = HeadroomWire::<HeadroomLabels, Decimal>::deserialize(d)?;
         Ok(Headroom {
-            labels: Arc::new(w.labels),
+            labels: w.labels.intern(),
             limit: w.limit,
             used: w.used,
             reserved: w.reserved,
             requested: w.requested,
-            remaining: w.remaining,
         })
     }
 }
@@ -347,18 +368,18 @@ mod tests {
 
     fn headroom(limit: i64, used: i64, reserved: i64, requested: i64) -> Headroom {
         Headroom {
-            labels: Arc::new(HeadroomLabels {
+            labels: HeadroomLabels {
                 policy_id: "p".into(),
                 rule: "limits[0]".into(),
                 scope: "agent:a".into(),
                 window: "24h".into(),
                 unit: "USD".into(),
-            }),
+            }
+            .intern(),
             limit: Decimal::from(limit),
             used: Decimal::from(used),
             reserved: Decimal::from(reserved),
             requested: Decimal::from(requested),
-            remaining: Decimal::from((limit - used - reserved).max(0)),
         }
     }
 

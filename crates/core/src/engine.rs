@@ -19,7 +19,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// A spend an agent asks for. The agent comes from authentication, never from the request body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,10 +69,11 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             format!("wallet {} is not assigned to agent {}", wallet.id, req.agent),
         );
     };
-    let scopes = covering_scopes(agent, wallet);
-    let frozen: Vec<Reason> = scopes
+    let covers = |scope: &Scope| covers(scope, agent, wallet);
+    let frozen: Vec<Reason> = ctx
+        .freezes
         .iter()
-        .flat_map(|scope| ctx.freezes.iter().filter(move |f| &f.scope == scope))
+        .filter(|f| covers(&f.scope))
         .map(|f| Reason {
             code: ReasonCode::KillSwitch,
             policy_id: None,
@@ -105,18 +105,26 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         }
     };
 
-    let wallet_scope = Scope::Wallet(wallet.id.clone());
     let mut run = Run {
         req,
         spend: &spend,
         ctx,
         wallet,
-        wallet_scope,
-        calendar_starts: Vec::with_capacity(4),
+        wallet_scope: None,
+        window_starts: Vec::with_capacity(16),
         out: Outcome::default(),
     };
+    // Room for every limit's headroom at once (each covering policy's limits, or its largest
+    // operation's).
+    let limits = model
+        .policies
+        .iter()
+        .filter(|p| covers(&p.scope))
+        .map(|p| p.operations.iter().map(|o| o.limits.len()).fold(p.limits.len(), usize::max))
+        .sum();
+    run.out.headroom.reserve_exact(limits);
     // Fail closed: a spend no limit bounds is denied, whatever else the policies say.
-    if !model.policies.iter().any(|p| p.has_limit() && scopes.contains(&p.scope)) {
+    if !model.policies.iter().any(|p| p.has_limit() && covers(&p.scope)) {
         run.out.deny(
             ReasonCode::NoPolicy,
             None,
@@ -126,7 +134,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
                  (scopes {}); spendguard denies what no limit bounds",
                 agent.id,
                 wallet.id,
-                scopes.iter().map(Scope::to_string).collect::<Vec<_>>().join(", ")
+                covering_scopes(agent, wallet).iter().map(Scope::to_string).collect::<Vec<_>>().join(", ")
             ),
         );
     }
@@ -157,10 +165,11 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             );
         }
     }
-    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| scopes.contains(&p.scope)) {
+    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| covers(&p.scope)) {
         run.check_policy(policy, labels);
     }
-    run.finish()
+    let out = run.out;
+    finish(out, spend, req)
 }
 
 fn rejected(code: ReasonCode, rule: &str, detail: String) -> Evaluation {
@@ -171,6 +180,17 @@ fn rejected(code: ReasonCode, rule: &str, detail: String) -> Evaluation {
         headroom: vec![],
         valuation: None,
         spend: None,
+    }
+}
+
+/// Whether `scope` is one of the [`covering_scopes`] of a spend by `agent` from `wallet`
+/// (without building them: this runs for every policy of every evaluation).
+pub fn covers(scope: &Scope, agent: &Agent, wallet: &Wallet) -> bool {
+    match scope {
+        Scope::Org => true,
+        Scope::Department(d) => agent.department.as_ref() == Some(d),
+        Scope::Agent(a) => *a == agent.id,
+        Scope::Wallet(w) => *w == wallet.id,
     }
 }
 
@@ -277,6 +297,7 @@ fn resolve(
     })
 }
 
+#[derive(Default)]
 struct Outcome {
     denials: Vec<Reason>,
     tier: Option<(Tier, Vec<Reason>)>,
@@ -286,20 +307,6 @@ struct Outcome {
     approver_role: Option<String>,
     /// PRICE_UNAVAILABLE was given already (once per evaluation is enough).
     price_denied: bool,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome {
-            denials: vec![],
-            tier: None,
-            headroom: Vec::with_capacity(32),
-            delay: None,
-            approval_ttl: None,
-            approver_role: None,
-            price_denied: false,
-        }
-    }
 }
 
 impl Outcome {
@@ -323,8 +330,9 @@ struct Run<'a> {
     spend: &'a ResolvedSpend,
     ctx: &'a Context<'a>,
     wallet: &'a Wallet,
-    wallet_scope: Scope,
-    calendar_starts: Vec<(Window, Tz, DateTime<Utc>)>,
+    /// `wallet:<id>`, built when a balance-fraction limit first needs it.
+    wallet_scope: Option<Scope>,
+    window_starts: Vec<(Window, Tz, DateTime<Utc>)>,
     out: Outcome,
 }
 
@@ -386,7 +394,7 @@ impl Run<'_> {
 
         // An operation's own per-tx cap and limits take the place of the policy's for its spends.
         let mut per_tx = policy.per_tx_usd.map(|cap| (cap, None));
-        let mut limits: (&[Limit], &[Arc<HeadroomLabels>], Option<&str>) = (&policy.limits, &labels.limits, None);
+        let mut limits: (&[Limit], &[&'static HeadroomLabels], Option<&str>) = (&policy.limits, &labels.limits, None);
         if !policy.operations.is_empty() {
             let names = || policy.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
             match self.req.operation.as_deref() {
@@ -434,7 +442,7 @@ impl Run<'_> {
         self.apply_tiers(policy);
     }
 
-    fn check_limit(&mut self, policy: &Policy, label: &Arc<HeadroomLabels>, limit: &Limit, operation: Option<&str>) {
+    fn check_limit(&mut self, policy: &Policy, label: &'static HeadroomLabels, limit: &Limit, operation: Option<&str>) {
         let spend = self.spend;
         if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
             return;
@@ -447,8 +455,9 @@ impl Run<'_> {
         let since = self.window_start(limit.window, policy.timezone);
         // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
         let balance_fraction = matches!(limit.measure, Measure::BalanceFraction(_));
+        let wallet = self.wallet;
         let (scope, asset) = if balance_fraction {
-            (&self.wallet_scope, Some(spend.asset.as_str()))
+            (&*self.wallet_scope.get_or_insert_with(|| Scope::Wallet(wallet.id.clone())), Some(spend.asset.as_str()))
         } else {
             (&policy.scope, limit.asset.as_deref())
         };
@@ -490,23 +499,18 @@ impl Run<'_> {
             }
         };
         let labels = if balance_fraction {
-            Arc::new(HeadroomLabels {
-                scope: self.wallet_scope.to_string(),
+            HeadroomLabels {
+                scope: Scope::Wallet(self.wallet.id.clone()).to_string(),
                 unit: spend.asset.clone(),
                 ..HeadroomLabels::clone(label)
-            })
+            }
+            .intern()
         } else {
-            Arc::clone(label)
+            label
         };
-        let headroom = Headroom {
-            labels,
-            limit: max,
-            used,
-            reserved,
-            requested,
-            remaining: (max - used - reserved).max(Decimal::ZERO),
-        };
-        let total = used.saturating_add(reserved).saturating_add(requested);
+        let headroom = Headroom { labels, limit: max, used, reserved, requested };
+        // Most windows hold no open reservation: skip adding nothing.
+        let total = if reserved.is_zero() { used } else { used.saturating_add(reserved) }.saturating_add(requested);
         if total > max {
             let fmt = |d| headroom.fmt(d);
             let unit_word = if headroom.labels.unit == "count" { "spends" } else { headroom.labels.unit.as_str() };
@@ -533,17 +537,15 @@ impl Run<'_> {
         self.out.headroom.push(headroom);
     }
 
-    /// Start of a window at the request's instant; calendar starts are computed once per
-    /// evaluation (timezone arithmetic is the costly part).
+    /// Start of a window at the request's instant, worked out once per distinct window (several
+    /// policies name the same ones).
     fn window_start(&mut self, window: Window, tz: Tz) -> DateTime<Utc> {
-        if let Window::Rolling(d) = window {
-            return self.req.at - d;
-        }
-        if let Some((_, _, start)) = self.calendar_starts.iter().find(|(w, z, _)| *w == window && *z == tz) {
+        let same = |(w, z, _): &&(Window, Tz, DateTime<Utc>)| *w == window && (*z == tz || window.is_rolling());
+        if let Some((_, _, start)) = self.window_starts.iter().find(same) {
             return *start;
         }
         let start = window.start(self.req.at, tz);
-        self.calendar_starts.push((window, tz, start));
+        self.window_starts.push((window, tz, start));
         start
     }
 
@@ -659,32 +661,31 @@ impl Run<'_> {
             other => self.out.raise_tier(other, None),
         }
     }
+}
 
-    fn finish(self) -> Evaluation {
-        let Run { mut out, spend, req, .. } = self;
-        // Every admitted spend is booked at its USD value (ceilings, reports, exposure): one
-        // that no USD rule needed is still refused without a price rather than booked at zero.
-        if let (Err(problem), false) = (&spend.valuation, out.price_denied) {
-            let detail = format!(
-                "spendguard books every spend at its USD value, and {} {} has no usable price: {problem}",
-                fmt_units(req.amount),
-                spend.asset
-            );
-            out.deny(ReasonCode::PriceUnavailable, None, "valuation", detail);
-        }
-        let (tier, tier_reasons) = out.tier.take().unwrap_or((Tier::Instant, vec![]));
-        let decision = if out.denials.is_empty() { tier.decision() } else { Decision::Deny };
-        let mut reasons = out.denials;
-        reasons.extend(tier_reasons);
-        let mut resolved = spend.clone();
-        resolved.delay = (tier == Tier::Delay).then_some(out.delay).flatten();
-        if tier == Tier::Approval {
-            resolved.approval_ttl = out.approval_ttl;
-            resolved.approver_role = out.approver_role;
-        }
-        let valuation = resolved.valuation.clone().ok();
-        Evaluation { decision, tier, reasons, headroom: out.headroom, valuation, spend: Some(resolved) }
+/// The evaluation of `spend` from what the policies found.
+fn finish(mut out: Outcome, mut resolved: ResolvedSpend, req: &SpendRequest) -> Evaluation {
+    // Every admitted spend is booked at its USD value (ceilings, reports, exposure): one
+    // that no USD rule needed is still refused without a price rather than booked at zero.
+    if let (Err(problem), false) = (&resolved.valuation, out.price_denied) {
+        let detail = format!(
+            "spendguard books every spend at its USD value, and {} {} has no usable price: {problem}",
+            fmt_units(req.amount),
+            resolved.asset
+        );
+        out.deny(ReasonCode::PriceUnavailable, None, "valuation", detail);
     }
+    let (tier, tier_reasons) = out.tier.take().unwrap_or((Tier::Instant, vec![]));
+    let decision = if out.denials.is_empty() { tier.decision() } else { Decision::Deny };
+    let mut reasons = out.denials;
+    reasons.extend(tier_reasons);
+    resolved.delay = (tier == Tier::Delay).then_some(out.delay).flatten();
+    if tier == Tier::Approval {
+        resolved.approval_ttl = out.approval_ttl;
+        resolved.approver_role = out.approver_role;
+    }
+    let valuation = resolved.valuation.clone().ok();
+    Evaluation { decision, tier, reasons, headroom: out.headroom, valuation, spend: Some(resolved) }
 }
 
 fn tier_reason(code: ReasonCode, policy: &Policy, detail: String) -> Reason {

@@ -11,7 +11,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 /// The family of a chain, which decides address format and how money moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,15 +34,17 @@ impl ChainKind {
                 if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(AddressError::Evm(address.to_string()));
                 }
-                let lower = hex.to_ascii_lowercase();
-                let mixed = hex != lower && hex != hex.to_ascii_uppercase();
-                if mixed && eip55(&lower) != hex {
+                let mut canonical = String::with_capacity(42);
+                canonical.push_str("0x");
+                canonical.extend(hex.chars().map(|c| c.to_ascii_lowercase()));
+                let mixed = hex.bytes().any(|b| b.is_ascii_uppercase()) && hex.bytes().any(|b| b.is_ascii_lowercase());
+                if mixed && !checksum_holds(hex, &canonical[2..]) {
                     return Err(AddressError::Checksum {
                         given: address.to_string(),
-                        expected: format!("0x{}", eip55(&lower)),
+                        expected: format!("0x{}", eip55(&canonical[2..])),
                     });
                 }
-                Ok(format!("0x{lower}"))
+                Ok(canonical)
             }
             ChainKind::Solana => match base58_decoded_len(address) {
                 Some(32) => Ok(address.to_string()),
@@ -82,6 +83,31 @@ pub fn eip55_address(address: &str) -> String {
         }
         _ => address.to_string(),
     }
+}
+
+/// Whether mixed-case `hex` is the EIP-55 form of `lower`. Agents pay the same few recipients
+/// again and again, and the Keccak behind the check was a tenth of an evaluation: the answers
+/// for recently seen addresses are remembered (per thread, a bounded set; pure memoisation).
+fn checksum_holds(hex: &str, lower: &str) -> bool {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    const REMEMBERED: usize = 4096;
+    thread_local! {
+        static VALID: RefCell<HashSet<Box<str>>> = RefCell::new(HashSet::new());
+    }
+    if VALID.with_borrow(|valid| valid.contains(hex)) {
+        return true;
+    }
+    let holds = eip55(lower) == hex;
+    if holds {
+        VALID.with_borrow_mut(|valid| {
+            if valid.len() >= REMEMBERED {
+                valid.clear();
+            }
+            valid.insert(hex.into());
+        });
+    }
+    holds
 }
 
 /// The EIP-55 checksummed form of 40 lower-case hex digits: each letter upper-cased where the
@@ -496,17 +522,17 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct PolicyLabels {
     /// One per `limits` entry.
-    pub limits: Vec<Arc<HeadroomLabels>>,
+    pub limits: Vec<&'static HeadroomLabels>,
     /// One list per operation, one entry per limit of it.
-    pub operations: Vec<Vec<Arc<HeadroomLabels>>>,
+    pub operations: Vec<Vec<&'static HeadroomLabels>>,
 }
 
-fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<Arc<HeadroomLabels>> {
+fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<&'static HeadroomLabels> {
     limits
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            Arc::new(HeadroomLabels {
+            HeadroomLabels {
                 policy_id: policy.id.clone(),
                 rule: format!("{prefix}limits[{i}]"),
                 scope: policy.scope.to_string(),
@@ -519,7 +545,8 @@ fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<Arc<Head
                     (_, Some(asset)) => asset.clone(),
                     (_, None) => String::new(),
                 },
-            })
+            }
+            .intern()
         })
         .collect()
 }

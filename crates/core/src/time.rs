@@ -2,8 +2,12 @@
 //!
 //! Nothing here reads a clock: every function takes the instant it reasons about.
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,
+    Weekday,
+};
 use chrono_tz::Tz;
+use std::cell::RefCell;
 use std::fmt;
 
 /// Parses `"30s"`, `"5m"`, `"1h"`, `"24h"`, `"7d"`: a positive whole number and a unit.
@@ -75,16 +79,13 @@ impl Window {
     pub fn start(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         match self {
             Window::Rolling(d) => at - *d,
-            Window::Calendar(period) => {
-                let local = at.with_timezone(&tz).date_naive();
-                let first_day = match period {
-                    CalendarPeriod::Day => local,
-                    CalendarPeriod::Week => local - TimeDelta::days(i64::from(local.weekday().num_days_from_monday())),
-                    CalendarPeriod::Month => local.with_day(1).unwrap_or(local),
-                };
-                local_midnight(first_day, tz)
-            }
+            Window::Calendar(period) => calendar_start(*period, at, tz),
         }
+    }
+
+    /// Whether this is a rolling window (its start does not depend on a timezone).
+    pub fn is_rolling(&self) -> bool {
+        matches!(self, Window::Rolling(_))
     }
 
     /// Does a spend made at `spent_at` count in this window evaluated at `at`?
@@ -119,6 +120,49 @@ impl fmt::Display for Window {
             Window::Calendar(CalendarPeriod::Month) => f.write_str("month"),
         }
     }
+}
+
+/// The start of the calendar `period` holding `at` in `tz`. Each thread remembers the last
+/// period worked out for every (period, timezone) with its end, so the timezone arithmetic runs
+/// once a period rather than once a request (it was a twentieth of an evaluation).
+fn calendar_start(period: CalendarPeriod, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    type Known = (CalendarPeriod, Tz, DateTime<Utc>, DateTime<Utc>);
+    thread_local! {
+        static KNOWN: RefCell<Vec<Known>> = const { RefCell::new(Vec::new()) };
+    }
+    let known = KNOWN
+        .with_borrow(|known| known.iter().find(|k| k.0 == period && k.1 == tz && k.2 <= at && at < k.3).map(|k| k.2));
+    if let Some(start) = known {
+        return start;
+    }
+    let (start, end) = calendar_bounds(period, at, tz);
+    // At the end of chrono's range there is no next period: nothing to remember.
+    if let Some(end) = end.filter(|end| start <= at && at < *end) {
+        KNOWN.with_borrow_mut(|known| match known.iter().position(|k| k.0 == period && k.1 == tz) {
+            Some(i) => known[i] = (period, tz, start, end),
+            // Distinct (period, timezone) pairs come from the configuration: a handful.
+            None if known.len() < 64 => known.push((period, tz, start, end)),
+            None => {}
+        });
+    }
+    start
+}
+
+/// The start of the calendar `period` holding `at` in `tz`, and the next period's start (none at
+/// the end of chrono's range).
+fn calendar_bounds(period: CalendarPeriod, at: DateTime<Utc>, tz: Tz) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+    let local = at.with_timezone(&tz).date_naive();
+    let first_day = match period {
+        CalendarPeriod::Day => local,
+        CalendarPeriod::Week => local - TimeDelta::days(i64::from(local.weekday().num_days_from_monday())),
+        CalendarPeriod::Month => local.with_day(1).unwrap_or(local),
+    };
+    let next_day = match period {
+        CalendarPeriod::Day => first_day.succ_opt(),
+        CalendarPeriod::Week => first_day.checked_add_days(Days::new(7)),
+        CalendarPeriod::Month => first_day.checked_add_months(Months::new(1)),
+    };
+    (local_midnight(first_day, tz), next_day.map(|d| local_midnight(d, tz)))
 }
 
 /// The instant a local date begins in `tz`. Where midnight falls in a DST gap, the day begins at
@@ -260,6 +304,25 @@ mod tests {
         assert_eq!(fmt_duration(TimeDelta::hours(24)), "24h");
         assert_eq!(fmt_duration(TimeDelta::days(7)), "7d");
         assert_eq!(fmt_duration(TimeDelta::minutes(90)), "90m");
+    }
+
+    proptest::proptest! {
+        /// The remembered periods answer exactly what working each one out would, whatever the
+        /// order of the instants asked about (backwards, across DST changes, midnight gaps).
+        #[test]
+        fn remembered_calendar_starts_match_working_them_out(
+            offsets in proptest::collection::vec(0i64..2 * 366 * 86_400, 1..64),
+            zone in 0usize..4,
+        ) {
+            let tz = [Tz::UTC, Tz::America__New_York, Tz::America__Santiago, Tz::Australia__Lord_Howe][zone];
+            let base = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+            for offset in offsets {
+                let at = base + TimeDelta::seconds(offset);
+                for period in [CalendarPeriod::Day, CalendarPeriod::Week, CalendarPeriod::Month] {
+                    proptest::prop_assert_eq!(calendar_start(period, at, tz), calendar_bounds(period, at, tz).0);
+                }
+            }
+        }
     }
 
     #[test]

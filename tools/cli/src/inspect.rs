@@ -349,7 +349,7 @@ fn render_evaluation(e: &Evaluation) -> String {
                 h.fmt(h.limit),
                 h.fmt(h.used),
                 h.fmt(h.reserved),
-                h.fmt(h.remaining)
+                h.fmt(h.remaining())
             ));
         }
     }
