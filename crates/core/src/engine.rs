@@ -69,11 +69,11 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             format!("wallet {} is not assigned to agent {}", wallet.id, req.agent),
         );
     };
-    let covers = |scope: &Scope| covers(scope, agent, wallet);
+    let covering = |scope: &Scope| covers(scope, agent, wallet);
     let frozen: Vec<Reason> = ctx
         .freezes
         .iter()
-        .filter(|f| covers(&f.scope))
+        .filter(|f| covering(&f.scope))
         .map(|f| Reason {
             code: ReasonCode::KillSwitch,
             policy_id: None,
@@ -119,12 +119,12 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
     let limits = model
         .policies
         .iter()
-        .filter(|p| covers(&p.scope))
+        .filter(|p| covering(&p.scope))
         .map(|p| p.operations.iter().map(|o| o.limits.len()).fold(p.limits.len(), usize::max))
         .sum();
     run.out.headroom.reserve_exact(limits);
     // Fail closed: a spend no limit bounds is denied, whatever else the policies say.
-    if !model.policies.iter().any(|p| p.has_limit() && covers(&p.scope)) {
+    if !model.policies.iter().any(|p| p.has_limit() && covering(&p.scope)) {
         run.out.deny(
             ReasonCode::NoPolicy,
             None,
@@ -165,7 +165,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             );
         }
     }
-    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| covers(&p.scope)) {
+    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| covering(&p.scope)) {
         run.check_policy(policy, labels);
     }
     let out = run.out;

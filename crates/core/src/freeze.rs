@@ -43,8 +43,7 @@ impl Freeze {
 /// The first of `freezes` that covers a spend by `agent` from `wallet` (its org, department,
 /// agent or wallet), if any.
 pub fn covering<'a>(freezes: &'a [Freeze], agent: &Agent, wallet: &Wallet) -> Option<&'a Freeze> {
-    let scopes = crate::engine::covering_scopes(agent, wallet);
-    freezes.iter().find(|f| scopes.contains(&f.scope))
+    freezes.iter().find(|f| crate::engine::covers(&f.scope, agent, wallet))
 }
 
 /// The external wallets (custody with the agent's own vendor) a freeze of `scope` covers: the

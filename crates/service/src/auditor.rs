@@ -329,14 +329,17 @@ impl Auditor {
 
     /// Signature-indexed chains read no past state: each wallet's balances at the newest
     /// finalized slot, read *before* the pass that indexes up to it, one read per wallet.
+    /// Wallets with a reading still `waiting` are not read again.
     async fn final_balances(
         &self,
         chain: &str,
         client: &Arc<dyn ChainClient>,
+        waiting: &[FinalSnapshot],
     ) -> crate::ServiceResult<Vec<FinalSnapshot>> {
         let assets = self.assets_on(chain);
         let mut snapshots = vec![];
-        for wallet in self.config.model.wallets.iter().filter(|w| w.chain == chain) {
+        let wallets = self.config.model.wallets.iter().filter(|w| w.chain == chain);
+        for wallet in wallets.filter(|w| !waiting.iter().any(|s| s.address == w.address)) {
             let read = client.final_balances(&wallet.address, &assets).await?;
             snapshots.push(FinalSnapshot {
                 address: wallet.address.clone(),
@@ -433,7 +436,7 @@ impl Auditor {
         // By signature, the balances come first: they are checked once a caught-up pass has
         // listed every transaction a few slots past the slot they were read at.
         let snapshots = if conserving && w.client.indexing() == Indexing::Signatures {
-            match self.final_balances(chain, &w.client).await {
+            match self.final_balances(chain, &w.client, &w.deferred).await {
                 Ok(snapshots) => snapshots,
                 Err(e) => {
                     tracing::warn!(chain, error = %e, "balance conservation could not be checked; will retry");
@@ -472,11 +475,7 @@ impl Auditor {
             }
             if pass.indexing == Indexing::Signatures {
                 // One reading waits per wallet; a newer one is taken once it has been checked.
-                for s in snapshots {
-                    if !w.deferred.iter().any(|d| d.address == s.address) {
-                        w.deferred.push(s);
-                    }
-                }
+                w.deferred.extend(snapshots);
                 // A reading at slot S is checked once a pass has listed everything up to
                 // S + QUIET_SLOTS and left nothing for later; and only for assets that moved
                 // nothing within QUIET_SLOTS of S (see `check_balances`).
