@@ -229,7 +229,7 @@ impl Headroom {
     /// `limit - used - reserved` before this request, never below zero (worked out when asked:
     /// an evaluation builds dozens of these and most are never read).
     pub fn remaining(&self) -> Decimal {
-        (self.limit - self.used - self.reserved).max(Decimal::ZERO)
+        self.limit.saturating_sub(self.used).saturating_sub(self.reserved).max(Decimal::ZERO)
     }
 
     /// True when this request takes the limit from below `fraction` of it to `fraction` or
