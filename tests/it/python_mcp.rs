@@ -4,8 +4,6 @@
 use serde_json::json;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::prelude::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 async fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
     let node = org.node().await;
@@ -31,14 +29,7 @@ async fn run_scenario(org: &EvmOrg, transport: &str, url: Option<&str>) {
 /// passed and returns its standard output.
 fn run_python(script: &str, scenario: &serde_json::Value) -> String {
     let script = spendguard_tests::manifest_dir().join("python").join(script);
-    let mut child = Command::new(spendguard_tests::python::python())
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python");
-    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    let child = spendguard_tests::python::start_script(&script, scenario);
     let out = spendguard_tests::finish(child, &script.display().to_string(), std::time::Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

@@ -7,8 +7,6 @@ use spendguard_evm::testing::rpc_call;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::prelude::*;
 use std::collections::HashSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 const RACER: &str = r#"
 [[policy]]
@@ -20,15 +18,7 @@ limits = [ { window = "24h", max_amount = "0.05", asset = "eth-local:ETH" } ]
 /// Starts `python/race.py` (the official MCP Python SDK's clients) on `scenario`; its outcomes
 /// come on stdout.
 pub(crate) fn start_race(scenario: &Value) -> std::process::Child {
-    let mut child = Command::new(spendguard_tests::python::python())
-        .arg(spendguard_tests::manifest_dir().join("python/race.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run race.py");
-    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
-    child
+    spendguard_tests::python::start_script(&spendguard_tests::manifest_dir().join("python/race.py"), scenario)
 }
 
 /// A JSON-RPC hex quantity.

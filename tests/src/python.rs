@@ -1,7 +1,8 @@
 //! The MCP Python SDK's interpreter for tests that use the independent client.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// The venv `tools/dev/test.sh` creates (`pip install mcp==2.3.0`), or `$SPENDGUARD_PYTHON`.
 /// Panics with the install hint when the SDK cannot be imported: these tests never skip.
@@ -20,4 +21,18 @@ pub fn python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// Starts `script` under [`python`] with `scenario` as JSON on its standard input; its standard
+/// output and error are piped for the test to read.
+pub fn start_script(script: &Path, scenario: &serde_json::Value) -> Child {
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    child.stdin.take().expect("stdin").write_all(scenario.to_string().as_bytes()).expect("scenario");
+    child
 }

@@ -310,15 +310,16 @@ impl Writer {
         // A job alone needs no savepoint (two statements, on PostgreSQL two round trips): if it
         // fails, the whole transaction is rolled back instead.
         let mut failed_alone = false;
-        if batch.len() == 1 {
-            for job in batch {
+        match <[Job; 1]>::try_from(batch) {
+            Ok([job]) => {
                 let (ok, deliver) = self.run_unguarded(job);
                 failed_alone = !ok;
                 done.push(deliver);
             }
-        } else {
-            for job in batch {
-                done.push(self.run_job(job));
+            Err(batch) => {
+                for job in batch {
+                    done.push(self.run_job(job));
+                }
             }
         }
         self.batches += 1;
