@@ -69,9 +69,13 @@ pub(crate) fn entry_hash(
     detail: &str,
     prev_hash: &str,
 ) -> String {
-    let canonical = serde_json::json!([seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash]);
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    // A tuple serializes as the same JSON array a `json!` array of these fields would, without
+    // copying them into one first, and streams into the hash.
+    let canonical = (seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash);
+    let mut hasher = Sha256::new();
+    // Writing into a hasher cannot fail, nor can serializing numbers and strings.
+    let _ = serde_json::to_writer(&mut hasher, &canonical);
+    hex::encode(hasher.finalize())
 }
 
 /// What `audit verify` found.
@@ -116,4 +120,31 @@ pub struct AuditFilter {
     pub wallet: Option<String>,
     /// Only entries with a USD value of at least this (entries without one are left out).
     pub min_usd: Option<rust_decimal::Decimal>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ledgers written before the hash was streamed hashed a `json!` array: the bytes hashed
+    /// must not have changed, escapes, non-ASCII text and nulls included.
+    #[test]
+    fn entry_hashes_are_those_of_the_json_array_of_the_fields() {
+        let detail =
+            serde_json::json!({"memo": "a \"quoted\" line\nand a tab\t", "who": "zoë ✓", "n": null}).to_string();
+        let fields = (
+            7_i64,
+            -1_700_000_000_000_000_i64,
+            "decision",
+            "bot\\x",
+            Some("dec_1"),
+            None::<&str>,
+            Some("hot"),
+            Some("1.25"),
+        );
+        let (seq, at, kind, actor, decision_id, agent, wallet, usd) = fields;
+        let array = serde_json::json!([seq, at, kind, actor, decision_id, agent, wallet, usd, detail, GENESIS]);
+        let expected = hex::encode(Sha256::digest(array.to_string().as_bytes()));
+        assert_eq!(entry_hash(seq, at, kind, actor, decision_id, agent, wallet, usd, &detail, GENESIS), expected);
+    }
 }

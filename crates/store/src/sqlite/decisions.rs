@@ -106,7 +106,7 @@ fn request_hash(r: &SpendRequest, memo: Option<&str>, x402: Option<&str>) -> Str
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 impl Writer {

@@ -39,6 +39,12 @@ pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<rusql
     // FULL: a committed decision survives power loss. This is money.
     conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+    // The writer runs each job of a batch in a savepoint, which copies every page the job is
+    // the first to change into a statement journal; in memory that is a copy, on disk (the
+    // default) a write to a temporary file per page per job.
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
+    conn.pragma_update(None, "cache_size", -16384).map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8000).map_err(open_err)?;
     Ok(conn)
 }
 
