@@ -7,7 +7,7 @@
 mod reserve_org;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use reserve_org::{concurrent, model, reserve, start};
+use reserve_org::{concurrent, dry_run, model, reserve, start};
 use spendguard_store::{LedgerOptions, SqlStore};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ fn bench(c: &mut Criterion) {
         let (tx, jobs) = (after.transactions - before.transactions, after.jobs - before.jobs);
         println!("{name}: {jobs} decisions in {tx} transactions, {:.1} per fsync", jobs as f64 / tx.max(1) as f64);
     };
+    // What a decision costs besides its write: the hop to the writer thread and back, and the
+    // evaluation.
+    group.bench_function("dry_run_1_caller", |b| b.iter(|| runtime.block_on(dry_run(&ledger, &clock, start()))));
     let before = ledger.stats();
     group.bench_function("1_caller", |b| b.iter(|| runtime.block_on(reserve(&ledger, &clock, start()))));
     report("1_caller", before);

@@ -90,6 +90,16 @@ pub(crate) async fn reserve(ledger: &SqlStore, clock: &AtomicI64, start: DateTim
     }
 }
 
+/// The same request evaluated without reserving: the writer thread's round trip and the
+/// policy engine, with no write and no fsync.
+#[allow(dead_code)] // only the SQLite bench asks
+pub(crate) async fn dry_run(ledger: &SqlStore, clock: &AtomicI64, start: DateTime<Utc>) {
+    let at = start + TimeDelta::microseconds(clock.fetch_add(1000, Ordering::Relaxed));
+    let ReserveRequest { request, balances, prices, .. } = request(at);
+    let evaluation = ledger.evaluate(request, balances, prices).await.expect("evaluate");
+    assert_eq!(evaluation.decision, spendguard_core::Decision::Allow);
+}
+
 /// `callers` concurrent tasks on `runtime` making about `iters` decisions between them, each
 /// caller on the ledgers in turn (one ledger handle per daemon); the time per decision made.
 pub(crate) fn concurrent(
