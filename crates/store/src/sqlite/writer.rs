@@ -219,7 +219,9 @@ fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
         match jobs.try_recv() {
             Ok(job) => return Some(job),
             Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            // Yielding, not spinning: on a small machine the thread that will ask again, or
+            // the kernel finishing our fsync, may need this core.
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
         }
     }
     jobs.recv().ok()
