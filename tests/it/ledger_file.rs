@@ -129,7 +129,8 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     // Schema 8: what spendguard wrote before it recorded each chain's genesis (9), each
     // decision's price source (10), inflows and balance checkpoints (11), external wallets'
     // authorizations (12), x402 payments (13) and their cancellations (14); the Solana cursor table
-    // is rebuilt with an optional signature (15); watcher leases (16).
+    // is rebuilt with an optional signature (15); watcher leases (16); decisions rebuilt without
+    // AUTOINCREMENT (17).
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "DROP TABLE chain_identity; ALTER TABLE decisions DROP COLUMN price_source;
@@ -143,7 +144,10 @@ fn a_ledger_from_an_older_spendguard_is_migrated_with_its_data() {
     assert_eq!(after, before, "the audit chain is untouched by the migration");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 16);
+    assert_eq!(version, 17);
+    let decisions: String =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'decisions'", [], |r| r.get(0)).unwrap();
+    assert!(!decisions.contains("AUTOINCREMENT"), "{decisions}");
     let tokens: i64 = conn.query_row("SELECT count(*) FROM agent_tokens", [], |r| r.get(0)).unwrap();
     assert_eq!(tokens, 1, "the agent's token survived");
 }

@@ -317,6 +317,73 @@ const MIGRATIONS: &[&str] = &[
         expires_at_us INTEGER NOT NULL
     );
     "#,
+    // 17: decisions numbered without AUTOINCREMENT, which rewrote `sqlite_sequence` — one more
+    // page in every decision's commit. Decisions are never deleted, so the next number is the
+    // highest plus one either way. The table is rebuilt with the same columns and indices.
+    r#"
+    CREATE TABLE decisions_17 (
+        seq                 INTEGER PRIMARY KEY,
+        id                  TEXT NOT NULL UNIQUE,
+        created_at_us       INTEGER NOT NULL,
+        updated_at_us       INTEGER NOT NULL,
+        agent               TEXT NOT NULL,
+        wallet              TEXT NOT NULL,
+        department          TEXT,
+        chain               TEXT,
+        asset               TEXT,
+        recipient           TEXT NOT NULL,
+        amount              TEXT NOT NULL,
+        usd                 TEXT,
+        price_usd           TEXT,
+        operation           TEXT,
+        memo                TEXT,
+        merchant            TEXT,
+        category            TEXT,
+        decision            TEXT NOT NULL,
+        tier                TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        reasons             TEXT NOT NULL,
+        headroom            TEXT NOT NULL,
+        execute_after_us    INTEGER,
+        approval_expires_us INTEGER,
+        approver_role       TEXT,
+        request_hash        TEXT NOT NULL,
+        idempotency_key     TEXT,
+        change_seq          INTEGER NOT NULL,
+        nonce               INTEGER,
+        tx_hash             TEXT,
+        raw_tx              BLOB,
+        fee_cap             TEXT,
+        fee_terms           TEXT,
+        block               INTEGER,
+        fee_paid            TEXT,
+        failure             TEXT,
+        broadcast_at_us     INTEGER,
+        resigned            INTEGER NOT NULL DEFAULT 0,
+        intent_hash         TEXT,
+        approved_by         TEXT,
+        approved_at_us      INTEGER,
+        from_address        TEXT,
+        token               TEXT,
+        decimals            INTEGER,
+        price_source        TEXT,
+        price_as_of_us      INTEGER,
+        x402                TEXT
+    );
+    INSERT INTO decisions_17 SELECT seq, id, created_at_us, updated_at_us, agent, wallet, department, chain, asset,
+        recipient, amount, usd, price_usd, operation, memo, merchant, category, decision, tier, status, reasons,
+        headroom, execute_after_us, approval_expires_us, approver_role, request_hash, idempotency_key, change_seq,
+        nonce, tx_hash, raw_tx, fee_cap, fee_terms, block, fee_paid, failure, broadcast_at_us, resigned,
+        intent_hash, approved_by, approved_at_us, from_address, token, decimals, price_source, price_as_of_us, x402
+        FROM decisions;
+    DROP TABLE decisions;
+    ALTER TABLE decisions_17 RENAME TO decisions;
+    CREATE INDEX decisions_by_change ON decisions (change_seq);
+    CREATE INDEX decisions_by_time ON decisions (created_at_us);
+    CREATE INDEX decisions_by_agent ON decisions (agent, created_at_us);
+    CREATE INDEX decisions_by_status ON decisions (status);
+    CREATE UNIQUE INDEX decisions_by_tx_hash ON decisions (tx_hash) WHERE tx_hash IS NOT NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.
@@ -339,4 +406,79 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(conn: &Connection) -> Vec<(String, String, bool, Option<String>)> {
+        let mut stmt =
+            conn.prepare("SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('decisions')").unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn indices(conn: &Connection) -> Vec<(String, Option<String>)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'decisions' ORDER BY name",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Migration 17 keeps every decision, its number, every column and every index; only the
+    /// AUTOINCREMENT goes, and the next decision is numbered after the highest.
+    #[test]
+    fn decisions_rebuilt_without_autoincrement_keep_their_rows_columns_and_indices() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..16] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 16).unwrap();
+        let (columns_before, indices_before) = (columns(&conn), indices(&conn));
+        let insert = "INSERT INTO decisions (seq, id, created_at_us, updated_at_us, agent, wallet, recipient, amount,
+                decision, tier, status, reasons, headroom, request_hash, change_seq, tx_hash, x402)
+            VALUES (?1, ?2, 1, 2, 'bot', 'hot', '0xabc', '1.5', 'allow', 'instant', 'confirmed', '[]', '[]', 'h', 3, ?3, ?4)";
+        conn.execute(insert, rusqlite::params![7, "dec_a", "0xtx", r#"{"scheme":"exact"}"#]).unwrap();
+        conn.execute(insert, rusqlite::params![41, "dec_b", None::<String>, None::<String>]).unwrap();
+
+        migrate(&mut conn).unwrap();
+
+        assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap(), VERSION);
+        assert_eq!(columns(&conn), columns_before, "same columns, types, NOT NULLs and defaults, in order");
+        assert_eq!(indices(&conn), indices_before, "same indices");
+        let table: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'decisions'", [], |r| r.get(0)).unwrap();
+        assert!(!table.contains("AUTOINCREMENT"), "{table}");
+        let kept: Vec<(i64, String, Option<String>, Option<String>)> = conn
+            .prepare("SELECT seq, id, tx_hash, x402 FROM decisions ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec![
+                (7, "dec_a".into(), Some("0xtx".into()), Some(r#"{"scheme":"exact"}"#.into())),
+                (41, "dec_b".into(), None, None)
+            ]
+        );
+        let next: i64 = conn
+            .query_row(
+                "INSERT INTO decisions (id, created_at_us, updated_at_us, agent, wallet, recipient, amount, decision,
+                    tier, status, reasons, headroom, request_hash, change_seq)
+                 VALUES ('dec_c', 3, 3, 'bot', 'hot', '0xabc', '2', 'allow', 'instant', 'reserved', '[]', '[]', 'h', 4)
+                 RETURNING seq",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(next, 42);
+        let duplicate = conn.execute(insert, rusqlite::params![50, "dec_a", None::<String>, None::<String>]);
+        assert!(duplicate.is_err(), "ids stay unique");
+    }
 }
