@@ -220,7 +220,7 @@ fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
             Ok(job) => return Some(job),
             Err(mpsc::TryRecvError::Disconnected) => return None,
             // Yielding, not spinning: on a small machine the thread that will ask again, or
-            // the kernel finishing our fsync, may need this core.
+            // the kernel writing back the pages just committed, may need this core.
             Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
         }
     }
