@@ -31,14 +31,18 @@ impl ChainKind {
         match self {
             ChainKind::Evm => {
                 let hex = address.strip_prefix("0x").ok_or_else(|| AddressError::Evm(address.to_string()))?;
-                if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // One pass over the bytes: all hex digits, and which letter cases occur.
+                let (mut upper, mut lower) = (false, false);
+                let hex_digits = hex.bytes().all(|b| {
+                    upper |= b.is_ascii_uppercase();
+                    lower |= b.is_ascii_lowercase();
+                    b.is_ascii_hexdigit()
+                });
+                if hex.len() != 40 || !hex_digits {
                     return Err(AddressError::Evm(address.to_string()));
                 }
-                let mut canonical = String::with_capacity(42);
-                canonical.push_str("0x");
-                canonical.extend(hex.chars().map(|c| c.to_ascii_lowercase()));
-                let mixed = hex.bytes().any(|b| b.is_ascii_uppercase()) && hex.bytes().any(|b| b.is_ascii_lowercase());
-                if mixed && !checksum_holds(hex, &canonical[2..]) {
+                let canonical = address.to_ascii_lowercase();
+                if upper && lower && !checksum_holds(hex, &canonical[2..]) {
                     return Err(AddressError::Checksum {
                         given: address.to_string(),
                         expected: format!("0x{}", eip55(&canonical[2..])),
@@ -204,7 +208,12 @@ impl Asset {
 
 /// Builds the global name of an asset, `chain:SYMBOL`.
 pub fn asset_key(chain: &str, symbol: &str) -> String {
-    format!("{chain}:{symbol}")
+    // Built by hand rather than with `format!`: every evaluation builds one.
+    let mut key = String::with_capacity(chain.len() + 1 + symbol.len());
+    key.push_str(chain);
+    key.push(':');
+    key.push_str(symbol);
+    key
 }
 
 /// A custodial wallet on one chain.

@@ -67,6 +67,53 @@ pub fn decimal_from_store(text: &str) -> Option<Decimal> {
     Decimal::from_str(text).ok()
 }
 
+/// Whether `parts` add up to more than `max`, as saturating `Decimal` additions would say.
+///
+/// Every limit of every evaluation asks this. Adding `Decimal`s of different scales rescales
+/// through 96-bit arithmetic with branches on each value; money here is almost always
+/// non-negative with a mantissa under 64 bits, so those values are lined up as integers at the
+/// largest scale among them, without branches. Anything else (or a sum where `Decimal` itself
+/// would have to round or saturate) takes the `Decimal` path.
+pub fn sum_exceeds(parts: [Decimal; 3], max: Decimal) -> bool {
+    lined_up_sum_exceeds(parts, max)
+        .unwrap_or_else(|| parts.iter().fold(Decimal::ZERO, |sum, p| sum.saturating_add(*p)) > max)
+}
+
+/// [`sum_exceeds`] for non-negative values with mantissas under 64 bits and scales at most 18
+/// apart, in `u128` at their largest scale; `None` for anything else, and when the sum does not
+/// fit a `Decimal`'s 96-bit mantissa at that scale (where `Decimal` addition stops being exact).
+fn lined_up_sum_exceeds(parts: [Decimal; 3], max: Decimal) -> Option<bool> {
+    const MANTISSA_MAX: u128 = (1 << 96) - 1;
+    const SIGN: u32 = 1 << 31;
+    const POW10: [u64; 19] = {
+        let mut table = [1u64; 19];
+        let mut i = 1;
+        while i < 19 {
+            table[i] = table[i - 1] * 10;
+            i += 1;
+        }
+        table
+    };
+    // `serialize` is documented as flags, then the 96-bit mantissa low word first.
+    let values = [parts[0], parts[1], parts[2], max].map(|d| {
+        let b = d.serialize();
+        let flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let low = u64::from_le_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]);
+        let high = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        (flags, low, high)
+    });
+    let general = values.iter().fold(0, |any, (flags, _, high)| any | (flags & SIGN) | high);
+    let scales = values.map(|(flags, _, _)| (flags >> 16) & 0xff);
+    let (lowest, scale) = scales.iter().fold((u32::MAX, 0), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+    if general != 0 || scale - lowest >= 19 {
+        return None;
+    }
+    // Below 2^64 × 10^18 < 2^124 each, so three add up without overflow.
+    let lined_up = |i: usize| u128::from(values[i].1) * u128::from(POW10[(scale - scales[i]) as usize]);
+    let sum = lined_up(0) + lined_up(1) + lined_up(2);
+    (sum <= MANTISSA_MAX).then(|| sum > lined_up(3))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +135,51 @@ mod tests {
         assert_eq!(fmt_usd(parse_decimal("0.123").unwrap()), "0.123");
         assert_eq!(fmt_usd(parse_decimal("1.50000").unwrap()), "1.50");
         assert_eq!(fmt_units(parse_decimal("0.5000").unwrap()), "0.5");
+    }
+
+    /// Mostly the sizes money has, sometimes any.
+    fn mantissa() -> impl proptest::strategy::Strategy<Value = i64> {
+        proptest::prop_oneof![0i64..100_000_000, proptest::num::i64::ANY]
+    }
+
+    proptest::proptest! {
+        /// The integer path agrees with adding `Decimal`s, across scales, signs and sizes
+        /// (including sums that need the fallback).
+        #[test]
+        fn sum_exceeds_agrees_with_decimal_arithmetic(
+            parts in proptest::array::uniform3((mantissa(), 0u32..=28, proptest::bool::weighted(0.1))),
+            max in (mantissa(), 0u32..=28, proptest::bool::weighted(0.1)),
+        ) {
+            let d = |(m, scale, huge): (i64, u32, bool)| {
+                let d = Decimal::new(m, scale);
+                if huge { d.saturating_mul(Decimal::from(i64::MAX)).saturating_mul(Decimal::from(1000)) } else { d }
+            };
+            let parts = parts.map(d);
+            let max = d(max);
+            let direct = parts.iter().fold(Decimal::ZERO, |sum, p| sum.saturating_add(*p)) > max;
+            proptest::prop_assert_eq!(sum_exceeds(parts, max), direct);
+        }
+    }
+
+    #[test]
+    fn a_sum_equal_to_the_limit_does_not_exceed_it_whatever_the_scales() {
+        let d = |s: &str| parse_decimal(s).unwrap();
+        assert!(!sum_exceeds([d("1.5"), d("0.25"), Decimal::ZERO], d("1.75000")));
+        assert!(sum_exceeds([d("1.5"), d("0.25"), d("0.0000001")], d("1.75000")));
+        assert!(sum_exceeds([d("1.5"), d("0.25"), Decimal::ZERO], d("1.7499")));
+    }
+
+    #[test]
+    fn sums_beyond_a_decimal_fall_back() {
+        let big = Decimal::MAX;
+        assert!(lined_up_sum_exceeds([big, Decimal::ONE, Decimal::ZERO], big).is_none());
+        // 2^64 - 1 lined up at 18 places is past 96 bits.
+        assert!(lined_up_sum_exceeds([Decimal::from(u64::MAX), Decimal::new(1, 18), Decimal::ZERO], big).is_none());
+        assert!(lined_up_sum_exceeds([Decimal::ONE, Decimal::NEGATIVE_ONE, Decimal::ZERO], big).is_none());
+        assert!(sum_exceeds([big, Decimal::ONE, Decimal::ZERO], Decimal::ONE));
+        assert!(!sum_exceeds([big, Decimal::ONE, Decimal::ZERO], big), "saturates at the largest decimal");
+        let tiny = Decimal::new(1, 28);
+        assert!(sum_exceeds([Decimal::from(5), tiny, Decimal::ZERO], Decimal::from(5)));
     }
 
     #[test]
