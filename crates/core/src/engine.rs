@@ -11,13 +11,14 @@ use crate::model::{
     asset_key, Agent, Asset, Limit, Measure, Model, Policy, PolicyLabels, RecipientAction, RecipientMatch, Scope,
     Wallet,
 };
-use crate::money::{decimal_places, fmt_units, fmt_usd};
+use crate::money::{decimal_places, fmt_units, fmt_usd, sum_exceeds};
 use crate::price::{quote, Prices, Valuation};
 use crate::time::{fmt_duration, Window};
-use crate::usage::{UsageQuery, UsageSource};
+use crate::usage::{ScopeUsage, UsageQuery, UsageSource};
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A spend an agent asks for. The agent comes from authentication, never from the request body.
@@ -338,8 +339,9 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// The amount's USD value for a rule that needs it; without a usable price the spend is
-    /// denied `PRICE_UNAVAILABLE` (fail closed) and the rule is skipped.
-    fn usd_for(&mut self, policy: &Policy, rule: &str) -> Option<Decimal> {
+    /// denied `PRICE_UNAVAILABLE` (fail closed) and the rule is skipped. `rule` is written out
+    /// only for that denial.
+    fn usd_for(&mut self, policy: &Policy, rule: impl std::fmt::Display) -> Option<Decimal> {
         match &self.spend.valuation {
             Ok(v) => Some(v.usd),
             Err(problem) => {
@@ -351,7 +353,7 @@ impl Run<'_> {
                         fmt_units(self.req.amount),
                         self.spend.asset
                     );
-                    self.out.deny(ReasonCode::PriceUnavailable, Some(policy), rule, detail);
+                    self.out.deny(ReasonCode::PriceUnavailable, Some(policy), &rule.to_string(), detail);
                 }
                 None
             }
@@ -424,7 +426,10 @@ impl Run<'_> {
             }
         }
         if let Some((cap, operation)) = per_tx {
-            let rule = operation.map_or_else(|| "per_tx_usd".to_string(), |o| format!("operation[{o}].per_tx_usd"));
+            let rule: Cow<'_, str> = match operation {
+                None => Cow::Borrowed("per_tx_usd"),
+                Some(o) => Cow::Owned(format!("operation[{o}].per_tx_usd")),
+            };
             if let Some(usd) = self.usd_for(policy, &rule).filter(|usd| *usd > cap) {
                 self.out.deny(
                     ReasonCode::PerTxLimit,
@@ -435,14 +440,23 @@ impl Run<'_> {
             }
         }
         let (limits, limit_labels, operation) = limits;
+        // The policy's scope is looked up once for all its limits.
+        let spent = self.ctx.usage.of_scope(&policy.scope);
         for (limit, limit_label) in limits.iter().zip(limit_labels) {
-            self.check_limit(policy, limit_label, limit, operation);
+            self.check_limit(policy, limit_label, limit, operation, spent);
         }
         self.check_recipient(policy);
         self.apply_tiers(policy);
     }
 
-    fn check_limit(&mut self, policy: &Policy, label: &'static HeadroomLabels, limit: &Limit, operation: Option<&str>) {
+    fn check_limit(
+        &mut self,
+        policy: &Policy,
+        label: &'static HeadroomLabels,
+        limit: &Limit,
+        operation: Option<&str>,
+        spent: Option<&dyn ScopeUsage>,
+    ) {
         let spend = self.spend;
         if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
             return;
@@ -461,8 +475,12 @@ impl Run<'_> {
         } else {
             (&policy.scope, limit.asset.as_deref())
         };
-        let query = UsageQuery { scope, window: limit.window, timezone: policy.timezone, since, asset, operation };
-        let usage = self.ctx.usage.usage(&query);
+        let query = UsageQuery { window: limit.window, timezone: policy.timezone, since, asset, operation };
+        let usage = if balance_fraction {
+            self.ctx.usage.usage(scope, &query)
+        } else {
+            spent.map_or_else(Default::default, |s| s.usage(&query))
+        };
         let amount = self.req.amount;
         let (code, max, used, reserved, requested) = match limit.measure {
             Measure::Usd(max) => (ReasonCode::WindowLimit, max, usage.spent_usd, usage.reserved_usd, requested_usd),
@@ -509,9 +527,8 @@ impl Run<'_> {
             label
         };
         let headroom = Headroom { labels, limit: max, used, reserved, requested };
-        // Most windows hold no open reservation: skip adding nothing.
-        let total = if reserved.is_zero() { used } else { used.saturating_add(reserved) }.saturating_add(requested);
-        if total > max {
+        if sum_exceeds([used, reserved, requested], max) {
+            let total = used.saturating_add(reserved).saturating_add(requested);
             let fmt = |d| headroom.fmt(d);
             let unit_word = if headroom.labels.unit == "count" { "spends" } else { headroom.labels.unit.as_str() };
             let max_text = match limit.measure {
@@ -558,31 +575,38 @@ impl Run<'_> {
             RecipientMatch::Address { chain, address } => *chain == spend.chain && *address == spend.recipient,
             RecipientMatch::Domain(d) => self.req.domain.as_deref().is_some_and(|host| host.eq_ignore_ascii_case(d)),
         });
-        let who = match (&spend.merchant, &spend.category) {
+        // Rule names and the recipient's description are written only for a reason given.
+        let who = || match (&spend.merchant, &spend.category) {
             (Some(m), Some(c)) => format!("recipient {} (merchant {m}, category {c})", spend.recipient),
             (Some(m), None) => format!("recipient {} (merchant {m})", spend.recipient),
             _ => format!("recipient {} (no known merchant)", spend.recipient),
         };
         match matched {
             Some((i, rule)) => {
-                let name = format!("recipients.rules[{i}]");
+                let name = || format!("recipients.rules[{i}]");
                 match rule.action {
                     RecipientAction::Block => {
-                        self.out.deny(ReasonCode::RecipientBlocked, Some(policy), &name, format!("{who} is blocked"));
+                        self.out.deny(
+                            ReasonCode::RecipientBlocked,
+                            Some(policy),
+                            &name(),
+                            format!("{} is blocked", who()),
+                        );
                     }
-                    RecipientAction::RequireApproval => self.require_approval_for_recipient(policy, &name, &who),
+                    RecipientAction::RequireApproval => self.require_approval_for_recipient(policy, &name(), &who()),
                     RecipientAction::Allow => {}
                 }
                 if let Some(cap) = rule.per_tx_cap_usd {
-                    let cap_rule = format!("{name}.per_tx_cap_usd");
-                    if let Some(usd) = self.usd_for(policy, &cap_rule).filter(|usd| *usd > cap) {
+                    let cap_rule = format_args!("recipients.rules[{i}].per_tx_cap_usd");
+                    if let Some(usd) = self.usd_for(policy, cap_rule).filter(|usd| *usd > cap) {
                         self.out.deny(
                             ReasonCode::PerTxLimit,
                             Some(policy),
-                            &cap_rule,
+                            &format!("recipients.rules[{i}].per_tx_cap_usd"),
                             format!(
-                                "{} USD to {who} exceeds its per-transaction cap of {} USD",
+                                "{} USD to {} exceeds its per-transaction cap of {} USD",
                                 fmt_usd(usd),
+                                who(),
                                 fmt_usd(cap)
                             ),
                         );
@@ -595,10 +619,10 @@ impl Run<'_> {
                     ReasonCode::RecipientNotAllowed,
                     Some(policy),
                     "recipients.default_action",
-                    format!("{who} matches no allow rule, and the default action is block"),
+                    format!("{} matches no allow rule, and the default action is block", who()),
                 ),
                 RecipientAction::RequireApproval => {
-                    self.require_approval_for_recipient(policy, "recipients.default_action", &who)
+                    self.require_approval_for_recipient(policy, "recipients.default_action", &who())
                 }
             },
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How a ledger entry counts against limits.
@@ -46,11 +46,9 @@ pub struct LedgerEntry {
     pub state: EntryState,
 }
 
-/// A question about usage: how much did `scope` spend in a window?
+/// A question about one scope's usage: how much did it spend in a window?
 #[derive(Debug, Clone, Copy)]
 pub struct UsageQuery<'a> {
-    /// Whose spend.
-    pub scope: &'a Scope,
     /// The window asked about; with `timezone`, it names the running sum kept for it.
     pub window: Window,
     /// Timezone of a calendar window.
@@ -112,38 +110,26 @@ impl Usage {
     }
 }
 
-impl Usage {
-    /// Adds another sum to this one.
-    fn put(&mut self, o: &Usage) {
-        self.spent_usd = self.spent_usd.saturating_add(o.spent_usd);
-        self.reserved_usd = self.reserved_usd.saturating_add(o.reserved_usd);
-        self.spent_amount = self.spent_amount.saturating_add(o.spent_amount);
-        self.reserved_amount = self.reserved_amount.saturating_add(o.reserved_amount);
-        self.spent_count += o.spent_count;
-        self.reserved_count += o.reserved_count;
-    }
+/// Anything that can answer usage questions.
+pub trait UsageSource {
+    /// What one scope has spent, or `None` when nothing it spent still counts. The engine asks
+    /// once per policy, then once per limit of it.
+    fn of_scope(&self, scope: &Scope) -> Option<&dyn ScopeUsage>;
 
-    /// Takes another sum (a part of this one) away.
-    fn take(&mut self, o: &Usage) {
-        self.spent_usd = self.spent_usd.saturating_sub(o.spent_usd);
-        self.reserved_usd = self.reserved_usd.saturating_sub(o.reserved_usd);
-        self.spent_amount = self.spent_amount.saturating_sub(o.spent_amount);
-        self.reserved_amount = self.reserved_amount.saturating_sub(o.reserved_amount);
-        self.spent_count = self.spent_count.saturating_sub(o.spent_count);
-        self.reserved_count = self.reserved_count.saturating_sub(o.reserved_count);
+    /// Sums the spend of `scope` matching `query`.
+    fn usage(&self, scope: &Scope, query: &UsageQuery<'_>) -> Usage {
+        self.of_scope(scope).map_or_else(Usage::default, |s| s.usage(query))
     }
 }
 
-/// Anything that can answer usage questions.
-pub trait UsageSource {
+/// The spend of one scope, per window.
+pub trait ScopeUsage {
     /// Sums the spend matching `query`.
     fn usage(&self, query: &UsageQuery<'_>) -> Usage;
 }
 
-type TimeKey = (DateTime<Utc>, i64);
-
 /// FNV-1a: scope names are short and not attacker-chosen (they come from the config), so a
-/// simple fast hash beats SipHash on the dozens of lookups one evaluation makes.
+/// simple fast hash beats SipHash on the lookups one evaluation makes.
 #[derive(Default)]
 struct Fnv(u64);
 
@@ -173,37 +159,13 @@ struct Cursor {
     operation: Option<Box<str>>,
     since: DateTime<Utc>,
     usage: Usage,
-    /// The earliest entry of the scope (of any asset or operation) the window would drop first
-    /// as its start moves forward — after `since` for a rolling window, at or after it for a
-    /// calendar one; `DateTime::MAX_UTC` when there is none, `None` when not known. While the
-    /// start stays before it, moving the window drops nothing and needs no search.
-    next_leaving: Option<DateTime<Utc>>,
+    /// Where the window begins in the scope's entries: the index of the first one it holds at
+    /// `since` (every entry before it is older). Valid while `layout` is the scope's.
+    first: usize,
+    layout: u64,
 }
 
 impl Cursor {
-    /// Would an entry at `at` be the first to leave as the start moves forward?
-    fn leaves_after_start(&self, at: DateTime<Utc>) -> bool {
-        match self.window {
-            Window::Rolling(_) => at > self.since,
-            Window::Calendar(_) => at >= self.since,
-        }
-    }
-
-    /// Does moving the start forward to `since` drop no entry at all?
-    fn drops_nothing_until(&self, since: DateTime<Utc>) -> bool {
-        self.next_leaving.is_some_and(|next| match self.window {
-            Window::Rolling(_) => next > since,
-            Window::Calendar(_) => next >= since,
-        })
-    }
-
-    /// An entry at `at` was added to the scope.
-    fn entry_added(&mut self, at: DateTime<Utc>) {
-        if self.next_leaving.is_some_and(|next| at < next) && self.leaves_after_start(at) {
-            self.next_leaving = Some(at);
-        }
-    }
-
     fn matches(&self, e: &LedgerEntry) -> bool {
         self.asset.as_deref().is_none_or(|a| a == e.asset)
             && self.operation.as_deref().is_none_or(|o| Some(o) == e.operation.as_deref())
@@ -212,43 +174,153 @@ impl Cursor {
     fn contains(&self, e: &LedgerEntry) -> bool {
         self.matches(e) && self.window.counts(e.at, self.since)
     }
+
+    fn describes(&self, q: &UsageQuery<'_>) -> bool {
+        self.window == q.window
+            && self.timezone == q.timezone
+            && self.asset.as_deref() == q.asset
+            && self.operation.as_deref() == q.operation
+    }
 }
 
+/// One scope's entries and the cursors asked of them.
 #[derive(Debug, Default, Clone)]
 struct ScopeData {
-    entries: BTreeMap<TimeKey, Arc<LedgerEntry>>,
+    /// Every entry of the scope, in (time, sequence number) order, with its time beside it so
+    /// that searches stay in this vector.
+    entries: Vec<(DateTime<Utc>, Arc<LedgerEntry>)>,
+    /// Changes whenever an entry is inserted before the end or removed: the positions cursors
+    /// hold from before are then searched again.
+    layout: u64,
     cursors: RefCell<Vec<Cursor>>,
 }
 
 impl ScopeData {
-    /// Sum of the matching entries that cross the window's start when it moves between `from`
-    /// and `to` (`from < to`): `(from, to]` for a rolling window, whose start is exclusive, and
-    /// `[from, to)` for a calendar window.
-    /// Also returns the first entry beyond the crossing — the next to leave once the start is
-    /// at `to` (see [`Cursor::next_leaving`]).
-    fn crossing(&self, cursor: &Cursor, from: DateTime<Utc>, to: DateTime<Utc>) -> (Usage, DateTime<Utc>) {
-        let rolling = matches!(cursor.window, Window::Rolling(_));
-        let mut u = Usage::default();
-        for ((at, _), e) in self.entries.range((from, i64::MIN)..) {
-            let beyond = if rolling { *at > to } else { *at >= to };
-            if beyond {
-                return (u, *at);
+    /// Where a window starting at `since` begins: the first entry it holds.
+    fn first_inside(&self, window: Window, since: DateTime<Utc>) -> usize {
+        self.entries.partition_point(|(at, _)| !window.counts(*at, since))
+    }
+
+    /// The index of the entry with this time and sequence number.
+    fn find(&self, at: DateTime<Utc>, seq: i64) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(a, e)| (*a, e.seq).cmp(&(at, seq)))
+    }
+
+    /// Adds an entry: at the end when it is the latest (cursor positions stay), else in its
+    /// place (cursors search again).
+    fn insert(&mut self, entry: &Arc<LedgerEntry>) {
+        let end = self.entries.len();
+        let latest = self.entries.last().is_none_or(|(at, e)| (*at, e.seq) < (entry.at, entry.seq));
+        for c in self.cursors.get_mut().iter_mut() {
+            if c.contains(entry) {
+                c.usage.add(entry);
             }
-            let inside = if rolling { *at > from } else { true };
-            if inside && cursor.matches(e) {
-                u.add(e);
+            // Appended behind a window that holds none of the entries: it begins after the
+            // new one unless it holds it.
+            if latest && c.layout == self.layout && c.first == end && !c.window.counts(entry.at, c.since) {
+                c.first += 1;
             }
         }
-        (u, DateTime::<Utc>::MAX_UTC)
+        if latest {
+            self.entries.push((entry.at, Arc::clone(entry)));
+        } else {
+            let at = self.find(entry.at, entry.seq).unwrap_or_else(|free| free);
+            self.entries.insert(at, (entry.at, Arc::clone(entry)));
+            self.layout += 1;
+        }
+    }
+
+    /// Removes an entry, if held.
+    fn remove(&mut self, entry: &LedgerEntry) {
+        if let Ok(i) = self.find(entry.at, entry.seq) {
+            self.entries.remove(i);
+            self.layout += 1;
+            for c in self.cursors.get_mut().iter_mut().filter(|c| c.contains(entry)) {
+                c.usage.sub(entry);
+            }
+        }
+    }
+
+    /// Replaces an entry by a new version of it at the same time (a reservation executed):
+    /// positions stay, the sums move from the old version to the new.
+    fn replace(&mut self, old: &LedgerEntry, new: &Arc<LedgerEntry>) {
+        if let Ok(i) = self.find(old.at, old.seq) {
+            self.entries[i].1 = Arc::clone(new);
+            for c in self.cursors.get_mut().iter_mut() {
+                if c.contains(old) {
+                    c.usage.sub(old);
+                }
+                if c.contains(new) {
+                    c.usage.add(new);
+                }
+            }
+        }
+    }
+}
+
+impl ScopeUsage for ScopeData {
+    fn usage(&self, q: &UsageQuery<'_>) -> Usage {
+        let mut cursors = self.cursors.borrow_mut();
+        let Some(cursor) = cursors.iter_mut().find(|c| c.describes(q)) else {
+            let first = self.first_inside(q.window, q.since);
+            let mut fresh = Cursor {
+                window: q.window,
+                timezone: q.timezone,
+                asset: q.asset.map(Into::into),
+                operation: q.operation.map(Into::into),
+                since: q.since,
+                usage: Usage::default(),
+                first,
+                layout: self.layout,
+            };
+            for (_, e) in &self.entries[first..] {
+                if fresh.matches(e) {
+                    fresh.usage.add(e);
+                }
+            }
+            let usage = fresh.usage;
+            cursors.push(fresh);
+            return usage;
+        };
+        if q.since == cursor.since {
+            return cursor.usage;
+        }
+        let mut i =
+            if cursor.layout == self.layout { cursor.first } else { self.first_inside(cursor.window, cursor.since) };
+        if q.since > cursor.since {
+            // The window's start moved forward: the entries it passed leave.
+            while let Some((at, e)) = self.entries.get(i).filter(|(at, _)| !cursor.window.counts(*at, q.since)) {
+                debug_assert!(cursor.window.counts(*at, cursor.since));
+                if cursor.matches(e) {
+                    cursor.usage.sub(e);
+                }
+                i += 1;
+            }
+        } else {
+            // Back: the entries between the new start and the old enter.
+            while let Some((_, e)) =
+                i.checked_sub(1).and_then(|p| self.entries.get(p)).filter(|(at, _)| cursor.window.counts(*at, q.since))
+            {
+                if cursor.matches(e) {
+                    cursor.usage.add(e);
+                }
+                i -= 1;
+            }
+        }
+        cursor.first = i;
+        cursor.layout = self.layout;
+        cursor.since = q.since;
+        cursor.usage
     }
 }
 
 /// In-memory index of counting spends, by scope and time, with running sums per window.
 ///
 /// Each distinct (scope, window, asset, operation) asked about gets a cursor: its sum for the
-/// window start last asked. As time moves on, only the entries that leave or enter the window
-/// are visited, and inserts and releases adjust the cursors they fall into, so answering a query
-/// costs O(1) amortised however long the history.
+/// window start last asked, and where that start falls among the scope's entries. As time
+/// moves on, only the entries that leave or enter the window are visited, and inserts and
+/// releases adjust the cursors they fall into, so answering a query costs O(1) amortised
+/// however long the history.
 #[derive(Debug, Default, Clone)]
 pub struct UsageIndex {
     entries: HashMap<i64, Arc<LedgerEntry>>,
@@ -284,19 +356,61 @@ impl UsageIndex {
 
     /// Adds an entry, replacing any entry with the same sequence number.
     pub fn upsert(&mut self, entry: LedgerEntry) {
-        self.remove(entry.seq);
         let entry = Arc::new(entry);
-        for scope in Self::scopes_of(&entry) {
-            let data = self.by_scope.entry(scope).or_default();
-            for c in data.cursors.get_mut().iter_mut() {
-                if c.contains(&entry) {
-                    c.usage.add(&entry);
+        if let Some(old) = self.entries.get(&entry.seq).cloned() {
+            let same_place = old.at == entry.at
+                && old.agent == entry.agent
+                && old.department == entry.department
+                && old.wallet == entry.wallet;
+            if same_place {
+                for scope in Self::scopes_of(&entry) {
+                    if let Some(data) = self.by_scope.get_mut(&scope) {
+                        data.replace(&old, &entry);
+                    }
                 }
-                c.entry_added(entry.at);
+                self.entries.insert(entry.seq, entry);
+                return;
             }
-            data.entries.insert((entry.at, entry.seq), Arc::clone(&entry));
+            self.remove(entry.seq);
+        }
+        for scope in Self::scopes_of(&entry) {
+            self.by_scope.entry(scope).or_default().insert(&entry);
         }
         self.entries.insert(entry.seq, entry);
+    }
+
+    /// Adds many entries at once (loading a ledger): each scope is sorted once, not kept
+    /// sorted entry by entry.
+    pub fn upsert_all(&mut self, entries: impl IntoIterator<Item = LedgerEntry>) {
+        let mut again = vec![];
+        let mut touched: Vec<Scope> = vec![];
+        for entry in entries {
+            if self.entries.contains_key(&entry.seq) {
+                again.push(entry);
+                continue;
+            }
+            let entry = Arc::new(entry);
+            for scope in Self::scopes_of(&entry) {
+                let data = self.by_scope.entry(scope.clone()).or_default();
+                for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&entry)) {
+                    c.usage.add(&entry);
+                }
+                data.entries.push((entry.at, Arc::clone(&entry)));
+                if !touched.contains(&scope) {
+                    touched.push(scope);
+                }
+            }
+            self.entries.insert(entry.seq, entry);
+        }
+        for scope in touched {
+            if let Some(data) = self.by_scope.get_mut(&scope) {
+                data.entries.sort_unstable_by_key(|(a, x)| (*a, x.seq));
+                data.layout += 1;
+            }
+        }
+        for entry in again {
+            self.upsert(entry);
+        }
     }
 
     /// Removes an entry (released, denied, failed); unknown sequence numbers are ignored.
@@ -304,12 +418,7 @@ impl UsageIndex {
         if let Some(old) = self.entries.remove(&seq) {
             for scope in Self::scopes_of(&old) {
                 if let Some(data) = self.by_scope.get_mut(&scope) {
-                    data.entries.remove(&(old.at, old.seq));
-                    // A removed entry leaves `next_leaving` too early at worst: the next move
-                    // then searches, as it would without it.
-                    for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&old)) {
-                        c.usage.sub(&old);
-                    }
+                    data.remove(&old);
                     if data.entries.is_empty() {
                         self.by_scope.remove(&scope);
                     }
@@ -320,14 +429,14 @@ impl UsageIndex {
 
     /// Drops every entry made before `cutoff`: no window reaches back that far any more.
     pub fn prune_before(&mut self, cutoff: DateTime<Utc>) {
-        let old: Vec<i64> = self.entries.values().filter(|e| e.at < cutoff).map(|e| e.seq).collect();
-        for seq in old {
-            self.remove(seq);
-        }
-        // Cursors positioned before the cutoff would now be wrong; they are rebuilt on demand.
-        for data in self.by_scope.values_mut() {
+        self.entries.retain(|_, e| e.at >= cutoff);
+        self.by_scope.retain(|_, data| {
+            let old = data.entries.partition_point(|(at, _)| *at < cutoff);
+            data.entries.drain(..old);
+            // Cursors positioned before the cutoff would now be wrong; they are rebuilt on demand.
             data.cursors.get_mut().clear();
-        }
+            !data.entries.is_empty()
+        });
     }
 
     /// The entry with this sequence number.
@@ -337,53 +446,8 @@ impl UsageIndex {
 }
 
 impl UsageSource for UsageIndex {
-    fn usage(&self, q: &UsageQuery<'_>) -> Usage {
-        let Some(data) = self.by_scope.get(q.scope) else {
-            return Usage::default();
-        };
-        let mut cursors = data.cursors.borrow_mut();
-        let found = cursors.iter().position(|c| {
-            c.window == q.window
-                && c.timezone == q.timezone
-                && c.asset.as_deref() == q.asset
-                && c.operation.as_deref() == q.operation
-        });
-        let cursor = match found {
-            Some(i) => &mut cursors[i],
-            None => {
-                let mut fresh = Cursor {
-                    window: q.window,
-                    timezone: q.timezone,
-                    asset: q.asset.map(Into::into),
-                    operation: q.operation.map(Into::into),
-                    since: q.since,
-                    usage: Usage::default(),
-                    next_leaving: None,
-                };
-                for e in data.entries.range((q.since, i64::MIN)..).map(|(_, e)| e) {
-                    if fresh.contains(e) {
-                        fresh.usage.add(e);
-                    }
-                }
-                cursors.push(fresh);
-                return cursors.last().map_or_else(Usage::default, |c| c.usage);
-            }
-        };
-        if q.since > cursor.since {
-            // The window moved forward: the entries between the old and the new start leave it
-            // (none when the start stays before the next one to leave).
-            if !cursor.drops_nothing_until(q.since) {
-                let (leaving, next) = data.crossing(cursor, cursor.since, q.since);
-                cursor.usage.take(&leaving);
-                cursor.next_leaving = Some(next);
-            }
-        } else if q.since < cursor.since {
-            let (entering, _) = data.crossing(cursor, q.since, cursor.since);
-            cursor.usage.put(&entering);
-            cursor.next_leaving = None;
-        }
-        cursor.since = q.since;
-        cursor.usage
+    fn of_scope(&self, scope: &Scope) -> Option<&dyn ScopeUsage> {
+        self.by_scope.get(scope).map(|d| d as &dyn ScopeUsage)
     }
 }
 
@@ -415,18 +479,18 @@ mod tests {
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Reserved));
         let scope = Scope::Agent("a".into());
         let day = Window::Calendar(crate::time::CalendarPeriod::Day);
-        let q = UsageQuery { scope: &scope, window: day, timezone: Tz::UTC, since: t0, asset: None, operation: None };
-        let u = idx.usage(&q);
+        let q = UsageQuery { window: day, timezone: Tz::UTC, since: t0, asset: None, operation: None };
+        let u = idx.usage(&scope, &q);
         assert_eq!((u.spent_usd, u.reserved_usd, u.spent_count, u.reserved_count), (10.into(), 5.into(), 1, 1));
         let hour = Window::Rolling(TimeDelta::hours(1));
-        let u = idx.usage(&UsageQuery { window: hour, ..q });
+        let u = idx.usage(&scope, &UsageQuery { window: hour, ..q });
         assert_eq!((u.spent_usd, u.reserved_usd), (0.into(), 5.into()), "a rolling window excludes its start");
         // A reservation that executes changes state, not the total.
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Spent));
-        assert_eq!(idx.usage(&q).spent_usd, Decimal::from(15));
+        assert_eq!(idx.usage(&scope, &q).spent_usd, Decimal::from(15));
         idx.remove(2);
-        assert_eq!(idx.usage(&q).spent_usd, Decimal::from(10));
-        assert_eq!(idx.usage(&UsageQuery { scope: &Scope::Wallet("x".into()), ..q }), Usage::default());
+        assert_eq!(idx.usage(&scope, &q).spent_usd, Decimal::from(10));
+        assert_eq!(idx.usage(&Scope::Wallet("x".into()), &q), Usage::default());
         idx.prune_before(t0 + TimeDelta::seconds(1));
         assert!(idx.is_empty());
     }
@@ -441,15 +505,8 @@ mod tests {
         }
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, window: Window, at: &str| {
-            let q = UsageQuery {
-                scope: &scope,
-                window,
-                timezone: ny,
-                since: window.start(t(at), ny),
-                asset: None,
-                operation: None,
-            };
-            idx.usage(&q).spent_count
+            let q = UsageQuery { window, timezone: ny, since: window.start(t(at), ny), asset: None, operation: None };
+            idx.usage(&scope, &q).spent_count
         };
         // New York's November 1st begins at 04:00Z; a spend at exactly 04:00Z belongs to it.
         let day = Window::Calendar(crate::time::CalendarPeriod::Day);
@@ -465,6 +522,32 @@ mod tests {
         assert_eq!(ask(&idx, hour, "2026-11-01T05:00:00Z"), 1);
     }
 
+    #[test]
+    fn a_spend_booked_behind_a_window_that_holds_nothing_stays_out_of_it() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hour = Window::Rolling(TimeDelta::hours(1));
+        let scope = Scope::Agent("a".into());
+        let ask = |idx: &UsageIndex, at: &str| {
+            let q = UsageQuery {
+                window: hour,
+                timezone: Tz::UTC,
+                since: hour.start(t(at), Tz::UTC),
+                asset: None,
+                operation: None,
+            };
+            idx.usage(&scope, &q).spent_usd
+        };
+        let mut idx = UsageIndex::new();
+        idx.upsert(entry(1, t("2026-11-01T08:00:00Z"), 1, EntryState::Spent));
+        assert_eq!(ask(&idx, "2026-11-01T12:00:00Z"), Decimal::ZERO);
+        // The latest of the scope, yet before the window's start: appended, not held.
+        idx.upsert(entry(2, t("2026-11-01T10:00:00Z"), 10, EntryState::Spent));
+        idx.upsert(entry(3, t("2026-11-01T11:30:00Z"), 100, EntryState::Spent));
+        assert_eq!(ask(&idx, "2026-11-01T12:00:00Z"), Decimal::from(100));
+        assert_eq!(ask(&idx, "2026-11-01T12:10:00Z"), Decimal::from(100), "nothing left the window");
+        assert_eq!(ask(&idx, "2026-11-01T10:30:00Z"), Decimal::from(110), "back: the 10:00 spend enters");
+    }
+
     /// The cursors must always agree with summing the entries from scratch, whatever order
     /// inserts, releases, state changes and queries (forward and backward in time) come in.
     mod against_a_naive_sum {
@@ -475,10 +558,26 @@ mod tests {
 
         #[derive(Debug, Clone)]
         enum Op {
-            Insert { minute: i64, agent: u8, asset: u8, cents: u32, spent: bool },
+            Insert {
+                minute: i64,
+                agent: u8,
+                asset: u8,
+                cents: u32,
+                spent: bool,
+            },
+            /// Several entries loaded at once, with an existing one executed among them.
+            Load(Vec<(i64, u8, u8, u32, bool)>, usize),
             Remove(usize),
             Execute(usize),
-            Query { minute: i64, window: u8, agent: u8, asset: Option<u8> },
+            /// An entry booked again at another time.
+            Move(usize, i64),
+            Prune(i64),
+            Query {
+                minute: i64,
+                window: u8,
+                agent: u8,
+                asset: Option<u8>,
+            },
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -487,17 +586,24 @@ mod tests {
                 (0i64..400, 0u8..2, 0u8..2, 1u32..10_000, any::<bool>()).prop_map(
                     |(slot, agent, asset, cents, spent)| Op::Insert { minute: slot * 5, agent, asset, cents, spent }
                 ),
+                (prop::collection::vec((0i64..400, 0u8..2, 0u8..2, 1u32..10_000, any::<bool>()), 0..12), 0usize..64)
+                    .prop_map(|(rows, executed)| Op::Load(
+                        rows.into_iter().map(|(slot, a, s, c, spent)| (slot * 5, a, s, c, spent)).collect(),
+                        executed
+                    )),
                 (0usize..64).prop_map(Op::Remove),
                 (0usize..64).prop_map(Op::Execute),
+                (0usize..64, 0i64..400).prop_map(|(i, slot)| Op::Move(i, slot * 5)),
+                (0i64..400).prop_map(|slot| Op::Prune(slot * 5)),
                 (0i64..400, 0u8..4, 0u8..3, prop::option::of(0u8..2))
                     .prop_map(|(slot, window, agent, asset)| Op::Query { minute: slot * 5, window, agent, asset }),
             ]
         }
 
-        fn naive(entries: &[LedgerEntry], q: &UsageQuery<'_>) -> Usage {
+        fn naive(entries: &[LedgerEntry], scope: &Scope, q: &UsageQuery<'_>) -> Usage {
             let mut u = Usage::default();
             for e in entries {
-                let in_scope = match q.scope {
+                let in_scope = match scope {
                     Scope::Org => true,
                     Scope::Agent(a) => &e.agent == a,
                     _ => false,
@@ -538,24 +644,54 @@ mod tests {
                 let mut live: Vec<LedgerEntry> = vec![];
                 let mut seq = 0;
                 let mut now = 0;
+                let make = |seq, minute, agent, asset, cents, spent| LedgerEntry {
+                    seq,
+                    at: t0 + TimeDelta::minutes(minute),
+                    agent: format!("a{agent}"),
+                    department: None,
+                    wallet: "w".into(),
+                    asset: format!("c:T{asset}"),
+                    operation: None,
+                    amount: Decimal::new(i64::from(cents), 2),
+                    usd: Decimal::new(i64::from(cents), 2),
+                    state: if spent { EntryState::Spent } else { EntryState::Reserved },
+                };
                 for op in ops {
                     match op {
                         Op::Insert { minute, agent, asset, cents, spent } => {
                             seq += 1;
-                            let e = LedgerEntry {
-                                seq,
-                                at: t0 + TimeDelta::minutes(minute),
-                                agent: format!("a{agent}"),
-                                department: None,
-                                wallet: "w".into(),
-                                asset: format!("c:T{asset}"),
-                                operation: None,
-                                amount: Decimal::new(i64::from(cents), 2),
-                                usd: Decimal::new(i64::from(cents), 2),
-                                state: if spent { EntryState::Spent } else { EntryState::Reserved },
-                            };
+                            // Moving forward, spends are booked around the present: mostly the
+                            // latest of their scope, some older than a window's start.
+                            let minute = if forward { (now + 10 - minute % 120).max(0) } else { minute };
+                            let e = make(seq, minute, agent, asset, cents, spent);
                             idx.upsert(e.clone());
                             live.push(e);
+                        }
+                        Op::Load(rows, executed) => {
+                            let mut batch = vec![];
+                            for (minute, agent, asset, cents, spent) in rows {
+                                seq += 1;
+                                batch.push(make(seq, minute, agent, asset, cents, spent));
+                            }
+                            live.extend(batch.iter().cloned());
+                            if !live.is_empty() {
+                                let n = live.len();
+                                let e = &mut live[executed % n];
+                                e.state = EntryState::Spent;
+                                batch.push(e.clone());
+                            }
+                            idx.upsert_all(batch);
+                        }
+                        Op::Move(i, minute) if !live.is_empty() => {
+                            let n = live.len();
+                            let e = &mut live[i % n];
+                            e.at = t0 + TimeDelta::minutes(minute);
+                            idx.upsert(e.clone());
+                        }
+                        Op::Prune(minute) => {
+                            let cutoff = t0 + TimeDelta::minutes(minute);
+                            live.retain(|e| e.at >= cutoff);
+                            idx.prune_before(cutoff);
                         }
                         Op::Remove(i) if !live.is_empty() => {
                             let e = live.remove(i % live.len());
@@ -579,14 +715,13 @@ mod tests {
                             let w = windows[usize::from(window)];
                             let at = t0 + TimeDelta::minutes(minute);
                             let q = UsageQuery {
-                                scope: &scope,
                                 window: w,
                                 timezone: ny,
                                 since: w.start(at, ny),
                                 asset: asset.as_deref(),
                                 operation: None,
                             };
-                            prop_assert_eq!(idx.usage(&q), naive(&live, &q));
+                            prop_assert_eq!(idx.usage(&scope, &q), naive(&live, &scope, &q));
                         }
                         _ => {}
                     }

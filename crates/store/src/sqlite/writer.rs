@@ -461,11 +461,7 @@ impl Writer {
         if self.dirty {
             self.index = UsageIndex::new();
             let rows = load_entries(&self.conn, "created_at_us >= ?1", to_us(self.loaded_from))?;
-            for (entry, status) in rows {
-                if status.counts_as().is_some() {
-                    self.index.upsert(entry);
-                }
-            }
+            self.index.upsert_all(rows.into_iter().filter(|(_, status)| status.counts_as().is_some()).map(|(e, _)| e));
         } else {
             let rows = load_entries(&self.conn, "change_seq > ?1", self.last_change_seq)?;
             for (entry, status) in rows {
@@ -500,11 +496,8 @@ impl Writer {
             let rows = stmt.query_map(params![to_us(needed), to_us(self.loaded_from)], entry_from_row)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
-        for (entry, status) in rows {
-            if status.counts_as().is_some() {
-                self.index.upsert(entry);
-            }
-        }
+        // Older than everything held: loaded in one go, each scope sorted once.
+        self.index.upsert_all(rows.into_iter().filter(|(_, status)| status.counts_as().is_some()).map(|(e, _)| e));
         self.loaded_from = needed;
         Ok(())
     }
