@@ -602,7 +602,7 @@ impl Run<'_> {
                         self.out.deny(
                             ReasonCode::PerTxLimit,
                             Some(policy),
-                            &format!("recipients.rules[{i}].per_tx_cap_usd"),
+                            &cap_rule.to_string(),
                             format!(
                                 "{} USD to {} exceeds its per-transaction cap of {} USD",
                                 fmt_usd(usd),
