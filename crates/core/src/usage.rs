@@ -383,7 +383,6 @@ impl UsageIndex {
     /// sorted entry by entry.
     pub fn upsert_all(&mut self, entries: impl IntoIterator<Item = LedgerEntry>) {
         let mut again = vec![];
-        let mut touched: Vec<Scope> = vec![];
         for entry in entries {
             if self.entries.contains_key(&entry.seq) {
                 again.push(entry);
@@ -391,22 +390,20 @@ impl UsageIndex {
             }
             let entry = Arc::new(entry);
             for scope in Self::scopes_of(&entry) {
-                let data = self.by_scope.entry(scope.clone()).or_default();
+                let data = self.by_scope.entry(scope).or_default();
                 for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&entry)) {
                     c.usage.add(&entry);
                 }
                 data.entries.push((entry.at, Arc::clone(&entry)));
-                if !touched.contains(&scope) {
-                    touched.push(scope);
-                }
             }
             self.entries.insert(entry.seq, entry);
         }
-        for scope in touched {
-            if let Some(data) = self.by_scope.get_mut(&scope) {
-                data.entries.sort_unstable_by_key(|(a, x)| (*a, x.seq));
-                data.layout += 1;
+        // Scopes left as they were are already in order; every cursor finds its place again.
+        for data in self.by_scope.values_mut() {
+            if !data.entries.is_sorted_by_key(|(at, e)| (*at, e.seq)) {
+                data.entries.sort_unstable_by_key(|(at, e)| (*at, e.seq));
             }
+            data.layout += 1;
         }
         for entry in again {
             self.upsert(entry);

@@ -8,8 +8,8 @@ use crate::sql::{params, Connection};
 use crate::sqlite::rows::{entry_from_row, load_entries, load_freezes, to_us, ENTRY_COLUMNS};
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::OpenFlags;
-use spendguard_core::usage::UsageIndex;
-use spendguard_core::{Freeze, Model};
+use spendguard_core::usage::{LedgerEntry, UsageIndex};
+use spendguard_core::{Freeze, Model, SpendStatus};
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -461,7 +461,7 @@ impl Writer {
         if self.dirty {
             self.index = UsageIndex::new();
             let rows = load_entries(&self.conn, "created_at_us >= ?1", to_us(self.loaded_from))?;
-            self.index.upsert_all(rows.into_iter().filter(|(_, status)| status.counts_as().is_some()).map(|(e, _)| e));
+            self.index.upsert_all(counting(rows));
         } else {
             let rows = load_entries(&self.conn, "change_seq > ?1", self.last_change_seq)?;
             for (entry, status) in rows {
@@ -497,7 +497,7 @@ impl Writer {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         // Older than everything held: loaded in one go, each scope sorted once.
-        self.index.upsert_all(rows.into_iter().filter(|(_, status)| status.counts_as().is_some()).map(|(e, _)| e));
+        self.index.upsert_all(counting(rows));
         self.loaded_from = needed;
         Ok(())
     }
@@ -514,4 +514,9 @@ impl Writer {
         )?;
         Ok(())
     }
+}
+
+/// The entries of loaded rows whose status still counts against limits.
+fn counting(rows: Vec<(LedgerEntry, SpendStatus)>) -> impl Iterator<Item = LedgerEntry> {
+    rows.into_iter().filter(|(_, status)| status.counts_as().is_some()).map(|(entry, _)| entry)
 }
