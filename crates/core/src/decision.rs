@@ -1,7 +1,7 @@
 //! The outcome of evaluating a spend: decision, tier, reasons with stable codes, headroom.
 
 use crate::model::ChainKind;
-use crate::money::{fmt_units, fmt_usd};
+use crate::money::DecimalText;
 use crate::price::{PriceProblem, Valuation};
 use chrono::TimeDelta;
 use rust_decimal::Decimal;
@@ -245,43 +245,62 @@ impl Headroom {
 
     /// Formats one of the numbers in this limit's unit.
     pub fn fmt(&self, value: Decimal) -> String {
+        self.text(value).as_str().to_owned()
+    }
+
+    fn text(&self, value: Decimal) -> DecimalText {
         if self.labels.unit == "USD" {
-            fmt_usd(value)
+            DecimalText::usd(value)
         } else {
-            fmt_units(value)
+            DecimalText::units(value)
         }
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct HeadroomWire<L, N> {
+/// A headroom entry as stored and sent: the labels flattened beside the numbers, which are
+/// decimal strings (written by hand in `Serialize for Headroom`, read back through this).
+#[derive(Deserialize)]
+struct HeadroomWire {
     #[serde(flatten)]
-    labels: L,
-    limit: N,
-    used: N,
-    reserved: N,
-    requested: N,
-    remaining: N,
+    labels: HeadroomLabels,
+    limit: Decimal,
+    used: Decimal,
+    reserved: Decimal,
+    requested: Decimal,
+    #[allow(dead_code)] // derived from the others on the way in
+    remaining: Decimal,
 }
 
 // Formatting is deferred to serialisation: evaluation builds dozens of these per request.
 impl Serialize for Headroom {
+    /// The wire form of `HeadroomWire` (labels flattened beside the numbers), written field by
+    /// field: a decision stores and returns one of these per limit, and going through `flatten`
+    /// with a `String` per number was most of what recording a decision cost outside SQLite.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        HeadroomWire {
-            labels: self.labels,
-            limit: self.fmt(self.limit),
-            used: self.fmt(self.used),
-            reserved: self.fmt(self.reserved),
-            requested: self.fmt(self.requested),
-            remaining: self.fmt(self.remaining()),
+        use serde::ser::SerializeMap;
+        let HeadroomLabels { policy_id, rule, scope, window, unit } = self.labels;
+        let mut map = s.serialize_map(Some(10))?;
+        for (key, label) in
+            [("policy_id", policy_id), ("rule", rule), ("scope", scope), ("window", window), ("unit", unit)]
+        {
+            map.serialize_entry(key, label)?;
         }
-        .serialize(s)
+        for (key, value) in [
+            ("limit", self.limit),
+            ("used", self.used),
+            ("reserved", self.reserved),
+            ("requested", self.requested),
+            ("remaining", self.remaining()),
+        ] {
+            map.serialize_entry(key, self.text(value).as_str())?;
+        }
+        map.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Headroom {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = HeadroomWire::<HeadroomLabels, Decimal>::deserialize(d)?;
+        let w = HeadroomWire::deserialize(d)?;
         Ok(Headroom {
             labels: w.labels.intern(),
             limit: w.limit,
@@ -391,5 +410,26 @@ mod tests {
         assert!(headroom(100, 40, 30, 15).crosses(mark), "reservations count as used");
         assert!(!headroom(100, 80, 0, 5).crosses(mark), "already at the mark before");
         assert!(!headroom(0, 0, 0, 5).crosses(mark), "a zero limit has no 80 %");
+    }
+
+    /// What decisions store and agents read: labels first, then the numbers as decimal strings
+    /// in the limit's unit; and it reads back as it was.
+    #[test]
+    fn headroom_is_written_as_labels_then_numbers_and_reads_back() {
+        let usd = headroom(100, 70, 5, 9);
+        let json = serde_json::to_string(&usd).unwrap();
+        assert_eq!(
+            json,
+            r#"{"policy_id":"p","rule":"limits[0]","scope":"agent:a","window":"24h","unit":"USD","limit":"100.00","used":"70.00","reserved":"5.00","requested":"9.00","remaining":"25.00"}"#
+        );
+        assert_eq!(serde_json::from_str::<Headroom>(&json).unwrap(), usd);
+        let count = Headroom {
+            labels: HeadroomLabels { unit: "count".into(), ..usd.labels.clone() }.intern(),
+            limit: Decimal::new(30, 1),
+            ..usd
+        };
+        let json = serde_json::to_string(&count).unwrap();
+        assert!(json.contains(r#""unit":"count","limit":"3","used":"70","#), "{json}");
+        assert_eq!(serde_json::from_str::<Headroom>(&json).unwrap(), count);
     }
 }

@@ -37,29 +37,103 @@ pub fn decimal_places(amount: Decimal) -> u32 {
 
 /// Formats a USD value with at least two decimals and never drops a significant digit.
 pub fn fmt_usd(value: Decimal) -> String {
-    let n = value.normalize();
-    if n.scale() < 2 {
-        let mut v = n;
-        v.rescale(2);
-        v.to_string()
-    } else {
-        n.to_string()
-    }
+    DecimalText::usd(value).as_str().to_owned()
 }
 
 /// Formats an amount in asset units without trailing zeros.
 pub fn fmt_units(value: Decimal) -> String {
-    value.normalize().to_string()
+    DecimalText::units(value).as_str().to_owned()
+}
+
+/// A decimal written out on the stack, as [`fmt_usd`] or [`fmt_units`] write it: serializing a
+/// decision writes a handful of numbers per limit, and a `String` each (after `normalize`,
+/// `rescale` and `Decimal`'s own formatter) was most of that cost.
+pub struct DecimalText {
+    bytes: [u8; 48],
+    start: usize,
+}
+
+impl DecimalText {
+    /// At least two decimals, trailing zeros beyond them dropped (`999.00`, `0.123`).
+    pub fn usd(value: Decimal) -> Self {
+        Self::write(value, 2)
+    }
+
+    /// Trailing zeros dropped (`0.5`, `12`).
+    pub fn units(value: Decimal) -> Self {
+        Self::write(value, 0)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, `.` and `-` are ever written.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or_default()
+    }
+
+    fn write(value: Decimal, min_scale: u32) -> Self {
+        let mut mantissa = value.mantissa().unsigned_abs();
+        let mut scale = value.scale();
+        while scale > min_scale && mantissa.is_multiple_of(10) {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        // As `Decimal::rescale` pads: only as far as a 96-bit mantissa holds.
+        while scale < min_scale && mantissa * 10 < 1 << 96 {
+            mantissa *= 10;
+            scale += 1;
+        }
+        let negative = value.is_sign_negative() && mantissa != 0;
+        // At most 29 digits (a 96-bit mantissa), a point, a leading zero and a sign.
+        let mut bytes = [0u8; 48];
+        let mut start = bytes.len();
+        let mut put = |b: u8| {
+            start -= 1;
+            bytes[start] = b;
+        };
+        let mut written = 0;
+        loop {
+            if written == scale && scale > 0 {
+                put(b'.');
+            }
+            // Money fits 64 bits almost always, where division by ten is a multiplication.
+            let digit = match u64::try_from(mantissa) {
+                Ok(small) => {
+                    mantissa = u128::from(small / 10);
+                    small % 10
+                }
+                Err(_) => {
+                    let digit = (mantissa % 10) as u64;
+                    mantissa /= 10;
+                    digit
+                }
+            };
+            put(b'0' + digit as u8);
+            written += 1;
+            if mantissa == 0 && written > scale {
+                break;
+            }
+        }
+        if negative {
+            put(b'-');
+        }
+        Self { bytes, start }
+    }
+}
+
+impl std::fmt::Display for DecimalText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Serialises a USD value as a decimal string ([`fmt_usd`]).
 pub fn serialize_usd<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&fmt_usd(*value))
+    s.serialize_str(DecimalText::usd(*value).as_str())
 }
 
 /// Serialises an amount as a decimal string ([`fmt_units`]).
 pub fn serialize_units<S: serde::Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&fmt_units(*value))
+    s.serialize_str(DecimalText::units(*value).as_str())
 }
 
 /// Parses a decimal from trusted storage; the text was written by [`fmt_units`] or `Decimal`.
@@ -143,6 +217,29 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The text is what `Decimal`'s own formatting gives after normalizing (and, for USD,
+        /// rescaling to two decimals), for any sign, scale and size.
+        #[test]
+        fn decimal_text_matches_decimal_formatting(
+            low in proptest::num::u32::ANY,
+            mid in proptest::num::u32::ANY,
+            high in proptest::prop_oneof![proptest::strategy::Just(0u32), proptest::num::u32::ANY],
+            negative in proptest::bool::ANY,
+            scale in 0u32..=28,
+        ) {
+            let value = Decimal::from_parts(low, mid, high, negative, scale);
+            let normalized = value.normalize();
+            let usd = if normalized.scale() < 2 {
+                let mut v = normalized;
+                v.rescale(2);
+                v.to_string()
+            } else {
+                normalized.to_string()
+            };
+            proptest::prop_assert_eq!(fmt_units(value), normalized.to_string());
+            proptest::prop_assert_eq!(fmt_usd(value), usd);
+        }
+
         /// The integer path agrees with adding `Decimal`s, across scales, signs and sizes
         /// (including sums that need the fallback).
         #[test]
