@@ -239,6 +239,16 @@ impl Connection {
         }
     }
 
+    /// Runs a statement without parameters that the writer issues all the time (`BEGIN`,
+    /// `SAVEPOINT`, `COMMIT`): on SQLite prepared once and kept, where [`Connection::execute_batch`]
+    /// parses it every time; on PostgreSQL a simple query (one round trip, may hold several).
+    pub(crate) fn run(&self, sql: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(c) => c.prepare_cached(sql)?.execute([]).map(drop).map_err(Into::into),
+            Backend::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+        }
+    }
+
     /// The first row of a query, read by `f`; [`Error::NoRows`] when there is none.
     pub(crate) fn query_row<T>(
         &self,

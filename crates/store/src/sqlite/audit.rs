@@ -5,7 +5,7 @@ use super::rows::{corrupt, decimal_col_opt, money, time_col, to_us};
 use super::{SqlStore, Writer};
 use crate::api::AuditStore;
 use crate::audit::{entry_hash, Anchor, AuditCheck, AuditEntry, AuditFilter, AuditInput, BadEntry, GENESIS};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::records::DecisionRecord;
 use crate::sql::{params, Connection, OptionalExtension};
 use async_trait::async_trait;
@@ -33,7 +33,11 @@ impl AuditStore for SqlStore {
 
 impl Writer {
     /// Appends to the audit log, in this job's transaction.
-    pub(crate) fn audit(&mut self, entry: AuditInput<'_>, at: DateTime<Utc>) -> StoreResult<()> {
+    pub(crate) fn audit<D: serde::Serialize>(
+        &mut self,
+        entry: AuditInput<'_, D>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         append(&self.conn, entry, at).map(|_| ())
     }
 
@@ -91,13 +95,13 @@ impl Writer {
 
 /// Appends an entry after the current head. Runs inside the writer's transaction, so two
 /// processes never append at once.
-fn append(conn: &Connection, e: AuditInput<'_>, at: DateTime<Utc>) -> StoreResult<i64> {
+fn append<D: serde::Serialize>(conn: &Connection, e: AuditInput<'_, D>, at: DateTime<Utc>) -> StoreResult<i64> {
     let (seq, prev) = match head(conn)? {
         Some((seq, hash)) => (seq + 1, hash),
         None => (1, GENESIS.to_string()),
     };
     let at_us = to_us(at);
-    let detail = e.detail.to_string();
+    let detail = serde_json::to_string(&e.detail).map_err(|e| StoreError::Unusable(format!("audit detail: {e}")))?;
     let hash = entry_hash(seq, at_us, e.kind, e.actor, e.decision_id, e.agent, e.wallet, e.usd, &detail, &prev);
     conn.prepare_cached(
         "INSERT INTO audit_log (seq, at_us, kind, actor, decision_id, agent, wallet, usd, detail, prev_hash, hash)

@@ -109,6 +109,34 @@ fn request_hash(r: &SpendRequest, memo: Option<&str>, x402: Option<&str>) -> Str
     hex::encode(h.finalize())
 }
 
+/// A decision's audit entry: the keys and values the `json!` map written before it held, its
+/// fields in the map's (alphabetical) order.
+#[derive(serde::Serialize)]
+struct DecisionAudit<'a> {
+    amount: String,
+    approval_expires_at: Option<String>,
+    asset: Option<&'a str>,
+    chain: Option<&'a str>,
+    decision: &'a str,
+    execute_after: Option<String>,
+    intent_hash: Option<&'a str>,
+    operation: Option<&'a str>,
+    reasons: Vec<&'a str>,
+    recipient: &'a str,
+    status: &'a str,
+    tier: &'a str,
+    valuation: Option<&'a spendguard_core::price::Valuation>,
+}
+
+/// A new decision's id: a UUIDv7 over the decision's time, so ids are unique (74 random bits)
+/// and ordered in time — a new decision's entry in the id index lands beside the last one
+/// instead of on a random page of it, one page rewritten per commit instead of one per decision.
+fn decision_id(at: DateTime<Utc>) -> String {
+    let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+    let when = uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos());
+    format!("dec_{}", uuid::Uuid::new_v7(when).simple())
+}
+
 impl Writer {
     pub(crate) fn dry_run(
         &mut self,
@@ -164,7 +192,7 @@ impl Writer {
             (status == SpendStatus::Queued).then(|| request.at + spend.and_then(|s| s.delay).unwrap_or_default());
         let approval_expires_at = (status == SpendStatus::PendingApproval)
             .then(|| request.at + spend.and_then(|s| s.approval_ttl).unwrap_or(TimeDelta::hours(24)));
-        let id = format!("dec_{}", uuid::Uuid::new_v4().simple());
+        let id = decision_id(request.at);
         let reasons = serde_json::to_string(&eval.reasons).map_err(|e| StoreError::Unusable(e.to_string()))?;
         let headroom = serde_json::to_string(&eval.headroom).map_err(|e| StoreError::Unusable(e.to_string()))?;
         let at_us = to_us(request.at);
@@ -251,21 +279,21 @@ impl Writer {
                 agent: Some(&request.agent),
                 wallet: Some(&request.wallet),
                 usd: usd.as_deref(),
-                detail: serde_json::json!({
-                    "decision": eval.decision.as_str(),
-                    "tier": eval.tier.as_str(),
-                    "status": status.as_str(),
-                    "chain": spend.map(|s| s.chain.as_str()),
-                    "asset": spend.map(|s| s.asset.as_str()),
-                    "amount": money(request.amount),
-                    "recipient": recipient,
-                    "operation": request.operation,
-                    "reasons": codes,
-                    "intent_hash": intent_hash,
-                    "execute_after": execute_after.map(|t| t.to_rfc3339()),
-                    "approval_expires_at": approval_expires_at.map(|t| t.to_rfc3339()),
-                    "valuation": valuation,
-                }),
+                detail: DecisionAudit {
+                    amount: money(request.amount),
+                    approval_expires_at: approval_expires_at.map(|t| t.to_rfc3339()),
+                    asset: spend.map(|s| s.asset.as_str()),
+                    chain: spend.map(|s| s.chain.as_str()),
+                    decision: eval.decision.as_str(),
+                    execute_after: execute_after.map(|t| t.to_rfc3339()),
+                    intent_hash: intent_hash.as_deref(),
+                    operation: request.operation.as_deref(),
+                    reasons: codes,
+                    recipient: &recipient,
+                    status: status.as_str(),
+                    tier: eval.tier.as_str(),
+                    valuation,
+                },
             },
             request.at,
         )?;
@@ -512,5 +540,58 @@ impl Writer {
             None => self.set_status(id, SpendStatus::Reserved, at, None)?,
         };
         Ok(Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    /// A decision's audit entry written from the struct holds what the `json!` map entries were
+    /// written from before it held, its keys in the same order.
+    #[test]
+    fn a_decision_audit_entry_reads_as_the_map_it_replaced() {
+        let valuation = spendguard_core::price::Valuation {
+            usd: Decimal::new(125, 2),
+            price: Decimal::ONE,
+            source: "static".into(),
+            as_of: None,
+        };
+        let entry = DecisionAudit {
+            amount: "1.25".into(),
+            approval_expires_at: Some("2026-12-03T00:00:00+00:00".into()),
+            asset: Some("eth:USDC"),
+            chain: Some("eth"),
+            decision: "allow",
+            execute_after: Some("2026-12-02T00:00:00+00:00".into()),
+            intent_hash: Some("ab"),
+            operation: Some("op"),
+            reasons: vec!["within_limits", "notify"],
+            recipient: "0xa0",
+            status: "reserved",
+            tier: "instant",
+            valuation: Some(&valuation),
+        };
+        let map = serde_json::json!({
+            "decision": entry.decision,
+            "tier": entry.tier,
+            "status": entry.status,
+            "chain": entry.chain,
+            "asset": entry.asset,
+            "amount": entry.amount,
+            "recipient": entry.recipient,
+            "operation": entry.operation,
+            "reasons": entry.reasons,
+            "intent_hash": entry.intent_hash,
+            "execute_after": entry.execute_after,
+            "approval_expires_at": entry.approval_expires_at,
+            "valuation": entry.valuation,
+        });
+        let written = serde_json::to_string(&entry).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&written).unwrap(), map);
+        let at = |key: &String| written.find(&format!("\"{key}\":")).unwrap();
+        let keys: Vec<&String> = map.as_object().unwrap().keys().collect();
+        assert!(keys.windows(2).all(|pair| at(pair[0]) < at(pair[1])), "{written}");
     }
 }

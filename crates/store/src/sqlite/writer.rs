@@ -43,13 +43,16 @@ pub(crate) fn connect(path: &Path, options: &LedgerOptions) -> StoreResult<rusql
     // the first to change into a statement journal; in memory that is a copy, on disk (the
     // default) a write to a temporary file per page per job.
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(open_err)?;
-    // A decision touches about ten B-tree pages, several of them at random places (its id);
-    // 16 MiB keeps the hot ones cached instead of read back.
+    // A decision touches about ten B-tree pages; 16 MiB keeps the hot ones cached instead of
+    // read back.
     conn.pragma_update(None, "cache_size", -16384).map_err(open_err)?;
     // The commit that crosses this many WAL frames copies them back into the file (and fsyncs
     // it): rarer and larger copies share the pages each decision rewrites (its tables' last
     // leaves). Measured with `cargo bench -p spendguard-store --bench reserve` (BENCHMARKS.md).
     conn.pragma_update(None, "wal_autocheckpoint", 8000).map_err(open_err)?;
+    // The writer keeps its statements prepared (rusqlite's cache holds 16 by default, fewer
+    // than the writer's jobs use between them, so a mix of jobs would keep re-parsing them).
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -329,7 +332,7 @@ impl Writer {
             (true, true) => "BEGIN; SELECT value FROM meta WHERE key = 'change_seq' FOR UPDATE",
             (true, false) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         };
-        if let Err(e) = self.conn.execute_batch(begin) {
+        if let Err(e) = self.conn.run(begin) {
             return fail_all(batch, &e.to_string());
         }
         if let Err(e) = self.refresh() {
@@ -371,7 +374,7 @@ impl Writer {
         }
         let committed = match self.abort.take() {
             Some(msg) => Err(msg),
-            None => self.conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            None => self.conn.run("COMMIT").map_err(|e| e.to_string()),
         };
         match committed {
             Ok(()) => {
@@ -408,7 +411,7 @@ impl Writer {
 
     /// Runs one job inside its own savepoint, so a failing job leaves the others intact.
     fn run_job(&mut self, job: Job) -> Deliver {
-        if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = self.conn.run("SAVEPOINT job") {
             let msg = e.to_string();
             return Box::new(move |_| (job.fail)(&msg));
         }
@@ -423,8 +426,9 @@ impl Writer {
                 self.dirty = true;
             }
         }
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = self.conn.execute_batch(end) {
+        let ended =
+            if ok { self.conn.run("RELEASE job") } else { self.conn.execute_batch("ROLLBACK TO job; RELEASE job") };
+        if let Err(e) = ended {
             // The transaction is in an unknown state: roll the whole batch back.
             self.abort = Some(e.to_string());
         }
