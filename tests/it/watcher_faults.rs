@@ -6,10 +6,12 @@ use serde_json::json;
 use spendguard_core::SpendStatus;
 use spendguard_evm::testing::{rpc_call, send_native, send_token};
 use spendguard_tests::anvil::DEV_KEYS;
+use spendguard_tests::clock::SteppedClock;
 use spendguard_tests::evm_org::*;
 use spendguard_tests::mcp_client::McpAgent;
 use spendguard_tests::prelude::*;
 use spendguard_tests::rpc_proxy::{Faults, RpcProxy};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Anvil account 3: an address no wallet is registered for.
@@ -145,7 +147,11 @@ async fn a_reorg_deeper_than_the_limit_stops_the_watcher_with_one_alert() {
 async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_cannot() {
     let org = EvmOrg::start(BUYER_TIERS).await;
     let config = org.variant("missing", &[("confirmations = 1", "confirmations = 1\nmissing_after = \"1s\"")]);
-    let node = org.node_for(config, vec![]).await;
+    // The deadline is passed by stepping the node's clock, not by waiting: on a loaded machine
+    // the steps before the first look could take longer than the deadline itself.
+    let start = chrono::Utc::now();
+    let clock = Arc::new(SteppedClock::new(start));
+    let node = org.node_for_with_clock(config, clock.clone()).await;
     let agent = McpAgent::connect(&node.services, "buyer").await;
 
     // The spend is broadcast into the mempool, then the node forgets it, and the wallet's key
@@ -165,7 +171,7 @@ async fn a_spend_that_never_lands_is_reported_missing_and_released_once_it_canno
     node.tick().await;
     assert_eq!(node.ledger().decision(&id).await.unwrap().unwrap().status, SpendStatus::Broadcast);
     assert!(node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.set(start + chrono::TimeDelta::seconds(2));
     node.tick().await;
     let events = node.ledger().events(Some(EventKind::MissingOutflow)).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");

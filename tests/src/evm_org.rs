@@ -272,7 +272,15 @@ impl EvmOrg {
 
     /// A node in this process for this org's config whose services read the time from `clock`.
     pub async fn node_with_clock(&self, clock: Arc<dyn spendguard_service::Clock>) -> Arc<TestNode> {
-        let config = self.config();
+        self.node_for_with_clock(self.config(), clock).await
+    }
+
+    /// [`EvmOrg::node_for`] whose services read the time from `clock`, without alert channels.
+    pub async fn node_for_with_clock(
+        &self,
+        config: spendguard_config::Config,
+        clock: Arc<dyn spendguard_service::Clock>,
+    ) -> Arc<TestNode> {
         let keys = EvmOrg::keys_for(&config);
         TestNode::build_with_clock(config, keys, clock).await
     }
