@@ -527,7 +527,12 @@ impl Run<'_> {
             label
         };
         let headroom = Headroom { labels, limit: max, used, reserved, requested };
-        if sum_exceeds([used, reserved, requested], max) {
+        let exceeded = match limit.measure {
+            // Counts add up as integers; only the headroom shows them as decimals.
+            Measure::Count(max) => usage.spent_count.saturating_add(usage.reserved_count).saturating_add(1) > max,
+            _ => sum_exceeds([used, reserved, requested], max),
+        };
+        if exceeded {
             let total = used.saturating_add(reserved).saturating_add(requested);
             let fmt = |d| headroom.fmt(d);
             let unit_word = if headroom.labels.unit == "count" { "spends" } else { headroom.labels.unit.as_str() };
