@@ -33,6 +33,18 @@ fn bench(c: &mut Criterion) {
     // What a decision costs besides its write: the hop to the writer thread and back, and the
     // evaluation.
     group.bench_function("dry_run_1_caller", |b| b.iter(|| runtime.block_on(dry_run(&ledger, &clock, start()))));
+    // The floor under one caller: what one durable commit of one small row costs on this disk
+    // at this moment, with the ledger's settings. The disk's speed moves by 2x from hour to
+    // hour here, so `1_caller` is read against this, measured in the same run.
+    let floor = floor_connection(&dir.path().join("floor.db"));
+    let body = "x".repeat(200); // about what a decision's row holds besides its indices
+    group.bench_function("commit_floor_1_row", |b| {
+        b.iter(|| {
+            floor.execute_batch("BEGIN IMMEDIATE").unwrap();
+            floor.execute("INSERT INTO t (body) VALUES (?1)", [&body]).unwrap();
+            floor.execute_batch("COMMIT").unwrap();
+        })
+    });
     let before = ledger.stats();
     group.bench_function("1_caller", |b| b.iter(|| runtime.block_on(reserve(&ledger, &clock, start()))));
     report("1_caller", before);
@@ -41,6 +53,19 @@ fn bench(c: &mut Criterion) {
     group.bench_function("64_callers", |b| b.iter_custom(|iters| concurrent(&runtime, &ledgers, 64, iters, &clock)));
     report("64_callers", before);
     group.finish();
+}
+
+/// A connection set up as the ledger's are (WAL, `synchronous = FULL`, the same cache and
+/// checkpoint settings) to a table with one row per commit.
+fn floor_connection(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
+         PRAGMA wal_autocheckpoint = 8000; CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    )
+    .unwrap();
+    conn
 }
 
 criterion_group!(benches, bench);
