@@ -109,7 +109,7 @@ fn usdc(agent: &str, amount: &str) -> ReserveRequest {
             at: at(NOON),
             domain: None,
         },
-        balances: Balances::new(),
+        balances: Balances::default(),
         prices: Default::default(),
         idempotency_key: None,
         memo: None,

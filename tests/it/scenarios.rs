@@ -26,7 +26,7 @@ impl Field {
             .ledger
             .reserve(ReserveRequest {
                 request,
-                balances: Balances::new(),
+                balances: Balances::default(),
                 prices: Default::default(),
                 idempotency_key: None,
                 memo: None,

@@ -400,7 +400,7 @@ impl Sandbox {
             model: model(extra),
             index: UsageIndex::new(),
             freezes: vec![],
-            balances: Balances::new(),
+            balances: Balances::default(),
             prices: Default::default(),
             next_seq: 1,
         }

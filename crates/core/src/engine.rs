@@ -6,10 +6,11 @@
 //! reason at once; the strictest tier wins.
 
 use crate::decision::{Decision, Evaluation, Headroom, HeadroomLabels, Reason, ReasonCode, ResolvedSpend, Tier};
+use crate::fast_map::FastMap;
 use crate::freeze::Freeze;
 use crate::model::{
-    asset_key, Agent, Asset, Limit, Measure, Model, Policy, PolicyLabels, RecipientAction, RecipientMatch, Scope,
-    Wallet,
+    asset_key, Agent, Asset, Limit, LimitPlan, Measure, Model, Policy, PolicyPlan, RecipientAction, RecipientMatch,
+    Scope, Wallet,
 };
 use crate::money::{decimal_places, fmt_units, fmt_usd, sum_exceeds};
 use crate::price::{quote, Prices, Valuation};
@@ -19,7 +20,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// A spend an agent asks for. The agent comes from authentication, never from the request body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,7 +44,7 @@ pub struct SpendRequest {
 }
 
 /// Live wallet balances by asset (`chain:SYMBOL`); an absent asset means "not known".
-pub type Balances = HashMap<String, Decimal>;
+pub type Balances = FastMap<String, Decimal>;
 
 /// What the engine reads besides the model and the request.
 pub struct Context<'a> {
@@ -112,7 +112,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         ctx,
         wallet,
         wallet_scope: None,
-        window_starts: Vec::with_capacity(16),
+        window_starts: WindowStarts::default(),
         out: Outcome::default(),
     };
     // Room for every limit's headroom at once (each covering policy's limits, or its largest
@@ -166,8 +166,8 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             );
         }
     }
-    for (policy, labels) in model.policies_with_labels().filter(|(p, _)| covering(&p.scope)) {
-        run.check_policy(policy, labels);
+    for (policy, plan) in model.policies_with_plans().filter(|(p, _)| covering(&p.scope)) {
+        run.check_policy(policy, plan);
     }
     let out = run.out;
     finish(out, spend, req)
@@ -333,9 +333,15 @@ struct Run<'a> {
     wallet: &'a Wallet,
     /// `wallet:<id>`, built when a balance-fraction limit first needs it.
     wallet_scope: Option<Scope>,
-    window_starts: Vec<(Window, Tz, DateTime<Utc>)>,
+    window_starts: WindowStarts,
     out: Outcome,
 }
+
+/// The window starts one evaluation has worked out, by the model's window number
+/// ([`LimitPlan::window`]), on the stack: policies name a handful of distinct windows, and past
+/// sixteen a start is simply worked out again.
+#[derive(Default)]
+struct WindowStarts([Option<DateTime<Utc>>; 16]);
 
 impl Run<'_> {
     /// The amount's USD value for a rule that needs it; without a usable price the spend is
@@ -360,7 +366,7 @@ impl Run<'_> {
         }
     }
 
-    fn check_policy(&mut self, policy: &Policy, labels: &PolicyLabels) {
+    fn check_policy(&mut self, policy: &Policy, plan: &PolicyPlan) {
         let spend = self.spend;
         if let Some(chains) = &policy.chains {
             if !chains.contains(&spend.chain) {
@@ -396,7 +402,7 @@ impl Run<'_> {
 
         // An operation's own per-tx cap and limits take the place of the policy's for its spends.
         let mut per_tx = policy.per_tx_usd.map(|cap| (cap, None));
-        let mut limits: (&[Limit], &[&'static HeadroomLabels], Option<&str>) = (&policy.limits, &labels.limits, None);
+        let mut limits: (&[Limit], &[LimitPlan], Option<&str>) = (&policy.limits, &plan.limits, None);
         if !policy.operations.is_empty() {
             let names = || policy.operations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
             match self.req.operation.as_deref() {
@@ -419,7 +425,7 @@ impl Run<'_> {
                             per_tx = Some((cap, Some(op.name.as_str())));
                         }
                         if !op.limits.is_empty() {
-                            limits = (&op.limits, &labels.operations[i], Some(op.name.as_str()));
+                            limits = (&op.limits, &plan.operations[i], Some(op.name.as_str()));
                         }
                     }
                 },
@@ -439,11 +445,11 @@ impl Run<'_> {
                 );
             }
         }
-        let (limits, limit_labels, operation) = limits;
+        let (limits, plans, operation) = limits;
         // The policy's scope is looked up once for all its limits.
         let spent = self.ctx.usage.of_scope(&policy.scope);
-        for (limit, limit_label) in limits.iter().zip(limit_labels) {
-            self.check_limit(policy, limit_label, limit, operation, spent);
+        for (limit, plan) in limits.iter().zip(plans) {
+            self.check_limit(policy, plan, limit, operation, spent);
         }
         self.check_recipient(policy);
         self.apply_tiers(policy);
@@ -452,7 +458,7 @@ impl Run<'_> {
     fn check_limit(
         &mut self,
         policy: &Policy,
-        label: &'static HeadroomLabels,
+        plan: &LimitPlan,
         limit: &Limit,
         operation: Option<&str>,
         spent: Option<&dyn ScopeUsage>,
@@ -461,12 +467,13 @@ impl Run<'_> {
         if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
             return;
         }
+        let label = plan.labels;
         // Without a price the spend is denied, and the limit's headroom is still shown.
         let requested_usd = match limit.measure {
             Measure::Usd(_) => self.usd_for(policy, &label.rule).unwrap_or_default(),
             _ => Decimal::ZERO,
         };
-        let since = self.window_start(limit.window, policy.timezone);
+        let since = self.window_start(plan, limit.window, policy.timezone);
         // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
         let balance_fraction = matches!(limit.measure, Measure::BalanceFraction(_));
         let wallet = self.wallet;
@@ -475,7 +482,11 @@ impl Run<'_> {
         } else {
             (&policy.scope, limit.asset.as_deref())
         };
-        let query = UsageQuery { window: limit.window, timezone: policy.timezone, since, asset, operation };
+        let query = if balance_fraction {
+            UsageQuery::new(limit.window, policy.timezone, since, asset, operation)
+        } else {
+            UsageQuery { spec: plan.usage, since }
+        };
         let usage = if balance_fraction {
             self.ctx.usage.usage(scope, &query)
         } else {
@@ -559,16 +570,14 @@ impl Run<'_> {
         self.out.headroom.push(headroom);
     }
 
-    /// Start of a window at the request's instant, worked out once per distinct window (several
-    /// policies name the same ones).
-    fn window_start(&mut self, window: Window, tz: Tz) -> DateTime<Utc> {
-        let same = |(w, z, _): &&(Window, Tz, DateTime<Utc>)| *w == window && (*z == tz || window.is_rolling());
-        if let Some((_, _, start)) = self.window_starts.iter().find(same) {
-            return *start;
+    /// Start of a limit's window at the request's instant, worked out once per distinct window
+    /// (several policies name the same ones).
+    fn window_start(&mut self, plan: &LimitPlan, window: Window, tz: Tz) -> DateTime<Utc> {
+        let at = self.req.at;
+        match self.window_starts.0.get_mut(plan.window) {
+            Some(known) => *known.get_or_insert_with(|| window.start(at, tz)),
+            None => window.start(at, tz),
         }
-        let start = window.start(self.req.at, tz);
-        self.window_starts.push((window, tz, start));
-        start
     }
 
     fn check_recipient(&mut self, policy: &Policy) {

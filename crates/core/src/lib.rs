@@ -12,6 +12,7 @@
 //!   outflow or a decommissioning freezes.
 //! - [`event`]: the kinds of events operators are told about.
 //! - [`lifecycle`]: decision statuses and their legal transitions.
+//! - [`fast_map`]: the hash map for keys the configuration chooses (FNV instead of SipHash).
 //! - [`money`]: strict decimal parsing and display; money is never a float.
 //! - [`price`]: where each asset's USD price comes from, and [`price::quote`], which judges a
 //!   live feed's latest reading at the request's instant (fresh, sane, on peg) or says why not.
@@ -22,6 +23,7 @@
 pub mod decision;
 pub mod engine;
 pub mod event;
+pub mod fast_map;
 pub mod freeze;
 pub mod lifecycle;
 pub mod model;

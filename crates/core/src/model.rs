@@ -4,12 +4,13 @@
 //! `Option` so that a stale identifier (say, from an old ledger row) is never a panic.
 
 use crate::decision::HeadroomLabels;
+use crate::fast_map::FastMap;
 use crate::time::{Schedule, Window};
+use crate::usage::UsageSpec;
 use chrono::TimeDelta;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 
 /// The family of a chain, which decides address format and how money moves.
@@ -523,25 +524,46 @@ pub struct Model {
     pub policies: Vec<Policy>,
     /// Operators.
     pub operators: Vec<Operator>,
-    merchant_by_address: HashMap<String, HashMap<String, usize>>,
-    labels: Vec<PolicyLabels>,
+    merchant_by_address: FastMap<String, FastMap<String, usize>>,
+    plans: Vec<PolicyPlan>,
+    windows: Vec<(Window, Tz)>,
 }
 
-/// Labels of each limit of a policy, made once per model rather than once per request.
+/// What the engine needs of each limit of a policy beyond the limit itself, made once per
+/// model rather than once per request.
 #[derive(Debug, Clone)]
-pub struct PolicyLabels {
+pub struct PolicyPlan {
     /// One per `limits` entry.
-    pub limits: Vec<&'static HeadroomLabels>,
+    pub limits: Vec<LimitPlan>,
     /// One list per operation, one entry per limit of it.
-    pub operations: Vec<Vec<&'static HeadroomLabels>>,
+    pub operations: Vec<Vec<LimitPlan>>,
 }
 
-fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<&'static HeadroomLabels> {
+/// One limit's headroom labels and the usage it sums.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitPlan {
+    /// Labels of the limit's headroom.
+    pub labels: &'static HeadroomLabels,
+    /// The usage the limit sums in the policy's scope (a balance fraction sums the wallet's
+    /// usage of the spent asset instead, whose spec the engine looks up per request).
+    pub usage: &'static UsageSpec,
+    /// The limit's window (in the policy's timezone) among the model's distinct windows
+    /// ([`Model::windows`]): an evaluation works each start out once, by this number.
+    pub window: usize,
+}
+
+fn limit_plans(
+    policy: &Policy,
+    operation: Option<&str>,
+    limits: &[Limit],
+    windows: &mut Vec<(Window, Tz)>,
+) -> Vec<LimitPlan> {
+    let prefix = operation.map(|o| format!("operation[{o}].")).unwrap_or_default();
     limits
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            HeadroomLabels {
+        .map(|(i, l)| LimitPlan {
+            labels: HeadroomLabels {
                 policy_id: policy.id.clone(),
                 rule: format!("{prefix}limits[{i}]"),
                 scope: policy.scope.to_string(),
@@ -555,7 +577,16 @@ fn limit_labels(policy: &Policy, prefix: &str, limits: &[Limit]) -> Vec<&'static
                     (_, None) => String::new(),
                 },
             }
-            .intern()
+            .intern(),
+            usage: UsageSpec::of(l.window, policy.timezone, l.asset.as_deref(), operation),
+            window: {
+                // A rolling window starts at the same instant in every timezone.
+                let window = (l.window, if l.window.is_rolling() { Tz::UTC } else { policy.timezone });
+                windows.iter().position(|w| *w == window).unwrap_or_else(|| {
+                    windows.push(window);
+                    windows.len() - 1
+                })
+            },
         })
         .collect()
 }
@@ -577,20 +608,21 @@ impl Model {
         policies: Vec<Policy>,
         operators: Vec<Operator>,
     ) -> Model {
-        let mut merchant_by_address: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        let mut merchant_by_address: FastMap<String, FastMap<String, usize>> = FastMap::default();
         for (i, m) in merchants.iter().enumerate() {
             for (chain, address) in &m.addresses {
                 merchant_by_address.entry(chain.clone()).or_default().entry(address.clone()).or_insert(i);
             }
         }
-        let labels = policies
+        let mut windows = vec![];
+        let plans = policies
             .iter()
-            .map(|p| PolicyLabels {
-                limits: limit_labels(p, "", &p.limits),
+            .map(|p| PolicyPlan {
+                limits: limit_plans(p, None, &p.limits, &mut windows),
                 operations: p
                     .operations
                     .iter()
-                    .map(|o| limit_labels(p, &format!("operation[{}].", o.name), &o.limits))
+                    .map(|o| limit_plans(p, Some(&o.name), &o.limits, &mut windows))
                     .collect(),
             })
             .collect();
@@ -607,13 +639,20 @@ impl Model {
             policies,
             operators,
             merchant_by_address,
-            labels,
+            plans,
+            windows,
         }
     }
 
-    /// Policies with their precomputed labels.
-    pub fn policies_with_labels(&self) -> impl Iterator<Item = (&Policy, &PolicyLabels)> {
-        self.policies.iter().zip(&self.labels)
+    /// The distinct windows the policies' limits name, with the timezone a calendar window is
+    /// in ([`LimitPlan::window`] numbers them).
+    pub fn windows(&self) -> &[(Window, Tz)] {
+        &self.windows
+    }
+
+    /// Policies with what the engine precomputes of their limits.
+    pub fn policies_with_plans(&self) -> impl Iterator<Item = (&Policy, &PolicyPlan)> {
+        self.policies.iter().zip(&self.plans)
     }
 
     /// The chain with this identifier.

@@ -158,7 +158,6 @@ pub fn sum_exceeds(parts: [Decimal; 3], max: Decimal) -> bool {
 /// fit a `Decimal`'s 96-bit mantissa at that scale (where `Decimal` addition stops being exact).
 fn lined_up_sum_exceeds(parts: [Decimal; 3], max: Decimal) -> Option<bool> {
     const MANTISSA_MAX: u128 = (1 << 96) - 1;
-    const SIGN: u32 = 1 << 31;
     const POW10: [u64; 19] = {
         let mut table = [1u64; 19];
         let mut i = 1;
@@ -168,22 +167,17 @@ fn lined_up_sum_exceeds(parts: [Decimal; 3], max: Decimal) -> Option<bool> {
         }
         table
     };
-    // `serialize` is documented as flags, then the 96-bit mantissa low word first.
-    let values = [parts[0], parts[1], parts[2], max].map(|d| {
-        let b = d.serialize();
-        let flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let low = u64::from_le_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]);
-        let high = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
-        (flags, low, high)
-    });
-    let general = values.iter().fold(0, |any, (flags, _, high)| any | (flags & SIGN) | high);
-    let scales = values.map(|(flags, _, _)| (flags >> 16) & 0xff);
+    let values = [parts[0], parts[1], parts[2], max];
+    // A negative mantissa, cast, sets the high bits too; a negative zero has mantissa 0.
+    let mantissas = values.map(|d| d.mantissa() as u128);
+    let general = mantissas.iter().fold(0, |any, m| any | (m >> 64));
+    let scales = values.map(|d| d.scale());
     let (lowest, scale) = scales.iter().fold((u32::MAX, 0), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
     if general != 0 || scale - lowest >= 19 {
         return None;
     }
     // Below 2^64 × 10^18 < 2^124 each, so three add up without overflow.
-    let lined_up = |i: usize| u128::from(values[i].1) * u128::from(POW10[(scale - scales[i]) as usize]);
+    let lined_up = |i: usize| mantissas[i] * u128::from(POW10[(scale - scales[i]) as usize]);
     let sum = lined_up(0) + lined_up(1) + lined_up(2);
     (sum <= MANTISSA_MAX).then(|| sum > lined_up(3))
 }

@@ -7,12 +7,13 @@
 //! outlive its freshness: [`quote`] either gives the price a decision may use or says exactly
 //! why there is none ([`PriceProblem`]). There is no fallback: no old number, no zero.
 
+use crate::fast_map::FastMap;
 use crate::money::{fmt_units, fmt_usd};
 use crate::time::fmt_duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// How an asset is priced in USD.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,15 +143,15 @@ pub struct PriceReading {
 }
 
 /// Latest readings by asset key (`chain:SYMBOL`); only live-priced assets have one.
-pub type Prices = HashMap<String, PriceReading>;
+pub type Prices = FastMap<String, PriceReading>;
 
 /// A usable price, as recorded with a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
     /// USD per asset unit.
     pub price: Decimal,
-    /// [`PriceSource::name`].
-    pub source: String,
+    /// [`PriceSource::name`] (`static` needs no allocation: every evaluation makes a quote).
+    pub source: Cow<'static, str>,
     /// When the price was published; `None` for a static price.
     pub as_of: Option<DateTime<Utc>>,
 }
@@ -165,7 +166,7 @@ pub struct Valuation {
     #[serde(serialize_with = "crate::money::serialize_units")]
     pub price: Decimal,
     /// `static`, `chainlink:<feed>` or `pyth:<account>`.
-    pub source: String,
+    pub source: Cow<'static, str>,
     /// When the price was published; `null` for a static price.
     pub as_of: Option<DateTime<Utc>>,
 }
@@ -295,7 +296,7 @@ pub fn percent(fraction: Decimal) -> String {
 /// The price `asset` may be valued at `now`, judged from the feed's latest reading.
 pub fn quote(price: &AssetPrice, reading: Option<&PriceReading>, now: DateTime<Utc>) -> Result<Quote, PriceProblem> {
     let feed = match &price.source {
-        PriceSource::Static(usd) => return Ok(Quote { price: *usd, source: "static".into(), as_of: None }),
+        PriceSource::Static(usd) => return Ok(Quote { price: *usd, source: Cow::Borrowed("static"), as_of: None }),
         PriceSource::Live(feed) => feed,
     };
     let name = feed.name();
@@ -374,7 +375,7 @@ pub fn quote(price: &AssetPrice, reading: Option<&PriceReading>, now: DateTime<U
             });
         }
     }
-    Ok(Quote { price: seen.price, source: name, as_of: Some(seen.published_at) })
+    Ok(Quote { price: seen.price, source: Cow::Owned(name), as_of: Some(seen.published_at) })
 }
 
 #[cfg(test)]
@@ -426,9 +427,9 @@ mod tests {
     #[test]
     fn a_fresh_price_is_quoted_with_its_source_and_time() {
         let q = quote(&chainlink(None), Some(&reading("3000", 0, 5)), at(10)).unwrap();
-        assert_eq!((q.price, q.source.as_str(), q.as_of), ("3000".parse().unwrap(), "chainlink:0xFeed", Some(at(0))));
+        assert_eq!((q.price, &*q.source, q.as_of), ("3000".parse().unwrap(), "chainlink:0xFeed", Some(at(0))));
         let s = quote(&AssetPrice::fixed(Decimal::ONE), None, at(0)).unwrap();
-        assert_eq!((s.source.as_str(), s.as_of), ("static", None));
+        assert_eq!((&*s.source, s.as_of), ("static", None));
     }
 
     #[test]

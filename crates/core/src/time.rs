@@ -42,7 +42,7 @@ pub fn fmt_duration(d: TimeDelta) -> String {
 }
 
 /// A calendar period, aligned to local midnight in a timezone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CalendarPeriod {
     /// Since local midnight.
     Day,
@@ -53,7 +53,7 @@ pub enum CalendarPeriod {
 }
 
 /// The time span a limit sums over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Window {
     /// The last `TimeDelta` up to the spend, e.g. `24h`.
     Rolling(TimeDelta),

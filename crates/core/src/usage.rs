@@ -3,6 +3,7 @@
 //! [`UsageIndex`] is the in-memory index the ledger keeps of every spend that still counts
 //! against a limit; the engine reads it through [`UsageSource`].
 
+use crate::fast_map::FastMap;
 use crate::model::Scope;
 use crate::time::Window;
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 /// How a ledger entry counts against limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,17 +49,73 @@ pub struct LedgerEntry {
 
 /// A question about one scope's usage: how much did it spend in a window?
 #[derive(Debug, Clone, Copy)]
-pub struct UsageQuery<'a> {
-    /// The window asked about; with `timezone`, it names the running sum kept for it.
-    pub window: Window,
-    /// Timezone of a calendar window.
-    pub timezone: Tz,
+pub struct UsageQuery {
+    /// What is summed.
+    pub spec: &'static UsageSpec,
     /// Window start at the evaluation instant (see [`Window::counts`]).
     pub since: DateTime<Utc>,
+}
+
+/// What a usage query sums: a window (calendar windows in a timezone), restricted to an asset
+/// and an operation. Each distinct description is made once per process and numbered
+/// ([`UsageSpec::of`]), so an index finds the running sum kept for it by that number rather
+/// than by comparing descriptions: the engine asks about thirty of them per evaluation.
+#[derive(Debug)]
+pub struct UsageSpec {
+    /// The window.
+    pub window: Window,
+    /// Timezone of a calendar window (a rolling window's start does not depend on it).
+    pub timezone: Tz,
     /// Only this asset (`chain:SYMBOL`).
-    pub asset: Option<&'a str>,
+    pub asset: Option<String>,
     /// Only this operation.
-    pub operation: Option<&'a str>,
+    pub operation: Option<String>,
+    /// Distinct per description, from 0 up, for the life of the process.
+    number: usize,
+}
+
+impl UsageQuery {
+    /// The query for this description ([`UsageSpec::of`]; callers asking often keep the spec).
+    pub fn new(
+        window: Window,
+        timezone: Tz,
+        since: DateTime<Utc>,
+        asset: Option<&str>,
+        operation: Option<&str>,
+    ) -> UsageQuery {
+        UsageQuery { spec: UsageSpec::of(window, timezone, asset, operation), since }
+    }
+}
+
+impl UsageSpec {
+    /// The one spec of this description. Models make theirs once; like headroom labels, specs
+    /// live as long as the process (a handful per distinct limit ever configured).
+    pub fn of(window: Window, timezone: Tz, asset: Option<&str>, operation: Option<&str>) -> &'static UsageSpec {
+        type Description = (Window, Tz, Option<String>, Option<String>);
+        static SPECS: LazyLock<RwLock<HashMap<Description, &'static UsageSpec>>> = LazyLock::new(Default::default);
+        // A rolling window's start is the same in every timezone: one spec for all of them.
+        let timezone = if window.is_rolling() { Tz::UTC } else { timezone };
+        let description = (window, timezone, asset.map(str::to_string), operation.map(str::to_string));
+        if let Some(spec) = SPECS.read().unwrap_or_else(PoisonError::into_inner).get(&description) {
+            return spec;
+        }
+        let mut specs = SPECS.write().unwrap_or_else(PoisonError::into_inner);
+        let number = specs.len();
+        specs.entry(description).or_insert_with_key(|(window, timezone, asset, operation)| {
+            Box::leak(Box::new(UsageSpec {
+                window: *window,
+                timezone: *timezone,
+                asset: asset.clone(),
+                operation: operation.clone(),
+                number,
+            }))
+        })
+    }
+
+    fn matches(&self, e: &LedgerEntry) -> bool {
+        self.asset.as_deref().is_none_or(|a| a == e.asset)
+            && self.operation.as_deref().is_none_or(|o| Some(o) == e.operation.as_deref())
+    }
 }
 
 /// Sums of spent and reserved value in a window.
@@ -117,7 +174,7 @@ pub trait UsageSource {
     fn of_scope(&self, scope: &Scope) -> Option<&dyn ScopeUsage>;
 
     /// Sums the spend of `scope` matching `query`.
-    fn usage(&self, scope: &Scope, query: &UsageQuery<'_>) -> Usage {
+    fn usage(&self, scope: &Scope, query: &UsageQuery) -> Usage {
         self.of_scope(scope).map_or_else(Usage::default, |s| s.usage(query))
     }
 }
@@ -125,38 +182,14 @@ pub trait UsageSource {
 /// The spend of one scope, per window.
 pub trait ScopeUsage {
     /// Sums the spend matching `query`.
-    fn usage(&self, query: &UsageQuery<'_>) -> Usage;
+    fn usage(&self, query: &UsageQuery) -> Usage;
 }
-
-/// FNV-1a: scope names are short and not attacker-chosen (they come from the config), so a
-/// simple fast hash beats SipHash on the lookups one evaluation makes.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// A running sum over one window of one scope, restricted to an asset and an operation, valid
 /// for windows starting at `since`. Moving it to another start touches only the entries between.
 #[derive(Debug, Clone)]
 struct Cursor {
-    window: Window,
-    timezone: Tz,
-    asset: Option<Box<str>>,
-    operation: Option<Box<str>>,
+    spec: &'static UsageSpec,
     since: DateTime<Utc>,
     usage: Usage,
     /// Where the window begins in the scope's entries: the index of the first one it holds at
@@ -166,20 +199,23 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn matches(&self, e: &LedgerEntry) -> bool {
-        self.asset.as_deref().is_none_or(|a| a == e.asset)
-            && self.operation.as_deref().is_none_or(|o| Some(o) == e.operation.as_deref())
-    }
-
     fn contains(&self, e: &LedgerEntry) -> bool {
-        self.matches(e) && self.window.counts(e.at, self.since)
+        self.spec.matches(e) && self.spec.window.counts(e.at, self.since)
     }
+}
 
-    fn describes(&self, q: &UsageQuery<'_>) -> bool {
-        self.window == q.window
-            && self.timezone == q.timezone
-            && self.asset.as_deref() == q.asset
-            && self.operation.as_deref() == q.operation
+/// The cursors asked of one scope, and which one holds each spec's sum.
+#[derive(Debug, Default, Clone)]
+struct Cursors {
+    list: Vec<Cursor>,
+    /// By spec number: the spec's place in `list` plus one, or 0 when the scope has none yet.
+    place: Vec<u32>,
+}
+
+impl Cursors {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.place.clear();
     }
 }
 
@@ -192,7 +228,7 @@ struct ScopeData {
     /// Changes whenever an entry is inserted before the end or removed: the positions cursors
     /// hold from before are then searched again.
     layout: u64,
-    cursors: RefCell<Vec<Cursor>>,
+    cursors: RefCell<Cursors>,
 }
 
 impl ScopeData {
@@ -211,13 +247,13 @@ impl ScopeData {
     fn insert(&mut self, entry: &Arc<LedgerEntry>) {
         let end = self.entries.len();
         let latest = self.entries.last().is_none_or(|(at, e)| (*at, e.seq) < (entry.at, entry.seq));
-        for c in self.cursors.get_mut().iter_mut() {
+        for c in &mut self.cursors.get_mut().list {
             if c.contains(entry) {
                 c.usage.add(entry);
             }
             // Appended behind a window that holds none of the entries: it begins after the
             // new one unless it holds it.
-            if latest && c.layout == self.layout && c.first == end && !c.window.counts(entry.at, c.since) {
+            if latest && c.layout == self.layout && c.first == end && !c.spec.window.counts(entry.at, c.since) {
                 c.first += 1;
             }
         }
@@ -235,7 +271,7 @@ impl ScopeData {
         if let Ok(i) = self.find(entry.at, entry.seq) {
             self.entries.remove(i);
             self.layout += 1;
-            for c in self.cursors.get_mut().iter_mut().filter(|c| c.contains(entry)) {
+            for c in self.cursors.get_mut().list.iter_mut().filter(|c| c.contains(entry)) {
                 c.usage.sub(entry);
             }
         }
@@ -246,7 +282,7 @@ impl ScopeData {
     fn replace(&mut self, old: &LedgerEntry, new: &Arc<LedgerEntry>) {
         if let Ok(i) = self.find(old.at, old.seq) {
             self.entries[i].1 = Arc::clone(new);
-            for c in self.cursors.get_mut().iter_mut() {
+            for c in &mut self.cursors.get_mut().list {
                 if c.contains(old) {
                     c.usage.sub(old);
                 }
@@ -259,39 +295,37 @@ impl ScopeData {
 }
 
 impl ScopeUsage for ScopeData {
-    fn usage(&self, q: &UsageQuery<'_>) -> Usage {
+    fn usage(&self, q: &UsageQuery) -> Usage {
         let mut cursors = self.cursors.borrow_mut();
-        let Some(cursor) = cursors.iter_mut().find(|c| c.describes(q)) else {
-            let first = self.first_inside(q.window, q.since);
-            let mut fresh = Cursor {
-                window: q.window,
-                timezone: q.timezone,
-                asset: q.asset.map(Into::into),
-                operation: q.operation.map(Into::into),
-                since: q.since,
-                usage: Usage::default(),
-                first,
-                layout: self.layout,
-            };
+        let spec = q.spec;
+        let Some(place) = cursors.place.get(spec.number).and_then(|p| p.checked_sub(1)) else {
+            let first = self.first_inside(spec.window, q.since);
+            let mut fresh = Cursor { spec, since: q.since, usage: Usage::default(), first, layout: self.layout };
             for (_, e) in &self.entries[first..] {
-                if fresh.matches(e) {
+                if spec.matches(e) {
                     fresh.usage.add(e);
                 }
             }
             let usage = fresh.usage;
-            cursors.push(fresh);
+            cursors.list.push(fresh);
+            let place = u32::try_from(cursors.list.len()).unwrap_or(u32::MAX);
+            if cursors.place.len() <= spec.number {
+                cursors.place.resize(spec.number + 1, 0);
+            }
+            cursors.place[spec.number] = place;
             return usage;
         };
+        let cursor = &mut cursors.list[place as usize];
         if q.since == cursor.since {
             return cursor.usage;
         }
-        let mut i =
-            if cursor.layout == self.layout { cursor.first } else { self.first_inside(cursor.window, cursor.since) };
+        let window = spec.window;
+        let mut i = if cursor.layout == self.layout { cursor.first } else { self.first_inside(window, cursor.since) };
         if q.since > cursor.since {
             // The window's start moved forward: the entries it passed leave.
-            while let Some((at, e)) = self.entries.get(i).filter(|(at, _)| !cursor.window.counts(*at, q.since)) {
-                debug_assert!(cursor.window.counts(*at, cursor.since));
-                if cursor.matches(e) {
+            while let Some((at, e)) = self.entries.get(i).filter(|(at, _)| !window.counts(*at, q.since)) {
+                debug_assert!(window.counts(*at, cursor.since));
+                if spec.matches(e) {
                     cursor.usage.sub(e);
                 }
                 i += 1;
@@ -299,9 +333,9 @@ impl ScopeUsage for ScopeData {
         } else {
             // Back: the entries between the new start and the old enter.
             while let Some((_, e)) =
-                i.checked_sub(1).and_then(|p| self.entries.get(p)).filter(|(at, _)| cursor.window.counts(*at, q.since))
+                i.checked_sub(1).and_then(|p| self.entries.get(p)).filter(|(at, _)| window.counts(*at, q.since))
             {
-                if cursor.matches(e) {
+                if spec.matches(e) {
                     cursor.usage.add(e);
                 }
                 i -= 1;
@@ -391,7 +425,7 @@ impl UsageIndex {
             let entry = Arc::new(entry);
             for scope in Self::scopes_of(&entry) {
                 let data = self.by_scope.entry(scope).or_default();
-                for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&entry)) {
+                for c in data.cursors.get_mut().list.iter_mut().filter(|c| c.contains(&entry)) {
                     c.usage.add(&entry);
                 }
                 data.entries.push((entry.at, Arc::clone(&entry)));
@@ -476,11 +510,11 @@ mod tests {
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Reserved));
         let scope = Scope::Agent("a".into());
         let day = Window::Calendar(crate::time::CalendarPeriod::Day);
-        let q = UsageQuery { window: day, timezone: Tz::UTC, since: t0, asset: None, operation: None };
+        let q = UsageQuery::new(day, Tz::UTC, t0, None, None);
         let u = idx.usage(&scope, &q);
         assert_eq!((u.spent_usd, u.reserved_usd, u.spent_count, u.reserved_count), (10.into(), 5.into(), 1, 1));
         let hour = Window::Rolling(TimeDelta::hours(1));
-        let u = idx.usage(&scope, &UsageQuery { window: hour, ..q });
+        let u = idx.usage(&scope, &UsageQuery::new(hour, Tz::UTC, t0, None, None));
         assert_eq!((u.spent_usd, u.reserved_usd), (0.into(), 5.into()), "a rolling window excludes its start");
         // A reservation that executes changes state, not the total.
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Spent));
@@ -502,7 +536,7 @@ mod tests {
         }
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, window: Window, at: &str| {
-            let q = UsageQuery { window, timezone: ny, since: window.start(t(at), ny), asset: None, operation: None };
+            let q = UsageQuery::new(window, ny, window.start(t(at), ny), None, None);
             idx.usage(&scope, &q).spent_count
         };
         // New York's November 1st begins at 04:00Z; a spend at exactly 04:00Z belongs to it.
@@ -525,13 +559,7 @@ mod tests {
         let hour = Window::Rolling(TimeDelta::hours(1));
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, at: &str| {
-            let q = UsageQuery {
-                window: hour,
-                timezone: Tz::UTC,
-                since: hour.start(t(at), Tz::UTC),
-                asset: None,
-                operation: None,
-            };
+            let q = UsageQuery::new(hour, Tz::UTC, hour.start(t(at), Tz::UTC), None, None);
             idx.usage(&scope, &q).spent_usd
         };
         let mut idx = UsageIndex::new();
@@ -597,7 +625,7 @@ mod tests {
             ]
         }
 
-        fn naive(entries: &[LedgerEntry], scope: &Scope, q: &UsageQuery<'_>) -> Usage {
+        fn naive(entries: &[LedgerEntry], scope: &Scope, q: &UsageQuery) -> Usage {
             let mut u = Usage::default();
             for e in entries {
                 let in_scope = match scope {
@@ -605,7 +633,10 @@ mod tests {
                     Scope::Agent(a) => &e.agent == a,
                     _ => false,
                 };
-                if in_scope && q.window.counts(e.at, q.since) && q.asset.is_none_or(|a| a == e.asset) {
+                if in_scope
+                    && q.spec.window.counts(e.at, q.since)
+                    && q.spec.asset.as_deref().is_none_or(|a| a == e.asset)
+                {
                     u.add(e);
                 }
             }
@@ -711,13 +742,7 @@ mod tests {
                             let asset = asset.map(|a| format!("c:T{a}"));
                             let w = windows[usize::from(window)];
                             let at = t0 + TimeDelta::minutes(minute);
-                            let q = UsageQuery {
-                                window: w,
-                                timezone: ny,
-                                since: w.start(at, ny),
-                                asset: asset.as_deref(),
-                                operation: None,
-                            };
+                            let q = UsageQuery::new(w, ny, w.start(at, ny), asset.as_deref(), None);
                             prop_assert_eq!(idx.usage(&scope, &q), naive(&live, &scope, &q));
                         }
                         _ => {}

@@ -123,7 +123,7 @@ impl Chains {
         req: &SpendRequest,
         recent_will_do: bool,
     ) -> Result<Balances, ChainError> {
-        let mut balances = Balances::new();
+        let mut balances = Balances::default();
         let Some(wallet) = model.wallet(&req.wallet) else { return Ok(balances) };
         let Some(key) = requested_asset_key(model, wallet, req.asset.as_deref()) else { return Ok(balances) };
         let Some(asset) = model.assets.iter().find(|a| a.key() == key) else { return Ok(balances) };

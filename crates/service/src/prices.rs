@@ -112,9 +112,9 @@ impl PriceBook {
     /// The reading a decision about `asset` needs (none for static prices), reading the feed now
     /// if it was never read.
     pub(crate) async fn for_asset(&self, asset: Option<&str>) -> Prices {
-        let Some(asset) = asset else { return Prices::new() };
+        let Some(asset) = asset else { return Prices::default() };
         let Some(index) = self.feeds.iter().position(|f| f.assets.iter().any(|a| a == asset)) else {
-            return Prices::new();
+            return Prices::default();
         };
         let found = self.read_lock().get(asset).cloned();
         let reading = match found {
@@ -123,11 +123,11 @@ impl PriceBook {
                 self.read_feed(index).await;
                 match self.read_lock().get(asset).cloned() {
                     Some(r) => r,
-                    None => return Prices::new(),
+                    None => return Prices::default(),
                 }
             }
         };
-        Prices::from([(asset.to_string(), reading)])
+        Prices::from_iter([(asset.to_string(), reading)])
     }
 
     /// Reads every feed whose refresh is due, one read per feed, and records `price_stale` for

@@ -246,12 +246,12 @@ impl Spending {
         // the chain could not be read (a frozen chain is often one that is in trouble).
         let assigned = self.config.model.agent(agent).is_some_and(|a| a.wallets.contains(&req.wallet));
         let balances = match assigned {
-            false => Balances::new(),
+            false => Balances::default(),
             true => match self.chains.request_balance(&self.config.model, &req).await {
                 Ok(balances) => balances,
                 Err(e) if self.frozen(agent, &req.wallet).await? => {
                     tracing::debug!(error = %e, "balance unreadable; the spend is frozen anyway");
-                    Balances::new()
+                    Balances::default()
                 }
                 Err(e) => return Err(e.into()),
             },

@@ -9,6 +9,7 @@ use spendguard_core::model::Scope;
 use spendguard_core::price::{Prices, Valuation};
 use spendguard_core::reconcile::{Class, OutflowKind};
 use spendguard_core::{Balances, Decision, EventKind, Freeze, Headroom, Reason, SpendRequest, SpendStatus, Tier};
+use std::borrow::Cow;
 
 /// A spend to evaluate and, if allowed, reserve.
 #[derive(Debug, Clone)]
@@ -219,7 +220,7 @@ impl DecisionRecord {
             usd: self.usd?,
             price: self.price_usd?,
             // Decisions recorded before live prices were all valued at the static price.
-            source: self.price_source.clone().unwrap_or_else(|| "static".into()),
+            source: self.price_source.clone().map_or(Cow::Borrowed("static"), Cow::Owned),
             as_of: self.price_as_of,
         })
     }

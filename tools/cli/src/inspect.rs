@@ -302,7 +302,7 @@ pub(crate) async fn evaluate(config: Config, args: EvaluateArgs) -> Result<ExitC
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let mut balances = Balances::new();
+    let mut balances = Balances::default();
     if let Some(text) = &args.balance {
         let balance = parse_decimal(text).with_context(|| "--balance")?;
         let wallet = config.model.wallet(&args.wallet);

@@ -445,7 +445,7 @@ impl Reports {
         let mut limits: Vec<LimitUtilisation> = vec![];
         for a in &model.agents {
             for w in a.wallets.iter().filter_map(|w| model.wallet(w)) {
-                for h in self.limits.headroom(model, &a.id, w, &Balances::new()).await? {
+                for h in self.limits.headroom(model, &a.id, w, &Balances::default()).await? {
                     // A limit over the agent (or wider) is the same from each of its wallets.
                     let seen = limits.iter().any(|l| {
                         l.agent == a.id

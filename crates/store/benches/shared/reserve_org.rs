@@ -73,7 +73,7 @@ fn request(at: DateTime<Utc>) -> ReserveRequest {
             at,
             domain: None,
         },
-        balances: Balances::new(),
+        balances: Balances::default(),
         prices: Default::default(),
         idempotency_key: None,
         memo: None,

@@ -236,7 +236,7 @@ async fn a_dry_run_neither_waits_for_nor_blocks_another_processs_writer() {
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'change_seq';").unwrap();
     let dry = ledger
-        .evaluate(usdc("bot", "2.00").request, Balances::new(), Default::default())
+        .evaluate(usdc("bot", "2.00").request, Balances::default(), Default::default())
         .await
         .expect("dry run while locked");
     assert!(dry.is_allowed(), "{:?}", dry.reasons);

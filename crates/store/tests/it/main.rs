@@ -90,7 +90,7 @@ pub(crate) fn usdc(agent: &str, amount: &str) -> ReserveRequest {
             at: at(NOON),
             domain: None,
         },
-        balances: Balances::new(),
+        balances: Balances::default(),
         prices: Default::default(),
         idempotency_key: None,
         memo: None,
