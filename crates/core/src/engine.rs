@@ -12,7 +12,7 @@ use crate::model::{
     asset_key, Agent, Asset, Limit, LimitPlan, Measure, Model, Policy, PolicyPlan, RecipientAction, RecipientMatch,
     Scope, Wallet,
 };
-use crate::money::{decimal_places, fmt_units, fmt_usd, sum_exceeds};
+use crate::money::{decimal_places, exceeds, fmt_units, fmt_usd, sum_exceeds};
 use crate::price::{quote, Prices, Valuation};
 use crate::time::{fmt_duration, Window};
 use crate::usage::{ScopeUsage, UsageQuery, UsageSource};
@@ -151,7 +151,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         );
     }
     if let Some(&balance) = ctx.balances.get(&spend.asset) {
-        if req.amount > balance {
+        if exceeds(req.amount, balance) {
             run.out.deny(
                 ReasonCode::InsufficientBalance,
                 None,
@@ -436,7 +436,7 @@ impl Run<'_> {
                 None => Cow::Borrowed("per_tx_usd"),
                 Some(o) => Cow::Owned(format!("operation[{o}].per_tx_usd")),
             };
-            if let Some(usd) = self.usd_for(policy, &rule).filter(|usd| *usd > cap) {
+            if let Some(usd) = self.usd_for(policy, &rule).filter(|usd| exceeds(*usd, cap)) {
                 self.out.deny(
                     ReasonCode::PerTxLimit,
                     Some(policy),
@@ -612,7 +612,7 @@ impl Run<'_> {
                 }
                 if let Some(cap) = rule.per_tx_cap_usd {
                     let cap_rule = format_args!("recipients.rules[{i}].per_tx_cap_usd");
-                    if let Some(usd) = self.usd_for(policy, cap_rule).filter(|usd| *usd > cap) {
+                    if let Some(usd) = self.usd_for(policy, cap_rule).filter(|usd| exceeds(*usd, cap)) {
                         self.out.deny(
                             ReasonCode::PerTxLimit,
                             Some(policy),
@@ -676,7 +676,7 @@ impl Run<'_> {
             (Tier::Notify, tiers.notify_max_usd, "notify_max_usd"),
             (Tier::Delay, tiers.delay_max_usd, "delay_max_usd"),
         ];
-        let chosen = steps.iter().find(|(_, max, _)| max.is_some_and(|m| usd <= m)).map(|(t, _, _)| *t);
+        let chosen = steps.iter().find(|(_, max, _)| max.is_some_and(|m| !exceeds(usd, m))).map(|(t, _, _)| *t);
         // "45.00 USD is above tiers.notify_max_usd 10.00 USD; " (empty when no lower tier exists).
         let above = steps
             .iter()

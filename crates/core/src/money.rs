@@ -141,6 +141,34 @@ pub fn decimal_from_store(text: &str) -> Option<Decimal> {
     Decimal::from_str(text).ok()
 }
 
+/// 10^0 ..= 10^18: lining up two scales at most 18 apart.
+const POW10: [u64; 19] = {
+    let mut table = [1u64; 19];
+    let mut i = 1;
+    while i < 19 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// `value > max`. Per-transaction caps and tier thresholds compare the spend's USD value with
+/// a configured number several times per evaluation, and `Decimal`'s comparison rescales one
+/// side through 96-bit arithmetic when the scales differ (they almost always do: a product of
+/// amount and price against a round cap). Non-negative values with mantissas under 64 bits are
+/// compared as integers at the larger scale; anything else goes through `Decimal`.
+pub fn exceeds(value: Decimal, max: Decimal) -> bool {
+    // A negative mantissa, cast, sets the high bits too; a negative zero has mantissa 0.
+    let (v, m) = (value.mantissa() as u128, max.mantissa() as u128);
+    let (vs, ms) = (value.scale(), max.scale());
+    match ((v | m) >> 64, vs.abs_diff(ms)) {
+        // Below 2^64 × 10^18 < 2^124 each.
+        (0, apart @ 0..=18) if vs >= ms => v > m * u128::from(POW10[apart as usize]),
+        (0, apart @ 0..=18) => v * u128::from(POW10[apart as usize]) > m,
+        _ => value > max,
+    }
+}
+
 /// Whether `parts` add up to more than `max`, as saturating `Decimal` additions would say.
 ///
 /// Every limit of every evaluation asks this. Adding `Decimal`s of different scales rescales
@@ -158,15 +186,6 @@ pub fn sum_exceeds(parts: [Decimal; 3], max: Decimal) -> bool {
 /// fit a `Decimal`'s 96-bit mantissa at that scale (where `Decimal` addition stops being exact).
 fn lined_up_sum_exceeds(parts: [Decimal; 3], max: Decimal) -> Option<bool> {
     const MANTISSA_MAX: u128 = (1 << 96) - 1;
-    const POW10: [u64; 19] = {
-        let mut table = [1u64; 19];
-        let mut i = 1;
-        while i < 19 {
-            table[i] = table[i - 1] * 10;
-            i += 1;
-        }
-        table
-    };
     let values = [parts[0], parts[1], parts[2], max];
     // A negative mantissa, cast, sets the high bits too; a negative zero has mantissa 0.
     let mantissas = values.map(|d| d.mantissa() as u128);
@@ -249,6 +268,24 @@ mod tests {
             let max = d(max);
             let direct = parts.iter().fold(Decimal::ZERO, |sum, p| sum.saturating_add(*p)) > max;
             proptest::prop_assert_eq!(sum_exceeds(parts, max), direct);
+        }
+
+        /// The integer path agrees with `Decimal`'s comparison, across scales, signs and sizes.
+        #[test]
+        fn exceeds_agrees_with_decimal_comparison(
+            value in (mantissa(), 0u32..=28, proptest::bool::weighted(0.1)),
+            max in (mantissa(), 0u32..=28, proptest::bool::weighted(0.1)),
+            same in proptest::bool::weighted(0.2),
+        ) {
+            let d = |(m, scale, huge): (i64, u32, bool)| {
+                let d = Decimal::new(m, scale);
+                if huge { d.saturating_mul(Decimal::from(i64::MAX)).saturating_mul(Decimal::from(1000)) } else { d }
+            };
+            let value = d(value);
+            // Equal values written at different scales are where a wrong line-up shows.
+            let max = if same { let mut m = value; m.rescale(value.scale().saturating_add(3).min(28)); m } else { d(max) };
+            proptest::prop_assert_eq!(exceeds(value, max), value > max);
+            proptest::prop_assert_eq!(exceeds(max, value), max > value);
         }
     }
 
