@@ -15,7 +15,7 @@ use crate::model::{
 use crate::money::{decimal_places, exceeds, fmt_units, fmt_usd, sum_exceeds};
 use crate::price::{quote, Prices, Valuation};
 use crate::time::{fmt_duration, Window};
-use crate::usage::{ScopeUsage, UsageQuery, UsageSource};
+use crate::usage::{ScopeUsage, UsageQuery, UsageSource, UsageSpec};
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -474,23 +474,20 @@ impl Run<'_> {
             _ => Decimal::ZERO,
         };
         let since = self.window_start(plan, limit.window, policy.timezone);
-        // A balance fraction is about one wallet's balance of one asset, whoever spends from it.
+        // A balance fraction is about one wallet's balance of one asset, whoever spends from it:
+        // the wallet's usage of the spent asset (which the plan's spec names when the limit does).
         let balance_fraction = matches!(limit.measure, Measure::BalanceFraction(_));
         let wallet = self.wallet;
-        let (scope, asset) = if balance_fraction {
-            (&*self.wallet_scope.get_or_insert_with(|| Scope::Wallet(wallet.id.clone())), Some(spend.asset.as_str()))
+        let (scope, usage) = if balance_fraction {
+            let spec = match limit.asset {
+                Some(_) => plan.usage,
+                None => UsageSpec::of(limit.window, policy.timezone, Some(&spend.asset), operation),
+            };
+            let scope = &*self.wallet_scope.get_or_insert_with(|| Scope::Wallet(wallet.id.clone()));
+            (scope, self.ctx.usage.usage(scope, &UsageQuery { spec, since }))
         } else {
-            (&policy.scope, limit.asset.as_deref())
-        };
-        let query = if balance_fraction {
-            UsageQuery::new(limit.window, policy.timezone, since, asset, operation)
-        } else {
-            UsageQuery { spec: plan.usage, since }
-        };
-        let usage = if balance_fraction {
-            self.ctx.usage.usage(scope, &query)
-        } else {
-            spent.map_or_else(Default::default, |s| s.usage(&query))
+            let query = UsageQuery { spec: plan.usage, since };
+            (&policy.scope, spent.map_or_else(Default::default, |s| s.usage(&query)))
         };
         let amount = self.req.amount;
         let (code, max, used, reserved, requested) = match limit.measure {

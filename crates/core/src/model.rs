@@ -526,7 +526,6 @@ pub struct Model {
     pub operators: Vec<Operator>,
     merchant_by_address: FastMap<String, FastMap<String, usize>>,
     plans: Vec<PolicyPlan>,
-    windows: Vec<(Window, Tz)>,
 }
 
 /// What the engine needs of each limit of a policy beyond the limit itself, made once per
@@ -547,8 +546,8 @@ pub struct LimitPlan {
     /// The usage the limit sums in the policy's scope (a balance fraction sums the wallet's
     /// usage of the spent asset instead, whose spec the engine looks up per request).
     pub usage: &'static UsageSpec,
-    /// The limit's window (in the policy's timezone) among the model's distinct windows
-    /// ([`Model::windows`]): an evaluation works each start out once, by this number.
+    /// The limit's window (in the policy's timezone) numbered among the distinct windows of the
+    /// model's policies: an evaluation works each start out once, by this number.
     pub window: usize,
 }
 
@@ -640,14 +639,7 @@ impl Model {
             operators,
             merchant_by_address,
             plans,
-            windows,
         }
-    }
-
-    /// The distinct windows the policies' limits name, with the timezone a calendar window is
-    /// in ([`LimitPlan::window`] numbers them).
-    pub fn windows(&self) -> &[(Window, Tz)] {
-        &self.windows
     }
 
     /// Policies with what the engine precomputes of their limits.

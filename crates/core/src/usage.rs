@@ -74,19 +74,6 @@ pub struct UsageSpec {
     number: usize,
 }
 
-impl UsageQuery {
-    /// The query for this description ([`UsageSpec::of`]; callers asking often keep the spec).
-    pub fn new(
-        window: Window,
-        timezone: Tz,
-        since: DateTime<Utc>,
-        asset: Option<&str>,
-        operation: Option<&str>,
-    ) -> UsageQuery {
-        UsageQuery { spec: UsageSpec::of(window, timezone, asset, operation), since }
-    }
-}
-
 impl UsageSpec {
     /// The one spec of this description. Models make theirs once; like headroom labels, specs
     /// live as long as the process (a handful per distinct limit ever configured).
@@ -510,11 +497,11 @@ mod tests {
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Reserved));
         let scope = Scope::Agent("a".into());
         let day = Window::Calendar(crate::time::CalendarPeriod::Day);
-        let q = UsageQuery::new(day, Tz::UTC, t0, None, None);
+        let q = UsageQuery { spec: UsageSpec::of(day, Tz::UTC, None, None), since: t0 };
         let u = idx.usage(&scope, &q);
         assert_eq!((u.spent_usd, u.reserved_usd, u.spent_count, u.reserved_count), (10.into(), 5.into(), 1, 1));
         let hour = Window::Rolling(TimeDelta::hours(1));
-        let u = idx.usage(&scope, &UsageQuery::new(hour, Tz::UTC, t0, None, None));
+        let u = idx.usage(&scope, &UsageQuery { spec: UsageSpec::of(hour, Tz::UTC, None, None), since: t0 });
         assert_eq!((u.spent_usd, u.reserved_usd), (0.into(), 5.into()), "a rolling window excludes its start");
         // A reservation that executes changes state, not the total.
         idx.upsert(entry(2, t0 + TimeDelta::seconds(1), 5, EntryState::Spent));
@@ -536,7 +523,7 @@ mod tests {
         }
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, window: Window, at: &str| {
-            let q = UsageQuery::new(window, ny, window.start(t(at), ny), None, None);
+            let q = UsageQuery { spec: UsageSpec::of(window, ny, None, None), since: window.start(t(at), ny) };
             idx.usage(&scope, &q).spent_count
         };
         // New York's November 1st begins at 04:00Z; a spend at exactly 04:00Z belongs to it.
@@ -559,7 +546,7 @@ mod tests {
         let hour = Window::Rolling(TimeDelta::hours(1));
         let scope = Scope::Agent("a".into());
         let ask = |idx: &UsageIndex, at: &str| {
-            let q = UsageQuery::new(hour, Tz::UTC, hour.start(t(at), Tz::UTC), None, None);
+            let q = UsageQuery { spec: UsageSpec::of(hour, Tz::UTC, None, None), since: hour.start(t(at), Tz::UTC) };
             idx.usage(&scope, &q).spent_usd
         };
         let mut idx = UsageIndex::new();
@@ -742,7 +729,10 @@ mod tests {
                             let asset = asset.map(|a| format!("c:T{a}"));
                             let w = windows[usize::from(window)];
                             let at = t0 + TimeDelta::minutes(minute);
-                            let q = UsageQuery::new(w, ny, w.start(at, ny), asset.as_deref(), None);
+                            let q = UsageQuery {
+                                spec: UsageSpec::of(w, ny, asset.as_deref(), None),
+                                since: w.start(at, ny),
+                            };
                             prop_assert_eq!(idx.usage(&scope, &q), naive(&live, &scope, &q));
                         }
                         _ => {}
