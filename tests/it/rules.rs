@@ -167,6 +167,24 @@ limits = [ { window = "day", max_balance_fraction = "0.10" } ]
 }
 
 #[test]
+fn a_balance_fraction_bound_to_an_asset_counts_only_that_asset() {
+    let mut sb = Sandbox::new(
+        r#"[[policy]]
+id = "p"
+scope = "wallet:eth-hot"
+limits = [ { window = "day", max_balance_fraction = "0.10", asset = "eth:USDC" }, { window = "day", max_usd = "1000000" } ]
+"#,
+    );
+    sb.balances.insert("eth:USDC".into(), dec("100"));
+    assert!(usdc(&mut sb, "alice", "eth-hot", "6", MON).is_allowed());
+    assert!(sb.spend(&request("alice", "eth-hot", PLAIN_EVM, "0.5", None, MON)).is_allowed(), "ETH is not bound");
+    assert!(usdc(&mut sb, "bob", "eth-hot", "4", MON).is_allowed(), "exactly 10%, whoever spends");
+    let over = usdc(&mut sb, "alice", "eth-hot", "0.01", MON);
+    assert_eq!(denials(&over), [ReasonCode::BalanceFractionLimit]);
+    assert!(over.reasons[0].detail.contains("exceeds 0.1 × balance 100 = 10 eth:USDC"), "{}", over.reasons[0].detail);
+}
+
+#[test]
 fn an_agent_limit_pools_all_its_wallets_and_chains() {
     let mut sb = Sandbox::new(
         r#"[[policy]]
