@@ -207,6 +207,19 @@ impl HeadroomLabels {
         interned.insert(labels);
         labels
     }
+
+    /// Formats a number in this limit's unit (USD with at least two decimals).
+    pub fn fmt(&self, value: Decimal) -> String {
+        self.text(value).as_str().to_owned()
+    }
+
+    fn text(&self, value: Decimal) -> DecimalText {
+        if self.unit == "USD" {
+            DecimalText::usd(value)
+        } else {
+            DecimalText::units(value)
+        }
+    }
 }
 
 /// Remaining room under one limit. Numbers are decimals, written as decimal strings in JSON
@@ -245,15 +258,11 @@ impl Headroom {
 
     /// Formats one of the numbers in this limit's unit.
     pub fn fmt(&self, value: Decimal) -> String {
-        self.text(value).as_str().to_owned()
+        self.labels.fmt(value)
     }
 
     fn text(&self, value: Decimal) -> DecimalText {
-        if self.labels.unit == "USD" {
-            DecimalText::usd(value)
-        } else {
-            DecimalText::units(value)
-        }
+        self.labels.text(value)
     }
 }
 
