@@ -260,10 +260,6 @@ impl Headroom {
     pub fn fmt(&self, value: Decimal) -> String {
         self.labels.fmt(value)
     }
-
-    fn text(&self, value: Decimal) -> DecimalText {
-        self.labels.text(value)
-    }
 }
 
 /// A headroom entry as stored and sent: the labels flattened beside the numbers, which are
@@ -301,7 +297,7 @@ impl Serialize for Headroom {
             ("requested", self.requested),
             ("remaining", self.remaining()),
         ] {
-            map.serialize_entry(key, self.text(value).as_str())?;
+            map.serialize_entry(key, self.labels.text(value).as_str())?;
         }
         map.end()
     }
