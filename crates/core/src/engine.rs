@@ -92,8 +92,8 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
             spend: None,
         };
     }
-    let spend = match resolve(model, req, ctx, agent, wallet) {
-        Ok(spend) => spend,
+    let (spend, asset_place) = match resolve(model, req, ctx, agent, wallet) {
+        Ok(resolved) => resolved,
         Err(reason) => {
             return Evaluation {
                 decision: Decision::Deny,
@@ -111,6 +111,7 @@ pub fn evaluate(model: &Model, req: &SpendRequest, ctx: &Context<'_>) -> Evaluat
         spend: &spend,
         ctx,
         wallet,
+        asset_place,
         wallet_scope: None,
         window_starts: WindowStarts::default(),
         out: Outcome::default(),
@@ -206,20 +207,21 @@ pub fn covering_scopes(agent: &Agent, wallet: &Wallet) -> Vec<Scope> {
     scopes
 }
 
-/// Works out asset, amount, recipient and value, or the reason the request is malformed.
+/// Works out asset, amount, recipient and value (with the asset's place in the model's assets),
+/// or the reason the request is malformed.
 fn resolve(
     model: &Model,
     req: &SpendRequest,
     ctx: &Context<'_>,
     agent: &Agent,
     wallet: &Wallet,
-) -> Result<ResolvedSpend, Reason> {
+) -> Result<(ResolvedSpend, usize), Reason> {
     let bad = |code, rule: &str, detail: String| Reason { code, policy_id: None, rule: rule.into(), detail };
     let chain = model.chain(&wallet.chain).ok_or_else(|| {
         bad(ReasonCode::ChainNotAllowed, "chain", format!("chain {} is not configured", wallet.chain))
     })?;
-    let asset: &Asset = match req.asset.as_deref() {
-        None => model.native_asset(&chain.id).ok_or_else(|| {
+    let asset_place = match req.asset.as_deref() {
+        None => model.native_asset_place(&chain.id).ok_or_else(|| {
             bad(ReasonCode::AssetNotAllowed, "asset", format!("chain {} has no native asset configured", chain.id))
         })?,
         Some(name) => {
@@ -234,7 +236,7 @@ fn resolve(
                     ),
                 ));
             }
-            model.asset(asset_chain, symbol).ok_or_else(|| {
+            model.asset_place(asset_chain, symbol).ok_or_else(|| {
                 bad(
                     ReasonCode::AssetNotAllowed,
                     "asset",
@@ -243,6 +245,7 @@ fn resolve(
             })?
         }
     };
+    let asset: &Asset = &model.assets[asset_place];
     let key = asset.key();
     if req.amount <= Decimal::ZERO {
         return Err(bad(
@@ -281,7 +284,7 @@ fn resolve(
         .normalize_address(&req.to)
         .map_err(|e| bad(ReasonCode::InvalidRecipient, "to", format!("recipient `to`: {e} on chain {}", chain.id)))?;
     let merchant = model.merchant_at(&chain.id, &recipient);
-    Ok(ResolvedSpend {
+    let spend = ResolvedSpend {
         chain: chain.id.clone(),
         chain_kind: chain.kind,
         asset: key,
@@ -295,7 +298,8 @@ fn resolve(
         delay: None,
         approval_ttl: None,
         approver_role: None,
-    })
+    };
+    Ok((spend, asset_place))
 }
 
 #[derive(Default)]
@@ -331,6 +335,8 @@ struct Run<'a> {
     spend: &'a ResolvedSpend,
     ctx: &'a Context<'a>,
     wallet: &'a Wallet,
+    /// The spent asset's place in the model's assets ([`LimitPlan::asset`]).
+    asset_place: usize,
     /// `wallet:<id>`, built when a balance-fraction limit first needs it.
     wallet_scope: Option<Scope>,
     window_starts: WindowStarts,
@@ -464,7 +470,7 @@ impl Run<'_> {
         spent: Option<&dyn ScopeUsage>,
     ) {
         let spend = self.spend;
-        if limit.asset.as_deref().is_some_and(|a| a != spend.asset) {
+        if plan.asset.is_some_and(|a| a != self.asset_place) {
             return;
         }
         let label = plan.labels;

@@ -6,7 +6,7 @@
 use crate::decision::HeadroomLabels;
 use crate::fast_map::FastMap;
 use crate::time::{Schedule, Window};
-use crate::usage::UsageSpec;
+use crate::usage::{UsageKey, UsageSpec};
 use chrono::TimeDelta;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -204,6 +204,11 @@ impl Asset {
     /// The asset's global name, `chain:SYMBOL`.
     pub fn key(&self) -> String {
         asset_key(&self.chain, &self.symbol)
+    }
+
+    /// Whether `key` (`chain:SYMBOL`) names this asset.
+    pub fn is_named(&self, key: &str) -> bool {
+        key.split_once(':').is_some_and(|(chain, symbol)| chain == self.chain && symbol == self.symbol)
     }
 }
 
@@ -545,16 +550,21 @@ pub struct LimitPlan {
     pub labels: &'static HeadroomLabels,
     /// The usage the limit sums in the policy's scope (a balance fraction sums the wallet's
     /// usage of the spent asset instead, whose spec the engine looks up per request).
-    pub usage: &'static UsageSpec,
+    pub usage: UsageKey,
     /// The limit's window (in the policy's timezone) numbered among the distinct windows of the
     /// model's policies: an evaluation works each start out once, by this number.
     pub window: usize,
+    /// The only asset the limit checks, by its place in [`Model::assets`] (compared per limit
+    /// as a number rather than as a name); an asset the model does not configure gets a place
+    /// no spend's asset has. `None`: every asset.
+    pub asset: Option<usize>,
 }
 
 fn limit_plans(
     policy: &Policy,
     operation: Option<&str>,
     limits: &[Limit],
+    assets: &[Asset],
     windows: &mut Vec<(Window, Tz)>,
 ) -> Vec<LimitPlan> {
     let prefix = operation.map(|o| format!("operation[{o}].")).unwrap_or_default();
@@ -586,6 +596,7 @@ fn limit_plans(
                     windows.len() - 1
                 })
             },
+            asset: l.asset.as_deref().map(|key| assets.iter().position(|a| a.is_named(key)).unwrap_or(usize::MAX)),
         })
         .collect()
 }
@@ -617,11 +628,11 @@ impl Model {
         let plans = policies
             .iter()
             .map(|p| PolicyPlan {
-                limits: limit_plans(p, None, &p.limits, &mut windows),
+                limits: limit_plans(p, None, &p.limits, &assets, &mut windows),
                 operations: p
                     .operations
                     .iter()
-                    .map(|o| limit_plans(p, Some(&o.name), &o.limits, &mut windows))
+                    .map(|o| limit_plans(p, Some(&o.name), &o.limits, &assets, &mut windows))
                     .collect(),
             })
             .collect();
@@ -664,12 +675,22 @@ impl Model {
 
     /// The asset with this symbol on this chain.
     pub fn asset(&self, chain: &str, symbol: &str) -> Option<&Asset> {
-        self.assets.iter().find(|a| a.chain == chain && a.symbol == symbol)
+        self.asset_place(chain, symbol).map(|i| &self.assets[i])
+    }
+
+    /// The place in [`Model::assets`] of the asset with this symbol on this chain.
+    pub fn asset_place(&self, chain: &str, symbol: &str) -> Option<usize> {
+        self.assets.iter().position(|a| a.chain == chain && a.symbol == symbol)
     }
 
     /// The native asset of a chain (the one without a token address).
     pub fn native_asset(&self, chain: &str) -> Option<&Asset> {
-        self.assets.iter().find(|a| a.chain == chain && a.token.is_none())
+        self.native_asset_place(chain).map(|i| &self.assets[i])
+    }
+
+    /// The place in [`Model::assets`] of a chain's native asset.
+    pub fn native_asset_place(&self, chain: &str) -> Option<usize> {
+        self.assets.iter().position(|a| a.chain == chain && a.token.is_none())
     }
 
     /// Every asset configured on a chain.

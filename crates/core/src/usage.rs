@@ -51,7 +51,7 @@ pub struct LedgerEntry {
 #[derive(Debug, Clone, Copy)]
 pub struct UsageQuery {
     /// What is summed.
-    pub spec: &'static UsageSpec,
+    pub spec: UsageKey,
     /// Window start at the evaluation instant (see [`Window::counts`]).
     pub since: DateTime<Utc>,
 }
@@ -77,18 +77,18 @@ pub struct UsageSpec {
 impl UsageSpec {
     /// The one spec of this description. Models make theirs once; like headroom labels, specs
     /// live as long as the process (a handful per distinct limit ever configured).
-    pub fn of(window: Window, timezone: Tz, asset: Option<&str>, operation: Option<&str>) -> &'static UsageSpec {
+    pub fn of(window: Window, timezone: Tz, asset: Option<&str>, operation: Option<&str>) -> UsageKey {
         type Description = (Window, Tz, Option<String>, Option<String>);
         static SPECS: LazyLock<RwLock<HashMap<Description, &'static UsageSpec>>> = LazyLock::new(Default::default);
         // A rolling window's start is the same in every timezone: one spec for all of them.
         let timezone = if window.is_rolling() { Tz::UTC } else { timezone };
         let description = (window, timezone, asset.map(str::to_string), operation.map(str::to_string));
         if let Some(spec) = SPECS.read().unwrap_or_else(PoisonError::into_inner).get(&description) {
-            return spec;
+            return UsageKey { number: spec.number, spec };
         }
         let mut specs = SPECS.write().unwrap_or_else(PoisonError::into_inner);
         let number = specs.len();
-        specs.entry(description).or_insert_with_key(|(window, timezone, asset, operation)| {
+        let spec = specs.entry(description).or_insert_with_key(|(window, timezone, asset, operation)| {
             Box::leak(Box::new(UsageSpec {
                 window: *window,
                 timezone: *timezone,
@@ -96,12 +96,29 @@ impl UsageSpec {
                 operation: operation.clone(),
                 number,
             }))
-        })
+        });
+        UsageKey { number: spec.number, spec }
     }
 
     fn matches(&self, e: &LedgerEntry) -> bool {
         self.asset.as_deref().is_none_or(|a| a == e.asset)
             && self.operation.as_deref().is_none_or(|o| Some(o) == e.operation.as_deref())
+    }
+}
+
+/// A [`UsageSpec`] with its number beside it: an index finds the spec's running sum by the
+/// number without reading the spec itself, one dependent memory read less per limit.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageKey {
+    number: usize,
+    spec: &'static UsageSpec,
+}
+
+impl std::ops::Deref for UsageKey {
+    type Target = UsageSpec;
+
+    fn deref(&self) -> &UsageSpec {
+        self.spec
     }
 }
 
@@ -182,6 +199,10 @@ struct Cursor {
     /// Where the window begins in the scope's entries: the index of the first one it holds at
     /// `since` (every entry before it is older). Valid while `layout` is the scope's.
     first: usize,
+    /// The time of the entry at `first`, or [`DateTime::<Utc>::MAX_UTC`] when `first` is the
+    /// end. Kept here because a window mostly moves forward past no entry at all: the cursor
+    /// alone then answers, without reading the entry (a cache miss per limit otherwise).
+    first_at: DateTime<Utc>,
     layout: u64,
 }
 
@@ -195,11 +216,17 @@ impl Cursor {
 #[derive(Debug, Default, Clone)]
 struct Cursors {
     list: Vec<Cursor>,
-    /// By spec number: the spec's place in `list` plus one, or 0 when the scope has none yet.
+    /// By spec number ([`UsageKey`]): the spec's place in `list` plus one, or 0 when the scope
+    /// has none yet. Numbers are global, so a scope holds a place for every spec up to the
+    /// highest it was asked about: four bytes each rather than a whole cursor.
     place: Vec<u32>,
 }
 
 impl Cursors {
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Cursor> {
+        self.list.iter_mut()
+    }
+
     fn clear(&mut self) {
         self.list.clear();
         self.place.clear();
@@ -224,6 +251,12 @@ impl ScopeData {
         self.entries.partition_point(|(at, _)| !window.counts(*at, since))
     }
 
+    /// The time of the entry at `i`, or [`DateTime::<Utc>::MAX_UTC`] past the end (inside every
+    /// window: see [`Cursor::first_at`]).
+    fn time_at(&self, i: usize) -> DateTime<Utc> {
+        self.entries.get(i).map_or(DateTime::<Utc>::MAX_UTC, |(at, _)| *at)
+    }
+
     /// The index of the entry with this time and sequence number.
     fn find(&self, at: DateTime<Utc>, seq: i64) -> Result<usize, usize> {
         self.entries.binary_search_by(|(a, e)| (*a, e.seq).cmp(&(at, seq)))
@@ -234,14 +267,18 @@ impl ScopeData {
     fn insert(&mut self, entry: &Arc<LedgerEntry>) {
         let end = self.entries.len();
         let latest = self.entries.last().is_none_or(|(at, e)| (*at, e.seq) < (entry.at, entry.seq));
-        for c in &mut self.cursors.get_mut().list {
+        for c in self.cursors.get_mut().iter_mut() {
             if c.contains(entry) {
                 c.usage.add(entry);
             }
             // Appended behind a window that holds none of the entries: it begins after the
             // new one unless it holds it.
-            if latest && c.layout == self.layout && c.first == end && !c.spec.window.counts(entry.at, c.since) {
-                c.first += 1;
+            if latest && c.layout == self.layout && c.first == end {
+                if c.spec.window.counts(entry.at, c.since) {
+                    c.first_at = entry.at;
+                } else {
+                    c.first += 1;
+                }
             }
         }
         if latest {
@@ -258,7 +295,7 @@ impl ScopeData {
         if let Ok(i) = self.find(entry.at, entry.seq) {
             self.entries.remove(i);
             self.layout += 1;
-            for c in self.cursors.get_mut().list.iter_mut().filter(|c| c.contains(entry)) {
+            for c in self.cursors.get_mut().iter_mut().filter(|c| c.contains(entry)) {
                 c.usage.sub(entry);
             }
         }
@@ -269,7 +306,7 @@ impl ScopeData {
     fn replace(&mut self, old: &LedgerEntry, new: &Arc<LedgerEntry>) {
         if let Ok(i) = self.find(old.at, old.seq) {
             self.entries[i].1 = Arc::clone(new);
-            for c in &mut self.cursors.get_mut().list {
+            for c in self.cursors.get_mut().iter_mut() {
                 if c.contains(old) {
                     c.usage.sub(old);
                 }
@@ -284,10 +321,17 @@ impl ScopeData {
 impl ScopeUsage for ScopeData {
     fn usage(&self, q: &UsageQuery) -> Usage {
         let mut cursors = self.cursors.borrow_mut();
-        let spec = q.spec;
-        let Some(place) = cursors.place.get(spec.number).and_then(|p| p.checked_sub(1)) else {
+        let UsageKey { number, spec } = q.spec;
+        let Some(place) = cursors.place.get(number).and_then(|p| p.checked_sub(1)) else {
             let first = self.first_inside(spec.window, q.since);
-            let mut fresh = Cursor { spec, since: q.since, usage: Usage::default(), first, layout: self.layout };
+            let mut fresh = Cursor {
+                spec,
+                since: q.since,
+                usage: Usage::default(),
+                first,
+                first_at: self.time_at(first),
+                layout: self.layout,
+            };
             for (_, e) in &self.entries[first..] {
                 if spec.matches(e) {
                     fresh.usage.add(e);
@@ -296,10 +340,10 @@ impl ScopeUsage for ScopeData {
             let usage = fresh.usage;
             cursors.list.push(fresh);
             let place = u32::try_from(cursors.list.len()).unwrap_or(u32::MAX);
-            if cursors.place.len() <= spec.number {
-                cursors.place.resize(spec.number + 1, 0);
+            if cursors.place.len() <= number {
+                cursors.place.resize(number + 1, 0);
             }
-            cursors.place[spec.number] = place;
+            cursors.place[number] = place;
             return usage;
         };
         let cursor = &mut cursors.list[place as usize];
@@ -307,7 +351,13 @@ impl ScopeUsage for ScopeData {
             return cursor.usage;
         }
         let window = spec.window;
-        let mut i = if cursor.layout == self.layout { cursor.first } else { self.first_inside(window, cursor.since) };
+        let placed = cursor.layout == self.layout;
+        if placed && q.since > cursor.since && window.counts(cursor.first_at, q.since) {
+            // Forward, and the oldest entry held is still inside: nothing leaves.
+            cursor.since = q.since;
+            return cursor.usage;
+        }
+        let mut i = if placed { cursor.first } else { self.first_inside(window, cursor.since) };
         if q.since > cursor.since {
             // The window's start moved forward: the entries it passed leave.
             while let Some((at, e)) = self.entries.get(i).filter(|(at, _)| !window.counts(*at, q.since)) {
@@ -329,6 +379,7 @@ impl ScopeUsage for ScopeData {
             }
         }
         cursor.first = i;
+        cursor.first_at = self.time_at(i);
         cursor.layout = self.layout;
         cursor.since = q.since;
         cursor.usage
@@ -412,7 +463,7 @@ impl UsageIndex {
             let entry = Arc::new(entry);
             for scope in Self::scopes_of(&entry) {
                 let data = self.by_scope.entry(scope).or_default();
-                for c in data.cursors.get_mut().list.iter_mut().filter(|c| c.contains(&entry)) {
+                for c in data.cursors.get_mut().iter_mut().filter(|c| c.contains(&entry)) {
                     c.usage.add(&entry);
                 }
                 data.entries.push((entry.at, Arc::clone(&entry)));
@@ -557,6 +608,7 @@ mod tests {
         idx.upsert(entry(3, t("2026-11-01T11:30:00Z"), 100, EntryState::Spent));
         assert_eq!(ask(&idx, "2026-11-01T12:00:00Z"), Decimal::from(100));
         assert_eq!(ask(&idx, "2026-11-01T12:10:00Z"), Decimal::from(100), "nothing left the window");
+        assert_eq!(ask(&idx, "2026-11-01T12:45:00Z"), Decimal::ZERO, "the appended spend, first held, left");
         assert_eq!(ask(&idx, "2026-11-01T10:30:00Z"), Decimal::from(110), "back: the 10:00 spend enters");
     }
 
