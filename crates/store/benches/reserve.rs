@@ -45,6 +45,23 @@ fn bench(c: &mut Criterion) {
             floor.execute_batch("COMMIT").unwrap();
         })
     });
+    // The same with as many pages as a decision's commit writes: `strace -c` counts about 21
+    // `pwrite64` per one-caller decision, two per WAL frame (its row, five indices, the audit
+    // entry and its index, the change counter, and its share of checkpoints). Ten tables, one
+    // row each per commit: ten appended leaves, ten frames, one fsync.
+    group.bench_function("commit_floor_10_pages", |b| {
+        b.iter(|| {
+            floor.execute_batch("BEGIN IMMEDIATE").unwrap();
+            for table in 0..FLOOR_PAGES {
+                floor
+                    .prepare_cached(&format!("INSERT INTO p{table} (body) VALUES (?1)"))
+                    .unwrap()
+                    .execute([&body])
+                    .unwrap();
+            }
+            floor.execute_batch("COMMIT").unwrap();
+        })
+    });
     let before = ledger.stats();
     group.bench_function("1_caller", |b| b.iter(|| runtime.block_on(reserve(&ledger, &clock, start()))));
     report("1_caller", before);
@@ -55,8 +72,11 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Tables of `commit_floor_10_pages`.
+const FLOOR_PAGES: usize = 10;
+
 /// A connection set up as the ledger's are (WAL, `synchronous = FULL`, the same cache and
-/// checkpoint settings) to a table with one row per commit.
+/// checkpoint settings) to a table with one row per commit, and [`FLOOR_PAGES`] more.
 fn floor_connection(path: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).unwrap();
@@ -65,6 +85,9 @@ fn floor_connection(path: &std::path::Path) -> rusqlite::Connection {
          PRAGMA wal_autocheckpoint = 8000; CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
     )
     .unwrap();
+    for table in 0..FLOOR_PAGES {
+        conn.execute_batch(&format!("CREATE TABLE p{table} (id INTEGER PRIMARY KEY, body TEXT NOT NULL);")).unwrap();
+    }
     conn
 }
 
