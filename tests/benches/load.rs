@@ -86,7 +86,8 @@ limits = [ { window = "24h", max_usd = "1000000" } ]
                 .unwrap();
             let line = String::from_utf8_lossy(&out.stdout);
             let Ok(r) = serde_json::from_str::<Value>(line.trim()) else {
-                panic!("{name} at {clients}: {line}{}", String::from_utf8_lossy(&out.stderr));
+                let anvil = rt.block_on(probe_anvil(&org.anvil.url));
+                panic!("{name} at {clients}: {line}{}\n{anvil}", String::from_utf8_lossy(&out.stderr));
             };
             println!(
                 "| {name} | {clients} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {}{} |",
@@ -97,9 +98,26 @@ limits = [ { window = "24h", max_usd = "1000000" } ]
                 r["failures"],
                 r["first_failure"].as_str().map(|f| format!(" ({f})")).unwrap_or_default(),
             );
+            if r["failures"].as_u64() != Some(0) {
+                println!("({})", rt.block_on(probe_anvil(&org.anvil.url)));
+            }
         }
     }
     EvmOrg::stop_daemon(daemon);
+}
+
+/// Whether anvil itself answers `eth_blockNumber` within 5 s, asked directly: when a row
+/// fails because the chain stopped answering (seen once in CI, 2026-12-03: every call to anvil
+/// timed out for over a minute during the 16-client `spend` row), this tells anvil hanging
+/// apart from spendguard's connections to it hanging.
+async fn probe_anvil(url: &str) -> String {
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": [] });
+    let ask = async { reqwest::Client::new().post(url).json(&body).send().await?.text().await };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
+        Ok(Ok(answer)) => format!("anvil, asked directly, answers: {answer}"),
+        Ok(Err(e)) => format!("anvil, asked directly, fails: {e}"),
+        Err(_) => "anvil, asked directly, does not answer eth_blockNumber within 5 s".into(),
+    }
 }
 
 /// Prices TUSD by a freshly deployed test feed answering 1 USD (refreshed every 10 s).
