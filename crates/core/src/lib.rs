@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`model`]: the organisation (chains, assets, wallets, agents, merchants, policies) as plain
 //!   values, built by `spendguard-config`.
+//! - [`address`]: chain addresses — format checks, canonical form (EIP-55 for mixed-case EVM),
+//!   burn addresses.
 //! - [`time`]: durations, rolling and calendar windows in a timezone, weekly schedules.
 //! - [`usage`]: what was already spent or reserved; [`usage::UsageIndex`] is the in-memory index
 //!   the ledger keeps, [`usage::UsageSource`] what the engine reads.
@@ -20,6 +22,7 @@
 //!
 //! Time is always a parameter: the caller says when a request happens.
 
+pub mod address;
 pub mod decision;
 pub mod engine;
 pub mod event;
